@@ -1,0 +1,6 @@
+"""python -m prefdistill ... (same as the `prefdistill` command)."""
+import sys
+
+from prefdistill.cli import main
+
+sys.exit(main())

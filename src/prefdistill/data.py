@@ -1,0 +1,416 @@
+"""Task data: load a source, map its columns, and cut it into the splits a run uses.
+
+    from prefdistill.config import DataConfig
+    from prefdistill.data import prepare_splits
+
+    splits = prepare_splits(DataConfig(source="builtin:aclsum"), seed=0, tokenizer=tok)
+    splits.sft, splits.distill, splits.validation, splits.test  # lists of io.Example
+
+Sources (`data.source`):
+  builtin:aclsum    ACLSum (PyPI `aclsum`): one example per (paper, aspect).
+  builtin:chitchat  Chit Chat Challenge (PyPI `chitchat-dataset`): next-reply examples.
+  a path            a .jsonl / .json / .parquet / .csv file (the train split), or a folder
+                    of train.* / validation.* (val.*, dev.*) / test.* files.
+  anything else     a `datasets` hub name: `datasets.load_dataset(source, subset)`.
+
+`prepare_splits` runs: raw rows -> Examples (column map + template) -> validation / test
+carved out of train when the source lacks them -> train shuffled with `seed` -> caps ->
+train halved into `sft` / `distill` (the PLaD paper's supervised and distillation
+halves) -> first `distill_fraction` of distill kept -> prompts truncated.
+
+Groups. A `group` column (meta["group"]: a paper, a conversation) ties rows together;
+a row without one is its own group. Carving, shuffling and halving move whole groups,
+so no source document is on both sides of the sft / distill cut or of a carved
+train / held-out cut. Caps count rows and take them in (shuffled) group order, so at
+most the last group kept is cut short; its dropped rows are simply not used.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import itertools
+import json
+import logging
+import random
+import re
+import string
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from prefdistill.config import DataConfig
+from prefdistill.io import Example, read_jsonl
+
+log = logging.getLogger(__name__)
+
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
+                 "dev": "validation", "test": "test"}
+TRUNCATION_SIDES = ("right", "left", "error")
+
+
+@dataclass
+class Splits:
+    sft: list[Example]  # first half of train, with targets: SFT of teacher and student
+    distill: list[Example]  # second half: prompts for pairs; .target only for optional ROUGE
+    validation: list[Example]
+    test: list[Example]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_raw(cfg: DataConfig) -> dict[str, list[dict]]:
+    """Raw rows per split name the source has ("train", "validation", "test", ...)."""
+    source = cfg.source
+    if source.startswith("builtin:"):
+        builtins = {"builtin:aclsum": _aclsum_rows, "builtin:chitchat": _chitchat_rows}
+        if source not in builtins:
+            raise ValueError(f"data.source: unknown builtin {source!r}; choose from {sorted(builtins)}")
+        return builtins[source]()
+    if _looks_local(source):
+        return _load_local(Path(source).expanduser())
+    return _load_hub(source, cfg.subset)
+
+
+def _looks_local(source: str) -> bool:
+    # A missing "./train.jsonl" must fail as "not found", not as a confusing hub lookup.
+    # Hub names ("org/name", "org/name-v1.1") carry no alphabetic file extension.
+    return (source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
+            or re.fullmatch(r"\.[A-Za-z]\w*", Path(source).suffix) is not None)
+
+
+def _load_local(path: Path) -> dict[str, list[dict]]:
+    if not path.exists():
+        raise ValueError(f"data.source: file or folder not found: {path} "
+                         "(a path is read as local data, never looked up on the hub)")
+    if path.is_file():
+        return {"train": _read_files([path])}
+    by_split: dict[str, list[Path]] = {}
+    for file in sorted(path.iterdir()):
+        stem = re.split(r"[-_.]", file.name, maxsplit=1)[0].lower()  # "train-00000-of-00002"
+        if file.is_file() and stem in SPLIT_ALIASES:
+            by_split.setdefault(SPLIT_ALIASES[stem], []).append(file)
+    if not by_split:
+        raise ValueError(f"data.source: folder {path} has no split files; name them train.*, "
+                         f"validation.* (or val.*, dev.*) and test.* with one of {list(FILE_BUILDERS)}")
+    return {split: _read_files(files) for split, files in by_split.items()}
+
+
+def _read_files(files: list[Path]) -> list[dict]:
+    """Rows of one split stored in one or more files of the same type."""
+    suffixes = {f.suffix.lower() for f in files}
+    if not suffixes <= FILE_BUILDERS.keys():
+        bad = sorted(str(f) for f in files if f.suffix.lower() not in FILE_BUILDERS)
+        raise ValueError(f"data.source: unsupported file type {bad}; supported: {list(FILE_BUILDERS)}")
+    builders = {FILE_BUILDERS[s] for s in suffixes}
+    if len(builders) > 1:
+        raise ValueError(f"data.source: one split mixes file types {sorted(map(str, files))}")
+    files = [f for f in files if f.stat().st_size > 0]  # datasets fails obscurely on empty files
+    if not files:
+        return []
+    import datasets  # slow import, only needed here
+
+    ds = datasets.load_dataset(builders.pop(), data_files=[str(f) for f in files], split="train")
+    return ds.to_list()
+
+
+def _load_hub(name: str, subset: str | None) -> dict[str, list[dict]]:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(name, subset)
+    except Exception as e:  # offline, unknown name, gated: say which key to fix
+        raise ValueError(f"data.source: could not load {name!r} with datasets.load_dataset "
+                         f"(read as a hub name; write a local file as ./{name}): {e}") from e
+    return {split: ds.to_list() for split, ds in dataset.items()}
+
+
+def _package_dir(module: str, pip_name: str) -> Path:
+    # Located, never imported: `import aclsum` pulls in a dependency we do not install.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"data.source: this builtin needs `pip install {pip_name}`")
+    return Path(spec.submodule_search_locations[0])
+
+
+ACLSUM_ASPECTS = {
+    "challenge": "the challenge this paper addresses",
+    "approach": "the approach this paper proposes",
+    "outcome": "the outcome this paper reports",
+}
+
+
+def _aclsum_rows() -> dict[str, list[dict]]:
+    folder = _package_dir("aclsum", "aclsum") / "dataset"
+    files = {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"}
+    return {split: [row for paper in read_jsonl(folder / name) for row in _aclsum_examples(paper)]
+            for split, name in files.items()}
+
+
+def _aclsum_examples(paper: dict) -> list[dict]:
+    abstract = _detokenize(" ".join(paper["sentences"]["abstract"]))
+    return [{"id": f"{paper['id']}-{aspect}",
+             "prompt": f"Summarize {phrase} in one sentence.\n\n{abstract}",
+             "target": paper["summary"][aspect],
+             "group": paper["id"], "aspect": aspect, "title": paper["title"]}
+            for aspect, phrase in ACLSUM_ASPECTS.items()]
+
+
+def _detokenize(text: str) -> str:
+    # ACLSum sentences come pre-tokenised ("in answer extraction ." / "( QA )").
+    text = re.sub(r" ([,.;:)?!%])", r"\1", text)
+    return text.replace("( ", "(")
+
+
+CHITCHAT_CONTEXT_TURNS = 4  # turns shown before the reply to write
+CHITCHAT_PER_CONVERSATION = 3  # replies taken from one conversation, spread over it
+CHITCHAT_TARGET_WORDS = (3, 40)  # shorter replies say little; longer ones exceed max_new_tokens
+
+
+def _chitchat_rows() -> dict[str, list[dict]]:
+    path = _package_dir("chitchat_dataset", "chitchat-dataset") / "dataset.json"
+    conversations = json.loads(path.read_text(encoding="utf-8"))
+    splits: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
+    for conv_id, conv in conversations.items():
+        splits[_hash_split(conv_id)].extend(_chitchat_examples(conv_id, conv["messages"]))
+    return splits
+
+
+def _hash_split(key: str) -> str:
+    # The dataset ships no splits: a hash of the id gives the same 80/10/10 split everywhere.
+    bucket = _stable_hash(key) % 10
+    return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
+
+
+def _chitchat_examples(conv_id: str, messages: list[list[dict]]) -> list[dict]:
+    turns = [turn for turn in messages if turn]  # a turn: consecutive messages of one sender
+    texts = [" ".join(" ".join(m["text"].split()) for m in turn) for turn in turns]
+    labels: dict[str, str] = {}
+    speakers = [labels.setdefault(t[0]["sender"], chr(ord("A") + len(labels))) for t in turns]
+    low, high = CHITCHAT_TARGET_WORDS
+    ks = [k for k in range(2, len(texts)) if low <= len(texts[k].split()) <= high]
+    if len(ks) > CHITCHAT_PER_CONVERSATION:
+        n = CHITCHAT_PER_CONVERSATION
+        ks = [ks[round(i * (len(ks) - 1) / (n - 1))] for i in range(n)]
+    rows = []
+    for k in ks:
+        shown = range(max(0, k - CHITCHAT_CONTEXT_TURNS), k)
+        context = "\n".join(f"{speakers[j]}: {texts[j]}" for j in shown)
+        rows.append({"id": f"{conv_id}-{k}", "group": conv_id, "target": texts[k],
+                     "prompt": f"{context}\nWrite the next reply from {speakers[k]}."})
+    return rows
+
+
+# ----------------------------------------------------------------------------- mapping
+
+
+def to_examples(rows: list[dict], cfg: DataConfig, split: str) -> list[Example]:
+    """Apply the column map and `cfg.template` to raw rows of one split.
+
+    In the template "{prompt}" / "{target}" mean the mapped columns; other fields name
+    columns as they are. Ids are "{split}-{index}" unless `cfg.columns.id` is set.
+    `meta` keeps the row's other scalar columns (always `group`, which drives halving).
+    """
+    if not rows:
+        return []
+    cols = cfg.columns
+    fields = _template_fields(cfg.template)
+    _check_columns(cfg, split, list(rows[0]), fields)
+    skip = ({cols.prompt, cols.target, cols.id} | fields) - {"group"}  # already in prompt/target/id
+    examples, seen = [], set()
+    for i, row in enumerate(rows):
+        row_id = f"{split}-{i}" if cols.id is None else str(row.get(cols.id))
+        where = f"row {i} (id {row_id!r}) of the {split!r} split of {cfg.source!r}"
+        if cols.id is not None and (row.get(cols.id) in (None, "") or row_id in seen):
+            raise ValueError(f"{where}: empty or duplicate id in column {cols.id!r} (data.columns.id)")
+        seen.add(row_id)
+        values = {f: row.get(f) for f in fields}
+        if "prompt" in fields:
+            values["prompt"] = _text(row, cols.prompt, where, "data.columns.prompt")
+        if "target" in fields:
+            values["target"] = row.get(cols.target)
+        prompt = _render(cfg.template, values, where)
+        target = _text(row, cols.target, where, "data.columns.target")  # SFT and eval need it
+        meta = {k: v for k, v in row.items() if k not in skip and isinstance(v, (str, int, float, bool))}
+        examples.append(Example(id=row_id, prompt=prompt, target=target, meta=meta))
+    return examples
+
+
+def _template_fields(template: str) -> set[str]:
+    """Column names a format string reads ("{context[0]}" reads "context")."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ValueError(f"data.template {template!r} is not a valid format string ({e}); "
+                         "write literal braces as '{{' and '}}'") from e
+    fields = set()
+    for _, field, _, _ in parsed:
+        if field is None:
+            continue
+        name = re.split(r"[.\[]", field, maxsplit=1)[0]
+        if not name or name.isdigit():
+            raise ValueError(f"data.template {template!r}: positional field {{{field}}}; "
+                             "name a column instead, e.g. {prompt}")
+        fields.add(name)
+    return fields
+
+
+def _check_columns(cfg: DataConfig, split: str, available: list[str], fields: set[str]) -> None:
+    cols = cfg.columns
+    needed = [(cols.target, "data.columns.target")]
+    if "prompt" in fields:  # a template over other columns needs no prompt column
+        needed.append((cols.prompt, "data.columns.prompt"))
+    if cols.id is not None:
+        needed.append((cols.id, "data.columns.id"))
+    for column, key in needed:
+        if column not in available:
+            alternative = " (or write data.template over the columns)" if key.endswith("prompt") else ""
+            raise ValueError(f"column {column!r} is missing from the {split!r} split of {cfg.source!r}; "
+                             f"available columns: {available}. Set {key} to one of them{alternative}")
+    unknown = sorted(fields - {"prompt", "target"} - set(available))
+    if unknown:
+        raise ValueError(f"data.template {cfg.template!r} reads unknown column(s) {unknown}; "
+                         f"the {split!r} split of {cfg.source!r} has {available}")
+
+
+def _text(row: dict, column: str, where: str, key: str) -> str:
+    value = row.get(column)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: column {column!r} must be non-empty text, got {value!r:.80} "
+                         f"(fix the row or point {key} at another column)")
+    return value
+
+
+def _render(template: str, values: dict[str, Any], where: str) -> str:
+    empty = sorted(f for f, v in values.items() if v is None)
+    if empty:
+        raise ValueError(f"{where}: column(s) {empty} read by data.template are empty")
+    try:
+        prompt = template.format(**values)
+    except (KeyError, IndexError, AttributeError, TypeError, ValueError) as e:
+        raise ValueError(f"{where}: data.template {template!r} failed: {e!r}") from e
+    if not prompt.strip():
+        raise ValueError(f"{where}: data.template {template!r} gives an empty prompt")
+    return prompt
+
+
+def truncate_prompt(text: str, tokenizer, max_tokens: int, side: str, row_id: str) -> str:
+    """Fit `text` into `max_tokens` tokens; text within the limit comes back unchanged.
+
+    side: "right" keeps the first tokens, "left" the last ones, "error" refuses the row.
+    `tokenizer` needs encode(text, add_special_tokens=False) and decode(ids, skip_special_tokens=True).
+    """
+    if side not in TRUNCATION_SIDES:
+        raise ValueError(f"data.truncation: must be one of {list(TRUNCATION_SIDES)}, got {side!r}")
+    if max_tokens < 1:
+        raise ValueError(f"data.max_prompt_tokens: must be positive, got {max_tokens}")
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) <= max_tokens:
+        return text
+    if side == "error":
+        raise ValueError(f"prompt of row {row_id!r} has {len(ids)} tokens, over the limit of {max_tokens} "
+                         "(data.max_prompt_tokens); raise data.max_prompt_tokens or set data.truncation "
+                         "to 'right' (keep the first tokens) or 'left' (keep the last ones)")
+    kept = ids[:max_tokens] if side == "right" else ids[-max_tokens:]
+    return tokenizer.decode(kept, skip_special_tokens=True)
+
+
+# ----------------------------------------------------------------------------- splitting
+
+
+def prepare_splits(cfg: DataConfig, seed: int, tokenizer=None) -> Splits:
+    """Load, map, carve, shuffle, cap, halve and truncate; the same seed gives the same splits."""
+    raw = load_raw(cfg)
+    names = cfg.splits
+    if names.train not in raw:
+        raise ValueError(f"data.splits.train: {cfg.source!r} has no split {names.train!r}; "
+                         f"it has {sorted(raw)}")
+    train = to_examples(raw[names.train], cfg, names.train)
+    n_source = len(train)
+    held_out = {}
+    for role, name, fraction in (("test", names.test, cfg.test_fraction),
+                                 ("validation", names.validation, cfg.val_fraction)):
+        if name is not None and name in raw:
+            held_out[role] = to_examples(raw[name], cfg, name)
+            continue
+        if name is not None:
+            log.info("%s has no split %r: carving %.0f%% of train", cfg.source, name, 100 * fraction)
+        n_rows = max(1, round(fraction * n_source)) if fraction > 0 else 0
+        train, held_out[role] = _carve(train, n_rows, salt=role)
+
+    train = _shuffle_groups(train, seed)[: cfg.max_train]
+    validation = held_out["validation"][: cfg.max_val]  # source order: the same for every seed
+    test = held_out["test"][: cfg.max_test]
+    _require(train, "train", cfg, "data.max_train")
+    _require(test, "test", cfg, "data.max_test / data.test_fraction")
+    if cfg.max_val != 0 and cfg.val_fraction != 0:  # otherwise an empty validation was asked for
+        _require(validation, "validation", cfg, "data.max_val / data.val_fraction")
+
+    sft, distill = _halve(train)
+    distill = distill[: max(1, round(cfg.distill_fraction * len(distill)))]
+    splits = Splits(sft=sft, distill=distill, validation=validation, test=test)
+    if tokenizer is not None:  # after the caps: rows never used are never tokenised
+        for part in ("sft", "distill", "validation", "test"):
+            setattr(splits, part, [_truncated(e, tokenizer, cfg) for e in getattr(splits, part)])
+    return splits
+
+
+def _stable_hash(key: str) -> int:
+    # hash() is salted per process; splits must not change between runs.
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
+
+
+def _group_key(example: Example) -> str:
+    return str(example.meta.get("group", f"id:{example.id}"))
+
+
+def _groups(examples: list[Example]) -> list[list[Example]]:
+    """Examples grouped by meta["group"], groups in order of first appearance."""
+    groups: dict[str, list[Example]] = {}
+    for e in examples:
+        groups.setdefault(_group_key(e), []).append(e)
+    return list(groups.values())
+
+
+def _carve(examples: list[Example], n_rows: int, salt: str) -> tuple[list[Example], list[Example]]:
+    """Move whole groups, picked by hash (not by seed), out of `examples` until `n_rows`."""
+    # Independent of the seed, so runs with different seeds are evaluated on the same rows.
+    order = sorted(_groups(examples), key=lambda g: _stable_hash(f"{salt}:{_group_key(g[0])}"))
+    carved_ids: set[str] = set()
+    for group in order:
+        if len(carved_ids) >= n_rows:
+            break
+        carved_ids.update(e.id for e in group)
+    rest = [e for e in examples if e.id not in carved_ids]
+    return rest, [e for e in examples if e.id in carved_ids]
+
+
+def _shuffle_groups(examples: list[Example], seed: int) -> list[Example]:
+    groups = _groups(examples)
+    random.Random(seed).shuffle(groups)
+    return [e for group in groups for e in group]
+
+
+def _halve(train: list[Example]) -> tuple[list[Example], list[Example]]:
+    """Cut at the group boundary closest to half the rows: (sft, distill)."""
+    groups = _groups(train)
+    if len(groups) < 2:
+        raise ValueError(f"the train split has {len(train)} row(s) in {len(groups)} group(s); halving "
+                         "it into sft and distill needs at least two groups (raise data.max_train)")
+    before = list(itertools.accumulate(len(g) for g in groups))  # rows up to each group
+    cut = 1 + min(range(len(groups) - 1), key=lambda c: abs(before[c] - len(train) / 2))
+    first = [e for g in groups[:cut] for e in g]
+    second = [e for g in groups[cut:] for e in g]
+    return first, second
+
+
+def _require(examples: list[Example], split: str, cfg: DataConfig, keys: str) -> None:
+    if not examples:
+        raise ValueError(f"the {split} split of {cfg.source!r} is empty after loading, carving and "
+                         f"caps; check the data and {keys}")
+
+
+def _truncated(example: Example, tokenizer, cfg: DataConfig) -> Example:
+    prompt = truncate_prompt(example.prompt, tokenizer, cfg.max_prompt_tokens, cfg.truncation, example.id)
+    return example if prompt is example.prompt else replace(example, prompt=prompt)

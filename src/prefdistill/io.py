@@ -1,0 +1,71 @@
+"""Atomic, crash-safe file writes and JSONL records: the one home for run-folder I/O.
+
+A file is written to a temporary sibling and renamed into place, so a crash never
+leaves a half-written file where a restart would trust it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+
+@dataclass
+class Example:
+    """One task row: the prompt text (before any chat template) and its reference."""
+
+    id: str
+    prompt: str
+    target: str = ""  # empty for the distillation half (inputs only)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from e
+    return rows
+
+
+def write_examples(path: str | Path, examples: Iterable[Example]) -> None:
+    write_jsonl(path, (asdict(e) for e in examples))
+
+
+def read_examples(path: str | Path) -> list[Example]:
+    return [Example(**r) for r in read_jsonl(path)]

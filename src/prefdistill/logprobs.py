@@ -1,0 +1,113 @@
+"""Sequence log-probabilities of completions: the one home for token log-probs,
+completion masks and length normalisation.
+
+    batch = encode_completions(tokenizer, prompts, completions)   # prompts already formatted
+    per_token = completion_logps(model, batch)                    # (B, C)
+    logps = sequence_logps(per_token, batch["completion_mask"], normalize=True)  # (B,)
+
+Rows are left-padded so that every completion ends at the right edge: the logits of only
+the last C + 1 positions are computed (`logits_to_keep`), which matters for models whose
+vocabulary head dominates the cost (Gemma-3's 262k vocabulary).
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def per_token_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """log softmax(logits)[label] per position; 0 where the label is `ignore_index`.
+
+    Args: logits (B, T, V) already aligned with labels (B, T). Returns (B, T).
+    """
+    mask = labels != ignore_index
+    safe = labels.masked_fill(~mask, 0)
+    logps = torch.gather(F.log_softmax(logits.float(), dim=-1), 2, safe.unsqueeze(-1)).squeeze(-1)
+    return logps * mask
+
+
+def sequence_logps(per_token: torch.Tensor, completion_mask: torch.Tensor, *, normalize: bool) -> torch.Tensor:
+    """Σ over completion tokens of per-token log-probs; divided by |y| when `normalize`.
+
+    Args: per_token (B, T), completion_mask (B, T) of 0/1. Returns (B,).
+    """
+    mask = completion_mask.to(per_token.dtype)
+    total = (per_token * mask).sum(-1)
+    if not normalize:
+        return total
+    return total / mask.sum(-1).clamp(min=1.0)
+
+
+def encode_completions(
+    tokenizer,
+    prompts: list[str],
+    completions: list[str],
+    *,
+    add_special_tokens: bool,
+    append_eos: bool = True,
+    max_completion_tokens: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Tokenise formatted prompts and their completions into one left-padded batch.
+
+    Returns input_ids / attention_mask / position_ids (B, L), and labels /
+    completion_mask (B, C) for the last C positions, C = longest completion.
+    The completion is followed by EOS (when `append_eos`) so the model learns to stop.
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows, comp_lens = [], []
+    for prompt, completion in zip(prompts, completions):
+        p_ids = tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
+        c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        if max_completion_tokens is not None:
+            c_ids = c_ids[:max_completion_tokens]
+        if append_eos and tokenizer.eos_token_id is not None:
+            c_ids = c_ids + [tokenizer.eos_token_id]
+        if not c_ids:  # an empty completion without EOS: score nothing, keep shapes valid
+            c_ids = [pad_id]
+            comp_lens.append(0)
+        else:
+            comp_lens.append(len(c_ids))
+        rows.append(p_ids + c_ids)
+    length = max(len(r) for r in rows)
+    width = max(max(comp_lens), 1)
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    for i, (ids, c) in enumerate(zip(rows, comp_lens)):
+        input_ids[i, length - len(ids):] = torch.tensor(ids)
+        attention_mask[i, length - len(ids):] = 1
+        if c:
+            labels[i, width - c:] = torch.tensor(ids[-c:])
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "position_ids": position_ids,
+        "labels": labels,
+        "completion_mask": (labels != IGNORE_INDEX).long(),
+    }
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    base = getattr(model, "get_base_model", lambda: model)()
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+def completion_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-token log-probs of the completion tokens of an `encode_completions` batch.
+
+    Returns (B, C) aligned with batch["labels"]; 0 outside the completion.
+    """
+    width = batch["labels"].shape[1]
+    device = next(model.parameters()).device
+    kwargs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "position_ids")}
+    if _accepts_logits_to_keep(model):
+        kwargs["logits_to_keep"] = width + 1
+    logits = model(**kwargs).logits[:, -(width + 1):-1]  # (B, C, V): position t predicts t + 1
+    return per_token_logps(logits, batch["labels"].to(device))

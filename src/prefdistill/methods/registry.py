@@ -1,0 +1,75 @@
+"""The method registry: a training method is one file with one decorated loss function.
+
+    @register("plad", consumes="pairs", params=PLaDParams)
+    def plad(policy, rows, params):       # -> (scalar loss, {stat: float})
+        ...
+
+What a method consumes (`targets`: prompt + reference rows; `pairs`: prompt / chosen /
+rejected rows) and what it needs beyond the student are data on its entry, read by the
+pipeline; the training loop never branches on a method's name.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+CONSUMES = ("targets", "pairs")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    consumes: Literal["targets", "pairs"]
+    params_cls: type
+    loss: Callable[..., tuple[Any, dict[str, float]]]
+    needs: frozenset[str] = field(default_factory=frozenset)  # e.g. {"pair_scores"}
+    summary: str = ""
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register(name: str, *, consumes: str, params: type, needs: tuple[str, ...] = (), summary: str = ""):
+    if consumes not in CONSUMES:
+        raise ValueError(f"method {name!r}: consumes must be one of {CONSUMES}")
+    if not dataclasses.is_dataclass(params):
+        raise TypeError(f"method {name!r}: params must be a dataclass")
+
+    def decorator(fn):
+        if name in METHODS:
+            raise ValueError(f"method {name!r} is registered twice")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        METHODS[name] = MethodSpec(name, consumes, params, fn, frozenset(needs), summary or (doc[0] if doc else ""))
+        return fn
+
+    return decorator
+
+
+def get_method(name: str) -> MethodSpec:
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r}; registered: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def method_params(cfg) -> Any:
+    """The typed hyperparameters of cfg.distill.method, from cfg.distill.params."""
+    from prefdistill.config import from_dict
+
+    return from_dict(get_method(cfg.distill.method).params_cls, cfg.distill.params, prefix="distill.params")
+
+
+def validate_method(cfg) -> None:
+    """Config-time checks: the method exists, its params type-check, its needs are met."""
+    from prefdistill.config import ConfigError
+
+    try:
+        spec = get_method(cfg.distill.method)
+    except KeyError as e:
+        raise ConfigError(f"distill.method: {e.args[0]}") from None
+    params = method_params(cfg)
+    check = getattr(params, "check", None)
+    if check is not None:
+        check(cfg)
+    if "pair_scores" in spec.needs and cfg.pairs.score == "none":
+        raise ConfigError(f"distill.method={spec.name} needs pair scores: set pairs.score to rouge or judge")

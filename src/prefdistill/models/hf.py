@@ -1,0 +1,153 @@
+"""A local Hugging Face causal LM as teacher or student: generate, score, train.
+
+    lm = LocalLM.load(ModelConfig(name_or_path="builtin:smollm2-135m-instruct"))
+    lm.generate(["Summarize ..."], SamplingConfig(max_new_tokens=32), seed=0)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from prefdistill.assets import resolve_model_path
+from prefdistill.config import ModelConfig, SamplingConfig
+from prefdistill.logprobs import completion_logps, encode_completions, sequence_logps
+
+CHECKPOINT_META = "prefdistill_checkpoint.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def checkpoint_chain(checkpoint: Path) -> tuple[Path | None, list[Path]]:
+    """(full-weights folder or None, LoRA adapters oldest first) behind a checkpoint.
+
+    A LoRA checkpoint names its parent (the checkpoint it was trained from, or none for
+    the configured base model); a full fine-tune is a complete model folder.
+    """
+    adapters: list[Path] = []
+    node: Path | None = Path(checkpoint)
+    while node is not None:
+        meta = json.loads((node / CHECKPOINT_META).read_text())
+        if meta["kind"] == "full":
+            return node, adapters[::-1]
+        adapters.append(node)
+        node = (node / meta["parent"]).resolve() if meta.get("parent") else None
+    return None, adapters[::-1]
+
+
+class LocalLM:
+    can_score = True
+
+    def __init__(self, model, tokenizer, *, name: str, prompt_format: str = "auto", max_context: int | None = None):
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if prompt_format == "auto":
+            prompt_format = "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+        if prompt_format == "chat" and not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"{name}: prompt_format is 'chat' but the tokenizer has no chat template; use 'plain'")
+        self.prompt_format = prompt_format
+        self.max_context = max_context or getattr(model.config, "max_position_embeddings", None) or 2048
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, cfg: ModelConfig, *, checkpoint: str | Path | None = None, for_training: bool = False) -> "LocalLM":
+        """Load cfg's base weights, then merge the LoRA adapters of `checkpoint`'s chain."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        full, chain = checkpoint_chain(Path(checkpoint)) if checkpoint else (None, [])
+        path = str(full) if full else resolve_model_path(cfg.name_or_path, cfg.gguf_file)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[cfg.dtype], trust_remote_code=cfg.trust_remote_code)
+        except OSError as e:
+            raise FileNotFoundError(
+                f"could not load model {cfg.name_or_path!r} (resolved to {path!r}): {e}. "
+                "Give a local folder, a .gguf file, builtin:NAME, or a hub name reachable from this machine."
+            ) from e
+        for adapter in chain:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        model.to(pick_device(cfg.device))
+        model.train(for_training)
+        if not for_training:
+            model.requires_grad_(False)
+        return cls(model, tokenizer, name=cfg.name_or_path, prompt_format=cfg.prompt_format, max_context=cfg.max_context)
+
+    # ------------------------------------------------------------------ prompts
+    def format_prompt(self, prompt: str) -> str:
+        if self.prompt_format == "chat":
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        return prompt.rstrip() + "\n"
+
+    @property
+    def add_special_tokens(self) -> bool:
+        # Chat templates write their own special tokens; plain prompts get the tokenizer's BOS.
+        return self.prompt_format == "plain"
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        return self.tokenizer(self.format_prompt(prompt), add_special_tokens=self.add_special_tokens)["input_ids"]
+
+    # ------------------------------------------------------------------ scoring
+    def completion_logps(self, prompts: list[str], completions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs (B, C) of completions and their mask (B, C); differentiable."""
+        batch = encode_completions(self.tokenizer, [self.format_prompt(p) for p in prompts], completions, add_special_tokens=self.add_special_tokens)
+        per_token = completion_logps(self.model, batch)
+        return per_token, batch["completion_mask"].to(per_token.device)
+
+    @torch.no_grad()
+    def score(self, prompts: list[str], completions: list[str], *, normalize: bool = False, batch_size: int = 8) -> list[float]:
+        out: list[float] = []
+        for i in range(0, len(prompts), batch_size):
+            per_token, mask = self.completion_logps(prompts[i:i + batch_size], completions[i:i + batch_size])
+            out.extend(sequence_logps(per_token, mask, normalize=normalize).tolist())
+        return out
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(self, prompts: list[str], sampling: SamplingConfig, *, seed: int, desc: str | None = None) -> list[list[str]]:
+        """`sampling.num_samples` completions per prompt, batched by prompt length."""
+        was_training = self.model.training
+        self.model.eval()
+        encoded = [self._prompt_ids(p) for p in prompts]
+        for i, ids in enumerate(encoded):
+            if len(ids) + sampling.max_new_tokens > self.max_context:
+                raise ValueError(
+                    f"{self.name}: prompt {i} has {len(ids)} tokens; with max_new_tokens={sampling.max_new_tokens} it exceeds "
+                    f"the context of {self.max_context}. Lower data.max_prompt_tokens or the sampling max_new_tokens."
+                )
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
+        results: list[list[str]] = [[] for _ in prompts]
+        device = next(self.model.parameters()).device
+        pad_id = self.tokenizer.pad_token_id
+        bar = tqdm(total=len(prompts), desc=desc or f"generate {Path(self.name).name}", unit="prompt", disable=desc == "")
+        for start in range(0, len(order), sampling.batch_size):
+            idx = order[start:start + sampling.batch_size]
+            width = max(len(encoded[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            attention_mask = torch.zeros_like(input_ids)
+            for row, i in enumerate(idx):  # left padding: generation continues at the right edge
+                input_ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
+                attention_mask[row, width - len(encoded[i]):] = 1
+            torch.manual_seed(seed * 1_000_003 + start)  # reproducible whatever else ran before
+            kwargs = dict(max_new_tokens=sampling.max_new_tokens, num_return_sequences=sampling.num_samples, pad_token_id=pad_id)
+            if sampling.do_sample:
+                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs)
+            texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+            for row, i in enumerate(idx):
+                results[i] = [t.strip() for t in texts[row * sampling.num_samples:(row + 1) * sampling.num_samples]]
+            bar.update(len(idx))
+        bar.close()
+        self.model.train(was_training)
+        return results

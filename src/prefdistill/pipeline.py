@@ -1,0 +1,266 @@
+"""The PLaD pipeline as stages over one run folder.
+
+    from prefdistill import Pipeline, load_config
+    pipe = Pipeline(load_config("my.yaml", ["name=try1"]))
+    pipe.run(["reward", "sft", "pairs"])     # any subset, in pipeline order
+    metrics = pipe.run(["distill", "eval"])
+
+Each stage writes its outputs into the run folder and is skipped when they already
+exist, so re-running after a crash or with more stages reuses everything done:
+
+    RUN/config.yaml                 the resolved configuration
+    RUN/data/{sft,distill,validation,test}.jsonl   the splits (the training set halved)
+    RUN/reward/                     the trained judge and its held-out accuracy
+    RUN/checkpoints/{teacher_sft,student_sft,student_distill}/
+    RUN/samples/{teacher,student}/  resumable sampling chunks on the distillation half
+    RUN/pairs/pairs.jsonl           pseudo-preference pairs (prompt / chosen / rejected)
+    RUN/eval/samples/ROW/           generations on the test split
+    RUN/metrics.json, RUN/report.md, RUN/plots/*.png
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+
+from prefdistill import judges, report
+from prefdistill.config import STAGES, ConfigError, RunConfig, to_dict
+from prefdistill.data import prepare_splits
+from prefdistill.io import Example, atomic_write_text, read_examples, read_json, write_examples, write_json, write_jsonl
+from prefdistill.methods import get_method, method_params
+from prefdistill.metrics import summarize_generations
+from prefdistill.pairs import attach_scores, build_pairs, load_pairs, relabel, sample_resumable
+from prefdistill.train import LOG_FILE, is_done, seed_everything, train
+
+SPLITS = ("sft", "distill", "validation", "test")
+ROW_LABELS = {"teacher": "Teacher (SFT)", "student_init": "Initial student", "student_sft": "SFT student"}
+
+
+class Pipeline:
+    def __init__(self, cfg: RunConfig, *, allow_config_change: bool = False):
+        self.cfg = cfg
+        self.run_dir = cfg.run_dir
+        self.ckpt = self.run_dir / "checkpoints"
+        self._splits: dict[str, list[Example]] | None = None
+        self._check_config(allow_config_change)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _check_config(self, allow_change: bool) -> None:
+        """Refuse to mix outputs of different configurations in one run folder."""
+        path = self.run_dir / "config.yaml"
+        current = to_dict(self.cfg)
+        if path.is_file() and not allow_change:
+            stored = yaml.safe_load(path.read_text()) or {}
+            diff = sorted(_diff_keys(stored, current) - {"stages"})
+            if diff:
+                raise ConfigError(
+                    f"{self.run_dir} was made with another configuration (differs in: {', '.join(diff[:8])}). "
+                    "Use a new name=..., or pass --allow-config-change to reuse its outputs anyway."
+                )
+        atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
+
+    def _timed(self, stage: str, fn) -> None:
+        path = self.run_dir / "timings.json"
+        t0 = time.time()
+        fn()
+        timings = read_json(path) if path.is_file() else {}
+        timings[stage] = round(time.time() - t0, 1)
+        write_json(path, timings)
+
+    def run(self, stages: list[str] | None = None) -> dict:
+        """Run `stages` (default: the configured ones) in pipeline order; returns metrics (if any)."""
+        wanted = list(stages or self.cfg.stages)
+        for s in wanted:
+            if s not in STAGES:
+                raise ConfigError(f"unknown stage {s!r}; choose from {list(STAGES)}")
+        for stage in STAGES:
+            if stage in wanted:
+                print(f"[prefdistill] stage {stage}", flush=True)
+                self._timed(stage, getattr(self, f"stage_{stage}"))
+        return self.results()
+
+    def results(self) -> dict:
+        path = self.run_dir / "metrics.json"
+        return read_json(path) if path.is_file() else {}
+
+    @property
+    def splits(self) -> dict[str, list[Example]]:
+        """The four splits, prepared once and then read back from the run folder."""
+        if self._splits is None:
+            folder = self.run_dir / "data"
+            if all((folder / f"{s}.jsonl").is_file() for s in SPLITS):
+                self._splits = {s: read_examples(folder / f"{s}.jsonl") for s in SPLITS}
+            else:
+                splits = prepare_splits(self.cfg.data, self.cfg.seed, tokenizer=self._student_tokenizer())
+                self._splits = {s: getattr(splits, s) for s in SPLITS}
+                for s in SPLITS:
+                    write_examples(folder / f"{s}.jsonl", self._splits[s])
+        return self._splits
+
+    def _student_tokenizer(self):
+        # Prompts are truncated once, with the student's tokenizer, so teacher and student see the same text.
+        from transformers import AutoTokenizer
+
+        from prefdistill.assets import resolve_model_path
+
+        st = self.cfg.student
+        return AutoTokenizer.from_pretrained(resolve_model_path(st.name_or_path, st.gguf_file), trust_remote_code=st.trust_remote_code)
+
+    def _load(self, role: str, checkpoint: Path | None = None, for_training: bool = False):
+        from prefdistill.models import load_model
+
+        return load_model(getattr(self.cfg, role), checkpoint=checkpoint, for_training=for_training)
+
+    def _sft_checkpoint(self, role: str) -> Path | None:
+        """The SFT checkpoint of `role`, or None when its SFT is disabled (the base model stands in)."""
+        if not getattr(self.cfg.sft, role).enabled:
+            return None
+        path = self.ckpt / f"{role}_sft"
+        if not is_done(path):
+            raise FileNotFoundError(f"{path} is missing: run the sft stage first")
+        return path
+
+    def _judge(self):
+        return judges.build_judge(self.cfg.judge, self.run_dir)
+
+    # ------------------------------------------------------------------ stages
+    def stage_reward(self) -> None:
+        """Train prefdistill's own reward model (the default judge) on the task's references."""
+        if self.cfg.judge.kind != "trained":
+            print("[prefdistill] reward: judge.kind is not 'trained'; nothing to train", flush=True)
+            return
+        s = self.splits
+        judges.train_reward_model(s["sft"] + s["distill"], s["validation"], self.cfg.reward, self.run_dir / "reward", self.cfg.seed)
+
+    def stage_sft(self) -> None:
+        """Supervised fine-tuning of teacher and student on the supervised half."""
+        rows = [{"prompt": e.prompt, "target": e.target} for e in self.splits["sft"]]
+        spec = get_method("sft")
+        for role in ("teacher", "student"):
+            tcfg, out = getattr(self.cfg.sft, role), self.ckpt / f"{role}_sft"
+            if not tcfg.enabled or is_done(out):
+                continue
+            lm = self._load(role, for_training=True)
+            train(lm, spec, spec.params_cls(), rows, tcfg, getattr(self.cfg, role).lora,
+                  out_dir=out, parent=None, seed=self.cfg.seed, desc=f"sft {role}")
+            del lm
+
+    def stage_pairs(self) -> None:
+        """Sample teacher and student on the distillation half; write the pairs."""
+        out = self.run_dir / "pairs" / "pairs.jsonl"
+        if out.is_file():
+            return
+        cfg, examples = self.cfg, self.splits["distill"]
+        samples = {}
+        for role, sampling in (("teacher", cfg.pairs.teacher_sampling), ("student", cfg.pairs.student_sampling)):
+            ckpt = self._sft_checkpoint(role)
+            samples[role] = sample_resumable(
+                lambda: self._load(role, ckpt), examples, sampling, self.run_dir / "samples" / role,
+                chunk_size=cfg.pairs.chunk_size, seed=cfg.seed, desc=f"sample {role}", model_name=getattr(cfg, role).name_or_path)
+        meta = {"teacher_model": cfg.teacher.name_or_path, "student_model": cfg.student.name_or_path,
+                "teacher_sampling": asdict(cfg.pairs.teacher_sampling), "student_sampling": asdict(cfg.pairs.student_sampling)}
+        pairs, skipped = build_pairs(examples, samples["teacher"], samples["student"], meta)
+        if not pairs:
+            raise ValueError(f"no usable pairs: skipped {skipped}; check the sampling settings")
+        needs_judge = cfg.pairs.relabel_fraction > 0 or cfg.pairs.score == "judge"
+        judge = self._judge() if needs_judge else None
+        swaps = relabel(pairs, judge, cfg.pairs.relabel_fraction, cfg.seed)
+        attach_scores(pairs, cfg.pairs.score, judge)
+        write_json(out.parent / "summary.json", {"n": len(pairs), "skipped": skipped, "swapped": swaps,
+                                                 "relabelled": sum(p["relabelled"] for p in pairs)})
+        write_jsonl(out, pairs)
+
+    def stage_distill(self) -> None:
+        """Train the SFT student with the configured method."""
+        out = self.ckpt / "student_distill"
+        if is_done(out):
+            return
+        spec, params = get_method(self.cfg.distill.method), method_params(self.cfg)
+        if spec.consumes == "pairs":
+            rows = load_pairs(self.run_dir / "pairs" / "pairs.jsonl")
+        else:
+            rows = [{"prompt": e.prompt, "target": e.target} for e in self.splits["sft"]]
+        parent = self._sft_checkpoint("student")
+        lm = self._load("student", parent, for_training=True)
+        train(lm, spec, params, rows, self.cfg.distill.train, self.cfg.student.lora,
+              out_dir=out, parent=parent, seed=self.cfg.seed, desc=f"distill {spec.name}")
+
+    def _eval_models(self) -> dict[str, tuple[str, Path | None]]:
+        return {
+            "teacher": ("teacher", self._sft_checkpoint("teacher")),
+            "student_init": ("student", None),
+            "student_sft": ("student", self._sft_checkpoint("student")),
+            "student_distill": ("student", self.ckpt / "student_distill"),
+        }
+
+    def stage_eval(self) -> None:
+        """Generate on the test split with every row's model; judge, score and report."""
+        cfg, test = self.cfg, self.splits["test"]
+        models = self._eval_models()
+        unknown = [r for r in cfg.eval.rows if r not in models]
+        if unknown:
+            raise ConfigError(f"eval.rows: unknown row(s) {unknown}; choose from {list(models)}")
+        generations = {}
+        for row in cfg.eval.rows:
+            role, ckpt = models[row]
+            samples = sample_resumable(
+                lambda: self._load(role, ckpt), test, cfg.eval.sampling, self.run_dir / "eval" / "samples" / row,
+                chunk_size=cfg.pairs.chunk_size, seed=cfg.seed, desc=f"eval {row}", model_name=f"{role}:{ckpt}")
+            generations[row] = [samples[e.id][0] for e in test]
+        judge = self._judge()
+        prompts, refs = [e.prompt for e in test], [e.target for e in test]
+        ref_scores = judge.score(prompts, refs)
+        scores = {row: judge.score(prompts, gens) for row, gens in generations.items()}
+        write_json(self.run_dir / "eval" / "judge_scores.json", {"reference": ref_scores, **scores})
+        rows = {}
+        for row, gens in generations.items():
+            opponent = scores["teacher"] if "teacher" in scores and row != "teacher" else None
+            summary = summarize_generations(gens, refs, scores[row], ref_scores, opponent_scores=opponent,
+                                            n_boot=cfg.eval.n_bootstrap, seed=cfg.seed, length_edges=cfg.eval.length_buckets)
+            rows[row] = {"label": ROW_LABELS.get(row, f"{cfg.distill.method.upper()} student"), **summary}
+        write_jsonl(self.run_dir / "eval" / "generations.jsonl",
+                    [{"id": e.id, "prompt": e.prompt, "reference": e.target, **{r: generations[r][i] for r in generations}}
+                     for i, e in enumerate(test)])
+        metrics = self._gather(rows)
+        write_json(self.run_dir / "metrics.json", metrics)
+        report.write_report(self.run_dir, metrics)
+        print(report.console_table(metrics), flush=True)
+        print(report.verdict(metrics), flush=True)
+
+    def _gather(self, rows: dict) -> dict:
+        cfg, run = self.cfg, self.run_dir
+        metrics = {"task": cfg.data.source, "teacher": cfg.teacher.name_or_path, "student": cfg.student.name_or_path,
+                   "method": cfg.distill.method, "n_test": len(self.splits["test"]), "rows": rows}
+        if (run / "reward" / "metrics.json").is_file() and cfg.judge.kind == "trained":
+            metrics["judge"] = read_json(run / "reward" / "metrics.json")
+        else:
+            metrics["judge"] = {"name": cfg.judge.name_or_path or cfg.judge.callable or cfg.judge.kind}
+        training = {}
+        for name in ("teacher_sft", "student_sft", "student_distill"):
+            log = self.ckpt / name / LOG_FILE
+            if log.is_file():
+                from prefdistill.io import read_jsonl
+
+                training["distill" if name == "student_distill" else f"sft_{name.split('_')[0]}"] = read_jsonl(log)
+        metrics["training"] = training
+        if (run / "pairs" / "summary.json").is_file():
+            metrics["pairs"] = read_json(run / "pairs" / "summary.json")
+        timings = read_json(run / "timings.json") if (run / "timings.json").is_file() else {}
+        metrics["timings_s"] = {**timings, "total": round(sum(timings.values()), 1)}
+        return metrics
+
+
+def _diff_keys(a, b, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = set()
+        for k in set(a) | set(b):
+            out |= _diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+        return out
+    return set() if a == b else {prefix}
+
+
+def run_stages(cfg: RunConfig, stages: list[str] | None = None, **kwargs) -> dict:
+    seed_everything(cfg.seed)
+    return Pipeline(cfg, **kwargs).run(stages)
