@@ -7,6 +7,7 @@ Every field is documented once, here. Unknown keys and wrong types raise
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -319,7 +320,7 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
     if source is None:
         data: dict = {}
     elif isinstance(source, dict):
-        data = dict(source)
+        data = copy.deepcopy(source)  # overrides must not leak into the caller's dict
     else:
         path = Path(source)
         if not path.is_file():

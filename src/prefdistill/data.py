@@ -258,9 +258,8 @@ def _template_fields(template: str) -> set[str]:
 
 def _check_columns(cfg: DataConfig, split: str, available: list[str], fields: set[str]) -> None:
     cols = cfg.columns
-    needed = [(cols.target, "data.columns.target")]
-    if "prompt" in fields:  # a template over other columns needs no prompt column
-        needed.append((cols.prompt, "data.columns.prompt"))
+    needed = [(cols.prompt, "data.columns.prompt")] if "prompt" in fields else []  # else: template
+    needed.append((cols.target, "data.columns.target"))
     if cols.id is not None:
         needed.append((cols.id, "data.columns.id"))
     for column, key in needed:
@@ -349,11 +348,10 @@ def prepare_splits(cfg: DataConfig, seed: int, tokenizer=None) -> Splits:
 
     sft, distill = _halve(train)
     distill = distill[: max(1, round(cfg.distill_fraction * len(distill)))]
-    splits = Splits(sft=sft, distill=distill, validation=validation, test=test)
+    parts = [sft, distill, validation, test]
     if tokenizer is not None:  # after the caps: rows never used are never tokenised
-        for part in ("sft", "distill", "validation", "test"):
-            setattr(splits, part, [_truncated(e, tokenizer, cfg) for e in getattr(splits, part)])
-    return splits
+        parts = [[_truncated(e, tokenizer, cfg) for e in part] for part in parts]
+    return Splits(*parts)
 
 
 def _stable_hash(key: str) -> int:

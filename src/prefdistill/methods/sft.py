@@ -22,4 +22,4 @@ def sft(policy, rows: list[dict], params: SFTParams):
     tokens = mask.sum().clamp(min=1)
     loss = -(per_token * mask).sum() / tokens
     mean_logp = sequence_logps(per_token, mask, normalize=True).mean()
-    return loss, {"token_logp": float(mean_logp)}
+    return loss, {"token_logp": float(mean_logp.detach())}

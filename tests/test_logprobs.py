@@ -1,0 +1,79 @@
+"""Sequence log-probs: padding invariance, length normalisation, agreement with a naive loop."""
+import pytest
+import torch
+
+from prefdistill.logprobs import IGNORE_INDEX, completion_logps, encode_completions, per_token_logps, sequence_logps
+from prefdistill.tiny import make_tiny_assets
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    paths = make_tiny_assets(tmp_path_factory.mktemp("tiny"))
+    tok = AutoTokenizer.from_pretrained(paths["teacher"])
+    model = AutoModelForCausalLM.from_pretrained(paths["teacher"]).eval()
+    return model, tok
+
+
+def test_per_token_logps_ignores_masked_labels():
+    logits = torch.randn(1, 3, 4)
+    labels = torch.tensor([[1, IGNORE_INDEX, 3]])
+    out = per_token_logps(logits, labels)
+    ref = torch.log_softmax(logits, -1)
+    assert out[0, 1] == 0
+    assert torch.allclose(out[0, [0, 2]], torch.stack([ref[0, 0, 1], ref[0, 2, 3]]))
+
+
+def test_sequence_logps_sum_and_length_normalisation():
+    per_token = torch.tensor([[-1.0, -2.0, -3.0], [0.0, -4.0, -2.0]])
+    mask = torch.tensor([[1, 1, 1], [0, 1, 1]])
+    assert torch.allclose(sequence_logps(per_token, mask, normalize=False), torch.tensor([-6.0, -6.0]))
+    assert torch.allclose(sequence_logps(per_token, mask, normalize=True), torch.tensor([-2.0, -3.0]))
+
+
+def _naive_logp(model, tok, prompt, completion):
+    ids = tok(prompt, add_special_tokens=True)["input_ids"]
+    comp = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    full = torch.tensor([ids + comp])
+    with torch.no_grad():
+        logits = model(full).logits[0]
+    total = 0.0
+    for j, token in enumerate(comp):
+        pos = len(ids) + j - 1
+        total += torch.log_softmax(logits[pos], -1)[token].item()
+    return total, len(comp)
+
+
+def test_batched_logps_match_unpadded_loop(tiny):
+    model, tok = tiny
+    prompts = ["Summarize : the model learns", "Summarize : data", "Summarize : we propose a small teacher method better"]
+    completions = ["the model", "a short summary of each paper", "results"]
+    batch = encode_completions(tok, prompts, completions, add_special_tokens=True)
+    with torch.no_grad():
+        per_token = completion_logps(model, batch)
+    summed = sequence_logps(per_token, batch["completion_mask"], normalize=False)
+    normed = sequence_logps(per_token, batch["completion_mask"], normalize=True)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        ref, n = _naive_logp(model, tok, p, c)
+        assert summed[i].item() == pytest.approx(ref, abs=1e-4)
+        assert normed[i].item() == pytest.approx(ref / n, abs=1e-4)
+
+
+def test_padding_does_not_change_sequence_logps(tiny):
+    model, tok = tiny
+    alone = encode_completions(tok, ["Summarize : data"], ["the model"], add_special_tokens=True)
+    padded = encode_completions(tok, ["Summarize : data", "Summarize : " + "the " * 20], ["the model", "a short summary of each paper"],
+                                add_special_tokens=True)
+    assert padded["attention_mask"][0].sum() < padded["attention_mask"].shape[1]  # row 0 really is padded
+    with torch.no_grad():
+        a = sequence_logps(completion_logps(model, alone), alone["completion_mask"], normalize=False)
+        b = sequence_logps(completion_logps(model, padded), padded["completion_mask"], normalize=False)
+    assert a[0].item() == pytest.approx(b[0].item(), abs=1e-4)
+
+
+def test_encode_completions_masks_only_completion_and_eos(tiny):
+    _, tok = tiny
+    batch = encode_completions(tok, ["Summarize : data"], ["the model"], add_special_tokens=True)
+    assert batch["completion_mask"].sum().item() == 3  # "the", "model", </s>
+    assert batch["labels"][0, -1].item() == tok.eos_token_id

@@ -1,0 +1,141 @@
+"""The whole pipeline end to end on tiny models built from configs, through the CLI."""
+import json
+
+import pytest
+import torch
+
+from prefdistill import pipeline as pipeline_mod
+from prefdistill.cli import main
+from prefdistill.config import ConfigError, load_config
+from prefdistill.io import read_jsonl
+from prefdistill.methods import get_method
+from prefdistill.tiny import tiny_config
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_assets, tmp_path_factory):
+    """The tiny pipeline run once through `prefdistill demo --tiny` (shared by the checks below)."""
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["demo", "--tiny", "--output-dir", str(out)]) == 0
+    return out / "demo-tiny"
+
+
+def test_run_folder_has_every_output(tiny_run):
+    for rel in ["config.yaml", "data/sft.jsonl", "data/distill.jsonl", "data/test.jsonl", "reward/metrics.json",
+                "checkpoints/teacher_sft/prefdistill_checkpoint.json", "checkpoints/student_sft/prefdistill_checkpoint.json",
+                "checkpoints/student_distill/prefdistill_checkpoint.json", "pairs/pairs.jsonl", "metrics.json", "report.md"]:
+        assert (tiny_run / rel).is_file(), rel
+    assert list((tiny_run / "plots").glob("*.png"))
+
+
+def test_metrics_table_rows(tiny_run):
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert set(metrics["rows"]) == {"teacher", "student_init", "student_sft", "student_distill"}
+    row = metrics["rows"]["student_distill"]
+    for key in ["word_count", "rouge1", "rouge2", "rougeL", "win_rate", "win_rate_ci", "ts_win_rate", "length_buckets"]:
+        assert key in row
+    assert 0 <= row["win_rate"] <= 100
+    report = (tiny_run / "report.md").read_text()
+    assert "PLAD student" in report or "PLaD student" in report
+
+
+def test_splits_are_disjoint_halves(tiny_run):
+    sft = {r["meta"].get("group") for r in read_jsonl(tiny_run / "data/sft.jsonl")}
+    distill = {r["meta"].get("group") for r in read_jsonl(tiny_run / "data/distill.jsonl")}
+    assert sft and distill and not sft & distill
+
+
+def test_pairs_load_in_datasets_with_metadata(tiny_run):
+    import datasets
+
+    ds = datasets.load_dataset("json", data_files=str(tiny_run / "pairs/pairs.jsonl"), split="train")
+    assert {"prompt", "chosen", "rejected", "chosen_source", "rejected_source", "teacher_sampling"} <= set(ds.column_names)
+    assert all(c != r for c, r in zip(ds["chosen"], ds["rejected"]))
+
+
+def test_export_pairs_parquet(tiny_run, tmp_path):
+    import datasets
+
+    out = tmp_path / "pairs.parquet"
+    assert main(["export-pairs", str(tiny_run), "--format", "parquet", "--out", str(out)]) == 0
+    assert len(datasets.Dataset.from_parquet(str(out))) > 0
+
+
+def test_rerun_skips_every_stage(tiny_run, monkeypatch):
+    """With all outputs present, no model is loaded and nothing is regenerated."""
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded although every output exists")
+
+    monkeypatch.setattr(pipeline_mod.Pipeline, "_load", boom)
+    before = {p: p.stat().st_mtime_ns for p in (tiny_run / "samples").rglob("chunk_*.jsonl")}
+    assert main(["demo", "--tiny", "--output-dir", str(tiny_run.parent)]) == 0
+    assert before == {p: p.stat().st_mtime_ns for p in (tiny_run / "samples").rglob("chunk_*.jsonl")}
+
+
+def test_pair_generation_resumes_missing_chunks_only(tiny_run):
+    teacher = tiny_run / "samples" / "teacher"
+    chunks = sorted(teacher.glob("chunk_*.jsonl"))
+    assert len(chunks) >= 2
+    kept = {p: p.stat().st_mtime_ns for p in chunks[1:]}
+    old_first = chunks[0].read_text()
+    chunks[0].unlink()
+    (tiny_run / "pairs" / "pairs.jsonl").unlink()
+    assert main(["demo", "--tiny", "--output-dir", str(tiny_run.parent)]) == 0
+    assert chunks[0].is_file() and chunks[0].read_text() == old_first  # same seed -> same samples
+    assert kept == {p: p.stat().st_mtime_ns for p in chunks[1:]}
+
+
+def test_changed_config_is_refused(tiny_run):
+    with pytest.raises(ConfigError, match="distill.train.lr"):
+        pipeline_mod.Pipeline(load_config(str(tiny_run / "config.yaml"), ["distill.train.lr=0.5"]))
+
+
+def test_cli_reports_config_errors(capsys, tmp_path):
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def _trainable_after(cfg_dict, stages, crash_at=None, monkeypatch=None):
+    cfg = load_config(cfg_dict)
+    if crash_at is not None:
+        spec = get_method("plad")
+        calls = {"n": 0}
+
+        def crashing(policy, rows, params):
+            calls["n"] += 1
+            if calls["n"] == crash_at:
+                raise KeyboardInterrupt("simulated crash")
+            return spec.loss(policy, rows, params)
+
+        original = pipeline_mod.get_method
+        patched = type(spec)(**{**spec.__dict__, "loss": crashing})
+        monkeypatch.setattr(pipeline_mod, "get_method", lambda name: patched if name == "plad" else original(name))
+        with pytest.raises(KeyboardInterrupt):
+            pipeline_mod.Pipeline(cfg).run(stages)
+        monkeypatch.undo()
+    pipeline_mod.Pipeline(cfg).run(stages)
+    from safetensors.torch import load_file
+
+    return load_file(str(cfg.run_dir / "checkpoints" / "student_distill" / "adapter_model.safetensors"))
+
+
+def test_crash_mid_training_resumes_to_the_same_weights(tiny_assets, tmp_path, monkeypatch):
+    base = tiny_config(tiny_assets, tmp_path)
+    base["distill"]["train"] = {"steps": 4, "batch_size": 2, "lr": 1e-2, "save_every": 1}
+    base["stages"] = ["sft", "pairs", "distill"]
+    clean = _trainable_after({**base, "name": "clean"}, None)
+    resumed = _trainable_after({**base, "name": "crashed"}, None, crash_at=3, monkeypatch=monkeypatch)
+    assert clean.keys() == resumed.keys()
+    for k in clean:
+        assert torch.allclose(clean[k], resumed[k], atol=1e-6), k
+
+
+def test_python_api_quickstart(tiny_assets, tmp_path):
+    import prefdistill as pd
+
+    cfg = pd.load_config(tiny_config(tiny_assets, tmp_path), ["name=api"])
+    pipe = pd.Pipeline(cfg)
+    pipe.run(["reward", "sft"])
+    assert (cfg.run_dir / "checkpoints" / "student_sft").is_dir() and pipe.results() == {}
+    metrics = pipe.run(["pairs", "distill", "eval"])
+    assert metrics["rows"]["student_distill"]["n"] == len(pipe.splits["test"])
