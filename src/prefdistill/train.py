@@ -152,7 +152,7 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            for k, v in {"loss": float(loss), **stats}.items():
+            for k, v in {"loss": loss.item(), **stats}.items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.grad_accum
         log.append({"step": step + 1, "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 2), **totals})
         bar.set_postfix(loss=f"{totals['loss']:.4f}")

@@ -31,7 +31,7 @@ def resolve_callable(target: str) -> Callable:
         except AttributeError:
             raise AttributeError(f"judge callable {target!r}: {module_name!r} has no attribute {attr_path!r}") from None
     if not callable(obj):
-        raise TypeError(f"judge callable {target!r} is a {type(obj).__name__}, not a function")
+        raise TypeError(f"judge callable {target!r} names a {type(obj).__name__!r} object, not a function")
     return obj
 
 

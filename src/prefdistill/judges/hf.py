@@ -84,7 +84,7 @@ def score_pairs(
     return scores
 
 
-def _looks_local(name_or_path: str) -> bool:
+def looks_local(name_or_path: str) -> bool:
     """Hub ids are "name" or "org/name"; anything else is meant as a local path."""
     return (
         os.path.isabs(name_or_path)
@@ -102,7 +102,7 @@ def load_reward_model(name_or_path: str | Path, device: str = "cpu"):
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"reward model folder {path} has no config.json: not a Hugging Face model folder")
         name = str(path)
-    elif _looks_local(name):
+    elif looks_local(name):
         raise FileNotFoundError(f"reward model path does not exist: {path}")
     try:
         config = AutoConfig.from_pretrained(name)

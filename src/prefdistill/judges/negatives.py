@@ -12,6 +12,7 @@ the same inputs and seed always give the same pairs.
 """
 from __future__ import annotations
 
+import math
 import random
 import re
 from typing import Callable, Optional
@@ -76,7 +77,9 @@ def _truncated(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
     words = pool.examples[i].target.split()
     if len(words) < 2:
         return None
-    keep = min(max(1, round(len(words) * rng.uniform(0.3, 0.6))), len(words) - 1)
+    n = len(words)
+    lo, hi = max(1, math.ceil(0.3 * n)), min(n - 1, math.floor(0.6 * n))
+    keep = rng.randint(lo, max(lo, hi))
     return " ".join(words[:keep])
 
 
@@ -112,7 +115,7 @@ def _copied(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
         if len(words) >= 0.8 * n_ref:
             break
         words += sentence.split()
-    words = words[: max(1, round(1.25 * n_ref))]  # a long first sentence is cut near the reference length
+    words = words[: max(1, int(1.25 * n_ref))]  # a long first sentence is cut near the reference length
     return " ".join(words) if words else None
 
 

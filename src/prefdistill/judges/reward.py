@@ -32,7 +32,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from prefdistill.config import RewardConfig
 from prefdistill.io import Example, read_json, write_json
-from prefdistill.judges.hf import encode_pairs, quiet_transformers, score_pairs
+from prefdistill.judges.hf import encode_pairs, looks_local, quiet_transformers, score_pairs
 from prefdistill.judges.negatives import make_preference_pairs
 
 MEASURES = (
@@ -59,7 +59,12 @@ def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Ten
 def resolve_encoder(encoder: str) -> str:
     """"builtin:minilm" -> the MiniLM folder inside its PyPI package; anything else as given."""
     if not encoder.startswith("builtin:"):
-        return encoder
+        path = Path(encoder).expanduser()
+        if path.exists():
+            return str(path)
+        if looks_local(encoder):
+            raise FileNotFoundError(f"reward.encoder: path does not exist: {path}")
+        return encoder  # a Hugging Face Hub name
     if encoder not in _BUILTIN_ENCODERS:
         raise ValueError(f"unknown builtin encoder {encoder!r}; valid: {list(_BUILTIN_ENCODERS)}")
     try:

@@ -49,19 +49,19 @@ def plad(policy, rows: list[dict], params: PLaDParams):
         scores = torch.tensor([[r["chosen_score"], r["rejected_score"]] for r in rows], dtype=logps.dtype, device=logps.device)
         losses = plad_margin_loss(chosen_logps, rejected_logps, scores[:, 0], scores[:, 1], beta=params.beta)
     loss = losses.mean()
+    c, r = chosen_logps.detach(), rejected_logps.detach()
     stats = {
-        "calibration": float(loss),
-        "chosen_logp": float(chosen_logps.mean()),
-        "rejected_logp": float(rejected_logps.mean()),
-        "ranking_accuracy": float((chosen_logps > rejected_logps).float().mean()),
+        "calibration": loss.item(),
+        "chosen_logp": c.mean().item(),
+        "rejected_logp": r.mean().item(),
+        "ranking_accuracy": (c > r).float().mean().item(),
     }
     if params.ce_weight > 0:
-        targets = [r["chosen"] if params.ce_target == "chosen" else r["reference"] for r in rows]
         if params.ce_target == "chosen":
             ce_tok, ce_mask = per_token[:n], mask[:n]  # already computed above
         else:
-            ce_tok, ce_mask = policy.completion_logps(prompts, targets)
+            ce_tok, ce_mask = policy.completion_logps(prompts, [r["reference"] for r in rows])
         ce = -(ce_tok * ce_mask).sum() / ce_mask.sum().clamp(min=1)
         loss = loss + params.ce_weight * ce
-        stats["ce"] = float(ce)
+        stats["ce"] = ce.item()
     return loss, stats

@@ -21,5 +21,5 @@ def sft(policy, rows: list[dict], params: SFTParams):
     per_token, mask = policy.completion_logps([r["prompt"] for r in rows], [r["target"] for r in rows])
     tokens = mask.sum().clamp(min=1)
     loss = -(per_token * mask).sum() / tokens
-    mean_logp = sequence_logps(per_token, mask, normalize=True).mean()
-    return loss, {"token_logp": float(mean_logp.detach())}
+    mean_logp = sequence_logps(per_token.detach(), mask, normalize=True).mean()
+    return loss, {"token_logp": mean_logp.item()}

@@ -1,0 +1,72 @@
+"""Every registered method trains two steps on tiny models and changes every trainable parameter."""
+import pytest
+import torch
+
+from prefdistill.config import LoraConfig, ModelConfig, TrainConfig
+from prefdistill.methods import METHODS, get_method, register
+from prefdistill.models.hf import LocalLM
+from prefdistill.train import batch_indices, train
+
+ROWS = {
+    "targets": [{"prompt": "Summarize : the model learns data", "target": "the model learns"} for _ in range(4)],
+    "pairs": [{"prompt": "Summarize : the model learns data", "chosen": "the model learns", "rejected": "data data",
+               "reference": "the model", "chosen_score": 0.9, "rejected_score": 0.1} for _ in range(4)],
+}
+# Parameters that make each method's loss active on the rows above (a hinge with a large margin).
+PARAMS = {"plad": {"beta": 50.0}}
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_two_steps_change_every_trainable_parameter(name, lora, tiny_assets, tmp_path):
+    from prefdistill.config import from_dict
+
+    spec = get_method(name)
+    lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["student"])), for_training=True)
+    params = from_dict(spec.params_cls, PARAMS.get(name, {}))
+    snapshots = {}
+
+    def capture(policy, rows, p):  # record the trainable weights the loop actually optimises
+        if not snapshots:
+            snapshots.update({n: t.detach().clone() for n, t in policy.model.named_parameters() if t.requires_grad})
+        return spec.loss(policy, rows, p)
+
+    probe = type(spec)(**{**spec.__dict__, "loss": capture})
+    cfg = TrainConfig(steps=2, batch_size=2, lr=1e-2, save_every=100)
+    train(lm, probe, params, ROWS[spec.consumes], cfg, LoraConfig(enabled=lora, dropout=0.0),
+          out_dir=tmp_path / "ckpt", parent=None, seed=0, desc=name)
+    assert snapshots
+    reloaded = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["student"])), checkpoint=tmp_path / "ckpt")
+    if lora:
+        from safetensors.torch import load_file
+
+        trained = load_file(str(tmp_path / "ckpt" / "adapter_model.safetensors"))
+        before = {k.replace(".default", ""): v for k, v in snapshots.items()}  # peft drops the adapter name on save
+        assert set(before) == set(trained)
+        unchanged = [k for k in before if torch.equal(before[k], trained[k])]
+    else:
+        trained = dict(reloaded.model.named_parameters())
+        unchanged = [k for k, v in snapshots.items() if k in trained and torch.equal(v, trained[k])]
+    assert not unchanged, f"{name}: parameters unchanged after two steps: {unchanged[:5]}"
+
+
+def test_registry_rejects_duplicates_and_bad_entries():
+    from dataclasses import dataclass
+
+    @dataclass
+    class P:
+        pass
+
+    with pytest.raises(ValueError, match="twice"):
+        register("plad", consumes="pairs", params=P)(lambda *a: None)
+    with pytest.raises(ValueError, match="consumes"):
+        register("x", consumes="nothing", params=P)
+    with pytest.raises(KeyError, match="registered"):
+        get_method("nope")
+
+
+def test_batch_indices_cover_each_epoch_once():
+    cfg = TrainConfig(batch_size=3, grad_accum=2)
+    seen = [i for step in range(2) for micro in range(2) for i in batch_indices(step, micro, cfg, 6, seed=1)]
+    assert sorted(seen[:6]) == list(range(6)) and sorted(seen[6:]) == list(range(6))
+    assert seen[:6] != seen[6:]  # a new permutation each epoch
