@@ -70,3 +70,36 @@ def test_batch_indices_cover_each_epoch_once():
     seen = [i for step in range(2) for micro in range(2) for i in batch_indices(step, micro, cfg, 6, seed=1)]
     assert sorted(seen[:6]) == list(range(6)) and sorted(seen[6:]) == list(range(6))
     assert seen[:6] != seen[6:]  # a new permutation each epoch
+
+
+@pytest.mark.parametrize("variant", ["rank", "margin"])
+def test_plad_method_equals_loss_on_scored_sequences(variant, tiny_assets):
+    """The method wires length-normalised student log-probs into the public loss."""
+    from prefdistill.losses import plad_margin_loss, plad_rank_loss
+    from prefdistill.methods.plad import PLaDParams
+
+    lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["student"])))
+    rows = [{"prompt": "Summarize : the model", "chosen": "the model learns", "rejected": "data", "chosen_score": 0.8, "rejected_score": 0.3},
+            {"prompt": "Summarize : data results", "chosen": "results", "rejected": "data results data", "chosen_score": 0.5, "rejected_score": 0.4}]
+    loss, stats = get_method("plad").loss(lm, rows, PLaDParams(variant=variant, beta=3.0))
+    prompts = [r["prompt"] for r in rows]
+    c = torch.tensor(lm.score(prompts, [r["chosen"] for r in rows], normalize=True))
+    r = torch.tensor(lm.score(prompts, [r["rejected"] for r in rows], normalize=True))
+    if variant == "rank":
+        expected = plad_rank_loss(c, r, beta=3.0).mean()
+    else:
+        expected = plad_margin_loss(c, r, torch.tensor([0.8, 0.5]), torch.tensor([0.3, 0.4]), beta=3.0).mean()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    assert stats["chosen_logp"] == pytest.approx(c.mean().item(), abs=1e-5)
+
+
+def test_plad_cross_entropy_regulariser_adds_nll_of_chosen(tiny_assets):
+    from prefdistill.methods.plad import PLaDParams
+
+    lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["student"])))
+    rows = [{"prompt": "Summarize : the model", "chosen": "the model learns", "rejected": "data"}]
+    base, _ = get_method("plad").loss(lm, rows, PLaDParams(beta=3.0))
+    reg, stats = get_method("plad").loss(lm, rows, PLaDParams(beta=3.0, ce_weight=0.5))
+    nll = -lm.score(["Summarize : the model"], ["the model learns"], normalize=True)[0]
+    assert stats["ce"] == pytest.approx(nll, abs=1e-5)
+    assert reg.item() == pytest.approx(base.item() + 0.5 * nll, abs=1e-5)

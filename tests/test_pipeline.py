@@ -139,3 +139,22 @@ def test_python_api_quickstart(tiny_assets, tmp_path):
     assert (cfg.run_dir / "checkpoints" / "student_sft").is_dir() and pipe.results() == {}
     metrics = pipe.run(["pairs", "distill", "eval"])
     assert metrics["rows"]["student_distill"]["n"] == len(pipe.splits["test"])
+
+
+@pytest.mark.parametrize("overrides", [
+    ["distill.params.variant=margin", "pairs.score=rouge", "student.lora.enabled=false"],
+    ["pairs.relabel_fraction=1.0", "pairs.score=judge", "distill.params.variant=margin"],
+], ids=["margin-rouge-full-ft", "relabel-judge"])
+def test_pipeline_variants(overrides, tiny_assets, tmp_path):
+    cfg = load_config(tiny_config(tiny_assets, tmp_path), overrides + ["eval.rows=[student_sft,student_distill]"])
+    metrics = pipeline_mod.Pipeline(cfg).run()
+    pairs = read_jsonl(cfg.run_dir / "pairs" / "pairs.jsonl")
+    assert all(isinstance(p["chosen_score"], float) for p in pairs)
+    assert set(metrics["rows"]) == {"student_sft", "student_distill"}
+    if cfg.pairs.relabel_fraction:
+        assert all(p["relabelled"] for p in pairs)
+        assert all(p["judge_chosen"] >= p["judge_rejected"] for p in pairs)
+        assert metrics["pairs"]["swapped"] == sum(p["swapped"] for p in pairs)
+    else:
+        meta = json.loads((cfg.run_dir / "checkpoints" / "student_distill" / "prefdistill_checkpoint.json").read_text())
+        assert meta["kind"] == "full"
