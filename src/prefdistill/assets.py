@@ -26,10 +26,12 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def _package_dir(module: str, install: str) -> Path:
+def package_dir(module: str, install: str) -> Path:
+    """The folder of an installed package, located without importing it (some of these
+    packages' `__init__` imports dependencies we do not install)."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the builtin model needs the package '{module}': {install} (or run scripts/setup.sh --demo)")
+        raise FileNotFoundError(f"this builtin needs the package '{module}': {install} (or run scripts/setup.sh --demo)")
     return Path(spec.submodule_search_locations[0])
 
 
@@ -38,7 +40,7 @@ def builtin_gguf(name: str) -> Path:
     if name not in BUILTIN_MODELS:
         raise FileNotFoundError(f"unknown builtin model 'builtin:{name}'; available: {', '.join('builtin:' + n for n in BUILTIN_MODELS)}")
     module, install = BUILTIN_MODELS[name]
-    folder = _package_dir(module, install)
+    folder = package_dir(module, install)
     if name == "smollm2-135m-instruct":
         return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
     target = cache_dir() / "gguf" / "gemma-3-270m-Q4_K_M.gguf"

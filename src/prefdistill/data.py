@@ -27,7 +27,6 @@ most the last group kept is cut short; its dropped rows are simply not used.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import itertools
 import json
 import logging
@@ -38,6 +37,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from prefdistill.assets import package_dir
 from prefdistill.config import DataConfig
 from prefdistill.io import Example, read_jsonl
 
@@ -126,14 +126,6 @@ def _load_hub(name: str, subset: str | None) -> dict[str, list[dict]]:
     return {split: ds.to_list() for split, ds in dataset.items()}
 
 
-def _package_dir(module: str, pip_name: str) -> Path:
-    # Located, never imported: `import aclsum` pulls in a dependency we do not install.
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"data.source: this builtin needs `pip install {pip_name}`")
-    return Path(spec.submodule_search_locations[0])
-
-
 ACLSUM_ASPECTS = {
     "challenge": "the challenge this paper addresses",
     "approach": "the approach this paper proposes",
@@ -142,7 +134,7 @@ ACLSUM_ASPECTS = {
 
 
 def _aclsum_rows() -> dict[str, list[dict]]:
-    folder = _package_dir("aclsum", "aclsum") / "dataset"
+    folder = package_dir("aclsum", "pip install aclsum==0.1.2") / "dataset"
     files = {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"}
     return {split: [row for paper in read_jsonl(folder / name) for row in _aclsum_examples(paper)]
             for split, name in files.items()}
@@ -169,7 +161,7 @@ CHITCHAT_TARGET_WORDS = (3, 40)  # shorter replies say little; longer ones excee
 
 
 def _chitchat_rows() -> dict[str, list[dict]]:
-    path = _package_dir("chitchat_dataset", "chitchat-dataset") / "dataset.json"
+    path = package_dir("chitchat_dataset", "pip install chitchat-dataset==0.9.0") / "dataset.json"
     conversations = json.loads(path.read_text(encoding="utf-8"))
     splits: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
     for conv_id, conv in conversations.items():
