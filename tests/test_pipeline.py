@@ -35,7 +35,9 @@ def test_metrics_table_rows(tiny_run):
     for key in ["word_count", "rouge1", "rouge2", "rougeL", "win_rate", "win_rate_ci", "ts_win_rate", "length_buckets"]:
         assert key in row
     assert 0 <= row["win_rate"] <= 100
+    assert 0 <= metrics["judge"]["heldout_accuracy"] <= 1
     report = (tiny_run / "report.md").read_text()
+    assert "Held-out pairwise accuracy" in report
     assert "PLAD student" in report or "PLaD student" in report
 
 

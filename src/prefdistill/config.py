@@ -156,11 +156,18 @@ class JudgeConfig:
 class RewardConfig:
     """Training of the default judge (the `reward` stage)."""
 
-    encoder: str = "builtin:minilm"  # encoder under the reward head
-    steps: int = 120
-    batch_size: int = 16
-    lr: float = 5e-5
-    max_length: int = 320
+    encoder: str = "builtin:minilm"  # frozen encoder the reward head reads (never trained)
+    prompt_max_length: int = 128  # prompt tokens mean-pooled into the prompt's embedding
+    prompt_opening_length: int = 16  # its first tokens pooled apart too: the instruction sits there
+    response_max_length: int = 64  # response tokens the head reads (longer ones are cut)
+    head_dim: int = 128  # width of the trained head (~0.35M parameters at 128 over MiniLM)
+    steps: int = 300  # AdamW steps of the head
+    batch_size: int = 64  # preference pairs per step
+    lr: float = 1.0e-3  # peak learning rate, linear decay to 0
+    weight_decay: float = 0.01  # AdamW weight decay
+    # Extra draws per training example of the negatives that are other references
+    # ("mismatched", "sibling"): already encoded, so free; they curb overfitting on relevance.
+    extra_reference_draws: int = 2
     # Kinds of rejected text built from each reference (see prefdistill.judges.negatives).
     negatives: list[str] = field(
         default_factory=lambda: ["mismatched", "sibling", "truncated", "shuffled", "repeated", "copied"]

@@ -108,6 +108,7 @@ def tiny_config(paths: dict[str, Path], output_dir: Path, name: str = "tiny") ->
         "sft": {"teacher": train, "student": train},
         "pairs": {"teacher_sampling": sampling, "student_sampling": sampling, "chunk_size": 4},
         "distill": {"method": "plad", "params": {"beta": 0.5}, "train": train},
-        "reward": {"encoder": str(paths["encoder"]), "steps": 3, "batch_size": 4, "max_length": 64},
+        "reward": {"encoder": str(paths["encoder"]), "steps": 3, "batch_size": 4, "head_dim": 16,
+                   "prompt_max_length": 32, "response_max_length": 32},
         "eval": {"sampling": {**sampling, "do_sample": False}, "n_bootstrap": 50},
     }

@@ -5,8 +5,9 @@
     judge.score(prompts, responses)  # -> list[float], one per pair
 
 Kinds (`judge.kind`):
-  trained   prefdistill's own reward model, trained by the `reward` stage
-            (`train_reward_model`; what it measures: see prefdistill.judges.reward)
+  trained   prefdistill's own reward model (`TrainedRewardJudge`: frozen MiniLM + a small
+            trained head), trained by the `reward` stage (`train_reward_model`; what it
+            measures: see prefdistill.judges.reward)
   hf        any Hugging Face sequence-classification model with num_labels == 1
   callable  a Python function "package.module:function"(prompts, responses) -> floats
 """
@@ -16,10 +17,13 @@ from prefdistill.judges.callable_judge import CallableJudge
 from prefdistill.judges.hf import HFRewardJudge
 from prefdistill.judges.negatives import NEGATIVE_KINDS, make_preference_pairs
 from prefdistill.judges.reward import MEASURES, bradley_terry_loss, train_reward_model
+from prefdistill.judges.reward_model import RewardHead, TrainedRewardJudge
 
 __all__ = [
     "Judge",
     "HFRewardJudge",
+    "TrainedRewardJudge",
+    "RewardHead",
     "CallableJudge",
     "build_judge",
     "make_preference_pairs",

@@ -7,6 +7,7 @@ from prefdistill.config import JudgeConfig
 from prefdistill.judges.base import Judge
 from prefdistill.judges.callable_judge import CallableJudge
 from prefdistill.judges.hf import HFRewardJudge
+from prefdistill.judges.reward_model import CONFIG_FILE, TrainedRewardJudge
 
 
 def trained_model_dir(run_dir: Path) -> Path:
@@ -18,13 +19,13 @@ def build_judge(cfg: JudgeConfig, run_dir: Path, device: str = "cpu") -> Judge:
     """kind "trained": the `reward` stage's model in run_dir; "hf": a reward model; "callable": a function."""
     if cfg.kind == "trained":
         path = trained_model_dir(run_dir)
-        if not (path / "config.json").is_file():
+        if not (path / CONFIG_FILE).is_file():
             raise FileNotFoundError(
                 f"no trained judge at {path}: run the `reward` stage first "
                 "(`prefdistill run CONFIG --stages reward`), or set judge.kind to 'hf' "
                 "(judge.name_or_path) or 'callable' (judge.callable)"
             )
-        return HFRewardJudge(path, batch_size=cfg.batch_size, max_length=cfg.max_length, device=device, name="trained")
+        return TrainedRewardJudge(path, batch_size=cfg.batch_size, device=device)
     if cfg.kind == "hf":
         if not cfg.name_or_path:
             raise ValueError("judge.name_or_path: required when judge.kind is 'hf'")
