@@ -15,6 +15,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertModel, B
 
 from prefdistill.config import JudgeConfig, RewardConfig
 from prefdistill.io import Example, read_json
+from prefdistill.losses import bradley_terry_loss
 from prefdistill.judges import (
     NEGATIVE_KINDS,
     CallableJudge,
@@ -22,7 +23,6 @@ from prefdistill.judges import (
     Judge,
     RewardHead,
     TrainedRewardJudge,
-    bradley_terry_loss,
     build_judge,
     make_preference_pairs,
     train_reward_model,
@@ -270,7 +270,7 @@ def test_negatives_are_deterministic_and_validated():
 def test_bradley_terry_loss_hand_computed():
     chosen = torch.tensor([1.0, 0.0], requires_grad=True)
     rejected = torch.tensor([0.0, 0.0])
-    loss = bradley_terry_loss(chosen, rejected)
+    loss = bradley_terry_loss(chosen, rejected).mean()
     expected = (math.log(1 + math.exp(-1.0)) + math.log(2.0)) / 2  # -log σ(x) = log(1 + e^-x)
     assert loss.item() == pytest.approx(expected, abs=1e-6)
     loss.backward()

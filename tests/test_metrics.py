@@ -118,3 +118,19 @@ def test_summarize_generations_without_opponent_and_bad_lengths():
     assert row["win_rate"] == 100.0 and row["win_rate_ci"] == [100.0, 100.0]
     with pytest.raises(ValueError, match="judge_scores"):
         summarize_generations(["x", "y"], ["x", "y"], [1.0], [0.0, 0.0])
+
+
+def test_paired_difference_hand_case_and_head_to_head():
+    from prefdistill.metrics import compare_rows, paired_difference
+
+    out = paired_difference([1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0], n_boot=200, seed=0)
+    assert out["n"] == 4 and out["diff"] == pytest.approx(50.0)
+    assert out["ci"][0] <= 50.0 <= out["ci"][1]
+    same = paired_difference([0.3, 0.7], [0.3, 0.7])
+    assert same["diff"] == 0 and same["ci"] == [0.0, 0.0]
+    a = {"generations": ["a b", "c d"], "references": ["a b", "x y"], "judge_scores": [2.0, 1.0], "reference_scores": [1.0, 1.0]}
+    b = {"generations": ["x", "c d"], "references": ["a b", "x y"], "judge_scores": [0.0, 1.0], "reference_scores": [1.0, 1.0]}
+    cmp = compare_rows(a, b, n_boot=100)
+    assert cmp["head_to_head"]["win_rate"] == pytest.approx(75.0)  # one win, one tie
+    assert cmp["win_rate_diff"]["diff"] == pytest.approx(50.0)  # (1 - 0) and (0.5 - 0.5)
+    assert cmp["rougeL_diff"]["diff"] == pytest.approx(50.0)

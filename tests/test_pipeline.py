@@ -38,7 +38,9 @@ def test_metrics_table_rows(tiny_run):
     assert 0 <= metrics["judge"]["heldout_accuracy"] <= 1
     report = (tiny_run / "report.md").read_text()
     assert "Held-out pairwise accuracy" in report
-    assert "PLAD student" in report or "PLaD student" in report
+    assert "PLaD student" in report and "Paired over the same" in report
+    assert set(metrics["timings_s"]) >= {"reward", "sft", "pairs", "distill", "eval", "total"}
+    assert metrics["comparison"]["win_rate_diff"]["n"] == metrics["n_test"]
 
 
 def test_splits_are_disjoint_halves(tiny_run):

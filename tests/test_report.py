@@ -129,3 +129,16 @@ def test_write_report_with_no_rows(tmp_path):
     text = write_report(tmp_path, {"timings_s": {"total": 1.0}}).read_text(encoding="utf-8")
     assert "No evaluation rows" in text and "## Timings" in text
     assert plot_length_buckets({"rows": {}}, tmp_path / "x.png") is None
+
+
+def test_verdict_uses_paired_comparison_when_present():
+    from prefdistill.report import verdict
+
+    rows = {"student_sft": {"label": "SFT student", "win_rate": 10.0, "win_rate_ci": [0.0, 20.0], "rougeL": 20.0, "rougeL_ci": [15.0, 25.0]},
+            "student_distill": {"label": "PLaD student", "win_rate": 15.0, "win_rate_ci": [5.0, 25.0], "rougeL": 21.0, "rougeL_ci": [16.0, 26.0]}}
+    def comparison(lo, hi, h2h_lo, h2h_hi):
+        return {"method_row": "student_distill", "baseline_row": "student_sft",
+                "win_rate_diff": {"n": 40, "diff": 5.0, "ci": [lo, hi]}, "head_to_head": {"win_rate": 60.0, "ci": [h2h_lo, h2h_hi]}}
+    assert "significantly better" in verdict({"rows": rows, "comparison": comparison(1.0, 9.0, 52.0, 68.0)})
+    text = verdict({"rows": rows, "comparison": comparison(-2.0, 12.0, 45.0, 70.0)})
+    assert "Paired over the same 40 prompts" in text and "not significant" in text and "significantly better" not in text

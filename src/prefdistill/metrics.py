@@ -173,3 +173,31 @@ def summarize_generations(
             pairwise_outcomes(judge_scores, opponent_scores), n_boot, seed)
     row["length_buckets"] = length_buckets(lengths, wins, length_edges)
     return row
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Mean of a[i] − b[i] over the same examples, ×100, with a bootstrap 95% interval.
+
+    Pairing removes the between-prompt variance that makes two rows' separate intervals
+    overlap: the right test when two models answered the same test prompts.
+    """
+    _check_pairs(a, b, "paired_difference(a, b)")
+    mean, low, high = bootstrap_ci([x - y for x, y in zip(a, b)], n_boot=n_boot, seed=seed)
+    return {"n": len(a), "diff": 100.0 * mean, "ci": [100.0 * low, 100.0 * high]}
+
+
+def compare_rows(method: dict, baseline: dict, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Paired comparison of two rows on the same prompts.
+
+    Each argument: {"generations", "references", "judge_scores", "reference_scores"}.
+    Returns the paired win-rate and ROUGE-L differences and the head-to-head win rate
+    (the judge's preference for the method's generation over the baseline's, ties half).
+    """
+    wins = [pairwise_outcomes(r["judge_scores"], r["reference_scores"]) for r in (method, baseline)]
+    rl = [rouge_per_example(r["generations"], r["references"], "rougeL") for r in (method, baseline)]
+    h2h, low, high = bootstrap_ci(pairwise_outcomes(method["judge_scores"], baseline["judge_scores"]), n_boot=n_boot, seed=seed)
+    return {
+        "win_rate_diff": paired_difference(*wins, n_boot=n_boot, seed=seed),
+        "rougeL_diff": paired_difference(*rl, n_boot=n_boot, seed=seed),
+        "head_to_head": {"win_rate": 100.0 * h2h, "ci": [100.0 * low, 100.0 * high]},
+    }

@@ -28,9 +28,9 @@ import yaml
 from prefdistill import judges, report
 from prefdistill.config import STAGES, ConfigError, RunConfig, to_dict
 from prefdistill.data import prepare_splits
-from prefdistill.io import Example, atomic_write_text, read_examples, read_json, write_examples, write_json, write_jsonl
+from prefdistill.io import Example, atomic_write_text, read_examples, read_json, read_jsonl, write_examples, write_json, write_jsonl
 from prefdistill.methods import get_method, method_params
-from prefdistill.metrics import summarize_generations
+from prefdistill.metrics import compare_rows, summarize_generations
 from prefdistill.pairs import attach_scores, build_pairs, load_pairs, relabel, sample_resumable
 from prefdistill.train import LOG_FILE, is_done, seed_everything, train
 
@@ -79,7 +79,19 @@ class Pipeline:
             if stage in wanted:
                 print(f"[prefdistill] stage {stage}", flush=True)
                 self._timed(stage, getattr(self, f"stage_{stage}"))
+        if (self.run_dir / "eval" / "rows.json").is_file():
+            self.finalize(show="eval" in wanted)
         return self.results()
+
+    def finalize(self, show: bool = True) -> dict:
+        """Gather metrics.json (with every stage's timing) and render report.md."""
+        metrics = self._gather(read_json(self.run_dir / "eval" / "rows.json"))
+        write_json(self.run_dir / "metrics.json", metrics)
+        report.write_report(self.run_dir, metrics)
+        if show:
+            print(report.console_table(metrics), flush=True)
+            print(report.verdict(metrics), flush=True)
+        return metrics
 
     def results(self) -> dict:
         path = self.run_dir / "metrics.json"
@@ -168,8 +180,8 @@ class Pipeline:
         judge = self._judge() if needs_judge else None
         swaps = relabel(pairs, judge, cfg.pairs.relabel_fraction, cfg.seed)
         attach_scores(pairs, cfg.pairs.score, judge)
-        write_json(out.parent / "summary.json", {"n": len(pairs), "skipped": skipped, "swapped": swaps,
-                                                 "relabelled": sum(p["relabelled"] for p in pairs)})
+        write_json(out.parent / "summary.json", {"n": len(pairs), "skipped_empty": skipped["empty"], "skipped_identical": skipped["identical"],
+                                                 "swapped": swaps, "relabelled": sum(p["relabelled"] for p in pairs)})
         write_jsonl(out, pairs)
 
     def stage_distill(self) -> None:
@@ -196,7 +208,9 @@ class Pipeline:
         }
 
     def stage_eval(self) -> None:
-        """Generate on the test split with every row's model; judge, score and report."""
+        """Generate on the test split with every row's model; judge and score (eval/rows.json)."""
+        if (self.run_dir / "eval" / "rows.json").is_file():
+            return
         cfg, test = self.cfg, self.splits["test"]
         models = self._eval_models()
         unknown = [r for r in cfg.eval.rows if r not in models]
@@ -219,20 +233,28 @@ class Pipeline:
             opponent = scores["teacher"] if "teacher" in scores and row != "teacher" else None
             summary = summarize_generations(gens, refs, scores[row], ref_scores, opponent_scores=opponent,
                                             n_boot=cfg.eval.n_bootstrap, seed=cfg.seed, length_edges=cfg.eval.length_buckets)
-            rows[row] = {"label": ROW_LABELS.get(row, f"{cfg.distill.method.upper()} student"), **summary}
+            rows[row] = {"label": self._row_label(row), **summary}
         write_jsonl(self.run_dir / "eval" / "generations.jsonl",
                     [{"id": e.id, "prompt": e.prompt, "reference": e.target, **{r: generations[r][i] for r in generations}}
                      for i, e in enumerate(test)])
-        metrics = self._gather(rows)
-        write_json(self.run_dir / "metrics.json", metrics)
-        report.write_report(self.run_dir, metrics)
-        print(report.console_table(metrics), flush=True)
-        print(report.verdict(metrics), flush=True)
+        result = {"rows": rows}
+        method, baseline = "student_distill", "student_sft"
+        if method in generations and baseline in generations:
+            sides = [{"generations": generations[r], "references": refs, "judge_scores": scores[r], "reference_scores": ref_scores}
+                     for r in (method, baseline)]
+            paired = compare_rows(*sides, n_boot=cfg.eval.n_bootstrap, seed=cfg.seed)
+            result["comparison"] = {"method_row": method, "baseline_row": baseline, **paired}
+        write_json(self.run_dir / "eval" / "rows.json", result)
 
-    def _gather(self, rows: dict) -> dict:
+    def _row_label(self, row: str) -> str:
+        if row == "student_distill":
+            return f"{get_method(self.cfg.distill.method).label} student"
+        return ROW_LABELS[row]
+
+    def _gather(self, evaluated: dict) -> dict:
         cfg, run = self.cfg, self.run_dir
         metrics = {"task": cfg.data.source, "teacher": cfg.teacher.name_or_path, "student": cfg.student.name_or_path,
-                   "method": cfg.distill.method, "n_test": len(self.splits["test"]), "rows": rows}
+                   "method": cfg.distill.method, "n_test": len(self.splits["test"]), **evaluated}
         if (run / "reward" / "metrics.json").is_file() and cfg.judge.kind == "trained":
             metrics["judge"] = read_json(run / "reward" / "metrics.json")
         else:
@@ -241,8 +263,6 @@ class Pipeline:
         for name in ("teacher_sft", "student_sft", "student_distill"):
             log = self.ckpt / name / LOG_FILE
             if log.is_file():
-                from prefdistill.io import read_jsonl
-
                 training["distill" if name == "student_distill" else f"sft_{name.split('_')[0]}"] = read_jsonl(log)
         metrics["training"] = training
         if (run / "pairs" / "summary.json").is_file():

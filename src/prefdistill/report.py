@@ -147,11 +147,30 @@ def verdict(metrics: dict, method_row: str = "student_distill", baseline_row: st
         return f"No verdict: the run has no {' or '.join(repr(k) for k in missing)} row to compare."
     m, b = rows[method_row], rows[baseline_row]
     ml, bl = _label(method_row, m), _label(baseline_row, b)
-    return " ".join([
+    sentences = [
         _compare("win rate vs reference", "%", ml, bl, m.get("win_rate"), b.get("win_rate"),
                  m.get("win_rate_ci"), b.get("win_rate_ci")),
         _compare("ROUGE-L", "", ml, bl, m.get("rougeL"), b.get("rougeL"), m.get("rougeL_ci"), b.get("rougeL_ci")),
-    ])
+    ]
+    paired = metrics.get("comparison")
+    if isinstance(paired, dict) and paired.get("method_row") == method_row and paired.get("baseline_row") == baseline_row:
+        sentences.append(_paired_sentence(paired, ml, bl))
+    return " ".join(sentences)
+
+
+def _paired_sentence(paired: dict, ml: str, bl: str) -> str:
+    """The paired test on the same prompts: significant only when the interval excludes no-difference."""
+    wr, h2h = paired["win_rate_diff"], paired["head_to_head"]
+    (lo, hi), (hlo, hhi) = wr["ci"], h2h["ci"]
+    if lo > 0 or hlo > 50:
+        tail = f"the paired intervals exclude no difference: {ml} is significantly better."
+    elif hi < 0 or hhi < 50:
+        tail = f"the paired intervals exclude no difference: {ml} is significantly worse."
+    else:
+        tail = "the paired intervals include no difference, so it is not significant."
+    return (f"Paired over the same {wr['n']} prompts, the win-rate difference is {wr['diff']:+.2f} points "
+            f"(95% CI [{lo:.2f}, {hi:.2f}]) and the judge prefers {ml}'s generation to {bl}'s on "
+            f"{h2h['win_rate']:.1f}% of prompts (95% CI [{hlo:.1f}, {hhi:.1f}], ties half); {tail}")
 
 
 # ----------------------------------------------------------------------------- figures

@@ -16,7 +16,7 @@ from prefdistill.judges.build import build_judge
 from prefdistill.judges.callable_judge import CallableJudge
 from prefdistill.judges.hf import HFRewardJudge
 from prefdistill.judges.negatives import NEGATIVE_KINDS, make_preference_pairs
-from prefdistill.judges.reward import MEASURES, bradley_terry_loss, train_reward_model
+from prefdistill.judges.reward import MEASURES, train_reward_model
 from prefdistill.judges.reward_model import RewardHead, TrainedRewardJudge
 
 __all__ = [
@@ -29,6 +29,5 @@ __all__ = [
     "make_preference_pairs",
     "NEGATIVE_KINDS",
     "train_reward_model",
-    "bradley_terry_loss",
     "MEASURES",
 ]

@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from prefdistill.config import RewardConfig
@@ -45,6 +44,7 @@ from prefdistill.judges.reward_model import (
     save_reward_model,
     score_features,
 )
+from prefdistill.losses import bradley_terry_loss
 
 MEASURES = (
     "Pairwise-trained reward model (Bradley-Terry): frozen MiniLM features read by a trained attention "
@@ -55,15 +55,6 @@ MEASURES = (
     "(abstractive) responses. It was never trained on model outputs: a proxy for summary quality, not a "
     "human preference judgement."
 )
-
-
-def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
-    """Mean of -log σ(r_chosen - r_rejected) over the batch.
-
-    Bradley & Terry (1952); the reward-model loss of Ouyang et al. (2022), eq. 1.
-    chosen_rewards, rejected_rewards: (B,) -> scalar.
-    """
-    return -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
 
 
 def _batches(n: int, batch_size: int, steps: int, rng: random.Random):
@@ -106,7 +97,7 @@ def fit_head(head: RewardHead, feats: Features, pairs: list[dict], cfg: RewardCo
         inputs = feats.batch([p["prompt"] for p in batch] * 2,
                              [p["chosen"] for p in batch] + [p["rejected"] for p in batch], device)
         rewards = head(*inputs)  # (2B,)
-        loss = bradley_terry_loss(rewards[: len(batch)], rewards[len(batch) :])
+        loss = bradley_terry_loss(rewards[: len(batch)], rewards[len(batch) :]).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
         optimizer.step()

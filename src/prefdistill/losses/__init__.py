@@ -5,5 +5,6 @@
 """
 from prefdistill.losses.divergences import forward_kl, reverse_kl
 from prefdistill.losses.plad import plad_margin_loss, plad_rank_loss
+from prefdistill.losses.preference import bradley_terry_loss
 
-__all__ = ["forward_kl", "reverse_kl", "plad_margin_loss", "plad_rank_loss"]
+__all__ = ["bradley_terry_loss", "forward_kl", "reverse_kl", "plad_margin_loss", "plad_rank_loss"]

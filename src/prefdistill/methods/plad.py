@@ -34,7 +34,8 @@ class PLaDParams:
             raise ConfigError("distill.params.beta and distill.params.ce_weight must be non-negative")
 
 
-@register("plad", consumes="pairs", params=PLaDParams, summary="PLaD ranking / margin calibration on pseudo-preference pairs")
+@register("plad", consumes="pairs", params=PLaDParams, label="PLaD",
+          summary="PLaD ranking / margin calibration on pseudo-preference pairs")
 def plad(policy, rows: list[dict], params: PLaDParams):
     """Calibration loss over a batch of pairs, plus λ·CE when ce_weight > 0."""
     n = len(rows)

@@ -25,12 +25,13 @@ class MethodSpec:
     loss: Callable[..., tuple[Any, dict[str, float]]]
     needs: frozenset[str] = field(default_factory=frozenset)  # e.g. {"pair_scores"}
     summary: str = ""
+    label: str = ""  # display name in reports, e.g. "PLaD"
 
 
 METHODS: dict[str, MethodSpec] = {}
 
 
-def register(name: str, *, consumes: str, params: type, needs: tuple[str, ...] = (), summary: str = ""):
+def register(name: str, *, consumes: str, params: type, needs: tuple[str, ...] = (), summary: str = "", label: str = ""):
     if consumes not in CONSUMES:
         raise ValueError(f"method {name!r}: consumes must be one of {CONSUMES}")
     if not dataclasses.is_dataclass(params):
@@ -40,7 +41,7 @@ def register(name: str, *, consumes: str, params: type, needs: tuple[str, ...] =
         if name in METHODS:
             raise ValueError(f"method {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        METHODS[name] = MethodSpec(name, consumes, params, fn, frozenset(needs), summary or (doc[0] if doc else ""))
+        METHODS[name] = MethodSpec(name, consumes, params, fn, frozenset(needs), summary or (doc[0] if doc else ""), label or name.upper())
         return fn
 
     return decorator
