@@ -139,6 +139,11 @@ def test_verdict_uses_paired_comparison_when_present():
     def comparison(lo, hi, h2h_lo, h2h_hi):
         return {"method_row": "student_distill", "baseline_row": "student_sft",
                 "win_rate_diff": {"n": 40, "diff": 5.0, "ci": [lo, hi]}, "head_to_head": {"win_rate": 60.0, "ci": [h2h_lo, h2h_hi]}}
-    assert "significantly better" in verdict({"rows": rows, "comparison": comparison(1.0, 9.0, 52.0, 68.0)})
-    text = verdict({"rows": rows, "comparison": comparison(-2.0, 12.0, 45.0, 70.0)})
-    assert "Paired over the same 40 prompts" in text and "not significant" in text and "significantly better" not in text
+    both = verdict({"rows": rows, "comparison": comparison(1.0, 9.0, 52.0, 68.0)})
+    assert both.count("significantly in favour of PLaD student") == 2
+    mixed = verdict({"rows": rows, "comparison": comparison(1.0, 9.0, 45.0, 70.0)})
+    assert mixed.count("significantly in favour of PLaD student") == 1 and "includes 50: not significant" in mixed
+    neither = verdict({"rows": rows, "comparison": comparison(-2.0, 12.0, 45.0, 70.0)})
+    assert "Paired over the same 40 prompts" in neither and "significantly" not in neither
+    worse = verdict({"rows": rows, "comparison": comparison(-9.0, -1.0, 30.0, 45.0)})
+    assert worse.count("significantly in favour of SFT student") == 2

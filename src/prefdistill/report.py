@@ -159,18 +159,22 @@ def verdict(metrics: dict, method_row: str = "student_distill", baseline_row: st
 
 
 def _paired_sentence(paired: dict, ml: str, bl: str) -> str:
-    """The paired test on the same prompts: significant only when the interval excludes no-difference."""
+    """The two paired tests on the same prompts, each called significant only when its
+    95% interval excludes no difference (0 points; 50% head to head)."""
     wr, h2h = paired["win_rate_diff"], paired["head_to_head"]
     (lo, hi), (hlo, hhi) = wr["ci"], h2h["ci"]
-    if lo > 0 or hlo > 50:
-        tail = f"the paired intervals exclude no difference: {ml} is significantly better."
-    elif hi < 0 or hhi < 50:
-        tail = f"the paired intervals exclude no difference: {ml} is significantly worse."
-    else:
-        tail = "the paired intervals include no difference, so it is not significant."
+
+    def outcome(low: float, high: float, null: float) -> str:
+        if low > null:
+            return f"excludes {null:g}: significantly in favour of {ml}"
+        if high < null:
+            return f"excludes {null:g}: significantly in favour of {bl}"
+        return f"includes {null:g}: not significant"
+
     return (f"Paired over the same {wr['n']} prompts, the win-rate difference is {wr['diff']:+.2f} points "
-            f"(95% CI [{lo:.2f}, {hi:.2f}]) and the judge prefers {ml}'s generation to {bl}'s on "
-            f"{h2h['win_rate']:.1f}% of prompts (95% CI [{hlo:.1f}, {hhi:.1f}], ties half); {tail}")
+            f"(95% CI [{lo:.2f}, {hi:.2f}], which {outcome(lo, hi, 0)}); head to head, the judge prefers "
+            f"{ml}'s generation to {bl}'s on {h2h['win_rate']:.1f}% of prompts "
+            f"(95% CI [{hlo:.1f}, {hhi:.1f}], ties half, which {outcome(hlo, hhi, 50)}).")
 
 
 # ----------------------------------------------------------------------------- figures
