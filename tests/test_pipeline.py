@@ -72,8 +72,10 @@ def test_rerun_skips_every_stage(tiny_run, monkeypatch):
 
     monkeypatch.setattr(pipeline_mod.Pipeline, "_load", boom)
     before = {p: p.stat().st_mtime_ns for p in (tiny_run / "samples").rglob("chunk_*.jsonl")}
+    timings = json.loads((tiny_run / "timings.json").read_text())
     assert main(["demo", "--tiny", "--output-dir", str(tiny_run.parent)]) == 0
     assert before == {p: p.stat().st_mtime_ns for p in (tiny_run / "samples").rglob("chunk_*.jsonl")}
+    assert json.loads((tiny_run / "timings.json").read_text()) == timings  # skipped stages keep their times
 
 
 def test_pair_generation_resumes_missing_chunks_only(tiny_run):

@@ -62,11 +62,17 @@ class Pipeline:
         atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
 
     def _timed(self, stage: str, fn) -> None:
+        """Add the stage's wall time to timings.json, unless it found its output and did nothing.
+
+        Times add up over attempts, so a stage resumed after a crash reports all it cost.
+        """
         path = self.run_dir / "timings.json"
         t0 = time.time()
-        fn()
+        if fn() is False:
+            print(f"[prefdistill] {stage}: output exists, skipped", flush=True)
+            return
         timings = read_json(path) if path.is_file() else {}
-        timings[stage] = round(time.time() - t0, 1)
+        timings[stage] = round(timings.get(stage, 0.0) + time.time() - t0, 1)
         write_json(path, timings)
 
     def run(self, stages: list[str] | None = None) -> dict:
@@ -138,32 +144,37 @@ class Pipeline:
         return judges.build_judge(self.cfg.judge, self.run_dir)
 
     # ------------------------------------------------------------------ stages
-    def stage_reward(self) -> None:
+    def stage_reward(self) -> bool:
         """Train prefdistill's own reward model (the default judge) on the task's references."""
         if self.cfg.judge.kind != "trained":
             print("[prefdistill] reward: judge.kind is not 'trained'; nothing to train", flush=True)
-            return
+            return False
+        if (self.run_dir / "reward" / "metrics.json").is_file():
+            return False
         s = self.splits
         judges.train_reward_model(s["sft"] + s["distill"], s["validation"], self.cfg.reward, self.run_dir / "reward", self.cfg.seed)
+        return True
 
-    def stage_sft(self) -> None:
+    def stage_sft(self) -> bool:
         """Supervised fine-tuning of teacher and student on the supervised half."""
+        todo = [r for r in ("teacher", "student") if getattr(self.cfg.sft, r).enabled and not is_done(self.ckpt / f"{r}_sft")]
+        if not todo:
+            return False
         rows = [{"prompt": e.prompt, "target": e.target} for e in self.splits["sft"]]
         spec = get_method("sft")
-        for role in ("teacher", "student"):
+        for role in todo:
             tcfg, out = getattr(self.cfg.sft, role), self.ckpt / f"{role}_sft"
-            if not tcfg.enabled or is_done(out):
-                continue
             lm = self._load(role, for_training=True)
             train(lm, spec, spec.params_cls(), rows, tcfg, getattr(self.cfg, role).lora,
                   out_dir=out, parent=None, seed=self.cfg.seed, desc=f"sft {role}")
             del lm
+        return True
 
-    def stage_pairs(self) -> None:
+    def stage_pairs(self) -> bool:
         """Sample teacher and student on the distillation half; write the pairs."""
         out = self.run_dir / "pairs" / "pairs.jsonl"
         if out.is_file():
-            return
+            return False
         cfg, examples = self.cfg, self.splits["distill"]
         samples = {}
         # Independent sampling streams per role (a model distilled into itself must not echo its own samples).
@@ -185,12 +196,13 @@ class Pipeline:
         write_json(out.parent / "summary.json", {"n": len(pairs), "skipped_empty": skipped["empty"], "skipped_identical": skipped["identical"],
                                                  "swapped": swaps, "relabelled": sum(p["relabelled"] for p in pairs)})
         write_jsonl(out, pairs)
+        return True
 
-    def stage_distill(self) -> None:
+    def stage_distill(self) -> bool:
         """Train the SFT student with the configured method."""
         out = self.ckpt / "student_distill"
         if is_done(out):
-            return
+            return False
         spec, params = get_method(self.cfg.distill.method), method_params(self.cfg)
         if spec.consumes == "pairs":
             rows = load_pairs(self.run_dir / "pairs" / "pairs.jsonl")
@@ -200,6 +212,7 @@ class Pipeline:
         lm = self._load("student", parent, for_training=True)
         train(lm, spec, params, rows, self.cfg.distill.train, self.cfg.student.lora,
               out_dir=out, parent=parent, seed=self.cfg.seed, desc=f"distill {spec.name}")
+        return True
 
     def _eval_models(self) -> dict[str, tuple[str, Path | None]]:
         return {
@@ -209,10 +222,10 @@ class Pipeline:
             "student_distill": ("student", self.ckpt / "student_distill"),
         }
 
-    def stage_eval(self) -> None:
+    def stage_eval(self) -> bool:
         """Generate on the test split with every row's model; judge and score (eval/rows.json)."""
         if (self.run_dir / "eval" / "rows.json").is_file():
-            return
+            return False
         cfg, test = self.cfg, self.splits["test"]
         models = self._eval_models()
         unknown = [r for r in cfg.eval.rows if r not in models]
@@ -247,6 +260,7 @@ class Pipeline:
             paired = compare_rows(*sides, n_boot=cfg.eval.n_bootstrap, seed=cfg.seed)
             result["comparison"] = {"method_row": method, "baseline_row": baseline, **paired}
         write_json(self.run_dir / "eval" / "rows.json", result)
+        return True
 
     def _row_label(self, row: str) -> str:
         if row == "student_distill":
