@@ -149,7 +149,7 @@ class JudgeConfig:
     name_or_path: str | None = None
     callable: str | None = None
     batch_size: int = 32
-    max_length: int = 512
+    max_length: int = 512  # tokens per (prompt, response) for kind hf
 
 
 @dataclass

@@ -19,7 +19,7 @@ class Example:
 
     id: str
     prompt: str
-    target: str = ""  # empty for the distillation half (inputs only)
+    target: str = ""  # the reference; the distillation half keeps it only for optional ROUGE scores
     meta: dict[str, Any] = field(default_factory=dict)
 
 

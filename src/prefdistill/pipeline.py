@@ -141,7 +141,7 @@ class Pipeline:
         return path
 
     def _judge(self):
-        return judges.build_judge(self.cfg.judge, self.run_dir)
+        return judges.build_judge(self.cfg.judge, self.run_dir, device=_device())
 
     # ------------------------------------------------------------------ stages
     def stage_reward(self) -> bool:
@@ -152,7 +152,8 @@ class Pipeline:
         if (self.run_dir / "reward" / "metrics.json").is_file():
             return False
         s = self.splits
-        judges.train_reward_model(s["sft"] + s["distill"], s["validation"], self.cfg.reward, self.run_dir / "reward", self.cfg.seed)
+        judges.train_reward_model(s["sft"] + s["distill"], s["validation"], self.cfg.reward, self.run_dir / "reward",
+                                  self.cfg.seed, device=_device())
         return True
 
     def stage_sft(self) -> bool:
@@ -286,6 +287,13 @@ class Pipeline:
         timings = read_json(run / "timings.json") if (run / "timings.json").is_file() else {}
         metrics["timings_s"] = {**timings, "total": round(sum(timings.values()), 1)}
         return metrics
+
+
+def _device() -> str:
+    """Judges run on the GPU when there is one (a large reward model is slow on the CPU)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _diff_keys(a, b, prefix: str = "") -> set[str]:
