@@ -3,8 +3,18 @@
     from prefdistill.losses import plad_rank_loss
     loss = plad_rank_loss(chosen_logps, rejected_logps, beta=1.0).mean()
 """
-from prefdistill.losses.divergences import forward_kl, reverse_kl
+from prefdistill.losses.divergences import (
+    forward_kl,
+    js_divergence,
+    reverse_kl,
+    skew_forward_kl,
+    skew_reverse_kl,
+    total_variation,
+)
 from prefdistill.losses.plad import plad_margin_loss, plad_rank_loss
 from prefdistill.losses.preference import bradley_terry_loss
 
-__all__ = ["bradley_terry_loss", "forward_kl", "reverse_kl", "plad_margin_loss", "plad_rank_loss"]
+__all__ = [
+    "bradley_terry_loss", "forward_kl", "js_divergence", "plad_margin_loss", "plad_rank_loss",
+    "reverse_kl", "skew_forward_kl", "skew_reverse_kl", "total_variation",
+]

@@ -7,6 +7,8 @@ temperature. Reductions over positions (masking, averaging) belong to the caller
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -44,3 +46,51 @@ def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, te
     """
     log_q, log_p = log_probs_pair(student_logits, teacher_logits, temperature)
     return kl_from_log_probs(log_q, log_p)
+
+
+def _log_mixture(log_a: torch.Tensor, log_b: torch.Tensor, weight_a: float) -> torch.Tensor:
+    """log(w·a + (1 − w)·b) computed in log space; w may be exactly 0 or 1."""
+    if not 0.0 <= weight_a <= 1.0:
+        raise ValueError(f"mixture weight must lie in [0, 1], got {weight_a}")
+    if weight_a == 1.0:
+        return log_a
+    if weight_a == 0.0:
+        return log_b
+    return torch.logaddexp(log_a + math.log(weight_a), log_b + math.log1p(-weight_a))
+
+
+def total_variation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
+    """½ Σ_v |p_v − q_v|, in [0, 1]: the TV member of f-distill (Wen et al. 2023).
+
+    Args: student_logits, teacher_logits: (B, T, V). Returns (B, T).
+    """
+    log_q, log_p = log_probs_pair(student_logits, teacher_logits, temperature)
+    return 0.5 * (log_p.exp() - log_q.exp()).abs().sum(-1)
+
+
+def js_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
+    """½ KL(p ‖ m) + ½ KL(q ‖ m), m = (p + q)/2: symmetric, in [0, log 2] (f-distill, Wen et al. 2023).
+
+    Args: student_logits, teacher_logits: (B, T, V). Returns (B, T).
+    """
+    log_q, log_p = log_probs_pair(student_logits, teacher_logits, temperature)
+    log_m = _log_mixture(log_p, log_q, 0.5)
+    return 0.5 * kl_from_log_probs(log_p, log_m) + 0.5 * kl_from_log_probs(log_q, log_m)
+
+
+def skew_forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, alpha: float, temperature: float = 1.0) -> torch.Tensor:
+    """KL(p ‖ α·p + (1 − α)·q): DistiLLM's skew KL (Ko et al. 2024, Eq. 3); α = 0 is the forward KL.
+
+    Args: student_logits, teacher_logits: (B, T, V); alpha in [0, 1]. Returns (B, T).
+    """
+    log_q, log_p = log_probs_pair(student_logits, teacher_logits, temperature)
+    return kl_from_log_probs(log_p, _log_mixture(log_p, log_q, alpha))
+
+
+def skew_reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, alpha: float, temperature: float = 1.0) -> torch.Tensor:
+    """KL(q ‖ α·q + (1 − α)·p): DistiLLM's skew reverse KL (Ko et al. 2024); α = 0 is the reverse KL.
+
+    Args: student_logits, teacher_logits: (B, T, V); alpha in [0, 1]. Returns (B, T).
+    """
+    log_q, log_p = log_probs_pair(student_logits, teacher_logits, temperature)
+    return kl_from_log_probs(log_q, _log_mixture(log_q, log_p, alpha))
