@@ -103,3 +103,12 @@ def test_plad_cross_entropy_regulariser_adds_nll_of_chosen(tiny_assets):
     nll = -lm.score(["Summarize : the model"], ["the model learns"], normalize=True)[0]
     assert stats["ce"] == pytest.approx(nll, abs=1e-5)
     assert reg.item() == pytest.approx(base.item() + 0.5 * nll, abs=1e-5)
+
+
+def test_seqkd_trains_on_the_teacher_side_even_after_a_swap(tiny_assets):
+    lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["student"])))
+    rows = [{"prompt": "Summarize : data", "chosen": "the model", "rejected": "data results", "chosen_source": "teacher"},
+            {"prompt": "Summarize : data", "chosen": "data results", "rejected": "the model", "chosen_source": "student"}]
+    loss, _ = get_method("seqkd").loss(lm, rows, get_method("seqkd").params_cls())
+    nll = -lm.score(["Summarize : data"], ["the model"], normalize=True)[0]  # both rows: teacher text "the model"
+    assert loss.item() == pytest.approx(nll, abs=1e-5)

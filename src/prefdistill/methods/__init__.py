@@ -8,5 +8,6 @@ from prefdistill.methods.registry import METHODS, MethodSpec, get_method, method
 # One import line per method file: adding a method never edits the training loop.
 from prefdistill.methods import sft as _sft  # noqa: E402,F401
 from prefdistill.methods import plad as _plad  # noqa: E402,F401
+from prefdistill.methods import seqkd as _seqkd  # noqa: E402,F401
 
 __all__ = ["METHODS", "MethodSpec", "get_method", "method_params", "register", "validate_method"]

@@ -15,11 +15,15 @@ class SFTParams:
     pass
 
 
-@register("sft", consumes="targets", params=SFTParams, summary="cross-entropy on the reference completions")
-def sft(policy, rows: list[dict], params: SFTParams):
-    """Mean token-level negative log-likelihood of the targets (tokens pooled over the batch)."""
-    per_token, mask = policy.completion_logps([r["prompt"] for r in rows], [r["target"] for r in rows])
-    tokens = mask.sum().clamp(min=1)
-    loss = -(per_token * mask).sum() / tokens
+def token_nll(policy, prompts: list[str], completions: list[str]):
+    """Mean negative log-likelihood per completion token, pooled over the batch."""
+    per_token, mask = policy.completion_logps(prompts, completions)
+    loss = -(per_token * mask).sum() / mask.sum().clamp(min=1)
     mean_logp = sequence_logps(per_token.detach(), mask, normalize=True).mean()
     return loss, {"token_logp": mean_logp.item()}
+
+
+@register("sft", consumes="targets", params=SFTParams, label="SFT", summary="cross-entropy on the reference completions")
+def sft(policy, rows: list[dict], params: SFTParams):
+    """Mean token-level negative log-likelihood of the targets."""
+    return token_nll(policy, [r["prompt"] for r in rows], [r["target"] for r in rows])
