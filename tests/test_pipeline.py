@@ -164,3 +164,24 @@ def test_pipeline_variants(overrides, tiny_assets, tmp_path):
     else:
         meta = json.loads((cfg.run_dir / "checkpoints" / "student_distill" / "prefdistill_checkpoint.json").read_text())
         assert meta["kind"] == "full"
+
+
+def test_a_moved_run_folder_reuses_its_samples_and_checkpoints(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(tiny_run, moved / tiny_run.name)
+    (moved / tiny_run.name / "eval" / "rows.json").unlink()  # force the eval stage to run again
+
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded although the moved folder holds every sample")
+
+    monkeypatch.setattr(pipeline_mod.Pipeline, "_load", boom)
+    cfg = load_config(str(tiny_run / "config.yaml"), [f"output_dir={moved}"])
+    metrics = pipeline_mod.Pipeline(cfg, allow_config_change=True).run(["eval"])
+    assert metrics["rows"]["student_distill"]["n"] == metrics["n_test"]
+    from prefdistill.models.hf import checkpoint_chain
+
+    full, adapters = checkpoint_chain(moved / tiny_run.name / "checkpoints" / "student_distill")
+    assert full is None and [a.name for a in adapters] == ["student_sft", "student_distill"]
+    assert all(str(moved) in str(a) for a in adapters)

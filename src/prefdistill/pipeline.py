@@ -237,7 +237,7 @@ class Pipeline:
             role, ckpt = models[row]
             samples = sample_resumable(
                 lambda: self._load(role, ckpt), test, cfg.eval.sampling, self.run_dir / "eval" / "samples" / row,
-                chunk_size=cfg.pairs.chunk_size, seed=cfg.seed, desc=f"eval {row}", model_name=f"{role}:{ckpt}")
+                chunk_size=cfg.pairs.chunk_size, seed=cfg.seed, desc=f"eval {row}", model_name=self._model_id(role, ckpt))
             generations[row] = [samples[e.id][0] for e in test]
         judge = self._judge()
         prompts, refs = [e.prompt for e in test], [e.target for e in test]
@@ -262,6 +262,11 @@ class Pipeline:
             result["comparison"] = {"method_row": method, "baseline_row": baseline, **paired}
         write_json(self.run_dir / "eval" / "rows.json", result)
         return True
+
+    def _model_id(self, role: str, ckpt: Path | None) -> str:
+        """Names the weights behind a row, relative to the run folder so the folder can move."""
+        where = ckpt.relative_to(self.run_dir).as_posix() if ckpt else "base"
+        return f"{role}:{getattr(self.cfg, role).name_or_path}:{where}"
 
     def _row_label(self, row: str) -> str:
         if row == "student_distill":
