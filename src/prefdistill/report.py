@@ -11,11 +11,9 @@ and no global backend or figure registry is touched.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
-from prefdistill.io import atomic_write_text
+from prefdistill.io import atomic_open, atomic_write_text
 
 ROW_ORDER = ("teacher", "student_init", "student_sft", "student_distill")
 COLUMNS = ("Model", "Words", "ROUGE-1", "ROUGE-2", "ROUGE-L", "Win rate vs ref. (95% CI)", "T-S win rate")
@@ -190,18 +188,10 @@ def _new_figure(width: float, height: float):
 
 
 def _save(fig, path) -> Path:
-    """Write a figure atomically (temp file + os.replace), like every run-folder file."""
+    """Write a figure atomically, like every run-folder file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", bbox_inches="tight")
     return path
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from prefdistill.config import LoraConfig, TrainConfig
-from prefdistill.io import read_jsonl, write_json, write_jsonl
+from prefdistill.io import atomic_dir, atomic_open, read_jsonl, write_json, write_jsonl
 from prefdistill.methods import MethodSpec
 from prefdistill.models.hf import CHECKPOINT_META
 
@@ -70,13 +69,12 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 def _save_state(path: Path, model, optimizer, scheduler, step: int, log: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(
-        {"step": step, "model": _trainable_state(model), "optimizer": optimizer.state_dict(),
-         "scheduler": scheduler.state_dict(), "log": log, "rng": torch.get_rng_state()},
-        tmp,
-    )
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        torch.save(
+            {"step": step, "model": _trainable_state(model), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "log": log, "rng": torch.get_rng_state()},
+            f,
+        )
 
 
 def _load_state(path: Path, model, optimizer, scheduler) -> tuple[int, list[dict]]:
@@ -92,14 +90,11 @@ def _load_state(path: Path, model, optimizer, scheduler) -> tuple[int, list[dict
 
 
 def _save_checkpoint(model, tokenizer, out_dir: Path, meta: dict) -> None:
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    if meta["kind"] == "full":
-        tokenizer.save_pretrained(tmp)
-    write_json(tmp / CHECKPOINT_META, meta)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        if meta["kind"] == "full":
+            tokenizer.save_pretrained(tmp)
+        write_json(tmp / CHECKPOINT_META, meta)
 
 
 def is_done(out_dir: Path) -> bool:

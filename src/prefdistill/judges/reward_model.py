@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
+from prefdistill.io import atomic_dir
 from prefdistill.judges.base import check_inputs
 from prefdistill.judges.hf import looks_local, quiet_transformers
 
@@ -232,16 +230,9 @@ def save_reward_model(head: RewardHead, encoder: FrozenEncoder, name: str, model
     config = {"encoder": name, "prompt_max_length": encoder.prompt_max_length,
               "prompt_opening_length": encoder.prompt_opening_length,
               "response_max_length": encoder.response_max_length, "head": asdict(head.cfg)}
-    tmp = Path(tempfile.mkdtemp(dir=model_dir.parent, prefix=f".{model_dir.name}."))
-    try:
+    with atomic_dir(model_dir) as tmp:  # replaces a model left by an interrupted run (no metrics.json)
         save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, tmp / WEIGHTS_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        if model_dir.exists():  # a model without metrics.json is from an interrupted run
-            shutil.rmtree(model_dir)
-        os.replace(tmp, model_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 class TrainedRewardJudge:
