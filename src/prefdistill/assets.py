@@ -83,6 +83,12 @@ def converted_gguf(gguf_path: Path) -> Path:
     return target
 
 
+def looks_local(name_or_path: str) -> bool:
+    """True when `name_or_path` means a local path: hub ids are "name" or "org/name"."""
+    return (name_or_path.startswith((".", "/", "~")) or os.path.isabs(name_or_path)
+            or name_or_path.count("/") > 1 or Path(name_or_path).expanduser().exists())
+
+
 def resolve_model_path(name_or_path: str, gguf_file: str | None = None) -> str:
     """A path or hub name that `from_pretrained` can load without `gguf_file`."""
     if name_or_path.startswith("builtin:"):
@@ -96,7 +102,8 @@ def resolve_model_path(name_or_path: str, gguf_file: str | None = None) -> str:
         if not (path / gguf_file).is_file():
             raise FileNotFoundError(f"GGUF file {gguf_file!r} not found in {path}")
         return str(converted_gguf(path / gguf_file))
-    looks_local = name_or_path.startswith((".", "/", "~")) or path.exists()
-    if looks_local and not path.is_dir():
+    if not looks_local(name_or_path):
+        return name_or_path
+    if not path.is_dir():
         raise FileNotFoundError(f"model path not found: {path} (give an existing folder, a .gguf file, a hub name or builtin:NAME)")
-    return str(path) if looks_local else name_or_path
+    return str(path)

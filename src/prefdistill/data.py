@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from prefdistill.assets import package_dir
+from prefdistill.assets import looks_local, package_dir
 from prefdistill.config import DataConfig
 from prefdistill.io import Example, read_jsonl
 
@@ -74,10 +74,9 @@ def load_raw(cfg: DataConfig) -> dict[str, list[dict]]:
 
 
 def _looks_local(source: str) -> bool:
-    # A missing "./train.jsonl" must fail as "not found", not as a confusing hub lookup.
+    # A missing "train.jsonl" must fail as "not found", not as a confusing hub lookup.
     # Hub names ("org/name", "org/name-v1.1") carry no alphabetic file extension.
-    return (source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
-            or re.fullmatch(r"\.[A-Za-z]\w*", Path(source).suffix) is not None)
+    return looks_local(source) or re.fullmatch(r"\.[A-Za-z]\w*", Path(source).suffix) is not None
 
 
 def _load_local(path: Path) -> dict[str, list[dict]]:

@@ -31,6 +31,7 @@ from prefdistill.data import prepare_splits
 from prefdistill.io import Example, atomic_write_text, read_examples, read_json, read_jsonl, write_examples, write_json, write_jsonl
 from prefdistill.methods import get_method, method_params
 from prefdistill.metrics import compare_rows, summarize_generations
+from prefdistill.models.hf import pick_device
 from prefdistill.pairs import attach_scores, build_pairs, load_pairs, relabel, sample_resumable
 from prefdistill.train import LOG_FILE, is_done, seed_everything, train
 
@@ -141,7 +142,8 @@ class Pipeline:
         return path
 
     def _judge(self):
-        return judges.build_judge(self.cfg.judge, self.run_dir, device=_device())
+        # On the GPU when there is one: a large reward model is slow on the CPU.
+        return judges.build_judge(self.cfg.judge, self.run_dir, device=str(pick_device("auto")))
 
     # ------------------------------------------------------------------ stages
     def stage_reward(self) -> bool:
@@ -153,7 +155,7 @@ class Pipeline:
             return False
         s = self.splits
         judges.train_reward_model(s["sft"] + s["distill"], s["validation"], self.cfg.reward, self.run_dir / "reward",
-                                  self.cfg.seed, device=_device())
+                                  self.cfg.seed, device=str(pick_device("auto")))
         return True
 
     def stage_sft(self) -> bool:
@@ -292,13 +294,6 @@ class Pipeline:
         timings = read_json(run / "timings.json") if (run / "timings.json").is_file() else {}
         metrics["timings_s"] = {**timings, "total": round(sum(timings.values()), 1)}
         return metrics
-
-
-def _device() -> str:
-    """Judges run on the GPU when there is one (a large reward model is slow on the CPU)."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _diff_keys(a, b, prefix: str = "") -> set[str]:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
 from transformers.utils import logging as hf_logging
 
+from prefdistill.assets import looks_local
 from prefdistill.judges.base import check_inputs
 
 
@@ -82,16 +83,6 @@ def score_pairs(
     finally:
         model.train(was_training)
     return scores
-
-
-def looks_local(name_or_path: str) -> bool:
-    """Hub ids are "name" or "org/name"; anything else is meant as a local path."""
-    return (
-        os.path.isabs(name_or_path)
-        or name_or_path.startswith((".", "~"))
-        or name_or_path.count("/") > 1
-        or os.sep != "/" and os.sep in name_or_path
-    )
 
 
 def load_reward_model(name_or_path: str | Path, device: str = "cpu"):

