@@ -183,10 +183,8 @@ class Pipeline:
         # Independent sampling streams per role (a model distilled into itself must not echo its own samples).
         streams = {"teacher": (cfg.pairs.teacher_sampling, cfg.seed), "student": (cfg.pairs.student_sampling, cfg.seed + 104_729)}
         for role, (sampling, seed) in streams.items():
-            ckpt = self._sft_checkpoint(role)
-            samples[role] = sample_resumable(
-                lambda: self._load(role, ckpt), examples, sampling, self.run_dir / "samples" / role,
-                chunk_size=cfg.pairs.chunk_size, seed=seed, desc=f"sample {role}", model_name=getattr(cfg, role).name_or_path)
+            samples[role] = self._sample(role, self._sft_checkpoint(role), examples, sampling, self.run_dir / "samples" / role,
+                                         seed=seed, desc=f"sample {role}")
         meta = {"teacher_model": cfg.teacher.name_or_path, "student_model": cfg.student.name_or_path,
                 "teacher_sampling": asdict(cfg.pairs.teacher_sampling), "student_sampling": asdict(cfg.pairs.student_sampling)}
         pairs, skipped = build_pairs(examples, samples["teacher"], samples["student"], meta)
@@ -237,9 +235,8 @@ class Pipeline:
         generations = {}
         for row in cfg.eval.rows:
             role, ckpt = models[row]
-            samples = sample_resumable(
-                lambda: self._load(role, ckpt), test, cfg.eval.sampling, self.run_dir / "eval" / "samples" / row,
-                chunk_size=cfg.pairs.chunk_size, seed=cfg.seed, desc=f"eval {row}", model_name=self._model_id(role, ckpt))
+            samples = self._sample(role, ckpt, test, cfg.eval.sampling, self.run_dir / "eval" / "samples" / row,
+                                   seed=cfg.seed, desc=f"eval {row}")
             generations[row] = [samples[e.id][0] for e in test]
         judge = self._judge()
         prompts, refs = [e.prompt for e in test], [e.target for e in test]
@@ -265,10 +262,15 @@ class Pipeline:
         write_json(self.run_dir / "eval" / "rows.json", result)
         return True
 
-    def _model_id(self, role: str, ckpt: Path | None) -> str:
-        """Names the weights behind a row, relative to the run folder so the folder can move."""
-        where = ckpt.relative_to(self.run_dir).as_posix() if ckpt else "base"
-        return f"{role}:{getattr(self.cfg, role).name_or_path}:{where}"
+    def _sample(self, role: str, ckpt: Path | None, examples: list[Example], sampling, folder: Path, *, seed: int, desc: str):
+        """Resumable sampling by `role`'s weights (loaded only if a chunk is missing).
+
+        The samples are tagged with the weights' id, relative to the run folder so the
+        folder can move; samples made by other weights are refused.
+        """
+        model_id = f"{role}:{getattr(self.cfg, role).name_or_path}:{ckpt.relative_to(self.run_dir).as_posix() if ckpt else 'base'}"
+        return sample_resumable(lambda: self._load(role, ckpt), examples, sampling, folder,
+                                chunk_size=self.cfg.pairs.chunk_size, seed=seed, desc=desc, model_name=model_id)
 
     def _row_label(self, row: str) -> str:
         if row == "student_distill":
