@@ -11,6 +11,7 @@ vocabulary head dominates the cost (Gemma-3's 262k vocabulary).
 """
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -96,7 +97,12 @@ def encode_completions(
 
 def _accepts_logits_to_keep(model) -> bool:
     base = getattr(model, "get_base_model", lambda: model)()
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    return _forward_has_logits_to_keep(type(base))
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_has_logits_to_keep(cls: type) -> bool:  # once per model class, not per forward
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
 def completion_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:

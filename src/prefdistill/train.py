@@ -89,11 +89,13 @@ def _load_state(path: Path, model, optimizer, scheduler) -> tuple[int, list[dict
     return state["step"], state["log"]
 
 
-def _save_checkpoint(model, tokenizer, out_dir: Path, meta: dict) -> None:
+def _save_checkpoint(model, tokenizer, out_dir: Path, meta: dict, log: list[dict]) -> None:
+    """Weights, metadata and loss log appear together or not at all (`is_done` trusts them)."""
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         if meta["kind"] == "full":
             tokenizer.save_pretrained(tmp)
+        write_jsonl(tmp / LOG_FILE, log)
         write_json(tmp / CHECKPOINT_META, meta)
 
 
@@ -162,8 +164,7 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
         rel_parent = os.path.relpath(Path(parent).resolve(), out_dir.resolve()) if parent and lora.enabled else None
         meta = {"kind": "adapter" if lora.enabled else "full", "parent": rel_parent,
                 "method": spec.name, "steps": steps, "rows": len(rows)}
-        _save_checkpoint(unwrapped, lm.tokenizer, out_dir, meta)
-        write_jsonl(out_dir / LOG_FILE, log)
+        _save_checkpoint(unwrapped, lm.tokenizer, out_dir, meta, log)
         state_path.unlink(missing_ok=True)
     unwrapped.eval()
     lm.model = unwrapped.merge_and_unload() if lora.enabled else unwrapped
