@@ -45,6 +45,7 @@ from prefdistill.judges.reward_model import (
     score_features,
 )
 from prefdistill.losses import bradley_terry_loss
+from prefdistill.metrics import pairwise_outcomes
 
 MEASURES = (
     "Pairwise-trained reward model (Bradley-Terry): frozen MiniLM features read by a trained attention "
@@ -110,7 +111,7 @@ def fit_head(head: RewardHead, feats: Features, pairs: list[dict], cfg: RewardCo
 
 def pairwise_accuracy(chosen: list[float], rejected: list[float], kinds: list[str]) -> dict:
     """Share of pairs with r_chosen > r_rejected (a tie counts half), overall and per kind."""
-    wins = [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)]
+    wins = pairwise_outcomes(chosen, rejected, tie_tol=0.0)  # exact ties only
     by_kind: dict[str, list[float]] = {}
     for kind, w in zip(kinds, wins):
         by_kind.setdefault(kind, []).append(w)
