@@ -81,7 +81,7 @@ def cmd_export_pairs(args) -> int:
 
     run = Path(args.run_dir)
     ds = datasets.Dataset.from_list(load_pairs(run / "pairs" / "pairs.jsonl"))
-    out = Path(args.out or run / "pairs" / f"pairs.{'hf' if args.format == 'hf' else args.format}")
+    out = Path(args.out or run / "pairs" / f"pairs.{args.format}")
     if args.format == "parquet":
         ds.to_parquet(str(out))
     elif args.format == "csv":
