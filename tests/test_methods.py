@@ -12,8 +12,10 @@ ROWS = {
     "pairs": [{"prompt": "Summarize : the model learns data", "chosen": "the model learns", "rejected": "data data",
                "reference": "the model", "chosen_score": 0.9, "rejected_score": 0.1} for _ in range(4)],
 }
-# Parameters that make each method's loss active on the rows above (a hinge with a large margin).
-PARAMS = {"plad": {"beta": 50.0}}
+# Parameters that make each method's loss active on the rows above (a hinge with a large margin),
+# exercise its sampling path and keep the tiny models' samples short.
+PARAMS = {"plad": {"beta": 50.0}, "gkd": {"on_policy_fraction": 1.0, "max_new_tokens": 5}, "fdistill": {"max_new_tokens": 5},
+          "minillm": {"max_new_tokens": 5}, "distillm": {"student_fraction": 0.5, "max_new_tokens": 5}}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -26,15 +28,16 @@ def test_two_steps_change_every_trainable_parameter(name, lora, tiny_assets, tmp
     params = from_dict(spec.params_cls, PARAMS.get(name, {}))
     snapshots = {}
 
-    def capture(policy, rows, p):  # record the trainable weights the loop actually optimises
+    def capture(policy, rows, p, **extras):  # record the trainable weights the loop actually optimises
         if not snapshots:
             snapshots.update({n: t.detach().clone() for n, t in policy.model.named_parameters() if t.requires_grad})
-        return spec.loss(policy, rows, p)
+        return spec.loss(policy, rows, p, **extras)
 
+    extras = {"teacher": LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["teacher"])))} if "teacher" in spec.needs else {}
     probe = type(spec)(**{**spec.__dict__, "loss": capture})
     cfg = TrainConfig(steps=2, batch_size=2, lr=1e-2, save_every=100)
     train(lm, probe, params, ROWS[spec.consumes], cfg, LoraConfig(enabled=lora, dropout=0.0),
-          out_dir=tmp_path / "ckpt", parent=None, seed=0, desc=name)
+          out_dir=tmp_path / "ckpt", parent=None, seed=0, desc=name, extras=extras)
     assert snapshots
     reloaded = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["student"])), checkpoint=tmp_path / "ckpt")
     if lora:

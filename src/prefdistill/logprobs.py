@@ -31,6 +31,12 @@ def per_token_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
     return logps * mask
 
 
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` over the positions where `mask` is 1, pooled over the batch: (B, T) -> ()."""
+    m = mask.to(values.dtype)
+    return (values * m).sum() / m.sum().clamp(min=1.0)
+
+
 def sequence_logps(per_token: torch.Tensor, completion_mask: torch.Tensor, *, normalize: bool) -> torch.Tensor:
     """Σ over completion tokens of per-token log-probs; divided by |y| when `normalize`.
 
@@ -60,21 +66,36 @@ def encode_completions(
     """
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    prompt_ids = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
+    completion_ids = completion_token_ids(tokenizer, completions, append_eos=append_eos, max_tokens=max_completion_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rows, comp_lens = [], []
-    for prompt, completion in zip(prompts, completions):
-        p_ids = tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
-        c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-        if max_completion_tokens is not None:
-            c_ids = c_ids[:max_completion_tokens]
+    return pack_completions(prompt_ids, completion_ids, pad_id=pad_id)
+
+
+def completion_token_ids(tokenizer, completions: list[str], *, append_eos: bool = True, max_tokens: int | None = None) -> list[list[int]]:
+    """Completion texts -> token ids (no special tokens), cut to `max_tokens`, then EOS appended."""
+    out = []
+    for completion in completions:
+        ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        if max_tokens is not None:
+            ids = ids[:max_tokens]
         if append_eos and tokenizer.eos_token_id is not None:
-            c_ids = c_ids + [tokenizer.eos_token_id]
-        if not c_ids:  # an empty completion without EOS: score nothing, keep shapes valid
+            ids = ids + [tokenizer.eos_token_id]
+        out.append(ids)
+    return out
+
+
+def pack_completions(prompt_ids: list[list[int]], completion_ids: list[list[int]], *, pad_id: int) -> dict[str, torch.Tensor]:
+    """Token ids of prompts and completions -> the left-padded batch of `encode_completions`."""
+    if len(prompt_ids) != len(completion_ids):
+        raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
+    rows, comp_lens = [], []
+    for p_ids, c_ids in zip(prompt_ids, completion_ids):
+        c_ids = list(c_ids)
+        comp_lens.append(len(c_ids))
+        if not c_ids:  # an empty completion: score nothing, keep shapes valid
             c_ids = [pad_id]
-            comp_lens.append(0)
-        else:
-            comp_lens.append(len(c_ids))
-        rows.append(p_ids + c_ids)
+        rows.append(list(p_ids) + c_ids)
     length = max(len(r) for r in rows)
     width = max(max(comp_lens), 1)
     input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
@@ -105,15 +126,23 @@ def _forward_has_logits_to_keep(cls: type) -> bool:  # once per model class, not
     return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
-def completion_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per-token log-probs of the completion tokens of an `encode_completions` batch.
+def completion_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Next-token logits at the completion positions of an `encode_completions` batch.
 
-    Returns (B, C) aligned with batch["labels"]; 0 outside the completion.
+    Returns (B, C, V) aligned with batch["labels"]: entry t predicts label t.
     """
     width = batch["labels"].shape[1]
     device = next(model.parameters()).device
     kwargs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "position_ids")}
     if _accepts_logits_to_keep(model):
         kwargs["logits_to_keep"] = width + 1
-    logits = model(**kwargs).logits[:, -(width + 1):-1]  # (B, C, V): position t predicts t + 1
-    return per_token_logps(logits, batch["labels"].to(device))
+    return model(**kwargs).logits[:, -(width + 1):-1]  # position t predicts t + 1
+
+
+def completion_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-token log-probs of the completion tokens of an `encode_completions` batch.
+
+    Returns (B, C) aligned with batch["labels"]; 0 outside the completion.
+    """
+    logits = completion_logits(model, batch)
+    return per_token_logps(logits, batch["labels"].to(logits.device))

@@ -204,16 +204,23 @@ class Pipeline:
         out = self.ckpt / "student_distill"
         if is_done(out):
             return False
-        spec, params = get_method(self.cfg.distill.method), method_params(self.cfg)
-        if spec.consumes == "pairs":
-            rows = load_pairs(self.run_dir / "pairs" / "pairs.jsonl")
-        else:
-            rows = [{"prompt": e.prompt, "target": e.target} for e in self.splits["sft"]]
-        parent = self._sft_checkpoint("student")
-        lm = self._load("student", parent, for_training=True)
-        train(lm, spec, params, rows, self.cfg.distill.train, self.cfg.student.lora,
-              out_dir=out, parent=parent, seed=self.cfg.seed, desc=f"distill {spec.name}")
+        spec = get_method(self.cfg.distill.method)
+        self.train_student(spec, method_params(self.cfg), self.distill_rows(spec), out, seed=self.cfg.seed)
         return True
+
+    def distill_rows(self, spec, pairs_path: Path | None = None) -> list[dict]:
+        """The training rows of a method: the pairs, or prompt + reference of the supervised half."""
+        if spec.consumes == "pairs":
+            return load_pairs(pairs_path or self.run_dir / "pairs" / "pairs.jsonl")
+        return [{"prompt": e.prompt, "target": e.target} for e in self.splits["sft"]]
+
+    def train_student(self, spec, params, rows: list[dict], out: Path, *, seed: int) -> list[dict]:
+        """Train a copy of the SFT student into `out`; the teacher joins when the method needs it."""
+        parent = self._sft_checkpoint("student")
+        extras = {"teacher": self._load("teacher", self._sft_checkpoint("teacher"))} if "teacher" in spec.needs else {}
+        lm = self._load("student", parent, for_training=True)
+        return train(lm, spec, params, rows, self.cfg.distill.train, self.cfg.student.lora,
+                     out_dir=out, parent=parent, seed=seed, desc=f"distill {spec.name}", extras=extras)
 
     def _eval_models(self) -> dict[str, tuple[str, Path | None]]:
         return {

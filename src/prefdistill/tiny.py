@@ -85,9 +85,12 @@ def make_tiny_assets(folder: Path, *, n_rows: int = 60, seed: int = 0) -> dict[s
     rows = tiny_rows(n_rows, seed)
     texts = [r["document"] for r in rows] + ["Summarize :", "<|user|>", "<|assistant|>"]
     vocab = _vocab(texts, ["<pad>", "<unk>", "<s>", "</s>"])
-    paths = {"teacher": folder / "teacher", "student": folder / "student", "encoder": folder / "encoder", "data": folder / "task.jsonl"}
+    paths = {"teacher": folder / "teacher", "student": folder / "student", "encoder": folder / "encoder", "data": folder / "task.jsonl",
+             "foreign": folder / "foreign"}
     _save_causal_lm(paths["teacher"], vocab, layers=2, hidden=48, chat=False, seed=seed)
     _save_causal_lm(paths["student"], vocab, layers=1, hidden=32, chat=True, seed=seed + 1)
+    # Same words, other ids: a model that token-level methods must refuse to pair with the student.
+    _save_causal_lm(paths["foreign"], {w: i for i, w in enumerate(reversed(list(vocab)))}, layers=1, hidden=32, chat=False, seed=seed + 2)
     _save_encoder(paths["encoder"], texts, seed)
     write_jsonl(paths["data"], rows)
     done.write_text(json.dumps({k: str(v) for k, v in paths.items()}))

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from prefdistill.config import LoraConfig, TrainConfig
 from prefdistill.io import atomic_dir, atomic_open, read_jsonl, write_json, write_jsonl
 from prefdistill.methods import MethodSpec
+from prefdistill.methods.common import COUNT_PREFIX
 from prefdistill.models.hf import CHECKPOINT_META
 
 LOG_FILE = "train_log.jsonl"
@@ -104,8 +105,12 @@ def is_done(out_dir: Path) -> bool:
 
 
 def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora: LoraConfig, *,
-          out_dir: Path, parent: Path | None, seed: int, desc: str) -> list[dict]:
-    """Train `lm` in place with `spec.loss` on `rows`; returns the per-step log."""
+          out_dir: Path, parent: Path | None, seed: int, desc: str, extras: dict | None = None) -> list[dict]:
+    """Train `lm` in place with `spec.loss` on `rows`; returns the per-step log.
+
+    `extras` are keyword arguments of the loss that the caller provides from the method's
+    `needs` (e.g. teacher=...); the loop passes them through without looking.
+    """
     from accelerate import Accelerator
 
     out_dir = Path(out_dir)
@@ -142,15 +147,15 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
         for micro in range(cfg.grad_accum):
             micro_rows = [rows[i] for i in batch_indices(step, micro, cfg, len(rows), seed)]
             with accelerator.accumulate(model):
-                loss, stats = spec.loss(lm, micro_rows, params)
+                loss, stats = spec.loss(lm, micro_rows, params, **(extras or {}))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            for k, v in {"loss": loss.item(), **stats}.items():
-                totals[k] = totals.get(k, 0.0) + v / cfg.grad_accum
+            for k, v in {"loss": loss.item(), **stats}.items():  # token counts add up, the rest is averaged
+                totals[k] = totals.get(k, 0.0) + (v if k.startswith(COUNT_PREFIX) else v / cfg.grad_accum)
         log.append({"step": step + 1, "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 2), **totals})
         bar.set_postfix(loss=f"{totals['loss']:.4f}")
         if (step + 1) % cfg.log_every == 0:

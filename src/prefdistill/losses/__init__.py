@@ -5,16 +5,18 @@
 """
 from prefdistill.losses.divergences import (
     forward_kl,
+    generalized_jsd,
     js_divergence,
     reverse_kl,
     skew_forward_kl,
     skew_reverse_kl,
     total_variation,
 )
+from prefdistill.losses.policy_gradient import minillm_loss, normalized_future_returns
 from prefdistill.losses.plad import plad_margin_loss, plad_rank_loss
 from prefdistill.losses.preference import bradley_terry_loss
 
 __all__ = [
-    "bradley_terry_loss", "forward_kl", "js_divergence", "plad_margin_loss", "plad_rank_loss",
+    "bradley_terry_loss", "forward_kl", "generalized_jsd", "js_divergence", "minillm_loss", "normalized_future_returns", "plad_margin_loss", "plad_rank_loss",
     "reverse_kl", "skew_forward_kl", "skew_reverse_kl", "total_variation",
 ]

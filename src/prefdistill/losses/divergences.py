@@ -48,8 +48,8 @@ def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, te
     return kl_from_log_probs(log_q, log_p)
 
 
-def _log_mixture(log_a: torch.Tensor, log_b: torch.Tensor, weight_a: float) -> torch.Tensor:
-    """log(w·a + (1 − w)·b) computed in log space; w may be exactly 0 or 1."""
+def log_mixture(log_a: torch.Tensor, log_b: torch.Tensor, weight_a: float) -> torch.Tensor:
+    """log(w·a + (1 − w)·b) of two log-distributions, in log space; w may be exactly 0 or 1."""
     if not 0.0 <= weight_a <= 1.0:
         raise ValueError(f"mixture weight must lie in [0, 1], got {weight_a}")
     if weight_a == 1.0:
@@ -74,7 +74,7 @@ def js_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *,
     Args: student_logits, teacher_logits: (B, T, V). Returns (B, T).
     """
     log_q, log_p = log_probs_pair(student_logits, teacher_logits, temperature)
-    log_m = _log_mixture(log_p, log_q, 0.5)
+    log_m = log_mixture(log_p, log_q, 0.5)
     return 0.5 * kl_from_log_probs(log_p, log_m) + 0.5 * kl_from_log_probs(log_q, log_m)
 
 
@@ -84,7 +84,7 @@ def skew_forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     Args: student_logits, teacher_logits: (B, T, V); alpha in [0, 1]. Returns (B, T).
     """
     log_q, log_p = log_probs_pair(student_logits, teacher_logits, temperature)
-    return kl_from_log_probs(log_p, _log_mixture(log_p, log_q, alpha))
+    return kl_from_log_probs(log_p, log_mixture(log_p, log_q, alpha))
 
 
 def skew_reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, alpha: float, temperature: float = 1.0) -> torch.Tensor:
@@ -93,4 +93,28 @@ def skew_reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     Args: student_logits, teacher_logits: (B, T, V); alpha in [0, 1]. Returns (B, T).
     """
     log_q, log_p = log_probs_pair(student_logits, teacher_logits, temperature)
-    return kl_from_log_probs(log_q, _log_mixture(log_q, log_p, alpha))
+    return kl_from_log_probs(log_q, log_mixture(log_q, log_p, alpha))
+
+
+def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, beta: float, temperature: float = 1.0) -> torch.Tensor:
+    """GKD's generalised JSD(β) (Agarwal et al. 2024, "On-policy distillation", §3), scaled by 1/(β(1 − β)).
+
+    JSD_β = β·KL(p ‖ m) + (1 − β)·KL(q ‖ m),  m = β·p + (1 − β)·q.
+    Unscaled, JSD_β → 0 at both ends (≈ β·KL(p ‖ q) for small β, ≈ (1 − β)·KL(q ‖ p) near 1).
+    Dividing by β(1 − β) makes the family continuous with its limits: β = 0 is exactly the
+    forward KL(p ‖ q) and β = 1 the reverse KL(q ‖ p), and gradient sizes stay comparable
+    across β. (TRL's GKD trainer uses the unscaled value inside (0, 1): its loss is
+    β(1 − β) times this one, e.g. ¼ at β = ½.)
+
+    Args: student_logits, teacher_logits: (B, T, V); beta in [0, 1]. Returns (B, T).
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {beta}")
+    log_q, log_p = log_probs_pair(student_logits, teacher_logits, temperature)
+    if beta == 0.0:
+        return kl_from_log_probs(log_p, log_q)
+    if beta == 1.0:
+        return kl_from_log_probs(log_q, log_p)
+    log_m = log_mixture(log_p, log_q, beta)
+    jsd = beta * kl_from_log_probs(log_p, log_m) + (1 - beta) * kl_from_log_probs(log_q, log_m)
+    return jsd / (beta * (1 - beta))

@@ -9,5 +9,10 @@ from prefdistill.methods.registry import METHODS, MethodSpec, get_method, method
 from prefdistill.methods import sft as _sft  # noqa: E402,F401
 from prefdistill.methods import plad as _plad  # noqa: E402,F401
 from prefdistill.methods import seqkd as _seqkd  # noqa: E402,F401
+from prefdistill.methods import kd as _kd  # noqa: E402,F401
+from prefdistill.methods import fdistill as _fdistill  # noqa: E402,F401
+from prefdistill.methods import minillm as _minillm  # noqa: E402,F401
+from prefdistill.methods import gkd as _gkd  # noqa: E402,F401
+from prefdistill.methods import distillm as _distillm  # noqa: E402,F401
 
 __all__ = ["METHODS", "MethodSpec", "get_method", "method_params", "register", "validate_method"]

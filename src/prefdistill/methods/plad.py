@@ -10,7 +10,7 @@ from typing import Literal
 
 import torch
 
-from prefdistill.logprobs import sequence_logps
+from prefdistill.logprobs import masked_mean, sequence_logps
 from prefdistill.losses import plad_margin_loss, plad_rank_loss
 from prefdistill.methods.registry import register
 
@@ -34,7 +34,7 @@ class PLaDParams:
             raise ConfigError("distill.params.beta and distill.params.ce_weight must be non-negative")
 
 
-@register("plad", consumes="pairs", params=PLaDParams, label="PLaD",
+@register("plad", consumes="pairs", params=PLaDParams, needs=("teacher_samples", "student_samples"), label="PLaD",
           summary="PLaD ranking / margin calibration on pseudo-preference pairs")
 def plad(policy, rows: list[dict], params: PLaDParams):
     """Calibration loss over a batch of pairs, plus λ·CE when ce_weight > 0."""
@@ -62,7 +62,7 @@ def plad(policy, rows: list[dict], params: PLaDParams):
             ce_tok, ce_mask = per_token[:n], mask[:n]  # already computed above
         else:
             ce_tok, ce_mask = policy.completion_logps(prompts, [r["reference"] for r in rows])
-        ce = -(ce_tok * ce_mask).sum() / ce_mask.sum().clamp(min=1)
+        ce = -masked_mean(ce_tok, ce_mask)
         loss = loss + params.ce_weight * ce
         stats["ce"] = ce.item()
     return loss, stats

@@ -15,6 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 CONSUMES = ("targets", "pairs")
+NEEDS = {
+    "teacher": "the teacher model inside the training loop (token-level: needs one vocabulary)",
+    "teacher_samples": "the teacher's samples on the distillation prompts (the pairs file)",
+    "student_samples": "the SFT student's samples on the distillation prompts (the pairs file)",
+    "pair_scores": "scores of both sides of each pair (pairs.score)",
+}
 
 
 @dataclass(frozen=True)
@@ -23,7 +29,7 @@ class MethodSpec:
     consumes: Literal["targets", "pairs"]
     params_cls: type
     loss: Callable[..., tuple[Any, dict[str, float]]]
-    needs: frozenset[str] = field(default_factory=frozenset)  # e.g. {"pair_scores"}
+    needs: frozenset[str] = field(default_factory=frozenset)  # keys of NEEDS
     summary: str = ""
     label: str = ""  # display name in reports, e.g. "PLaD"
 
@@ -34,6 +40,9 @@ METHODS: dict[str, MethodSpec] = {}
 def register(name: str, *, consumes: str, params: type, needs: tuple[str, ...] = (), summary: str = "", label: str = ""):
     if consumes not in CONSUMES:
         raise ValueError(f"method {name!r}: consumes must be one of {CONSUMES}")
+    unknown = set(needs) - set(NEEDS)
+    if unknown:
+        raise ValueError(f"method {name!r}: unknown needs {sorted(unknown)}; choose from {sorted(NEEDS)}")
     if not dataclasses.is_dataclass(params):
         raise TypeError(f"method {name!r}: params must be a dataclass")
 
@@ -74,3 +83,27 @@ def validate_method(cfg) -> None:
         check(cfg)
     if "pair_scores" in spec.needs and cfg.pairs.score == "none":
         raise ConfigError(f"distill.method={spec.name} needs pair scores: set pairs.score to rouge or judge")
+    if "teacher" in spec.needs:
+        check_shared_vocabulary(cfg, spec)
+
+
+def across_tokenizers() -> list[str]:
+    """Methods that never compare token distributions, so teacher and student may tokenise differently."""
+    return sorted(n for n, s in METHODS.items() if "teacher" not in s.needs)
+
+
+def check_shared_vocabulary(cfg, spec: MethodSpec) -> None:
+    from prefdistill.config import ConfigError
+    from prefdistill.models import vocabulary_mismatch
+
+    try:
+        why = vocabulary_mismatch(cfg.teacher, cfg.student)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"distill.method={spec.name} compares token distributions, but the tokenizers could not be loaded to check "
+                          f"that teacher and student share one vocabulary: {e}") from e
+    if why:
+        raise ConfigError(
+            f"distill.method={spec.name} compares teacher and student next-token distributions, so both need one vocabulary, "
+            f"but they tokenise differently ({why}). Use a teacher and student from one model family, or a sequence-level "
+            f"method, which works across tokenizers: {', '.join(across_tokenizers())}."
+        )

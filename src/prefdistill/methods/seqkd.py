@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prefdistill.methods.common import teacher_side
 from prefdistill.methods.registry import register
 from prefdistill.methods.sft import token_nll
 
@@ -17,9 +18,8 @@ class SeqKDParams:
     pass
 
 
-@register("seqkd", consumes="pairs", params=SeqKDParams, label="SeqKD",
+@register("seqkd", consumes="pairs", params=SeqKDParams, needs=("teacher_samples",), label="SeqKD",
           summary="cross-entropy on the teacher's samples (the chosen side of the pairs)")
 def seqkd(policy, rows: list[dict], params: SeqKDParams):
     """Token-level NLL of the teacher sample y_t ~ p(·|x) under the student."""
-    teacher_side = [r["chosen"] if r.get("chosen_source", "teacher") == "teacher" else r["rejected"] for r in rows]
-    return token_nll(policy, [r["prompt"] for r in rows], teacher_side)
+    return token_nll(policy, [r["prompt"] for r in rows], [teacher_side(r) for r in rows])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefdistill.logprobs import sequence_logps
+from prefdistill.logprobs import masked_mean, sequence_logps
 from prefdistill.methods.registry import register
 
 
@@ -18,7 +18,7 @@ class SFTParams:
 def token_nll(policy, prompts: list[str], completions: list[str]):
     """Mean negative log-likelihood per completion token, pooled over the batch."""
     per_token, mask = policy.completion_logps(prompts, completions)
-    loss = -(per_token * mask).sum() / mask.sum().clamp(min=1)
+    loss = -masked_mean(per_token, mask)
     mean_logp = sequence_logps(per_token.detach(), mask, normalize=True).mean()
     return loss, {"token_logp": mean_logp.item()}
 

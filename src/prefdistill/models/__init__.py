@@ -36,3 +36,22 @@ def load_model(cfg: ModelConfig, **kwargs) -> LanguageModel:
     if cfg.backend not in BACKENDS:
         raise ValueError(f"unknown model backend {cfg.backend!r}; available: {', '.join(BACKENDS)}")
     return BACKENDS[cfg.backend](cfg, **kwargs)
+
+
+def load_tokenizer(cfg: ModelConfig):
+    from transformers import AutoTokenizer
+
+    from prefdistill.assets import resolve_model_path
+
+    return AutoTokenizer.from_pretrained(resolve_model_path(cfg.name_or_path, cfg.gguf_file), trust_remote_code=cfg.trust_remote_code)
+
+
+def vocabulary_mismatch(a: ModelConfig, b: ModelConfig) -> str | None:
+    """Why a and b do not share one vocabulary (token string -> id), or None when they do."""
+    if (a.name_or_path, a.gguf_file) == (b.name_or_path, b.gguf_file):
+        return None
+    va, vb = load_tokenizer(a).get_vocab(), load_tokenizer(b).get_vocab()
+    if va == vb:
+        return None
+    differ = sum(1 for tok, i in va.items() if vb.get(tok) != i) + sum(1 for tok in vb if tok not in va)
+    return f"{a.name_or_path} has {len(va):,} tokens, {b.name_or_path} has {len(vb):,}; {differ:,} token ids differ"

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from prefdistill.assets import resolve_model_path
 from prefdistill.config import ModelConfig, SamplingConfig
-from prefdistill.logprobs import completion_logps, encode_completions, sequence_logps
+from prefdistill.logprobs import completion_logits, encode_completions, pack_completions, per_token_logps, sequence_logps
 
 CHECKPOINT_META = "prefdistill_checkpoint.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -97,11 +97,28 @@ class LocalLM:
         return self.tokenizer(self.format_prompt(prompt), add_special_tokens=self.add_special_tokens)["input_ids"]
 
     # ------------------------------------------------------------------ scoring
-    def completion_logps(self, prompts: list[str], completions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, prompts: list[str], completions: list[str] | list[list[int]]) -> dict[str, torch.Tensor]:
+        """A left-padded batch of this model's prompts followed by completions (texts or token ids).
+
+        Token-id completions are used as given (no EOS appended): that is how a teacher
+        scores exactly the tokens a student sampled, when the two share a vocabulary.
+        """
+        formatted = [self.format_prompt(p) for p in prompts]
+        if completions and not isinstance(completions[0], str):
+            prompt_ids = [self.tokenizer(p, add_special_tokens=self.add_special_tokens)["input_ids"] for p in formatted]
+            return pack_completions(prompt_ids, completions, pad_id=self.tokenizer.pad_token_id)
+        return encode_completions(self.tokenizer, formatted, completions, add_special_tokens=self.add_special_tokens)
+
+    def completion_logits(self, prompts: list[str], completions: list[str] | list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Next-token logits (B, C, V) at the completion positions, labels (B, C) and mask (B, C)."""
+        batch = self.encode(prompts, completions)
+        logits = completion_logits(self.model, batch)
+        return logits, batch["labels"].to(logits.device), batch["completion_mask"].to(logits.device)
+
+    def completion_logps(self, prompts: list[str], completions: list[str] | list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probs (B, C) of completions and their mask (B, C); differentiable."""
-        batch = encode_completions(self.tokenizer, [self.format_prompt(p) for p in prompts], completions, add_special_tokens=self.add_special_tokens)
-        per_token = completion_logps(self.model, batch)
-        return per_token, batch["completion_mask"].to(per_token.device)
+        logits, labels, mask = self.completion_logits(prompts, completions)
+        return per_token_logps(logits, labels), mask
 
     @torch.no_grad()
     def score(self, prompts: list[str], completions: list[str], *, normalize: bool = False, batch_size: int = 8) -> list[float]:

@@ -1,0 +1,39 @@
+"""What the token-level methods share: teacher and student logits on the same tokens.
+
+    ids = completion_ids(student, texts)                  # text -> ids, EOS appended
+    s, t, labels, mask = paired_logits(student, teacher, prompts, ids)
+
+Student and teacher format the prompt each in their own way; the completion tokens are
+the same ids for both, so the two next-token distributions are over one vocabulary.
+"""
+from __future__ import annotations
+
+import torch
+
+from prefdistill.logprobs import completion_token_ids
+
+# Training-log statistics with this prefix are token counts: the loop adds them up over
+# micro-batches (other statistics are averaged), and the bench's cost table reads them.
+COUNT_PREFIX = "tokens_"
+
+
+def completion_ids(policy, completions: list[str]) -> list[list[int]]:
+    return completion_token_ids(policy.tokenizer, completions)
+
+
+def teacher_side(row: dict) -> str:
+    """The teacher's sample of a pair row, whichever side relabelling put it on."""
+    return row["chosen"] if row.get("chosen_source", "teacher") == "teacher" else row["rejected"]
+
+
+def paired_logits(policy, teacher, prompts: list[str], ids: list[list[int]]):
+    """(student logits (B, C, V) with grad, teacher logits (B, C, V) without, labels (B, C), mask (B, C)).
+
+    The vocabulary axis is cut to the tokenizer's size: models often pad their output
+    layer (to a multiple of 64, say), and the padded entries are not tokens.
+    """
+    s_logits, labels, mask = policy.completion_logits(prompts, ids)
+    with torch.no_grad():
+        t_logits, _, _ = teacher.completion_logits(prompts, ids)
+    vocab = min(len(policy.tokenizer), s_logits.shape[-1], t_logits.shape[-1])
+    return s_logits[..., :vocab], t_logits[..., :vocab].to(s_logits.device), labels, mask

@@ -1,0 +1,53 @@
+"""GKD: generalised knowledge distillation (Agarwal et al. 2024, "On-policy distillation of LMs", Alg. 1).
+
+Each batch is, with probability λ, completions freshly sampled from the current student
+(on-policy), and otherwise the fixed dataset of teacher outputs (the teacher side of the
+pairs). The loss is the generalised JSD_β between teacher and student next-token
+distributions on those tokens; β = 0 is the forward KL, β = 1 the reverse KL (see
+`prefdistill.losses.generalized_jsd` for the scaling convention).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from prefdistill.logprobs import masked_mean
+from prefdistill.losses import generalized_jsd
+from prefdistill.methods.common import completion_ids, paired_logits, teacher_side
+from prefdistill.methods.registry import register
+from prefdistill.rollout import rollout
+
+
+@dataclass
+class GKDParams:
+    beta: float = 0.5
+    on_policy_fraction: float = 0.5  # λ: share of batches sampled by the current student
+    temperature: float = 1.0
+    max_new_tokens: int = 48
+
+    def check(self, cfg) -> None:
+        from prefdistill.config import ConfigError
+
+        if not (0 <= self.beta <= 1 and 0 <= self.on_policy_fraction <= 1):
+            raise ConfigError("distill.params.beta and distill.params.on_policy_fraction must lie in [0, 1]")
+        if self.temperature <= 0 or self.max_new_tokens < 1:
+            raise ConfigError("distill.params: temperature must be positive and max_new_tokens at least 1")
+
+
+@register("gkd", consumes="pairs", params=GKDParams, needs=("teacher", "teacher_samples"), label="GKD",
+          summary="generalised JSD_β on student samples (share λ) or teacher samples")
+def gkd(policy, rows: list[dict], params: GKDParams, *, teacher):
+    """Mean JSD_β over the tokens of an on-policy or a teacher-sampled batch."""
+    prompts = [r["prompt"] for r in rows]
+    stats = {}
+    on_policy = bool(torch.rand(()) < params.on_policy_fraction)  # the loop seeds and checkpoints torch's RNG
+    if on_policy:
+        sampled = rollout(policy, prompts, max_new_tokens=params.max_new_tokens, temperature=params.temperature)
+        ids = sampled.completions
+        stats["tokens_student_generated"] = float(sampled.n_tokens)
+    else:
+        ids = completion_ids(policy, [teacher_side(r) for r in rows])
+    s, t, _, mask = paired_logits(policy, teacher, prompts, ids)
+    loss = masked_mean(generalized_jsd(s, t, beta=params.beta, temperature=params.temperature), mask)
+    return loss, {"jsd": loss.item(), "on_policy": float(on_policy), "tokens_teacher_scored": float(mask.sum()), **stats}
