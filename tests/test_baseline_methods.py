@@ -157,14 +157,16 @@ def test_loop_sums_token_counts_and_averages_the_rest(tiny_assets, tmp_path):
     cfg = TrainConfig(steps=1, batch_size=2, grad_accum=2, lr=1e-3, save_every=100)
     seed = 0
     micro_rows = [[rows[i] for i in batch_indices(0, micro, cfg, len(rows), seed)] for micro in range(2)]
-    teacher = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["teacher"])))
+    teacher_lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["teacher"])))
     tokens, kls = [], []
     for mb in micro_rows:  # the weights do not move within one accumulated step
-        kl, n = _hand_forward_kl(lm, teacher, [r["prompt"] for r in mb], completion_ids(lm, [r["target"] for r in mb]))
+        ids = completion_ids(lm, [r["target"] for r in mb])  # target tokens + EOS
+        kl, n = _hand_forward_kl(lm, teacher_lm, [r["prompt"] for r in mb], ids)
+        assert n == sum(len(x) for x in ids)
         tokens.append(n)
         kls.append(kl)
     log = train(lm, get_method("kd"), KDParams(), rows, cfg, LoraConfig(enabled=False), out_dir=tmp_path / "ckpt",
-                parent=None, seed=seed, desc="kd", extras={"teacher": teacher})
+                parent=None, seed=seed, desc="kd", extras={"teacher": teacher_lm})
     assert len(log) == 1
     assert log[0]["tokens_teacher_scored"] == sum(tokens)  # counts add up over micro-batches
     assert log[0]["forward_kl"] == pytest.approx(sum(kls) / 2, rel=1e-4)  # other statistics are averaged
