@@ -98,7 +98,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_config(args) -> int:
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(_config_source(args.config), args.overrides)
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
     return 0
 
