@@ -171,3 +171,22 @@ def test_loop_sums_token_counts_and_averages_the_rest(tiny_assets, tmp_path):
     assert log[0]["tokens_teacher_scored"] == sum(tokens)  # counts add up over micro-batches
     assert log[0]["forward_kl"] == pytest.approx(sum(kls) / 2, rel=1e-4)  # other statistics are averaged
     assert math.isfinite(log[0]["loss"])
+
+
+def test_vocabulary_is_checked_again_on_loaded_models(tiny_assets):
+    from prefdistill.methods.registry import require_shared_vocabulary
+
+    student = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["student"])))
+    foreign = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["foreign"])))
+    teacher = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["teacher"])))
+    with pytest.raises(ConfigError, match=r"distill.method=gkd .*one vocabulary.*token ids differ"):
+        require_shared_vocabulary(get_method("gkd"), student, foreign)
+    require_shared_vocabulary(get_method("gkd"), student, teacher)
+
+
+def test_unreachable_tokenizer_defers_the_check_with_a_warning(tiny_assets, tmp_path):
+    data = tiny_config(tiny_assets, tmp_path)
+    data["teacher"]["name_or_path"] = "no-such-org/no-such-model"  # a hub name: not loadable offline
+    data["distill"] = {"method": "kd", "params": {}}
+    with pytest.warns(UserWarning, match="checked again when the models load"):
+        load_config(data)

@@ -30,6 +30,7 @@ from prefdistill.config import STAGES, ConfigError, RunConfig, to_dict
 from prefdistill.data import prepare_splits
 from prefdistill.io import Example, atomic_write_text, read_examples, read_json, read_jsonl, write_examples, write_json, write_jsonl
 from prefdistill.methods import get_method, method_params
+from prefdistill.methods.registry import require_shared_vocabulary
 from prefdistill.metrics import compare_rows, summarize_generations
 from prefdistill.models.hf import pick_device
 from prefdistill.pairs import attach_scores, build_pairs, load_pairs, relabel, sample_resumable
@@ -220,6 +221,8 @@ class Pipeline:
         parent = self._sft_checkpoint("student")
         extras = {"teacher": self._load("teacher", self._sft_checkpoint("teacher"))} if "teacher" in spec.needs else {}
         lm = self._load("student", parent, for_training=True)
+        if extras:
+            require_shared_vocabulary(spec, lm, extras["teacher"])
         return train(lm, spec, params, rows, self.cfg.distill.train, self.cfg.student.lora,
                      out_dir=out, parent=parent, seed=seed, desc=f"distill {spec.name}", extras=extras)
 

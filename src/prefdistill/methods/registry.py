@@ -93,17 +93,40 @@ def across_tokenizers() -> list[str]:
 
 
 def check_shared_vocabulary(cfg, spec: MethodSpec) -> None:
-    from prefdistill.config import ConfigError
+    """Refuse a token-level method when teacher and student tokenise differently.
+
+    When the tokenizers cannot be loaded now (a hub model on an offline machine), the
+    check is deferred with a warning: `require_shared_vocabulary` repeats it on the
+    loaded models before any training step.
+    """
+    import warnings
+
     from prefdistill.models import vocabulary_mismatch
 
     try:
         why = vocabulary_mismatch(cfg.teacher, cfg.student)
     except (OSError, ValueError) as e:
-        raise ConfigError(f"distill.method={spec.name} compares token distributions, but the tokenizers could not be loaded to check "
-                          f"that teacher and student share one vocabulary: {e}") from e
+        warnings.warn(f"distill.method={spec.name}: could not load the tokenizers to check that teacher and student share "
+                      f"one vocabulary ({e}); it is checked again when the models load", stacklevel=2)
+        return
     if why:
-        raise ConfigError(
-            f"distill.method={spec.name} compares teacher and student next-token distributions, so both need one vocabulary, "
-            f"but they tokenise differently ({why}). Use a teacher and student from one model family, or a sequence-level "
-            f"method, which works across tokenizers: {', '.join(across_tokenizers())}."
-        )
+        raise vocabulary_error(spec, why)
+
+
+def require_shared_vocabulary(spec: MethodSpec, student, teacher) -> None:
+    """The same check on loaded models (LocalLM-like objects with a `tokenizer` and a `name`)."""
+    from prefdistill.models import tokenizer_mismatch
+
+    why = tokenizer_mismatch(teacher.tokenizer, student.tokenizer, teacher.name, student.name)
+    if why:
+        raise vocabulary_error(spec, why)
+
+
+def vocabulary_error(spec: MethodSpec, why: str):
+    from prefdistill.config import ConfigError
+
+    return ConfigError(
+        f"distill.method={spec.name} compares teacher and student next-token distributions, so both need one vocabulary, "
+        f"but they tokenise differently ({why}). Use a teacher and student from one model family, or a sequence-level "
+        f"method, which works across tokenizers: {', '.join(across_tokenizers())}."
+    )

@@ -56,8 +56,12 @@ def vocabulary_mismatch(a: ModelConfig, b: ModelConfig) -> str | None:
     """Why a and b do not share one vocabulary (token string -> id), or None when they do."""
     if (a.name_or_path, a.gguf_file) == (b.name_or_path, b.gguf_file):
         return None
-    va, vb = load_tokenizer(a).get_vocab(), load_tokenizer(b).get_vocab()
+    return tokenizer_mismatch(load_tokenizer(a), load_tokenizer(b), a.name_or_path, b.name_or_path)
+
+
+def tokenizer_mismatch(tok_a, tok_b, name_a: str, name_b: str) -> str | None:
+    va, vb = tok_a.get_vocab(), tok_b.get_vocab()
     if va == vb:
         return None
     differ = sum(1 for tok, i in va.items() if vb.get(tok) != i) + sum(1 for tok in vb if tok not in va)
-    return f"{a.name_or_path} has {len(va):,} tokens, {b.name_or_path} has {len(vb):,}; {differ:,} token ids differ"
+    return f"{name_a} has {len(va):,} tokens, {name_b} has {len(vb):,}; {differ:,} token ids differ"
