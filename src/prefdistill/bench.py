@@ -29,7 +29,8 @@ import torch
 from prefdistill.config import BenchMethod, RunConfig, from_dict
 from prefdistill.io import read_json, write_json, write_jsonl
 from prefdistill.methods import get_method
-from prefdistill.methods.common import COUNT_PREFIX, teacher_side
+from prefdistill.methods.common import COUNT_PREFIX, student_side, teacher_side
+from prefdistill.methods.registry import requirements
 from prefdistill.pairs import load_pairs, relabel
 from prefdistill.pipeline import Pipeline
 
@@ -162,8 +163,8 @@ class Bench:
             write_jsonl(path, pairs)
         return path
 
-    def job_rows(self, job: Job, spec) -> list[dict]:
-        rows = self.pipe.distill_rows(spec, self.pairs_file(job.relabel_share))
+    def job_rows(self, job: Job, spec, params) -> list[dict]:
+        rows = self.pipe.distill_rows(spec, params, self.pairs_file(job.relabel_share))
         return subset(rows, job.data_share, self.cfg.seed) if job.data_share < 1.0 else rows
 
     def run_job(self, job: Job) -> dict:
@@ -174,7 +175,7 @@ class Bench:
         entry = self.entries[job.entry]
         spec = get_method(entry.method)
         params = from_dict(spec.params_cls, entry.params, prefix=f"bench.methods.{entry.name}.params")
-        rows = self.job_rows(job, spec)
+        rows = self.job_rows(job, spec, params)
         ckpt = folder / "checkpoint"
         reset_peak_memory()
         t0 = time.time()
@@ -188,7 +189,7 @@ class Bench:
             "generations": generations, "judge_scores": scores,
             "cost": {"rows": len(rows), "steps": len(log), "train_wall_s": round(train_s, 1),
                      "eval_wall_s": round(time.time() - t1, 1), "peak_memory_mb": round(memory["mb"], 1),
-                     "memory_kind": memory["kind"], **self.data_tokens(spec, rows),
+                     "memory_kind": memory["kind"], **self.data_tokens(requirements(spec, params)[1], rows),
                      **{k: sum(r.get(k, 0.0) for r in log) for k in {k for r in log for k in r if k.startswith(COUNT_PREFIX)}}},
             "final_loss": log[-1]["loss"] if log else None,
         }
@@ -197,16 +198,19 @@ class Bench:
             shutil.rmtree(ckpt, ignore_errors=True)
         return result
 
-    def data_tokens(self, spec, rows: list[dict]) -> dict:
-        """Tokens the method's training rows cost to make: the teacher's and SFT student's samples it reads."""
+    def data_tokens(self, needs: frozenset[str], rows: list[dict]) -> dict:
+        """Tokens the method's training rows cost to make: the samples it reads, the teacher scores stored with them."""
         from prefdistill.models import load_tokenizer
 
+        def count(cfg, texts):
+            tok = load_tokenizer(cfg)
+            return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+
         out = {}
-        if "teacher_samples" in spec.needs:
-            tok = load_tokenizer(self.cfg.teacher)
-            out["data_teacher_generated"] = sum(len(tok(teacher_side(r), add_special_tokens=False)["input_ids"]) for r in rows)
-        if "student_samples" in spec.needs:
-            tok = load_tokenizer(self.cfg.student)
-            student_side = [r["rejected"] if r.get("chosen_source", "teacher") == "teacher" else r["chosen"] for r in rows]
-            out["data_student_generated"] = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in student_side)
+        if "teacher_samples" in needs:
+            out["data_teacher_generated"] = count(self.cfg.teacher, [teacher_side(r) for r in rows])
+        if "student_samples" in needs:
+            out["data_student_generated"] = count(self.cfg.student, [student_side(r) for r in rows])
+        if "teacher_pair_logps" in needs:
+            out["data_teacher_scored"] = count(self.cfg.teacher, [r["chosen"] for r in rows] + [r["rejected"] for r in rows])
         return out

@@ -123,7 +123,7 @@ def plot_sweep(series: dict[str, list[dict]], labels: dict[str, str], path, *, x
 
 def _cost_table(results: dict) -> str:
     cols = [("rows", "Rows", 0), ("steps", "Steps", 0), ("data_teacher_generated", "Teacher tok. generated (data)", 0),
-            ("data_student_generated", "Student tok. generated (data)", 0), ("tokens_student_generated", "Student tok. generated (training)", 0),
+            ("data_student_generated", "Student tok. generated (data)", 0), ("data_teacher_scored", "Teacher tok. scored (data)", 0), ("tokens_student_generated", "Student tok. generated (training)", 0),
             ("tokens_teacher_scored", "Teacher tok. scored (training)", 0), ("train_wall_s", "Train wall (s)", 1),
             ("eval_wall_s", "Eval wall (s)", 1), ("peak_memory_mb", "Peak memory (MB)", 0)]
     body = [[c["label"]] + [_fmt(c.get(k, 0), nd) for k, _, nd in cols] for c in results["costs"].values()]

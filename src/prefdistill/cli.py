@@ -139,7 +139,7 @@ def cmd_methods(args) -> int:
     from prefdistill.methods import METHODS
 
     for name, spec in sorted(METHODS.items()):
-        vocab = "one vocabulary" if "teacher" in spec.needs else "any tokenizers"
+        vocab = "one vocabulary" if "teacher" in spec.needs else "any tokenizers"  # default params
         print(f"{name:10s} consumes={spec.consumes:8s} {vocab:15s} {spec.summary}")
     return 0
 

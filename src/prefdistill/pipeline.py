@@ -30,7 +30,8 @@ from prefdistill.config import STAGES, ConfigError, RunConfig, to_dict
 from prefdistill.data import prepare_splits
 from prefdistill.io import Example, atomic_write_text, read_examples, read_json, read_jsonl, write_examples, write_json, write_jsonl
 from prefdistill.methods import get_method, method_params
-from prefdistill.methods.registry import require_shared_vocabulary
+from prefdistill.methods.common import attach_teacher_logps, student_side, teacher_side
+from prefdistill.methods.registry import require_shared_vocabulary, requirements
 from prefdistill.metrics import compare_rows, summarize_generations
 from prefdistill.models.hf import pick_device
 from prefdistill.pairs import attach_scores, build_pairs, load_pairs, relabel, sample_resumable
@@ -206,20 +207,47 @@ class Pipeline:
         out = self.ckpt / "student_distill"
         if is_done(out):
             return False
-        spec = get_method(self.cfg.distill.method)
-        self.train_student(spec, method_params(self.cfg), self.distill_rows(spec), out, seed=self.cfg.seed)
+        spec, params = get_method(self.cfg.distill.method), method_params(self.cfg)
+        self.train_student(spec, params, self.distill_rows(spec, params), out, seed=self.cfg.seed)
         return True
 
-    def distill_rows(self, spec, pairs_path: Path | None = None) -> list[dict]:
+    def distill_rows(self, spec, params, pairs_path: Path | None = None) -> list[dict]:
         """The training rows of a method: the pairs, or prompt + reference of the supervised half."""
-        if spec.consumes == "pairs":
-            return load_pairs(pairs_path or self.run_dir / "pairs" / "pairs.jsonl")
-        return [{"prompt": e.prompt, "target": e.target} for e in self.splits["sft"]]
+        consumes, needs = requirements(spec, params)
+        if consumes == "targets":
+            return [{"prompt": e.prompt, "target": e.target} for e in self.splits["sft"]]
+        rows = load_pairs(pairs_path or self.run_dir / "pairs" / "pairs.jsonl")
+        if "teacher_pair_logps" in needs:
+            attach_teacher_logps(rows, self.teacher_pair_logps(), spec.name)
+        return rows
+
+    def teacher_pair_logps(self) -> dict[str, dict]:
+        """log p(y|x) of the teacher's and the student's sample of every pair, under the (frozen) teacher.
+
+        Computed once into RUN/pairs/teacher_logps.jsonl, keyed by pair id and by which
+        model wrote the text, so relabelled copies of the pairs reuse it and training
+        never holds the teacher in memory.
+        """
+        path = self.run_dir / "pairs" / "teacher_logps.jsonl"
+        if path.is_file():
+            return {r["id"]: r for r in read_jsonl(path)}
+        pairs = load_pairs(self.run_dir / "pairs" / "pairs.jsonl")
+        teacher = self._load("teacher", self._sft_checkpoint("teacher"))
+        if not getattr(teacher, "can_score", False):
+            raise ValueError(f"teacher {self.cfg.teacher.name_or_path!r} returns text only, but this method needs a scoring "
+                             "teacher (log-probabilities of given text). Use a local or vLLM teacher, or a text-only method: plad, seqkd.")
+        prompts = [p["prompt"] for p in pairs]
+        by_teacher = teacher.score(prompts, [teacher_side(p) for p in pairs], normalize=False)
+        by_student = teacher.score(prompts, [student_side(p) for p in pairs], normalize=False)
+        table = [{"id": p["id"], "teacher_sample": a, "student_sample": b} for p, a, b in zip(pairs, by_teacher, by_student)]
+        write_jsonl(path, table)
+        return {r["id"]: r for r in table}
 
     def train_student(self, spec, params, rows: list[dict], out: Path, *, seed: int) -> list[dict]:
         """Train a copy of the SFT student into `out`; the teacher joins when the method needs it."""
+        _, needs = requirements(spec, params)
         parent = self._sft_checkpoint("student")
-        extras = {"teacher": self._load("teacher", self._sft_checkpoint("teacher"))} if "teacher" in spec.needs else {}
+        extras = {"teacher": self._load("teacher", self._sft_checkpoint("teacher"))} if "teacher" in needs else {}
         lm = self._load("student", parent, for_training=True)
         if extras:
             require_shared_vocabulary(spec, lm, extras["teacher"])

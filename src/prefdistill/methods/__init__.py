@@ -14,5 +14,6 @@ from prefdistill.methods import fdistill as _fdistill  # noqa: E402,F401
 from prefdistill.methods import minillm as _minillm  # noqa: E402,F401
 from prefdistill.methods import gkd as _gkd  # noqa: E402,F401
 from prefdistill.methods import distillm as _distillm  # noqa: E402,F401
+from prefdistill.methods import dpkd as _dpkd  # noqa: E402,F401
 
 __all__ = ["METHODS", "MethodSpec", "get_method", "method_params", "register", "validate_method"]

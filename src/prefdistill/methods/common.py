@@ -26,6 +26,22 @@ def teacher_side(row: dict) -> str:
     return row["chosen"] if row.get("chosen_source", "teacher") == "teacher" else row["rejected"]
 
 
+def student_side(row: dict) -> str:
+    """The SFT student's sample of a pair row."""
+    return row["rejected"] if row.get("chosen_source", "teacher") == "teacher" else row["chosen"]
+
+
+def attach_teacher_logps(rows: list[dict], table: dict[str, dict], method: str) -> None:
+    """Add `teacher_chosen_logp` / `teacher_rejected_logp` (log p(y|x), summed) to pair rows, in place."""
+    for r in rows:
+        if r["id"] not in table:
+            raise KeyError(f"{method}: no stored teacher log-probabilities for pair {r['id']!r}; delete pairs/teacher_logps.jsonl to recompute")
+        entry = table[r["id"]]
+        chosen_is_teacher = r.get("chosen_source", "teacher") == "teacher"
+        r["teacher_chosen_logp"] = entry["teacher_sample" if chosen_is_teacher else "student_sample"]
+        r["teacher_rejected_logp"] = entry["student_sample" if chosen_is_teacher else "teacher_sample"]
+
+
 def paired_logits(policy, teacher, prompts: list[str], ids: list[list[int]]):
     """(student logits (B, C, V) with grad, teacher logits (B, C, V) without, labels (B, C), mask (B, C)).
 

@@ -20,6 +20,7 @@ NEEDS = {
     "teacher_samples": "the teacher's samples on the distillation prompts (the pairs file)",
     "student_samples": "the SFT student's samples on the distillation prompts (the pairs file)",
     "pair_scores": "scores of both sides of each pair (pairs.score)",
+    "teacher_pair_logps": "the teacher's log-likelihoods of both samples of each pair, computed once and stored",
 }
 
 
@@ -56,6 +57,21 @@ def register(name: str, *, consumes: str, params: type, needs: tuple[str, ...] =
     return decorator
 
 
+def requirements(spec: MethodSpec, params) -> tuple[str, frozenset[str]]:
+    """(consumes, needs) of a method under `params`.
+
+    A params class with a `requirements()` method refines its entry's (a mode that reads
+    other data, e.g. DPKD's token-argmax mode); otherwise the entry's own apply.
+    """
+    refine = getattr(params, "requirements", None)
+    if refine is None:
+        return spec.consumes, spec.needs
+    consumes, needs = refine()
+    if consumes not in CONSUMES or set(needs) - set(NEEDS):
+        raise ValueError(f"method {spec.name!r}: bad requirements {consumes!r}, {sorted(needs)}")
+    return consumes, frozenset(needs)
+
+
 def get_method(name: str) -> MethodSpec:
     if name not in METHODS:
         raise KeyError(f"unknown method {name!r}; registered: {', '.join(sorted(METHODS))}")
@@ -81,9 +97,10 @@ def validate_method(cfg) -> None:
     check = getattr(params, "check", None)
     if check is not None:
         check(cfg)
-    if "pair_scores" in spec.needs and cfg.pairs.score == "none":
+    _, needs = requirements(spec, params)
+    if "pair_scores" in needs and cfg.pairs.score == "none":
         raise ConfigError(f"distill.method={spec.name} needs pair scores: set pairs.score to rouge or judge")
-    if "teacher" in spec.needs:
+    if "teacher" in needs:
         check_shared_vocabulary(cfg, spec)
 
 

@@ -1,0 +1,117 @@
+"""DPKD: direct preference knowledge distillation (Li et al. 2024, arXiv 2406.19774).
+
+Two modes, chosen by `mode`:
+
+* `sequence` (the paper's Eq. 9 / Algorithm 1, default): on the pseudo-preference pairs
+  (teacher sample y_t ≻ student sample y_s), a DPO loss with the teacher as reference,
+  length-normalised, plus λ·L_pt. The teacher's log p(y|x) of both samples is computed
+  once and stored with the pairs (`teacher_pair_logps`), so the teacher is not in memory
+  during training and this mode works across tokenizers. `loss` selects the Table 2 form:
+  sigmoid (DPO), ipo, or simpo (no teacher term).
+* `token_argmax` (what the official code runs): on the reference completions, per
+  position, the teacher's and the student's argmax tokens form a DPO pair with the
+  teacher as reference; total (1 − kd_ratio)·CE + kd_ratio·L_kd. Needs the teacher in the
+  loop and one vocabulary.
+
+L_pt is the paper's language-modelling term on plain text. This pipeline has no
+pre-training corpus, so it is cross-entropy on the teacher's samples (as for MiniLLM);
+in token_argmax mode the CE on the references already plays that role and
+`lm_weight` defaults to 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from prefdistill.logprobs import masked_mean, per_token_logps, sequence_logps
+from prefdistill.losses import dpkd_ipo_loss, dpkd_loss, simpo_loss, token_argmax_dpkd_loss
+from prefdistill.methods.common import completion_ids, paired_logits, teacher_side
+from prefdistill.methods.registry import register
+
+# The Table 2 forms, by name: (q_c, q_r, p_c, p_r, params) -> (B,) losses.
+SEQUENCE_LOSSES = {
+    "sigmoid": lambda qc, qr, pc, pr, prm: dpkd_loss(qc, qr, pc, pr, beta=prm.beta),
+    "ipo": lambda qc, qr, pc, pr, prm: dpkd_ipo_loss(qc, qr, pc, pr, tau=prm.tau),
+    "simpo": lambda qc, qr, pc, pr, prm: simpo_loss(qc, qr, beta=prm.beta, gamma=prm.gamma),
+}
+
+
+@dataclass
+class DPKDParams:
+    mode: Literal["sequence", "token_argmax"] = "sequence"
+    loss: Literal["sigmoid", "ipo", "simpo"] = "sigmoid"  # sequence mode: Table 2's forms
+    beta: float = 0.1  # the official code's default
+    normalize: bool = True  # divide both log-likelihoods by |y| (the paper; off = its ablation)
+    lm_weight: float | None = None  # λ of L_pt; None: 0.5 in sequence mode, 0 in token_argmax mode
+    tau: float = 0.1  # IPO
+    gamma: float = 0.5  # SimPO margin
+    kd_ratio: float = 0.5  # token_argmax: weight of L_kd against the CE on references
+
+    def requirements(self) -> tuple[str, set[str]]:
+        if self.mode == "token_argmax":
+            return "targets", {"teacher"}
+        needs = {"teacher_samples", "student_samples"}
+        return "pairs", needs if self.loss == "simpo" else needs | {"teacher_pair_logps"}
+
+    @property
+    def lm(self) -> float:
+        if self.lm_weight is not None:
+            return self.lm_weight
+        return 0.5 if self.mode == "sequence" else 0.0
+
+    def check(self, cfg) -> None:
+        from prefdistill.config import ConfigError
+
+        if self.beta <= 0 or self.tau <= 0 or self.lm < 0 or not 0 <= self.kd_ratio <= 1:
+            raise ConfigError("distill.params: beta and tau must be positive, lm_weight non-negative, kd_ratio in [0, 1]")
+        if self.mode == "token_argmax" and self.loss != "sigmoid":
+            raise ConfigError("distill.params.loss: the token_argmax mode has only the sigmoid form; ipo / simpo are sequence-mode forms")
+
+
+@register("dpkd", consumes="pairs", params=DPKDParams, needs=("teacher_samples", "student_samples", "teacher_pair_logps"),
+          label="DPKD", summary="DPO with the teacher as reference on teacher ≻ student pairs (or the code's token-argmax form)")
+def dpkd(policy, rows: list[dict], params: DPKDParams, *, teacher=None):
+    """DPKD loss of a batch (pairs in sequence mode, reference rows in token_argmax mode)."""
+    if params.mode == "token_argmax":
+        return _token_argmax(policy, rows, params, teacher)
+    n = len(rows)
+    prompts = [r["prompt"] for r in rows]
+    per_token, mask = policy.completion_logps(prompts + prompts, [r["chosen"] for r in rows] + [r["rejected"] for r in rows])
+    sums = sequence_logps(per_token, mask, normalize=False)  # (2B,)
+    lengths = mask.sum(-1).clamp(min=1).to(sums.dtype) if params.normalize else torch.ones_like(sums)
+    q = sums / lengths
+    if params.loss == "simpo":
+        p = torch.zeros_like(q)
+    else:
+        stored = torch.tensor([r["teacher_chosen_logp"] for r in rows] + [r["teacher_rejected_logp"] for r in rows],
+                              dtype=q.dtype, device=q.device)
+        p = stored / lengths  # the teacher's log p(y|x) over the same |y|
+    losses = SEQUENCE_LOSSES[params.loss](q[:n], q[n:], p[:n], p[n:], params)
+    loss = losses.mean()
+    margin = ((q[:n] - p[:n]) - (q[n:] - p[n:])).detach()
+    stats = {"dpkd": loss.item(), "reward_margin": (params.beta * margin).mean().item(), "reward_accuracy": (margin > 0).float().mean().item()}
+    if params.lm > 0:
+        lm_tok, lm_mask = per_token[:n], mask[:n]
+        if any(r.get("chosen_source", "teacher") != "teacher" for r in rows):  # relabelled pairs: find the teacher's text
+            lm_tok, lm_mask = policy.completion_logps(prompts, [teacher_side(r) for r in rows])
+        ce = -masked_mean(lm_tok, lm_mask)
+        loss = loss + params.lm * ce
+        stats["lm_ce"] = ce.item()
+    return loss, stats
+
+
+def _token_argmax(policy, rows: list[dict], params: DPKDParams, teacher):
+    if teacher is None:
+        raise ValueError("dpkd token_argmax mode needs the teacher in the training loop (a local model with logits)")
+    prompts = [r["prompt"] for r in rows]
+    s, t, labels, mask = paired_logits(policy, teacher, prompts, completion_ids(policy, [r["target"] for r in rows]))
+    ce = -masked_mean(per_token_logps(s, labels), mask)
+    kd = masked_mean(token_argmax_dpkd_loss(s, t, beta=params.beta), mask)
+    loss = (1 - params.kd_ratio) * ce + params.kd_ratio * kd
+    agree = masked_mean((s.detach().argmax(-1) == t.argmax(-1)).float(), mask)
+    stats = {"ce": ce.item(), "dpkd_token": kd.item(), "argmax_agreement": agree.item(), "tokens_teacher_scored": float(mask.sum())}
+    if params.lm > 0:  # no plain-text corpus here: the references stand in for it
+        loss = loss + params.lm * ce
+    return loss, stats
