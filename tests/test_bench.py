@@ -26,6 +26,9 @@ def test_plan_covers_table_and_sweeps(tiny_assets, tmp_path):
     sweeps = [(j.entry, j.seed, j.data_share, j.relabel_share) for j in jobs if not j.is_main]
     assert sweeps == [("plad", 3, 0.5, 0.0), ("plad", 3, 1.0, 1.0)]  # shares 1.0 / 0.0 reuse the main runs
     assert len({j.key for j in jobs}) == len(jobs)
+    data = _bench_cfg(tiny_assets, tmp_path, seeds=[3, 4])
+    data["bench"]["methods"][0]["seeds"] = [7]  # an ablation entry with its own, fewer seeds
+    assert sorted((j.entry, j.seed) for j in plan(load_config(data))) == [("kd", 7), ("plad", 3), ("plad", 4)]
 
 
 def test_editing_an_entry_makes_new_jobs(tiny_assets, tmp_path):

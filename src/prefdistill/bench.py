@@ -58,11 +58,12 @@ def plan(cfg: RunConfig) -> list[Job]:
     """Main table (every entry × seed), then the data-share and relabel sweeps (first seed)."""
     b = cfg.bench
     h = {m.name: settings_hash(m) for m in b.methods}
-    jobs = [Job(m.name, s, settings=h[m.name]) for m in b.methods for s in b.seeds]
-    first = b.seeds[0] if b.seeds else cfg.seed
+    seeds = {m.name: m.seeds or b.seeds for m in b.methods}
+    jobs = [Job(m.name, s, settings=h[m.name]) for m in b.methods for s in seeds[m.name]]
     swept = b.data_share_methods if b.data_share_methods is not None else [m.name for m in b.methods]
-    jobs += [Job(name, first, share, settings=h[name]) for name in swept for share in b.data_shares if share != 1.0]
-    jobs += [Job(b.relabel_method, first, relabel_share=r, settings=h[b.relabel_method]) for r in b.relabel_shares if r != 0.0]
+    jobs += [Job(name, seeds[name][0], share, settings=h[name]) for name in swept for share in b.data_shares if share != 1.0]
+    jobs += [Job(b.relabel_method, seeds[b.relabel_method][0], relabel_share=r, settings=h[b.relabel_method])
+             for r in b.relabel_shares if r != 0.0]
     return list(dict.fromkeys(jobs))
 
 

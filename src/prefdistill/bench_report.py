@@ -57,13 +57,14 @@ def summarize(bench, base: dict[str, list[str]], jobs) -> dict:
         s = summarize_generations(r["generations"], refs, r["judge_scores"], ref_scores, **opts)
         return {"share": share, "win_rate": s["win_rate"], "win_rate_ci": s["win_rate_ci"], "word_count": s["word_count"]}
 
-    first = cfg.bench.seeds[0]
+    first = {m.name: (m.seeds or cfg.bench.seeds)[0] for m in cfg.bench.methods}  # sweeps run on an entry's first seed
     data_sweep: dict[str, list[dict]] = {}
     for j in jobs:
-        if j.seed == first and j.relabel_share == 0.0 and (j.data_share < 1.0 or any(k.data_share < 1.0 and k.entry == j.entry for k in jobs)):
+        swept = any(k.data_share < 1.0 and k.entry == j.entry for k in jobs)
+        if j.seed == first[j.entry] and j.relabel_share == 0.0 and swept:
             data_sweep.setdefault(j.entry, []).append(point(j, j.data_share))
-    relabel_sweep = [point(j, j.relabel_share) for j in jobs
-                     if j.entry == cfg.bench.relabel_method and j.seed == first and j.data_share == 1.0 and cfg.bench.relabel_shares]
+    relabel_sweep = [point(j, j.relabel_share) for j in jobs if cfg.bench.relabel_shares and j.entry == cfg.bench.relabel_method
+                     and j.seed == first[j.entry] and j.data_share == 1.0]
     return {
         "task": cfg.data.source, "teacher": cfg.teacher.name_or_path, "student": cfg.student.name_or_path,
         "n_test": len(test), "seeds": cfg.bench.seeds, "steps": cfg.distill.train.steps, "batch_size": cfg.distill.train.batch_size,

@@ -192,6 +192,7 @@ class BenchMethod:
     method: str = ""  # a registered method (prefdistill.methods.METHODS)
     params: dict[str, Any] = field(default_factory=dict)  # validated by the method
     label: str | None = None  # display name; default: the method's label
+    seeds: list[int] | None = None  # this entry's training seeds (None: bench.seeds), e.g. fewer for ablations
 
 
 @dataclass
@@ -416,5 +417,8 @@ def validate_bench(cfg: RunConfig) -> None:
             raise ConfigError(f"bench: {name!r} is not one of bench.methods ({', '.join(names) or 'none'})")
     if b.relabel_shares and cfg.pairs.relabel_fraction > 0:
         raise ConfigError("bench.relabel_shares relabels the pairs itself: set pairs.relabel_fraction to 0")
+    for i, m in enumerate(b.methods):
+        if m.seeds is not None and not m.seeds:
+            raise ConfigError(f"bench.methods[{i}].seeds: give at least one seed, or leave it out for bench.seeds")
     if b.methods and not b.seeds:
         raise ConfigError("bench.seeds: give at least one seed")
