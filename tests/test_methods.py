@@ -16,7 +16,29 @@ ROWS = {
 # Parameters that make each method's loss active on the rows above (a hinge with a large margin),
 # exercise its sampling path and keep the tiny models' samples short.
 PARAMS = {"plad": {"beta": 50.0}, "gkd": {"on_policy_fraction": 1.0, "max_new_tokens": 5}, "fdistill": {"max_new_tokens": 5},
-          "minillm": {"max_new_tokens": 5}, "distillm": {"student_fraction": 0.5, "max_new_tokens": 5}}
+          "minillm": {"max_new_tokens": 5}, "distillm": {"student_fraction": 0.5, "max_new_tokens": 5},
+          "wind": {"samples": 3, "max_new_tokens": 5}, "sppo": {"samples": 2, "max_new_tokens": 5},
+          "bond": {"n": 2, "max_new_tokens": 5}, "jbond": {"max_new_tokens": 5}}
+
+
+class WordCountJudge:  # a deterministic judge for the oracle of the win-rate methods
+    name = "word-count"
+
+    def score(self, prompts, responses):
+        return [float(len(r.split())) for r in responses]
+
+
+def extras_for(spec, tiny_assets) -> dict:
+    """What the pipeline would pass for each of the method's needs, built on the tiny models."""
+    from prefdistill.oracles import BradleyTerryOracle
+
+    providers = {
+        "teacher": lambda: LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["teacher"]))),
+        "reference": lambda: LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["student"]))),
+        "oracle": lambda: BradleyTerryOracle(WordCountJudge()),
+        "state": dict,
+    }
+    return {name: make() for name, make in providers.items() if name in spec.needs}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -34,7 +56,7 @@ def test_two_steps_change_every_trainable_parameter(name, lora, tiny_assets, tmp
             snapshots.update({n: t.detach().clone() for n, t in policy.model.named_parameters() if t.requires_grad})
         return spec.loss(policy, rows, p, **extras)
 
-    extras = {"teacher": LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["teacher"])))} if "teacher" in spec.needs else {}
+    extras = extras_for(spec, tiny_assets)
     probe = type(spec)(**{**spec.__dict__, "loss": capture})
     cfg = TrainConfig(steps=2, batch_size=2, lr=1e-2, save_every=100)
     train(lm, probe, params, ROWS[spec.consumes], cfg, LoraConfig(enabled=lora, dropout=0.0),

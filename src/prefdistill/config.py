@@ -153,6 +153,20 @@ class JudgeConfig:
 
 
 @dataclass
+class OracleConfig:
+    """The preference oracle of win-rate methods (WIND, SPPO, BOND, J-BOND): P(y ≻ y' | x)."""
+
+    # judge: Bradley–Terry over the run's judge, σ((r(y) − r(y'))/temperature);
+    # api: a pairwise LLM judge behind an OpenAI-compatible endpoint, asked in both orders.
+    kind: Literal["judge", "api"] = "judge"
+    temperature: float = 1.0  # Bradley–Terry temperature over judge scores
+    base_url: str | None = None  # api: e.g. http://127.0.0.1:8000/v1
+    model: str | None = None  # api: the judge model's name on that server
+    api_key_env: str | None = "OPENAI_API_KEY"  # api: environment variable holding the key (none needed locally)
+    max_workers: int = 8  # api: concurrent requests
+
+
+@dataclass
 class RewardConfig:
     """Training of the default judge (the `reward` stage)."""
 
@@ -227,6 +241,7 @@ class RunConfig:
     pairs: PairsConfig = field(default_factory=PairsConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
@@ -384,6 +399,10 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("data.distill_fraction: must lie in (0, 1]")
     if cfg.judge.kind == "hf" and not cfg.judge.name_or_path:
         raise ConfigError("judge.name_or_path: required when judge.kind is 'hf'")
+    if cfg.oracle.kind == "api" and not (cfg.oracle.base_url and cfg.oracle.model):
+        raise ConfigError("oracle.base_url and oracle.model: required when oracle.kind is 'api'")
+    if cfg.oracle.temperature <= 0:
+        raise ConfigError("oracle.temperature: must be positive")
     if cfg.judge.kind == "callable" and not cfg.judge.callable:
         raise ConfigError("judge.callable: required when judge.kind is 'callable' (module:function)")
     from prefdistill.methods import validate_method  # registry lives with the methods

@@ -34,6 +34,7 @@ from prefdistill.methods.common import attach_teacher_logps, student_side, teach
 from prefdistill.methods.registry import require_shared_vocabulary, requirements
 from prefdistill.metrics import compare_rows, summarize_generations
 from prefdistill.models.hf import pick_device
+from prefdistill.oracles import build_oracle
 from prefdistill.pairs import attach_scores, build_pairs, load_pairs, relabel, sample_resumable
 from prefdistill.train import LOG_FILE, is_done, seed_everything, train
 
@@ -247,12 +248,22 @@ class Pipeline:
         """Train a copy of the SFT student into `out`; the teacher joins when the method needs it."""
         _, needs = requirements(spec, params)
         parent = self._sft_checkpoint("student")
-        extras = {"teacher": self._load("teacher", self._sft_checkpoint("teacher"))} if "teacher" in needs else {}
+        extras = self._extras(needs)
         lm = self._load("student", parent, for_training=True)
-        if extras:
+        if "teacher" in extras:
             require_shared_vocabulary(spec, lm, extras["teacher"])
         return train(lm, spec, params, rows, self.cfg.distill.train, self.cfg.student.lora,
                      out_dir=out, parent=parent, seed=seed, desc=f"distill {spec.name}", extras=extras)
+
+    def _extras(self, needs) -> dict:
+        """What a method's loss gets besides the student, one provider per need it declares."""
+        providers = {
+            "teacher": lambda: self._load("teacher", self._sft_checkpoint("teacher")),
+            "reference": lambda: self._load("student", self._sft_checkpoint("student")),
+            "oracle": lambda: build_oracle(self.cfg.oracle, self._judge),
+            "state": dict,
+        }
+        return {name: make() for name, make in providers.items() if name in needs}
 
     def _eval_models(self) -> dict[str, tuple[str, Path | None]]:
         return {

@@ -14,10 +14,12 @@ from prefdistill.losses.divergences import (
 )
 from prefdistill.losses.dpkd import dpkd_ipo_loss, dpkd_loss, simpo_loss, token_argmax_dpkd_loss
 from prefdistill.losses.policy_gradient import minillm_loss, normalized_future_returns
+from prefdistill.losses.wind import wind_kl_loss, wind_nce_loss, wind_squared_loss, wind_target_weights
 from prefdistill.losses.plad import plad_margin_loss, plad_rank_loss
 from prefdistill.losses.preference import bradley_terry_loss
 
 __all__ = [
     "bradley_terry_loss", "dpkd_ipo_loss", "dpkd_loss", "forward_kl", "generalized_jsd", "js_divergence", "minillm_loss", "normalized_future_returns", "plad_margin_loss", "plad_rank_loss",
     "reverse_kl", "simpo_loss", "skew_forward_kl", "skew_reverse_kl", "token_argmax_dpkd_loss", "total_variation",
+    "wind_kl_loss", "wind_nce_loss", "wind_squared_loss", "wind_target_weights",
 ]

@@ -15,5 +15,9 @@ from prefdistill.methods import minillm as _minillm  # noqa: E402,F401
 from prefdistill.methods import gkd as _gkd  # noqa: E402,F401
 from prefdistill.methods import distillm as _distillm  # noqa: E402,F401
 from prefdistill.methods import dpkd as _dpkd  # noqa: E402,F401
+from prefdistill.methods import wind as _wind  # noqa: E402,F401
+from prefdistill.methods import sppo as _sppo  # noqa: E402,F401
+from prefdistill.methods import bond as _bond  # noqa: E402,F401
+from prefdistill.methods import jbond as _jbond  # noqa: E402,F401
 
 __all__ = ["METHODS", "MethodSpec", "get_method", "method_params", "register", "validate_method"]

@@ -12,9 +12,10 @@ import torch
 
 from prefdistill.logprobs import completion_token_ids
 
-# Training-log statistics with this prefix are token counts: the loop adds them up over
-# micro-batches (other statistics are averaged), and the bench's cost table reads them.
-COUNT_PREFIX = "tokens_"
+# Training-log statistics with these prefixes are counts (tokens; samples drawn and oracle
+# calls): the loop adds them up over micro-batches (other statistics are averaged), and the
+# bench's cost table sums them over steps.
+COUNT_PREFIX = ("tokens_", "count_")
 
 
 def completion_ids(policy, completions: list[str]) -> list[list[int]]:

@@ -21,6 +21,9 @@ NEEDS = {
     "student_samples": "the SFT student's samples on the distillation prompts (the pairs file)",
     "pair_scores": "scores of both sides of each pair (pairs.score)",
     "teacher_pair_logps": "the teacher's log-likelihoods of both samples of each pair, computed once and stored",
+    "reference": "a frozen copy of the starting (SFT) student, π_ref",
+    "oracle": "a preference oracle P(y ≻ y' | x) (oracle config)",
+    "state": "a dict kept across the steps of one training run (anchors, moving averages)",
 }
 
 
