@@ -102,10 +102,15 @@ def test_summarize_seeds_with_one_seed_is_summarize_generations():
 
 
 def test_tiny_bench_end_to_end_and_resume(tiny_assets, tmp_path, monkeypatch):
-    cfg = load_config(_bench_cfg(tiny_assets, tmp_path, data_shares=[0.5], data_share_methods=["plad"], relabel_shares=[1.0]))
+    data = _bench_cfg(tiny_assets, tmp_path, data_shares=[0.5], data_share_methods=["plad"], relabel_shares=[1.0])
+    data["bench"]["methods"].append({"name": "sppo", "method": "sppo", "params": {"samples": 2, "max_new_tokens": 4}})
+    cfg = load_config(data)
     results = Bench(cfg).run()
     rows = results["rows"]
-    assert list(rows) == ["teacher", "student_init", "student_sft", "kd", "plad"]
+    assert list(rows) == ["teacher", "student_init", "student_sft", "kd", "plad", "sppo"]
+    sppo_cost = results["costs"]["sppo"]
+    assert sppo_cost["count_samples"] == cfg.distill.train.steps * cfg.distill.train.batch_size * 2
+    assert 0 < sppo_cost["count_oracle_comparisons"] <= sppo_cost["count_samples"] / 2
     assert rows["kd"]["label"] == "KD" and rows["plad"]["seeds"] == 1 and "vs_sft" in rows["plad"]
     costs = results["costs"]
     assert costs["kd"]["tokens_teacher_scored"] > 0 and "data_teacher_generated" not in costs["kd"]
@@ -119,7 +124,7 @@ def test_tiny_bench_end_to_end_and_resume(tiny_assets, tmp_path, monkeypatch):
     report = (folder / "report.md").read_text()
     for section in ("Table 1 analogue", "Which orderings held", "Figure 2 analogue", "Figure 3 analogue", "Figure 4 analogue", "## Cost"):
         assert section in report
-    for png in ("win_rates", "relabel_share", "length_buckets", "data_share"):
+    for png in ("win_rates", "relabel_share", "length_buckets", "data_share", "samples_and_oracle_calls"):
         assert (folder / "plots" / f"{png}.png").stat().st_size > 1000
     assert not any(folder.glob("runs/*/checkpoint"))  # keep_checkpoints is off
 

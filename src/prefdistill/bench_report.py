@@ -119,11 +119,34 @@ def plot_sweep(series: dict[str, list[dict]], labels: dict[str, str], path, *, x
     return _save(fig, path)
 
 
+def plot_budget(results: dict, path) -> Path | None:
+    """Judge win rate against samples drawn and oracle comparisons in training, one point per method."""
+    rows, costs = results["rows"], results["costs"]
+    keys = [k for k, c in costs.items() if c.get("count_samples")]
+    if not keys:
+        return None
+    fig = _new_figure(10.0, 4.0)
+    for i, (field, xlabel) in enumerate((("count_samples", "samples drawn in training"), ("count_oracle_comparisons", "oracle comparisons"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for j, key in enumerate(keys):
+            r = rows[key]
+            lo, hi = r["win_rate_ci"]
+            ax.errorbar([costs[key].get(field, 0)], [r["win_rate"]], yerr=[[r["win_rate"] - lo], [hi - r["win_rate"]]],
+                        marker="o", capsize=3, color=f"C{j}", label=r["label"])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("win rate vs reference (%)")
+        ax.set_ylim(0, 100)
+    fig.axes[0].legend(fontsize=8)
+    fig.suptitle("Win-rate methods: what they reach for the samples and oracle calls they use")
+    return _save(fig, path)
+
+
 # ----------------------------------------------------------------------------- report
 
 
 def _cost_table(results: dict) -> str:
-    cols = [("rows", "Rows", 0), ("steps", "Steps", 0), ("data_teacher_generated", "Teacher tok. generated (data)", 0),
+    cols = [("rows", "Rows", 0), ("steps", "Steps", 0), ("count_samples", "Samples drawn (training)", 0),
+            ("count_oracle_comparisons", "Oracle comparisons", 0), ("data_teacher_generated", "Teacher tok. generated (data)", 0),
             ("data_student_generated", "Student tok. generated (data)", 0), ("data_teacher_scored", "Teacher tok. scored (data)", 0), ("tokens_student_generated", "Student tok. generated (training)", 0),
             ("tokens_teacher_scored", "Teacher tok. scored (training)", 0), ("train_wall_s", "Train wall (s)", 1),
             ("eval_wall_s", "Eval wall (s)", 1), ("peak_memory_mb", "Peak memory (MB)", 0)]
@@ -171,6 +194,8 @@ def build_bench_report(folder: Path, results: dict) -> str:
             body.append([labels.get(key, key)] + [_fmt_rate(by[s]["win_rate"], by[s]["win_rate_ci"]) if s in by else "—" for s in shares])
         lines += ["## Figure 4 analogue: share of distillation data", "", "![data](plots/data_share.png)", "",
                   _md_table(["Method"] + [f"{100 * s:g}%" for s in shares], body), ""]
+    if plot_budget(results, folder / "plots" / "samples_and_oracle_calls.png"):
+        lines += ["## Win-rate methods: samples and oracle calls", "", "![budget](plots/samples_and_oracle_calls.png)", ""]
     lines += ["## Cost", "", _cost_table(results), ""]
     timings = results.get("timings_s") or {}
     if timings or results.get("wall_s"):
