@@ -120,17 +120,17 @@ def test_tiny_bench_end_to_end_and_resume(tiny_assets, tmp_path, monkeypatch):
     assert [p["share"] for p in results["relabel_sweep"]["points"]] == [0.0, 1.0]
     relabelled = [json.loads(x) for x in (cfg.run_dir / "bench" / "pairs" / "relabel1.jsonl").read_text().splitlines()]
     assert all(p["relabelled"] for p in relabelled)
-    folder = cfg.run_dir / "bench"
+    folder = cfg.run_dir / "bench" / "main"
     report = (folder / "report.md").read_text()
     for section in ("Table 1 analogue", "Which orderings held", "Figure 2 analogue", "Figure 3 analogue", "Figure 4 analogue", "## Cost"):
         assert section in report
     for png in ("win_rates", "relabel_share", "length_buckets", "data_share", "samples_and_oracle_calls"):
         assert (folder / "plots" / f"{png}.png").stat().st_size > 1000
-    assert not any(folder.glob("runs/*/checkpoint"))  # keep_checkpoints is off
+    assert not any(folder.parent.glob("runs/*/checkpoint"))  # keep_checkpoints is off
 
     # Resume: only the job whose result is gone is trained again.
     lost = next(j for j in plan(cfg) if j.entry == "kd")
-    (folder / "runs" / lost.key / "result.json").unlink()
+    (folder.parent / "runs" / lost.key / "result.json").unlink()
     trained = []
     real = Bench.run_job
 

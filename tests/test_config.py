@@ -69,3 +69,17 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("seed: [1,\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_base_config_is_merged_under_the_file(tmp_path):
+    (tmp_path / "parent.yaml").write_text("teacher: {name_or_path: t, dtype: bfloat16}\nstudent: {name_or_path: s}\nseed: 3\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nteacher: {name_or_path: t2}\nname: child\n")
+    cfg = load_config(tmp_path / "child.yaml", ["seed=4"])
+    assert (cfg.teacher.name_or_path, cfg.teacher.dtype, cfg.student.name_or_path, cfg.name, cfg.seed) == ("t2", "bfloat16", "s", "child", 4)
+    packaged = load_config({"base": "demo", "name": "mine"})
+    assert packaged.teacher.name_or_path == "builtin:gemma3-270m" and packaged.name == "mine"
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(tmp_path / "loop.yaml")
+    with pytest.raises(ConfigError, match="neither a file"):
+        load_config({"base": "no-such-config"})

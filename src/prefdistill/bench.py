@@ -1,7 +1,7 @@
 """`prefdistill bench CONFIG`: every method from one SFT student, one set of pairs, one budget.
 
     from prefdistill.bench import Bench
-    results = Bench(load_config("configs/bench.yaml")).run()   # -> RUN/bench/results.json, report.md
+    results = Bench(load_config("configs/bench.yaml")).run()   # -> RUN/bench/main/{results.json,report.md}
 
 The shared stages (reward, sft, pairs) run once in the run folder, exactly as in
 `prefdistill run`. Then each job — a bench entry × training seed × data share × relabel
@@ -140,8 +140,9 @@ class Bench:
 
         results = summarize(self, base, jobs)
         results["wall_s"]["this_invocation"] = round(time.time() - t0, 1)
-        write_json(self.dir / "results.json", results)
-        report = write_bench_report(self.dir, results)
+        out = self.dir / self.cfg.bench.report
+        write_json(out / "results.json", results)
+        report = write_bench_report(out, results)
         print(console_summary(results), flush=True)
         print(f"[prefdistill] bench report: {report}", flush=True)
         return results

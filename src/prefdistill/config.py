@@ -223,6 +223,9 @@ class BenchConfig:
     relabel_shares: list[float] = field(default_factory=list)
     relabel_method: str = "plad"  # the bench entry (name) the relabel sweep trains
     keep_checkpoints: bool = False  # keep each trained student (else only its samples and results)
+    # The report's folder, RUN/bench/<report>/: benches sharing a run folder (and its cached
+    # jobs) with different method lists keep separate reports.
+    report: str = "main"
 
 
 STAGES = ("reward", "sft", "pairs", "distill", "eval")
@@ -379,10 +382,37 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
+    data = _with_base(data, Path(source).parent if isinstance(source, (str, Path)) else Path.cwd())
     data = apply_overrides(data, list(overrides or []))
     cfg = from_dict(RunConfig, data)
     validate(cfg)
     return cfg
+
+
+def _with_base(data: dict, folder: Path, seen: tuple[str, ...] = ()) -> dict:
+    """Resolve `base: OTHER` (a YAML path relative to this file, or a packaged config name):
+    this file's keys are merged over OTHER's, mappings key by key, anything else replaced."""
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    path = folder / base
+    if not path.is_file():
+        packaged = Path(__file__).parent / "configs" / f"{base}.yaml"
+        if not packaged.is_file():
+            raise ConfigError(f"base: {base!r} is neither a file next to this config nor a packaged config")
+        path = packaged
+    if str(path.resolve()) in seen:
+        raise ConfigError(f"base: {base!r} includes itself")
+    parent = yaml.safe_load(path.read_text()) or {}
+    parent = _with_base(parent, path.parent, seen + (str(path.resolve()),))
+    return _merge(parent, data)
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def validate(cfg: RunConfig) -> None:
@@ -439,5 +469,7 @@ def validate_bench(cfg: RunConfig) -> None:
     for i, m in enumerate(b.methods):
         if m.seeds is not None and not m.seeds:
             raise ConfigError(f"bench.methods[{i}].seeds: give at least one seed, or leave it out for bench.seeds")
+    if not b.report or "/" in b.report or b.report in ("runs", "pairs", ".", ".."):
+        raise ConfigError(f"bench.report: {b.report!r} must be a plain folder name (not runs or pairs)")
     if b.methods and not b.seeds:
         raise ConfigError("bench.seeds: give at least one seed")
