@@ -6,7 +6,8 @@ sample y.
 - Forward KL(π_BoN ‖ π): cross-entropy on the best of the n anchor samples (by their win
   rates among themselves).
 - Backward KL(π ‖ π_BoN): REINFORCE on y with reward log p̂≤(y), the Monte Carlo estimate
-  mean_j P(y ≻ a_j) floored at 1/(2n), and KL coefficient 1/(n − 1) to the anchor; batch-mean baseline.
+  mean_j 1[y ≻ a_j] (ties ½; only ranks matter) floored at 1/(2n), and KL coefficient
+  1/(n − 1) to the anchor; batch-mean baseline.
 Jeffreys mix (1 − β)·forward + β·backward. Every `anchor_every` steps the anchor moves to the
 student (one iteration), so M iterations approximate Best-of-n^M of the SFT student.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from prefdistill.logprobs import masked_mean
@@ -52,7 +54,8 @@ def bond(policy, rows: list[dict], params: BONDParams, *, oracle, state):
         theirs = sample_group(policy, prompts, k=n, max_new_tokens=params.max_new_tokens, temperature=params.temperature)
         anchor_logp_y = sequence_logps_of(policy, mine.prompts, mine.ids).detach()
     matrices = oracle.win_matrices(prompts, [y + a for y, a in zip(mine.texts, theirs.texts)])
-    p_le = torch.tensor([max(float(m[0, 1:].mean()), 1.0 / (2 * n)) for m in matrices])
+    # Only ranks matter: y beats a_j (1), ties it (½) or loses (0); the floor keeps log p̂≤ finite.
+    p_le = torch.tensor([max(float(np.sign(m[0, 1:] - 0.5).mean()) / 2 + 0.5, 1.0 / (2 * n)) for m in matrices])
     best = [theirs.ids[i * n + int(oracle.win_rates(m[1:, 1:]).argmax())] for i, m in enumerate(matrices)]
 
     logp_y = sequence_logps_of(policy, mine.prompts, mine.ids)
