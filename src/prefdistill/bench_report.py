@@ -44,9 +44,10 @@ def summarize(bench, base: dict[str, list[str]], jobs) -> dict:
         runs = [done[j.key] for j in jobs if j.entry == entry.name and j.is_main]
         row = summarize_seeds([r["generations"] for r in runs], refs, [r["judge_scores"] for r in runs], ref_scores,
                               opponent_scores=teacher, **opts)
-        per_example = [sum(v) / len(v) for v in zip(*[pairwise_outcomes(r["judge_scores"], ref_scores) for r in runs])]
+        wins = [pairwise_outcomes(r["judge_scores"], ref_scores) for r in runs]  # per seed, per prompt
+        per_example = [statistics.fmean(v) for v in zip(*wins)]
         row["vs_sft"] = paired_difference(per_example, sft_wins, n_boot=cfg.eval.n_bootstrap, seed=cfg.seed)
-        row["per_seed_win_rate"] = [100 * statistics.fmean(pairwise_outcomes(r["judge_scores"], ref_scores)) for r in runs]
+        row["per_seed_win_rate"] = [100 * statistics.fmean(w) for w in wins]
         rows[entry.name] = {"label": runs[0]["label"], "method": entry.method, **row}
         numeric = {k for r in runs for k, v in r["cost"].items() if isinstance(v, (int, float))}
         costs[entry.name] = {"label": runs[0]["label"], "memory_kind": runs[0]["cost"]["memory_kind"],

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from prefdistill.logprobs import masked_mean
 from prefdistill.methods.registry import register
-from prefdistill.methods.selfplay import anchor_weights, oracle_delta, reset_anchor, sample_group, sequence_logps_of
+from prefdistill.methods.selfplay import anchor_weights, jeffreys_loss, oracle_delta, reset_anchor, sample_group, sequence_logps_of
 
 
 @dataclass
@@ -60,10 +59,7 @@ def bond(policy, rows: list[dict], params: BONDParams, *, oracle, state):
 
     logp_y = sequence_logps_of(policy, mine.prompts, mine.ids)
     ret = torch.log(p_le).to(logp_y.device) - (logp_y.detach() - anchor_logp_y.to(logp_y.device)) / (n - 1)
-    backward = -((ret - ret.mean()) * logp_y).mean()
-    per_token, mask = policy.completion_logps(prompts, best)
-    forward = -masked_mean(per_token, mask)
-    loss = (1 - params.beta) * forward + params.beta * backward
+    loss, forward = jeffreys_loss(policy, prompts, logp_y, ret, best, params.beta)
     return loss, {"forward_ce": forward.item(), "mean_log_quantile": float(torch.log(p_le).mean()), "mean_return": ret.mean().item(),
                   "count_samples": float((n + 1) * len(prompts)), "tokens_student_generated": float(mine.n_tokens + theirs.n_tokens),
                   **oracle_delta(oracle, before)}

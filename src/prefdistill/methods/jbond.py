@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from prefdistill.logprobs import masked_mean
 from prefdistill.methods.registry import register
-from prefdistill.methods.selfplay import anchor_weights, ema_anchor, init_anchor, oracle_delta, sample_group, sequence_logps_of
+from prefdistill.methods.selfplay import (
+    anchor_weights, ema_anchor, init_anchor, jeffreys_loss, oracle_delta, sample_group, sequence_logps_of,
+)
 
 
 @dataclass
@@ -53,13 +54,9 @@ def jbond(policy, rows: list[dict], params: JBONDParams, *, oracle, state):
     better = [theirs.ids[2 * i] if m[1, 2] >= 0.5 else theirs.ids[2 * i + 1] for i, m in enumerate(matrices)]
 
     logp_y = sequence_logps_of(policy, mine.prompts, mine.ids)  # (B,) with grad
-    reward = -math.log(16.0) * loses_both.to(logp_y.device)
-    ret = reward - (logp_y.detach() - anchor_logp_y.to(logp_y.device))
-    backward = -((ret - ret.mean()) * logp_y).mean()
-    per_token, mask = policy.completion_logps(prompts, better)
-    forward = -masked_mean(per_token, mask)
-    loss = (1 - params.beta) * forward + params.beta * backward
     log_ratio = logp_y.detach() - anchor_logp_y.to(logp_y.device)
+    ret = -math.log(16.0) * loses_both.to(logp_y.device) - log_ratio
+    loss, forward = jeffreys_loss(policy, prompts, logp_y, ret, better, params.beta)
     if params.gamma > 0:  # score-function gradient of KL(π ‖ π_anchor) on y ~ π
         loss = loss + params.gamma * (log_ratio * logp_y).mean()
     kl = log_ratio.mean()

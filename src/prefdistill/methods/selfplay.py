@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from prefdistill.logprobs import sequence_logps
+from prefdistill.logprobs import masked_mean, sequence_logps
 from prefdistill.rollout import rollout
 
 
@@ -84,6 +84,20 @@ def anchor_weights(policy, state: dict):
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(saved[n])
+
+
+def jeffreys_loss(policy, prompts: list[str], logp_y: torch.Tensor, returns: torch.Tensor, best_ids: list[list[int]],
+                  beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """BOND's Jeffreys mix (1 − β)·forward + β·backward; returns (loss, forward CE).
+
+    forward: cross-entropy on the best anchor samples `best_ids` (KL(π_BoN ‖ π));
+    backward: REINFORCE on the student's samples (log-probs `logp_y`, with grad) with
+    `returns` and a batch-mean baseline (KL(π ‖ π_BoN)).
+    """
+    backward = -((returns - returns.mean()) * logp_y).mean()
+    per_token, mask = policy.completion_logps(prompts, best_ids)
+    forward = -masked_mean(per_token, mask)
+    return (1 - beta) * forward + beta * backward, forward
 
 
 def oracle_delta(oracle, before: dict[str, int]) -> dict[str, float]:
