@@ -36,18 +36,49 @@ class LoraConfig:
 
 
 @dataclass
+class ApiConfig:
+    """An OpenAI-compatible server (backend: openai); `name_or_path` is the model's name there."""
+
+    base_url: str = ""  # e.g. http://127.0.0.1:8000/v1 or https://api.openai.com/v1
+    api_key_env: str | None = "OPENAI_API_KEY"  # environment variable holding the key; never logged or stored
+    endpoint: Literal["completions", "chat"] = "chat"  # /v1/completions (plain prompt) or /v1/chat/completions
+    max_concurrency: int = 8  # requests in flight at once
+    timeout_s: float = 60.0  # hard limit on one request, connection to last byte
+    max_retries: int = 5  # retries of one request after a timeout, a dropped connection, 429, 5xx or a malformed reply
+    backoff_s: float = 1.0  # first retry waits up to this (exponential backoff, full jitter)
+    backoff_max_s: float = 30.0  # cap on one wait; a longer Retry-After is still honoured
+    # Log-probabilities of given text (DPKD's teacher log p(y|x)) come from /v1/completions with
+    # echo + logprobs. auto: probe the server once and fall back to text-only with a clear reason.
+    logprobs: Literal["auto", "on", "off"] = "auto"
+
+
+@dataclass
+class VLLMConfig:
+    """Options of the vLLM engine (backend: vllm; `pip install prefdistill[vllm]`, needs a GPU)."""
+
+    gpu_memory_utilization: float = 0.85  # share of GPU memory vLLM may take
+    tensor_parallel_size: int = 1  # GPUs one model is split over
+    max_model_len: int | None = None  # context length to reserve (None: the model's)
+    enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decoding)
+
+
+@dataclass
 class ModelConfig:
     # A Hugging Face model name, a local folder, a .gguf file, or a builtin asset
     # ("builtin:smollm2-135m-instruct", "builtin:gemma3-270m"; see prefdistill.assets).
     name_or_path: str = ""
     gguf_file: str | None = None  # GGUF file name inside a folder / hub repo
-    backend: str = "hf"  # generation/scoring backend (registry in prefdistill.models)
+    # hf: local transformers weights (train, generate, score); vllm: the same weights served by a
+    # vLLM engine for sampling and scoring; openai: a server behind an OpenAI-compatible API (see api).
+    backend: Literal["hf", "vllm", "openai"] = "hf"
     prompt_format: Literal["auto", "chat", "plain"] = "auto"  # auto: chat template if the tokenizer has one
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"  # "auto" picks cuda when available, else cpu
     max_context: int | None = None  # override the model's context length
     trust_remote_code: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
 
 @dataclass

@@ -5,7 +5,15 @@
     logps = lm.score(prompts, completions, normalize=True)             # when lm.can_score
 
 A backend is anything with `name`, `can_score`, `generate` and (when it can) `score`; it
-need not be a local torch module, so a text-only API teacher fits the same slot.
+need not be a local torch module, so a text-only API teacher fits the same slot:
+
+    hf       local transformers weights: train, generate, score (the default; CPU or GPU)
+    vllm     the same weights in a vLLM engine for sampling and scoring (GPU; training stays on hf)
+    openai   any OpenAI-compatible server (text; log-probs where the server gives them)
+
+`generate` may return a `GenerationFailure` in place of a prompt's completions (a
+server that kept failing); `on_result(i, completions_or_failure)` reports each prompt as
+it finishes, so callers can store finished work before a long call returns.
 """
 from __future__ import annotations
 
@@ -19,7 +27,8 @@ class LanguageModel(Protocol):
     name: str
     can_score: bool  # True when log-probs of given completions are available
 
-    def generate(self, prompts: list[str], sampling: SamplingConfig, *, seed: int, desc: str | None = None) -> list[list[str]]: ...
+    def generate(self, prompts: list[str], sampling: SamplingConfig, *, seed: int, desc: str | None = None,
+                 on_result=None) -> list: ...
 
     def score(self, prompts: list[str], completions: list[str], *, normalize: bool = False) -> list[float]: ...
 
@@ -30,7 +39,24 @@ def _hf(cfg: ModelConfig, **kwargs):
     return LocalLM.load(cfg, **kwargs)
 
 
-BACKENDS = {"hf": _hf}
+def _vllm(cfg: ModelConfig, *, for_training: bool = False, **kwargs):
+    if for_training:  # vLLM only samples and scores; the weights train in transformers
+        return _hf(cfg, for_training=True, **kwargs)
+    from prefdistill.models.vllm_backend import VLLMLM
+
+    return VLLMLM.load(cfg, **kwargs)
+
+
+def _openai(cfg: ModelConfig, *, checkpoint=None, for_training: bool = False):
+    if for_training or checkpoint is not None:
+        raise ValueError(f"{cfg.name_or_path}: a model behind an API (backend: openai) cannot be fine-tuned here; "
+                         "set sft.teacher.enabled=false and use it as the teacher")
+    from prefdistill.models.api import APILM
+
+    return APILM.from_config(cfg)
+
+
+BACKENDS = {"hf": _hf, "vllm": _vllm, "openai": _openai}
 
 
 def load_model(cfg: ModelConfig, **kwargs) -> LanguageModel:

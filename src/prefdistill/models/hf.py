@@ -130,8 +130,13 @@ class LocalLM:
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
-    def generate(self, prompts: list[str], sampling: SamplingConfig, *, seed: int, desc: str | None = None) -> list[list[str]]:
-        """`sampling.num_samples` completions per prompt, batched by prompt length."""
+    def generate(self, prompts: list[str], sampling: SamplingConfig, *, seed: int, desc: str | None = None,
+                 on_result=None) -> list[list[str]]:
+        """`sampling.num_samples` completions per prompt, batched by prompt length.
+
+        `on_result(i, completions)` is called for each prompt as soon as its batch is
+        done, so a caller can store finished prompts before the whole call returns.
+        """
         was_training = self.model.training
         self.model.eval()
         encoded = [self._prompt_ids(p) for p in prompts]
@@ -164,6 +169,8 @@ class LocalLM:
             texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
             for row, i in enumerate(idx):
                 results[i] = [t.strip() for t in texts[row * sampling.num_samples:(row + 1) * sampling.num_samples]]
+                if on_result is not None:
+                    on_result(i, results[i])
             bar.update(len(idx))
         bar.close()
         self.model.train(was_training)
