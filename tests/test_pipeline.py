@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from prefdistill import pipeline as pipeline_mod
 from prefdistill.cli import main
@@ -71,24 +72,28 @@ def test_rerun_skips_every_stage(tiny_run, monkeypatch):
         raise AssertionError("a model was loaded although every output exists")
 
     monkeypatch.setattr(pipeline_mod.Pipeline, "_load", boom)
-    before = {p: p.stat().st_mtime_ns for p in (tiny_run / "samples").rglob("chunk_*.jsonl")}
+    before = {p: p.stat().st_mtime_ns for p in (tiny_run / "samples").rglob("samples.jsonl")}
+    assert before
     timings = json.loads((tiny_run / "timings.json").read_text())
     assert main(["demo", "--tiny", "--output-dir", str(tiny_run.parent)]) == 0
-    assert before == {p: p.stat().st_mtime_ns for p in (tiny_run / "samples").rglob("chunk_*.jsonl")}
+    assert before == {p: p.stat().st_mtime_ns for p in (tiny_run / "samples").rglob("samples.jsonl")}
     assert json.loads((tiny_run / "timings.json").read_text()) == timings  # skipped stages keep their times
 
 
-def test_pair_generation_resumes_missing_chunks_only(tiny_run):
-    teacher = tiny_run / "samples" / "teacher"
-    chunks = sorted(teacher.glob("chunk_*.jsonl"))
-    assert len(chunks) >= 2
-    kept = {p: p.stat().st_mtime_ns for p in chunks[1:]}
-    old_first = chunks[0].read_text()
-    chunks[0].unlink()
+def test_pair_generation_resumes_missing_prompts_only(tiny_run):
+    """Lost prompts of the first chunk are regenerated (same seed, same text); the rest is kept byte for byte."""
+    journal = tiny_run / "samples" / "teacher" / "samples.jsonl"
+    lines = journal.read_text().splitlines(keepends=True)
+    chunk_size = yaml.safe_load((tiny_run / "config.yaml").read_text())["pairs"]["chunk_size"]
+    first_chunk = {e["id"] for e in map(json.loads, (tiny_run / "data" / "distill.jsonl").read_text().splitlines()[:chunk_size])}
+    kept = [line for line in lines if json.loads(line)["id"] not in first_chunk]
+    assert len(kept) < len(lines) and kept
+    journal.write_text("".join(kept) + '{"id": "cut short by a cra')  # a crash mid-line
     (tiny_run / "pairs" / "pairs.jsonl").unlink()
     assert main(["demo", "--tiny", "--output-dir", str(tiny_run.parent)]) == 0
-    assert chunks[0].is_file() and chunks[0].read_text() == old_first  # same seed -> same samples
-    assert kept == {p: p.stat().st_mtime_ns for p in chunks[1:]}
+    after = journal.read_text().splitlines(keepends=True)
+    assert after[:len(kept)] == kept  # nothing finished was touched
+    assert sorted(after) == sorted(lines)  # the lost prompts came back identical, once each
 
 
 def test_changed_config_is_refused(tiny_run):

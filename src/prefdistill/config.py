@@ -155,7 +155,10 @@ class SFTConfig:
 class PairsConfig:
     teacher_sampling: SamplingConfig = field(default_factory=SamplingConfig)
     student_sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    chunk_size: int = 16  # prompts per atomically written chunk
+    chunk_size: int = 16  # prompts sampled per call (local models; chunk k is seeded with seed + k)
+    # Prompts an API teacher could not answer (after its retries) are listed in pairs/failures.jsonl
+    # and left out; the stage stops instead when more than this share of the prompts failed.
+    max_failed_fraction: float = 0.05
     # Share of pairs relabelled by the judge (swap when the judge prefers the student
     # side): the PLaD paper's "real preference pairs" ratio.
     relabel_fraction: float = 0.0
@@ -456,6 +459,9 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{role}.name_or_path: required (a model name, a folder or a .gguf file)")
     if not 0.0 <= cfg.pairs.relabel_fraction <= 1.0:
         raise ConfigError("pairs.relabel_fraction: must lie in [0, 1]")
+    if not 0.0 <= cfg.pairs.max_failed_fraction <= 1.0:
+        raise ConfigError("pairs.max_failed_fraction: must lie in [0, 1]")
+    _validate_backends(cfg)
     if not 0.0 < cfg.data.distill_fraction <= 1.0:
         raise ConfigError("data.distill_fraction: must lie in (0, 1]")
     if cfg.judge.kind == "hf" and not cfg.judge.name_or_path:
@@ -470,6 +476,21 @@ def validate(cfg: RunConfig) -> None:
 
     validate_method(cfg)
     validate_bench(cfg)
+
+
+def _validate_backends(cfg: RunConfig) -> None:
+    """What a model behind an API can and cannot do, said before anything runs."""
+    if cfg.student.backend == "openai":
+        raise ConfigError("student.backend: the student is trained here, so it must be local (hf or vllm), not openai")
+    t = cfg.teacher
+    if t.backend != "openai":
+        return
+    if not t.api.base_url:
+        raise ConfigError("teacher.api.base_url: required when teacher.backend is 'openai' (e.g. http://127.0.0.1:8000/v1)")
+    if cfg.sft.teacher.enabled:
+        raise ConfigError("sft.teacher.enabled: a teacher behind an API cannot be fine-tuned here; set it to false")
+    if t.api.max_concurrency < 1 or t.api.max_retries < 0 or t.api.timeout_s <= 0:
+        raise ConfigError("teacher.api: max_concurrency must be >= 1, max_retries >= 0 and timeout_s > 0")
 
 
 def validate_bench(cfg: RunConfig) -> None:

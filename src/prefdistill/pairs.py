@@ -1,59 +1,18 @@
-"""Resumable sampling and PLaD pseudo-preference pairs (teacher output ≻ student output).
+"""PLaD pseudo-preference pairs (teacher output ≻ student output), relabelling and scores.
 
-    samples = sample_resumable(load_teacher, examples, sampling, run_dir / "samples" / "teacher", ...)
-    pairs = build_pairs(examples, teacher_samples, student_samples, meta)
+    pairs, skipped = build_pairs(examples, teacher_samples, student_samples, meta)
 
-Samples are written in chunks of prompts, each chunk atomically; a restart reads the
-chunks already there and generates only the missing ones, so nothing is generated twice.
-The model is loaded only when a chunk is missing. The pairs file is plain JSONL with the
-columns preference trainers expect (`prompt`, `chosen`, `rejected`) plus metadata:
+The samples come from `prefdistill.sampling` (resumable). The pairs file is plain JSONL
+with the columns preference trainers expect (`prompt`, `chosen`, `rejected`) plus metadata:
 
     datasets.load_dataset("json", data_files="runs/NAME/pairs/pairs.jsonl")
 """
 from __future__ import annotations
 
 import random
-from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
-from prefdistill.config import SamplingConfig
-from prefdistill.io import Example, read_json, read_jsonl, write_json, write_jsonl
-
-
-def _chunk_path(out_dir: Path, k: int) -> Path:
-    return out_dir / f"chunk_{k:05d}.jsonl"
-
-
-def sample_resumable(load_model: Callable[[], object], examples: list[Example], sampling: SamplingConfig, out_dir: Path, *,
-                     chunk_size: int, seed: int, desc: str, model_name: str) -> dict[str, list[str]]:
-    """`sampling.num_samples` completions per example id, generated in resumable chunks."""
-    out_dir = Path(out_dir)
-    meta = {"model": model_name, "sampling": asdict(sampling), "seed": seed, "chunk_size": chunk_size}
-    meta_path = out_dir / "meta.json"
-    if meta_path.is_file() and read_json(meta_path) != meta:
-        raise ValueError(
-            f"{out_dir} holds samples made with other settings ({read_json(meta_path)}); "
-            "delete that folder or use a new run name to sample again"
-        )
-    write_json(meta_path, meta)
-    chunks = [examples[i:i + chunk_size] for i in range(0, len(examples), chunk_size)]
-    results: dict[str, list[str]] = {}
-    model = None
-    for k, chunk in enumerate(chunks):
-        path = _chunk_path(out_dir, k)
-        if path.is_file():
-            rows = read_jsonl(path)
-            if [r["id"] for r in rows] != [e.id for e in chunk]:
-                raise ValueError(f"{path} was written for other prompts; delete {out_dir} or use a new run name")
-        else:
-            if model is None:
-                model = load_model()
-            texts = model.generate([e.prompt for e in chunk], sampling, seed=seed + k, desc=f"{desc} [{k + 1}/{len(chunks)}]")
-            rows = [{"id": e.id, "prompt": e.prompt, "samples": t} for e, t in zip(chunk, texts)]
-            write_jsonl(path, rows)
-        results.update({r["id"]: r["samples"] for r in rows})
-    return results
+from prefdistill.io import Example, read_jsonl
 
 
 def build_pairs(examples: list[Example], teacher_samples: dict[str, list[str]], student_samples: dict[str, list[str]],

@@ -12,8 +12,9 @@ exist, so re-running after a crash or with more stages reuses everything done:
     RUN/data/{sft,distill,validation,test}.jsonl   the splits (the training set halved)
     RUN/reward/                     the trained judge and its held-out accuracy
     RUN/checkpoints/{teacher_sft,student_sft,student_distill}/
-    RUN/samples/{teacher,student}/  resumable sampling chunks on the distillation half
+    RUN/samples/{teacher,student}/  resumable samples on the distillation half (one line per prompt)
     RUN/pairs/pairs.jsonl           pseudo-preference pairs (prompt / chosen / rejected)
+    RUN/pairs/failures.jsonl        prompts a teacher or student could not answer (an API that kept failing)
     RUN/eval/samples/ROW/           generations on the test split
     RUN/metrics.json, RUN/report.md, RUN/plots/*.png
 """
@@ -35,7 +36,8 @@ from prefdistill.methods.registry import require_shared_vocabulary, requirements
 from prefdistill.metrics import compare_rows, summarize_generations
 from prefdistill.models.hf import pick_device
 from prefdistill.oracles import build_oracle
-from prefdistill.pairs import attach_scores, build_pairs, load_pairs, relabel, sample_resumable
+from prefdistill.pairs import attach_scores, build_pairs, load_pairs, relabel
+from prefdistill.sampling import SampleSet, sample_resumable
 from prefdistill.train import LOG_FILE, is_done, seed_everything, train
 
 SPLITS = ("sft", "distill", "validation", "test")
@@ -183,15 +185,18 @@ class Pipeline:
         if out.is_file():
             return False
         cfg, examples = self.cfg, self.splits["distill"]
-        samples = {}
+        sampled: dict[str, SampleSet] = {}
         # Independent sampling streams per role (a model distilled into itself must not echo its own samples).
         streams = {"teacher": (cfg.pairs.teacher_sampling, cfg.seed), "student": (cfg.pairs.student_sampling, cfg.seed + 104_729)}
         for role, (sampling, seed) in streams.items():
-            samples[role] = self._sample(role, self._sft_checkpoint(role), examples, sampling, self.run_dir / "samples" / role,
+            sampled[role] = self._sample(role, self._sft_checkpoint(role), examples, sampling, self.run_dir / "samples" / role,
                                          seed=seed, desc=f"sample {role}")
+        failed = self._record_failures(sampled, len(examples))
+        answered = [e for e in examples if all(e.id in s.samples for s in sampled.values())]
+        samples = {role: s.samples for role, s in sampled.items()}
         meta = {"teacher_model": cfg.teacher.name_or_path, "student_model": cfg.student.name_or_path,
                 "teacher_sampling": asdict(cfg.pairs.teacher_sampling), "student_sampling": asdict(cfg.pairs.student_sampling)}
-        pairs, skipped = build_pairs(examples, samples["teacher"], samples["student"], meta)
+        pairs, skipped = build_pairs(answered, samples["teacher"], samples["student"], meta)
         if not pairs:
             raise ValueError(f"no usable pairs: skipped {skipped}; check the sampling settings")
         needs_judge = cfg.pairs.relabel_fraction > 0 or cfg.pairs.score == "judge"
@@ -199,9 +204,27 @@ class Pipeline:
         swaps = relabel(pairs, judge, cfg.pairs.relabel_fraction, cfg.seed)
         attach_scores(pairs, cfg.pairs.score, judge)
         write_json(out.parent / "summary.json", {"n": len(pairs), "skipped_empty": skipped["empty"], "skipped_identical": skipped["identical"],
-                                                 "swapped": swaps, "relabelled": sum(p["relabelled"] for p in pairs)})
+                                                 "failed_prompts": failed, "swapped": swaps,
+                                                 "relabelled": sum(p["relabelled"] for p in pairs)})
         write_jsonl(out, pairs)
         return True
+
+    def _record_failures(self, sampled: dict[str, SampleSet], n_prompts: int) -> int:
+        """List unanswered prompts in RUN/pairs/failures.jsonl; stop when more than pairs.max_failed_fraction failed."""
+        rows = [{"role": role, **f} for role, s in sampled.items() for f in s.failures.values()]
+        write_jsonl(self.run_dir / "pairs" / "failures.jsonl", rows)
+        failed = len({r["id"] for r in rows})
+        if not failed:
+            return 0
+        path = self.run_dir / "pairs" / "failures.jsonl"
+        print(f"[prefdistill] pairs: {failed} of {n_prompts} prompts could not be answered; listed in {path}", flush=True)
+        for r in rows[:5]:
+            print(f"  {r['role']} {r['id']} ({r['kind']}, {r['attempts']} attempts): {r['prompt'][:80]!r}", flush=True)
+        if failed > self.cfg.pairs.max_failed_fraction * n_prompts:
+            raise RuntimeError(f"pairs: {failed} of {n_prompts} prompts failed, more than pairs.max_failed_fraction="
+                               f"{self.cfg.pairs.max_failed_fraction}; see {path}. Run again to retry only those prompts "
+                               "(every answered prompt is kept).")
+        return failed
 
     def stage_distill(self) -> bool:
         """Train the SFT student with the configured method."""
@@ -313,10 +336,12 @@ class Pipeline:
     def test_generations(self, role: str, ckpt: Path | None, folder: Path, *, desc: str) -> list[str]:
         """One generation per test prompt (eval sampling settings), cached in `folder`."""
         test = self.splits["test"]
-        samples = self._sample(role, ckpt, test, self.cfg.eval.sampling, folder, seed=self.cfg.seed, desc=desc)
-        return [samples[e.id][0] for e in test]
+        result = self._sample(role, ckpt, test, self.cfg.eval.sampling, folder, seed=self.cfg.seed, desc=desc)
+        result.require_all(f"{desc} ({folder})")
+        return [result.samples[e.id][0] for e in test]
 
-    def _sample(self, role: str, ckpt: Path | None, examples: list[Example], sampling, folder: Path, *, seed: int, desc: str):
+    def _sample(self, role: str, ckpt: Path | None, examples: list[Example], sampling, folder: Path, *, seed: int,
+                desc: str) -> SampleSet:
         """Resumable sampling by `role`'s weights (loaded only if a chunk is missing).
 
         The samples are tagged with the weights' id, relative to the run folder so the

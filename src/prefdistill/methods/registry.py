@@ -103,6 +103,10 @@ def validate_method(cfg) -> None:
     _, needs = requirements(spec, params)
     if "pair_scores" in needs and cfg.pairs.score == "none":
         raise ConfigError(f"distill.method={spec.name} needs pair scores: set pairs.score to rouge or judge")
+    if "teacher" in needs and cfg.teacher.backend == "openai":
+        raise ConfigError(f"distill.method={spec.name} reads the teacher's next-token distributions during training, which a "
+                          f"teacher behind an API (teacher.backend=openai) does not give. Methods that need only its text: "
+                          f"{', '.join(across_tokenizers())}.")
     if "teacher" in needs:
         check_shared_vocabulary(cfg, spec)
 

@@ -1,0 +1,201 @@
+"""A teacher behind an OpenAI-compatible API: text in, text out, log-probs where offered.
+
+    teacher:
+      backend: openai
+      name_or_path: gpt-4o-mini              # the model's name on the server
+      api: {base_url: "https://api.openai.com/v1", api_key_env: OPENAI_API_KEY, endpoint: chat}
+
+Each completion is one request (servers differ on `n`), sent by `max_concurrency`
+worker threads through `prefdistill.api_client` (deadline, retries, backoff). A prompt
+whose request still fails, or whose reply holds no usable text, comes back as a
+`GenerationFailure` instead of crashing the run: the caller records it with its prompt.
+
+Log-probabilities of given text (`score`, used by DPKD) need `/v1/completions` with
+`echo` and `logprobs`; `can_score` probes the server once and, when the server does not
+give them, says why in `score_unavailable`.
+"""
+from __future__ import annotations
+
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from prefdistill.api_client import APIClient, RequestFailed
+from prefdistill.config import ModelConfig, SamplingConfig
+
+
+@dataclass
+class GenerationFailure:
+    """A prompt the backend could not answer: why, and after how many attempts."""
+
+    kind: str
+    error: str
+    attempts: int
+
+
+def plain_prompt(prompt: str) -> str:
+    """The prompt as a plain-text completion request sees it (the same rule as LocalLM's plain format)."""
+    return prompt.rstrip() + "\n"
+
+
+class _Malformed(Exception):
+    pass
+
+
+class APILM:
+    """The `openai` backend: a text-only model, or a scoring one when the server echoes log-probs."""
+
+    one_call = True  # seeds come from the prompt text, so callers may send every prompt at once
+
+    def __init__(self, client: APIClient, model: str, *, endpoint: str = "chat", max_concurrency: int = 8,
+                 logprobs: str = "auto", max_retries: int = 5):
+        self.client, self.name, self.endpoint = client, model, endpoint
+        self.max_concurrency, self.logprobs, self.max_retries = max_concurrency, logprobs, max_retries
+        self.score_unavailable: str | None = None if logprobs != "off" else "api.logprobs is off"
+        self._can_score: bool | None = False if logprobs == "off" else None
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Requests sent, retries, failures and each kind of fault seen, since this model was made."""
+        return dict(self.client.stats)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> "APILM":
+        a = cfg.api
+        if not a.base_url:
+            raise ValueError(f"{cfg.name_or_path}: backend openai needs api.base_url (e.g. http://127.0.0.1:8000/v1)")
+        client = APIClient(a.base_url, api_key_env=a.api_key_env, timeout_s=a.timeout_s, max_retries=a.max_retries,
+                           backoff_s=a.backoff_s, backoff_max_s=a.backoff_max_s)
+        return cls(client, cfg.name_or_path, endpoint=a.endpoint, max_concurrency=a.max_concurrency, logprobs=a.logprobs,
+                   max_retries=a.max_retries)
+
+    # ------------------------------------------------------------------ generation
+    def _request(self, prompt: str, sampling: SamplingConfig, seed: int) -> dict:
+        body = {"model": self.name, "max_tokens": sampling.max_new_tokens, "seed": seed,
+                "temperature": sampling.temperature if sampling.do_sample else 0.0}
+        if sampling.do_sample:
+            body["top_p"] = sampling.top_p
+        if self.endpoint == "chat":
+            return {**body, "messages": [{"role": "user", "content": prompt}]}
+        return {**body, "prompt": plain_prompt(prompt)}
+
+    def _one(self, prompt: str, sampling: SamplingConfig, seed: int) -> str:
+        """One completion; a reply without usable text is retried like a transport fault."""
+        path = "/chat/completions" if self.endpoint == "chat" else "/completions"
+        for attempt in range(self.max_retries + 1):
+            reply = self.client.post(path, self._request(prompt, sampling, seed))
+            try:
+                return self._text(reply)
+            except _Malformed as e:
+                self.client.count("fault_" + ("empty" if "empty" in str(e) else "malformed"))
+                if attempt == self.max_retries:
+                    raise RequestFailed(str(e), kind="empty" if "empty" in str(e) else "malformed", attempts=attempt + 1) from None
+                self.client.count("retries")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _text(self, reply: dict) -> str:
+        try:
+            choice = reply["choices"][0]
+            text = choice["message"]["content"] if self.endpoint == "chat" else choice["text"]
+        except (KeyError, IndexError, TypeError):
+            raise _Malformed(f"reply has no choices[0].{'message.content' if self.endpoint == 'chat' else 'text'}: "
+                             f"{str(reply)[:200]}") from None
+        if not isinstance(text, str):
+            raise _Malformed(f"reply text is {type(text).__name__}, not a string")
+        if not text.strip():
+            raise _Malformed("empty completion")
+        return text.strip()
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, *, seed: int, desc: str | None = None,
+                 on_result=None) -> list:
+        """`num_samples` completions per prompt, or a GenerationFailure for a prompt that could not be answered.
+
+        Request k of a prompt carries a seed made from `seed`, the prompt's text and k, so
+        servers that honour `seed` give the same samples whatever else is in the call.
+        """
+        n = sampling.num_samples
+        results: list = [None] * len(prompts)
+        pending = [[None] * n for _ in prompts]
+        left = [n] * len(prompts)
+        lock = threading.Lock()
+        bar = tqdm(total=len(prompts), desc=desc or f"generate {self.name}", unit="prompt", disable=desc == "")
+
+        def work(i: int, k: int) -> None:
+            try:
+                out = self._one(prompts[i], sampling, request_seed(seed, prompts[i], k))
+            except RequestFailed as e:
+                out = GenerationFailure(e.kind, str(e), e.attempts)
+            with lock:
+                pending[i][k] = out
+                left[i] -= 1
+                if left[i]:
+                    return
+                failed = [x for x in pending[i] if isinstance(x, GenerationFailure)]
+                results[i] = failed[0] if failed else list(pending[i])
+                if on_result is not None:
+                    on_result(i, results[i])
+                bar.update(1)
+
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            for future in [pool.submit(work, i, k) for i in range(len(prompts)) for k in range(n)]:
+                future.result()  # re-raise a bug in `work` or `on_result`; request failures are values
+        bar.close()
+        return results
+
+    # ------------------------------------------------------------------ scoring
+    @property
+    def can_score(self) -> bool:
+        """Whether the server returns log-probs of given text; probed once (api.logprobs: auto)."""
+        if self._can_score is None:
+            try:
+                self._echo_logps(["Say hi."], ["Hi!"])
+                self._can_score = True
+            except (RequestFailed, _Malformed) as e:
+                if self.logprobs == "on":
+                    raise ValueError(f"{self.name}: api.logprobs is 'on' but the server gave no log-probs of given text: {e}") from e
+                self._can_score, self.score_unavailable = False, f"the server gave no log-probs of given text ({e})"
+        return self._can_score
+
+    def score(self, prompts: list[str], completions: list[str], *, normalize: bool = False) -> list[float]:
+        """log p(completion | prompt) summed (or averaged per token) in the server's own tokenisation."""
+        if not self.can_score:
+            raise ValueError(f"{self.name} cannot score text: {self.score_unavailable}")
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            per_row = list(pool.map(lambda pc: self._echo_logps([pc[0]], [pc[1]])[0], zip(prompts, completions)))
+        return [sum(lp) / max(len(lp), 1) if normalize else sum(lp) for lp in per_row]
+
+    def _echo_logps(self, prompts: list[str], completions: list[str]) -> list[list[float]]:
+        """Per-token log-probs of each completion, from /v1/completions with echo (no new tokens)."""
+        out = []
+        for prompt, completion in zip(prompts, completions):
+            head = plain_prompt(prompt)
+            reply = self.client.post("/completions", {"model": self.name, "prompt": head + completion, "max_tokens": 1,
+                                                      "echo": True, "logprobs": 1, "temperature": 0.0})
+            out.append(completion_token_logps(reply, len(head), len(head) + len(completion)))
+        return out
+
+
+def request_seed(seed: int, prompt: str, k: int) -> int:
+    return (seed * 1_000_003 + zlib.crc32(prompt.encode("utf-8")) * 31 + k) % 2**31
+
+
+def completion_token_logps(reply: dict, start: int, end: int) -> list[float]:
+    """Log-probs of the echoed tokens that begin inside text[start:end] (the completion's characters).
+
+    A token straddling the prompt/completion border belongs to the completion when it
+    ends past `start`; tokens from `end` on were generated, not echoed, and are left out.
+    """
+    try:
+        lp = reply["choices"][0]["logprobs"]
+        tokens, logps, offsets = lp["tokens"], lp["token_logprobs"], lp["text_offset"]
+    except (KeyError, IndexError, TypeError):
+        raise _Malformed("reply has no choices[0].logprobs with tokens, token_logprobs and text_offset") from None
+    if not (len(tokens) == len(logps) == len(offsets)):
+        raise _Malformed("logprobs lists differ in length")
+    picked = [float(x) for t, x, o in zip(tokens, logps, offsets) if o < end and o + len(t) > start and x is not None]
+    if end > start and not picked:
+        raise _Malformed("no echoed log-probs for the completion's tokens")
+    return picked

@@ -1,0 +1,135 @@
+"""Resumable sampling: each answered prompt is on disk the moment its completions exist.
+
+    result = sample_resumable(load_model, examples, sampling, RUN / "samples" / "teacher",
+                              chunk_size=16, seed=0, desc="sample teacher", model_name="teacher:...")
+    result.samples    # {example id: [completion, ...]} for every answered prompt
+    result.failures   # {example id: {"prompt", "kind", "error", "attempts"}} for prompts not answered
+
+The folder holds `meta.json` (model and settings; other settings are refused),
+`samples.jsonl` (one line per answered prompt, appended and fsynced as soon as the prompt
+is done, so a crash or SIGKILL loses at most the prompts in flight), `failures.jsonl`
+(the prompts the last run could not answer, retried by the next run) and, for API models,
+`api_stats.json` (requests, retries and faults, summed over runs). A restart generates
+only the prompts missing from `samples.jsonl`; none is generated twice.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from prefdistill.config import SamplingConfig
+from prefdistill.io import Example, read_json, read_jsonl, write_json, write_jsonl
+
+
+class Journal:
+    """An append-only JSONL file whose every line is flushed and fsynced on write.
+
+    A line cut short by a crash (no trailing newline) is dropped when the journal opens.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._drop_partial_line()
+
+    def _drop_partial_line(self) -> None:
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(self.path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+
+    def read(self) -> list[dict]:
+        return read_jsonl(self.path) if self.path.is_file() else []
+
+    def append(self, row: dict) -> None:
+        line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+
+
+@dataclass
+class SampleSet:
+    samples: dict[str, list[str]] = field(default_factory=dict)
+    failures: dict[str, dict] = field(default_factory=dict)
+
+    def require_all(self, what: str) -> None:
+        """Raise when some prompts went unanswered, naming them (a re-run retries only those)."""
+        if self.failures:
+            first = next(iter(self.failures.items()))
+            raise RuntimeError(f"{what}: {len(self.failures)} prompt(s) could not be answered, e.g. {first[0]} "
+                               f"({first[1]['kind']}: {first[1]['error'][:200]}). Run again to retry only those.")
+
+
+def sample_resumable(load_model: Callable[[], object], examples: list[Example], sampling: SamplingConfig, out_dir: Path, *,
+                     chunk_size: int, seed: int, desc: str, model_name: str) -> SampleSet:
+    """`sampling.num_samples` completions per example, resumable prompt by prompt.
+
+    Local models generate chunk k of `chunk_size` prompts with seed `seed + k`, so an
+    uninterrupted run is reproducible; a model with `one_call = True` (an API, which
+    seeds each request from its prompt) gets every missing prompt in one call.
+    """
+    out_dir = Path(out_dir)
+    _check_meta(out_dir, {"model": model_name, "sampling": asdict(sampling), "seed": seed, "chunk_size": chunk_size})
+    journal = Journal(out_dir / "samples.jsonl")
+    result = SampleSet()
+    for row in _legacy_chunks(out_dir) + journal.read():
+        result.samples.setdefault(row["id"], row["samples"])
+    missing = [e for e in examples if e.id not in result.samples]
+    if not missing:
+        return _only(result, examples)
+    model = load_model()
+    chunks = [examples[i:i + chunk_size] for i in range(0, len(examples), chunk_size)]
+    groups = [(seed + k, [e for e in chunk if e.id not in result.samples]) for k, chunk in enumerate(chunks)]
+    if getattr(model, "one_call", False):
+        groups = [(seed, missing)]
+    failures: dict[str, dict] = {}
+    stats_before = Counter(getattr(model, "stats", None) or {})
+    for n, (group_seed, todo) in enumerate(grp for grp in groups if grp[1]):
+        def on_result(i: int, out, todo=todo) -> None:
+            ex = todo[i]
+            if isinstance(out, list):
+                journal.append({"id": ex.id, "prompt": ex.prompt, "samples": out})
+                result.samples[ex.id] = out
+            else:
+                failures[ex.id] = {"id": ex.id, "prompt": ex.prompt, "kind": out.kind, "error": out.error, "attempts": out.attempts}
+        model.generate([e.prompt for e in todo], sampling, seed=group_seed, desc=f"{desc} [{n + 1}]", on_result=on_result)
+    write_jsonl(out_dir / "failures.jsonl", list(failures.values()))
+    if getattr(model, "stats", None) is not None:
+        _add_stats(out_dir / "api_stats.json", Counter(model.stats) - stats_before)
+    result.failures = failures
+    return _only(result, examples)
+
+
+def _check_meta(out_dir: Path, meta: dict) -> None:
+    path = out_dir / "meta.json"
+    if path.is_file() and read_json(path) != meta:
+        raise ValueError(f"{out_dir} holds samples made with other settings ({read_json(path)}); "
+                         "delete that folder or use a new run name to sample again")
+    write_json(path, meta)
+
+
+def _legacy_chunks(out_dir: Path) -> list[dict]:
+    """Rows of run folders written before the journal (one atomic chunk_*.jsonl per chunk)."""
+    return [row for path in sorted(out_dir.glob("chunk_*.jsonl")) for row in read_jsonl(path)]
+
+
+def _only(result: SampleSet, examples: list[Example]) -> SampleSet:
+    ids = [e.id for e in examples]
+    return SampleSet({i: result.samples[i] for i in ids if i in result.samples}, {i: f for i, f in result.failures.items()})
+
+
+def _add_stats(path: Path, stats: Counter) -> None:
+    total = Counter(read_json(path) if path.is_file() else {})
+    total.update(dict(stats))
+    write_json(path, dict(sorted(total.items())))
