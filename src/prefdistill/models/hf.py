@@ -42,6 +42,28 @@ def checkpoint_chain(checkpoint: Path) -> tuple[Path | None, list[Path]]:
     return None, adapters[::-1]
 
 
+def resolve_prompt_format(tokenizer, prompt_format: str, name: str) -> str:
+    """'chat' or 'plain': "auto" becomes chat when the tokenizer has a chat template."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if prompt_format == "auto":
+        return "chat" if has_template else "plain"
+    if prompt_format == "chat" and not has_template:
+        raise ValueError(f"{name}: prompt_format is 'chat' but the tokenizer has no chat template; use 'plain'")
+    return prompt_format
+
+
+def format_prompt(tokenizer, prompt: str, prompt_format: str) -> str:
+    """The text a model sees for `prompt` (every backend on local weights formats through this)."""
+    if prompt_format == "chat":
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    return prompt.rstrip() + "\n"
+
+
+def uses_special_tokens(prompt_format: str) -> bool:
+    # Chat templates write their own special tokens; plain prompts get the tokenizer's BOS.
+    return prompt_format == "plain"
+
+
 class LocalLM:
     can_score = True
 
@@ -49,11 +71,7 @@ class LocalLM:
         self.model, self.tokenizer, self.name = model, tokenizer, name
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        if prompt_format == "auto":
-            prompt_format = "chat" if getattr(tokenizer, "chat_template", None) else "plain"
-        if prompt_format == "chat" and not getattr(tokenizer, "chat_template", None):
-            raise ValueError(f"{name}: prompt_format is 'chat' but the tokenizer has no chat template; use 'plain'")
-        self.prompt_format = prompt_format
+        self.prompt_format = resolve_prompt_format(tokenizer, prompt_format, name)
         self.max_context = max_context or getattr(model.config, "max_position_embeddings", None) or 2048
 
     # ------------------------------------------------------------------ loading
@@ -84,14 +102,11 @@ class LocalLM:
 
     # ------------------------------------------------------------------ prompts
     def format_prompt(self, prompt: str) -> str:
-        if self.prompt_format == "chat":
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        return prompt.rstrip() + "\n"
+        return format_prompt(self.tokenizer, prompt, self.prompt_format)
 
     @property
     def add_special_tokens(self) -> bool:
-        # Chat templates write their own special tokens; plain prompts get the tokenizer's BOS.
-        return self.prompt_format == "plain"
+        return uses_special_tokens(self.prompt_format)
 
     def _prompt_ids(self, prompt: str) -> list[int]:
         return self.tokenizer(self.format_prompt(prompt), add_special_tokens=self.add_special_tokens)["input_ids"]
