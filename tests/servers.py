@@ -92,6 +92,7 @@ class FaultProxy:
     def __init__(self, upstream: str, plan=lambda n, payload: None, *, stall_s: float = 3.0, delay_s: float = 0.0):
         self.upstream, self.plan, self.stall_s, self.delay_s = upstream.rstrip("/"), plan, stall_s, delay_s
         self.requests, self.faults, self.forwarded = 0, Counter(), Counter()  # forwarded: prompt -> answered requests
+        self.abandoned = 0  # healthy replies the client no longer waited for (it timed out first)
         self._lock = threading.Lock()
         proxy = self
 
@@ -143,10 +144,15 @@ class FaultProxy:
                 else:
                     choice["text"] = ""
             body = json.dumps(reply).encode()
-        else:
+        try:
+            self._reply(h, 200, body, {})
+        except (BrokenPipeError, ConnectionResetError):
+            with self._lock:
+                self.abandoned += fault is None
+            return
+        if fault is None:
             with self._lock:
                 self.forwarded[prompt_of(payload)] += 1
-        self._reply(h, 200, body, {})
 
     @staticmethod
     def _reply(h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict) -> None:
@@ -168,11 +174,11 @@ class FaultProxy:
 
 
 class FakeOpenAI:
-    """A stand-in server for fast tests: answers "reply to: PROMPT"; echoes word-level log-probs (−1 per word)
-    when `logprobs` is true, else returns `logprobs: null` like a chat-only server."""
+    """A stand-in server for fast tests: answers "reply to: PROMPT"; echoes word-level log-probs (`word_logp`
+    per word) when `logprobs` is true, else returns `logprobs: null` like a chat-only server."""
 
-    def __init__(self, *, logprobs: bool = True):
-        self.logprobs = logprobs
+    def __init__(self, *, logprobs: bool = True, word_logp: float = -1.0):
+        self.logprobs, self.word_logp = logprobs, word_logp
         self.headers_seen: list[dict] = []
         fake = self
 
@@ -200,7 +206,7 @@ class FakeOpenAI:
         prompt = payload["prompt"]
         found = list(re.finditer(r"\s*\S+", prompt))  # a "token" is a word with the whitespace before it
         words, offsets = [m.group() for m in found], [m.start() for m in found]
-        logprobs = {"tokens": words, "token_logprobs": [None] + [-1.0] * (len(words) - 1), "text_offset": offsets}
+        logprobs = {"tokens": words, "token_logprobs": [None] + [self.word_logp] * (len(words) - 1), "text_offset": offsets}
         return {"choices": [{"text": prompt, "logprobs": logprobs if self.logprobs else None}]}
 
     __enter__ = FaultProxy.__enter__

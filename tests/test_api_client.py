@@ -124,6 +124,12 @@ def test_a_server_without_logprobs_falls_back_to_text_only_with_a_reason():
             strict.can_score
 
 
+def test_implausible_echoed_logprobs_are_not_trusted():
+    with FakeOpenAI(word_logp=-12.0) as server:  # what a server with shifted log-probs gives on the counting probe
+        lm = APILM(client(server.url), "m", endpoint="completions")
+        assert not lm.can_score and "sanity check" in lm.score_unavailable
+
+
 def test_completion_token_logps_picks_the_completion_tokens():
     # text "ab|cd" with the completion starting at 2; token "bc" straddles the border.
     reply = {"choices": [{"logprobs": {"tokens": ["a", "bc", "d", "X"], "token_logprobs": [None, -1.0, -2.0, -9.0],

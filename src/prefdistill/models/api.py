@@ -45,6 +45,10 @@ class _Malformed(Exception):
     pass
 
 
+PROBE_PROMPT, PROBE_COMPLETION = "Count: 1, 2, 3, 4,", " 5, 6, 7, 8, 9, 10, 11, 12"
+PROBE_MIN_MEAN_LOGP = -3.0  # nats per token; SmolLM2-135M and Gemma-3-270M score the probe at about −0.4
+
+
 class APILM:
     """The `openai` backend: a text-only model, or a scoring one when the server echoes log-probs."""
 
@@ -148,15 +152,27 @@ class APILM:
     # ------------------------------------------------------------------ scoring
     @property
     def can_score(self) -> bool:
-        """Whether the server returns log-probs of given text; probed once (api.logprobs: auto)."""
+        """Whether the server returns usable log-probs of given text; probed once (api.logprobs: auto).
+
+        The probe scores an obvious continuation (counting). Any language model puts it
+        near certainty, so a low score means the server's echoed log-probs are wrong, not
+        the model: llama-cpp-python 0.3.x, for one, scores each echoed token under the
+        distribution of the *next* position. Such a server counts as text-only.
+        """
         if self._can_score is None:
             try:
-                self._echo_logps(["Say hi."], ["Hi!"])
+                (logps,) = self._echo_logps([PROBE_PROMPT], [PROBE_COMPLETION])
+                mean = sum(logps) / len(logps)
+                if mean < PROBE_MIN_MEAN_LOGP:
+                    raise _Malformed(f"its echoed log-probs fail a sanity check: counting '{PROBE_COMPLETION}' after "
+                                     f"'{PROBE_PROMPT}' got {mean:.1f} nats per token, where any model gives more than "
+                                     f"{PROBE_MIN_MEAN_LOGP:g} (llama-cpp-python 0.3.x shifts echoed log-probs by one token)")
                 self._can_score = True
             except (RequestFailed, _Malformed) as e:
                 if self.logprobs == "on":
-                    raise ValueError(f"{self.name}: api.logprobs is 'on' but the server gave no log-probs of given text: {e}") from e
-                self._can_score, self.score_unavailable = False, f"the server gave no log-probs of given text ({e})"
+                    raise ValueError(f"{self.name}: api.logprobs is 'on' but the server gave no usable log-probs of given "
+                                     f"text: {e}") from e
+                self._can_score, self.score_unavailable = False, f"the server gave no usable log-probs of given text: {e}"
         return self._can_score
 
     def score(self, prompts: list[str], completions: list[str], *, normalize: bool = False) -> list[float]:
