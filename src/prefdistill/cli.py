@@ -11,6 +11,7 @@
     prefdistill bench CONFIG.yaml bench.seeds=[0,1,2] # your bench
     prefdistill bench --tiny                          # the bench on tiny random models, ~2 min
     prefdistill methods                               # registered training methods
+    prefdistill serve builtin:gemma3-270m --port 8000 # a GGUF behind an OpenAI-compatible API (llama-cpp-python)
     prefdistill lab bandit --seeds 5                  # Faster WIND's contextual bandit: exact and sampled WIND vs BOND, ~15 s
 """
 from __future__ import annotations
@@ -157,6 +158,24 @@ def cmd_lab_bandit(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """Serve a GGUF model (a file or builtin:NAME) with llama-cpp-python's OpenAI-compatible server."""
+    import importlib.util
+    import os
+
+    from prefdistill.assets import builtin_gguf
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise FileNotFoundError("prefdistill serve needs llama-cpp-python's server: pip install 'prefdistill[server]'")
+    model = builtin_gguf(args.model[len("builtin:"):]) if args.model.startswith("builtin:") else Path(args.model)
+    if not model.is_file() or model.suffix != ".gguf":
+        raise FileNotFoundError(f"{args.model}: not a .gguf file or a builtin model")
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", args.host, "--port", str(args.port),
+           "--n_ctx", str(args.n_ctx), "--model_alias", args.alias or Path(args.model).stem.replace("builtin:", "")]
+    print(f"[prefdistill] serving {model} at http://{args.host}:{args.port}/v1 as {cmd[-1]!r}", flush=True)
+    os.execv(sys.executable, cmd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prefdistill", description="Distil LLMs with preferences (PLaD and friends).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -200,6 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="list the registered training methods")
     p.set_defaults(fn=cmd_methods)
+
+    p = sub.add_parser("serve", help="serve a GGUF model behind an OpenAI-compatible API (a teacher on loopback)")
+    p.add_argument("model", help="a .gguf file or builtin:NAME")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--n-ctx", type=int, default=2048, help="context length")
+    p.add_argument("--alias", help="the model name clients use (default: from the file or builtin name)")
+    p.set_defaults(fn=cmd_serve)
 
     p = sub.add_parser("lab", help="exactly solvable labs that check the methods' maths")
     lab = p.add_subparsers(dest="lab", required=True)

@@ -21,7 +21,7 @@ exist, so re-running after a crash or with more stages reuses everything done:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import yaml
@@ -133,10 +133,13 @@ class Pipeline:
         st = self.cfg.student
         return AutoTokenizer.from_pretrained(resolve_model_path(st.name_or_path, st.gguf_file), trust_remote_code=st.trust_remote_code)
 
-    def _load(self, role: str, checkpoint: Path | None = None, for_training: bool = False):
+    def _load(self, role: str, checkpoint: Path | None = None, for_training: bool = False, in_loop: bool = False):
         from prefdistill.models import load_model
 
-        return load_model(getattr(self.cfg, role), checkpoint=checkpoint, for_training=for_training)
+        cfg = getattr(self.cfg, role)
+        if in_loop and cfg.backend == "vllm":
+            cfg = replace(cfg, backend="hf")
+        return load_model(cfg, checkpoint=checkpoint, for_training=for_training)
 
     def _sft_checkpoint(self, role: str) -> Path | None:
         """The SFT checkpoint of `role`, or None when its SFT is disabled (the base model stands in)."""
@@ -258,9 +261,12 @@ class Pipeline:
         pairs = load_pairs(self.run_dir / "pairs" / "pairs.jsonl")
         teacher = self._load("teacher", self._sft_checkpoint("teacher"))
         if not getattr(teacher, "can_score", False):
-            raise ValueError(f"teacher {self.cfg.teacher.name_or_path!r} returns text only, but this method needs a scoring "
-                             "teacher (log-probabilities of given text). Use a local or vLLM teacher, or a text-only method: plad, seqkd.")
+            why = getattr(teacher, "score_unavailable", None)
+            raise ValueError(f"teacher {self.cfg.teacher.name_or_path!r} returns text only{f' ({why})' if why else ''}, but this "
+                             "method needs a scoring teacher (log-probabilities of given text). Use a local or vLLM teacher, "
+                             "a server that echoes log-probs, or a text-only method: plad, seqkd, wind.")
         prompts = [p["prompt"] for p in pairs]
+        # Text, not token ids: a teacher with another tokenizer re-tokenises the student's samples its own way.
         by_teacher = teacher.score(prompts, [teacher_side(p) for p in pairs], normalize=False)
         by_student = teacher.score(prompts, [student_side(p) for p in pairs], normalize=False)
         table = [{"id": p["id"], "teacher_sample": a, "student_sample": b} for p, a, b in zip(pairs, by_teacher, by_student)]
@@ -280,9 +286,10 @@ class Pipeline:
 
     def _extras(self, needs) -> dict:
         """What a method's loss gets besides the student, one provider per need it declares."""
+        # In the loop a model must give logits: a vLLM-configured one is loaded through transformers.
         providers = {
-            "teacher": lambda: self._load("teacher", self._sft_checkpoint("teacher")),
-            "reference": lambda: self._load("student", self._sft_checkpoint("student")),
+            "teacher": lambda: self._load("teacher", self._sft_checkpoint("teacher"), in_loop=True),
+            "reference": lambda: self._load("student", self._sft_checkpoint("student"), in_loop=True),
             "oracle": lambda: build_oracle(self.cfg.oracle, self._judge),
             "state": dict,
         }
