@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from prefdistill.config import ConfigError, OracleConfig, load_config
+from prefdistill.api_client import APIClient
 from prefdistill.oracles import BradleyTerryOracle, MatrixOracle, PairwiseAPIOracle, build_oracle
 
 
@@ -78,8 +79,9 @@ def judge_server():
     server.shutdown()
 
 
-def test_pairwise_api_oracle_asks_both_orders_and_cancels_position_bias(judge_server):
-    oracle = PairwiseAPIOracle(judge_server, "judge-model", api_key="secret", max_workers=4)
+def test_pairwise_api_oracle_asks_both_orders_and_cancels_position_bias(judge_server, monkeypatch):
+    monkeypatch.setenv("PD_JUDGE_KEY", "secret")
+    oracle = PairwiseAPIOracle(APIClient(judge_server, api_key_env="PD_JUDGE_KEY"), "judge-model", max_workers=4)
     (m,) = oracle.win_matrices(["x"], [["aaaa", "aa", "aaa"]])
     assert np.allclose(m + m.T, 1.0)
     assert m[0, 1] == 1.0 and m[1, 0] == 0.0  # clear preference, both orders agree
@@ -91,14 +93,14 @@ def test_pairwise_api_oracle_asks_both_orders_and_cancels_position_bias(judge_se
 
 
 def test_unparseable_answers_count_as_ties(judge_server):
-    oracle = PairwiseAPIOracle(judge_server, "judge-model")
+    oracle = PairwiseAPIOracle(APIClient(judge_server), "judge-model")
     (m,) = oracle.win_matrices(["x"], [["garbled", "zz"]])
     assert m[0, 1] == 0.5 and oracle.unparsed == 2
 
 
 def test_unreachable_server_names_the_url():
-    oracle = PairwiseAPIOracle("http://127.0.0.1:9/v1", "m", retries=0, timeout=2)
-    with pytest.raises(RuntimeError, match="cannot reach http://127.0.0.1:9/v1/chat/completions"):
+    oracle = PairwiseAPIOracle(APIClient("http://127.0.0.1:9/v1", max_retries=0, timeout_s=2), "m")
+    with pytest.raises(RuntimeError, match="http://127.0.0.1:9/v1/chat/completions: connection failed"):
         oracle.win_matrices(["x"], [["a", "b"]])
 
 

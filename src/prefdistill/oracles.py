@@ -12,15 +12,12 @@ model, or requests sent to an LLM judge).
 """
 from __future__ import annotations
 
-import json
-import os
 import re
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from prefdistill.api_client import APIClient
 
 
 class PreferenceOracle:
@@ -126,36 +123,25 @@ class PairwiseAPIOracle(PreferenceOracle):
     Each unordered pair is asked in both orders (y as A, then y as B), which cancels the
     judge's position bias: P(y ≻ y') = ½·[A chosen in (y, y')] + ½·[B chosen in (y', y)].
     An answer that names neither letter counts as a tie (½) and is counted in `unparsed`.
-    Requests run concurrently (`max_workers`) with retries on connection errors and 5xx.
+    Requests run concurrently (`max_workers`) through `prefdistill.api_client` (deadline,
+    retries with backoff, Retry-After); a request that still fails stops the run.
     """
 
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, max_workers: int = 8, timeout: float = 60.0,
-                 retries: int = 3, template: str = JUDGE_TEMPLATE):
+    def __init__(self, client: APIClient, model: str, *, max_workers: int = 8, template: str = JUDGE_TEMPLATE):
         super().__init__()
-        self.url = base_url.rstrip("/") + ("/chat/completions" if base_url.rstrip("/").endswith("/v1") else "/v1/chat/completions")
-        self.model, self.api_key = model, api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        self.max_workers, self.timeout, self.retries, self.template = max_workers, timeout, retries, template
+        self.client, self.model, self.max_workers, self.template = client, model, max_workers, template
         self.name = f"pairwise-api({model})"
         self.unparsed = 0
         self._answers: dict[tuple[str, str, str], float] = {}  # (prompt, A, B) -> 1 if A chosen, 0 if B, ½ if neither
 
     def _ask(self, prompt: str, a: str, b: str) -> float:
-        body = json.dumps({"model": self.model, "temperature": 0, "max_tokens": 2,
-                           "messages": [{"role": "user", "content": self.template.format(prompt=prompt, a=a, b=b)}]}).encode()
-        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})}
-        for attempt in range(self.retries + 1):
-            try:
-                req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    text = json.loads(resp.read())["choices"][0]["message"]["content"] or ""
-                break
-            except urllib.error.HTTPError as e:
-                if e.code < 500 or attempt == self.retries:
-                    raise RuntimeError(f"{self.name}: {self.url} answered HTTP {e.code}: {e.read()[:200]!r}") from e
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                if attempt == self.retries:
-                    raise RuntimeError(f"{self.name}: cannot reach {self.url} after {self.retries + 1} tries: {e}") from e
-            time.sleep(min(8.0, 0.5 * 2 ** attempt))
+        reply = self.client.post("/chat/completions", {
+            "model": self.model, "temperature": 0, "max_tokens": 2,
+            "messages": [{"role": "user", "content": self.template.format(prompt=prompt, a=a, b=b)}]})
+        try:
+            text = reply["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            text = ""
         letter = re.search(r"\b([AB])\b", text.strip().upper())
         if letter is None:
             self.unparsed += 1
@@ -195,6 +181,5 @@ def build_oracle(cfg, judge_factory) -> PreferenceOracle:
     if cfg.kind == "api":
         if not cfg.base_url or not cfg.model:
             raise ValueError("oracle.base_url and oracle.model are required when oracle.kind is 'api'")
-        key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-        return PairwiseAPIOracle(cfg.base_url, cfg.model, api_key=key, max_workers=cfg.max_workers)
+        return PairwiseAPIOracle(APIClient(cfg.base_url, api_key_env=cfg.api_key_env), cfg.model, max_workers=cfg.max_workers)
     raise ValueError(f"oracle.kind: unknown kind {cfg.kind!r}; choose from ['judge', 'api']")
