@@ -18,9 +18,9 @@ def qa_cfg(source, **kw):
     return DataConfig(source=str(source), columns=ColumnMap(prompt="question", target="answer"), **kw)
 
 
-def grouped_rows(n_groups=20, per_group=3):
+def grouped_rows(n_groups=20, per_group=3, doc="doc"):
     """Rows where `group` ties `per_group` rows together (e.g. aspects of one paper)."""
-    return [{"prompt": f"doc {g} part {j}", "target": f"summary {g}.{j}", "group": f"doc{g}"}
+    return [{"prompt": f"{doc} {g} part {j}", "target": f"summary {g}.{j}", "group": f"{doc}{g}"}
             for g in range(n_groups) for j in range(per_group)]
 
 
@@ -215,7 +215,9 @@ def test_truncate_rejects_unknown_side(tokenizer):
 
 
 def test_prepare_splits_truncates_every_split(tmp_path, tokenizer):
-    rows = [{"prompt": "one two three four five six", "target": "t", "group": f"g{i}"} for i in range(20)]
+    words = "zero one two three four five six seven eight nine".split()
+    rows = [{"prompt": f"{words[i // 10]} {words[i % 10]} three four five six", "target": "t", "group": f"g{i}"}
+            for i in range(20)]  # distinct prompts (repeats would be dropped), all ending "five six"
     write_jsonl(tmp_path / "d.jsonl", rows)
     cfg = DataConfig(source=str(tmp_path / "d.jsonl"), max_prompt_tokens=2, truncation="left")
     splits = prepare_splits(cfg, seed=0, tokenizer=tokenizer)
@@ -260,8 +262,8 @@ def test_splits_are_deterministic_per_seed_and_differ_across_seeds(grouped_sourc
 
 def test_official_splits_are_used_and_capped_in_source_order(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", grouped_rows(10))
-    write_jsonl(tmp_path / "dev.jsonl", grouped_rows(4))
-    write_jsonl(tmp_path / "test.jsonl", grouped_rows(5))
+    write_jsonl(tmp_path / "dev.jsonl", grouped_rows(4, doc="dev"))  # a prompt also in train would be dropped from it
+    write_jsonl(tmp_path / "test.jsonl", grouped_rows(5, doc="test"))
     s = prepare_splits(DataConfig(source=str(tmp_path), max_val=5), seed=3)
     assert ids(s.validation) == [f"validation-{i}" for i in range(5)]
     assert len(s.test) == 15 and len(s.sft) + len(s.distill) == 30

@@ -23,6 +23,17 @@ a row without one is its own group. Carving, shuffling and halving move whole gr
 so no source document is on both sides of the sft / distill cut or of a carved
 train / held-out cut. Caps count rows and take them in (shuffled) group order, so at
 most the last group kept is cut short; its dropped rows are simply not used.
+
+Bad rows. Every row needs its prompt (or template columns) and target as non-empty
+text: a missing column lists the available ones, and a missing, None, non-text or
+blank value stops loading with the row's index, id and column; nothing is dropped
+silently. A JSONL line that is not UTF-8, JSON or an object is refused with its file
+and line. Duplicates (prompts compared with whitespace collapsed) are repaired, with a
+logged warning: a row repeating an earlier row's prompt and target is dropped; rows
+sharing a prompt with different targets are kept and their groups merged; train rows
+whose prompt is in an official validation / test split are dropped. Long prompts are
+cut by `data.truncation`; targets are not cut here (a model refuses, naming itself, a
+prompt and completion longer than its context).
 """
 from __future__ import annotations
 
@@ -108,9 +119,16 @@ def _read_files(files: list[Path]) -> list[dict]:
     files = [f for f in files if f.stat().st_size > 0]  # datasets fails obscurely on empty files
     if not files:
         return []
+    if all(f.suffix.lower() == ".jsonl" for f in files):
+        # Read here, not by datasets: errors then name the line, and a column holding text in
+        # one row and a number in another reaches the row check instead of failing in Arrow.
+        return [row for f in files for row in read_jsonl(f)]
     import datasets  # slow import, only needed here
 
-    ds = datasets.load_dataset(builders.pop(), data_files=[str(f) for f in files], split="train")
+    try:
+        ds = datasets.load_dataset(builders.pop(), data_files=[str(f) for f in files], split="train")
+    except Exception as e:  # Arrow / decoding errors surface deep inside datasets
+        raise ValueError(f"data.source: could not read {[str(f) for f in files]}: {type(e).__name__}: {e}") from e
     return ds.to_list()
 
 
@@ -207,13 +225,18 @@ def to_examples(rows: list[dict], cfg: DataConfig, split: str) -> list[Example]:
         return []
     cols = cfg.columns
     fields = _template_fields(cfg.template)
-    _check_columns(cfg, split, list(rows[0]), fields)
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"row {i} of the {split!r} split of {cfg.source!r} is a {type(row).__name__}, not a mapping "
+                             "of column names to values")
+    available = list(dict.fromkeys(k for row in rows for k in row))  # every row's columns, in first-seen order
+    _check_columns(cfg, split, available, fields)
     skip = ({cols.prompt, cols.target, cols.id} | fields) - {"group"}  # already in prompt/target/id
     examples, seen = [], set()
     for i, row in enumerate(rows):
         row_id = f"{split}-{i}" if cols.id is None else str(row.get(cols.id))
         where = f"row {i} (id {row_id!r}) of the {split!r} split of {cfg.source!r}"
-        if cols.id is not None and (row.get(cols.id) in (None, "") or row_id in seen):
+        if cols.id is not None and (row.get(cols.id) is None or not row_id.strip() or row_id in seen):
             raise ValueError(f"{where}: empty or duplicate id in column {cols.id!r} (data.columns.id)")
         seen.add(row_id)
         values = {f: row.get(f) for f in fields}
@@ -316,13 +339,14 @@ def prepare_splits(cfg: DataConfig, seed: int, tokenizer=None) -> Splits:
     if names.train not in raw:
         raise ValueError(f"data.splits.train: {cfg.source!r} has no split {names.train!r}; "
                          f"it has {sorted(raw)}")
-    train = to_examples(raw[names.train], cfg, names.train)
+    train = deduplicate(to_examples(raw[names.train], cfg, names.train), names.train, cfg.source)
     n_source = len(train)
     held_out = {}
     for role, name, fraction in (("test", names.test, cfg.test_fraction),
                                  ("validation", names.validation, cfg.val_fraction)):
         if name is not None and name in raw:
-            held_out[role] = to_examples(raw[name], cfg, name)
+            held_out[role] = deduplicate(to_examples(raw[name], cfg, name), name, cfg.source)
+            train = _without_prompts_of(train, held_out[role], name, cfg.source)
             continue
         if name is not None:
             log.info("%s has no split %r: carving %.0f%% of train", cfg.source, name, 100 * fraction)
@@ -343,6 +367,61 @@ def prepare_splits(cfg: DataConfig, seed: int, tokenizer=None) -> Splits:
     if tokenizer is not None:  # after the caps: rows never used are never tokenised
         parts = [[_truncated(e, tokenizer, cfg) for e in part] for part in parts]
     return Splits(*parts)
+
+
+def _prompt_key(text: str) -> str:
+    return " ".join(text.split())  # "a  b\n" and "a b" are the same prompt to a reader
+
+
+def deduplicate(examples: list[Example], split: str, source: str) -> list[Example]:
+    """Drop exact repeats and tie rows that share a prompt into one group; both are logged.
+
+    A row whose prompt and target (whitespace-normalised) repeat an earlier row's is
+    dropped. Rows with one prompt and different targets (several references) are kept,
+    and their groups merged (meta["group"] becomes the first one's), so no prompt lands
+    on both sides of the sft / distill cut or of a carved held-out cut.
+    """
+    parent: dict[str, str] = {}  # union-find over group keys
+
+    def root(g: str) -> str:
+        while parent.get(g, g) != g:
+            g = parent[g]
+        return g
+
+    seen, first_group, kept, dropped = set(), {}, [], []
+    for e in examples:
+        prompt = _prompt_key(e.prompt)
+        if (prompt, _prompt_key(e.target)) in seen:
+            dropped.append(e.id)
+            continue
+        seen.add((prompt, _prompt_key(e.target)))
+        kept.append(e)
+        a, b = root(first_group.setdefault(prompt, _group_key(e))), root(_group_key(e))
+        if a != b:
+            parent[b] = a
+    if dropped:
+        log.warning("%s split of %s: dropped %d row(s) repeating an earlier row's prompt and target (ids %s)",
+                    split, source, len(dropped), _some(dropped))
+    moved = {e.id for e in kept if root(_group_key(e)) != _group_key(e)}
+    if moved:
+        log.warning("%s split of %s: %d row(s) share a prompt with a row of another group; their groups are merged so "
+                    "the prompt stays on one side of every cut (ids %s)", split, source, len(moved), _some(sorted(moved)))
+        kept = [replace(e, meta={**e.meta, "group": root(_group_key(e))}) if e.id in moved else e for e in kept]
+    return kept
+
+
+def _without_prompts_of(train: list[Example], held_out: list[Example], name: str, source: str) -> list[Example]:
+    """Train rows whose prompt is also in a held-out split are dropped: evaluating on them would flatter the model."""
+    prompts = {_prompt_key(e.prompt) for e in held_out}
+    leaked = [e.id for e in train if _prompt_key(e.prompt) in prompts]
+    if leaked:
+        log.warning("%s: dropped %d train row(s) whose prompt is also in the %r split (ids %s)",
+                    source, len(leaked), name, _some(leaked))
+    return [e for e in train if _prompt_key(e.prompt) not in prompts]
+
+
+def _some(ids: list[str], n: int = 5) -> str:
+    return ", ".join(ids[:n]) + (f" and {len(ids) - n} more" if len(ids) > n else "")
 
 
 def _stable_hash(key: str) -> int:

@@ -62,6 +62,16 @@ def atomic_dir(path: str | Path):
         raise
 
 
+def n_processes() -> int:
+    """Processes started by `accelerate launch` / torchrun (1 when run plainly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Under many processes only the main one writes the run folder's shared files."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w") as f:
         f.write(text)
@@ -80,14 +90,28 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
+    """The JSON objects of a JSONL file, one a line; blank lines are skipped.
+
+    A line that is not UTF-8, not JSON or not an object raises ValueError naming the
+    file and the line (1-based). A UTF-8 byte-order mark on the first line is ignored.
+    """
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from e
+    with open(path, "rb") as f:  # bytes: a decoding error can then name its line
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 4]!r}); "
+                                 "re-save the file as UTF-8") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from e
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object ({{...}}), got {type(row).__name__}")
+            rows.append(row)
     return rows
 
 

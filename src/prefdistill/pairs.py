@@ -90,5 +90,5 @@ def load_pairs(path: Path) -> list[dict]:
     for i, r in enumerate(rows):
         for col in ("prompt", "chosen", "rejected"):
             if not isinstance(r.get(col), str) or not r[col].strip():
-                raise ValueError(f"{path}: row {i} has an empty or missing {col!r}")
+                raise ValueError(f"{path}: row {i} (id {r.get('id')!r}) has an empty or missing {col!r}, got {r.get(col)!r:.60}")
     return rows
