@@ -144,6 +144,7 @@ class TrainConfig:
     save_every: int = 25  # steps between resumable training-state saves
     log_every: int = 5
 
+    max_nonfinite_in_a_row: int = 5  # NaN/inf steps (skipped) in a row before training stops, saving the last good state
 
 @dataclass
 class SFTConfig:

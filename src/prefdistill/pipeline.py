@@ -29,7 +29,8 @@ import yaml
 from prefdistill import judges, report
 from prefdistill.config import STAGES, ConfigError, RunConfig, to_dict
 from prefdistill.data import prepare_splits
-from prefdistill.io import Example, atomic_write_text, read_examples, read_json, read_jsonl, write_examples, write_json, write_jsonl
+from prefdistill.io import (Example, atomic_write_text, is_main_process, n_processes, read_examples, read_json, read_jsonl,
+                            write_examples, write_json, write_jsonl)
 from prefdistill.methods import get_method, method_params
 from prefdistill.methods.common import attach_teacher_logps, student_side, teacher_side
 from prefdistill.methods.registry import require_shared_vocabulary, requirements
@@ -41,6 +42,8 @@ from prefdistill.sampling import SampleSet, sample_resumable
 from prefdistill.train import LOG_FILE, is_done, seed_everything, train
 
 SPLITS = ("sft", "distill", "validation", "test")
+# Stages that run under `accelerate launch` (many processes); the others run in one.
+DISTRIBUTED_STAGES = ("sft", "distill")
 ROW_LABELS = {"teacher": "Teacher (SFT)", "student_init": "Initial student", "student_sft": "SFT student"}
 
 
@@ -66,7 +69,8 @@ class Pipeline:
                     f"{self.run_dir} was made with another configuration (differs in: {', '.join(diff[:8])}). "
                     "Use a new name=..., or pass --allow-config-change to reuse its outputs anyway."
                 )
-        atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
+        if is_main_process():
+            atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
 
     def _timed(self, stage: str, fn) -> None:
         """Add the stage's wall time to timings.json, unless it found its output and did nothing.
@@ -78,6 +82,8 @@ class Pipeline:
         if fn() is False:
             print(f"[prefdistill] {stage}: output exists, skipped", flush=True)
             return
+        if not is_main_process():
+            return
         timings = read_json(path) if path.is_file() else {}
         timings[stage] = round(timings.get(stage, 0.0) + time.time() - t0, 1)
         write_json(path, timings)
@@ -88,11 +94,14 @@ class Pipeline:
         for s in wanted:
             if s not in STAGES:
                 raise ConfigError(f"unknown stage {s!r}; choose from {list(STAGES)}")
+            if n_processes() > 1 and s not in DISTRIBUTED_STAGES:
+                raise ConfigError(f"stage {s!r} runs in one process; under accelerate launch ({n_processes()} processes) "
+                                  f"run only --stages {','.join(DISTRIBUTED_STAGES)} (see docs/distributed.md)")
         for stage in STAGES:
             if stage in wanted:
                 print(f"[prefdistill] stage {stage}", flush=True)
                 self._timed(stage, getattr(self, f"stage_{stage}"))
-        if (self.run_dir / "eval" / "rows.json").is_file():
+        if (self.run_dir / "eval" / "rows.json").is_file() and is_main_process():
             self.finalize(show="eval" in wanted)
         return self.results()
 
@@ -120,8 +129,9 @@ class Pipeline:
             else:
                 splits = prepare_splits(self.cfg.data, self.cfg.seed, tokenizer=self._student_tokenizer())
                 self._splits = {s: getattr(splits, s) for s in SPLITS}
-                for s in SPLITS:
-                    write_examples(folder / f"{s}.jsonl", self._splits[s])
+                for s in SPLITS:  # every process computes the same splits; one writes them
+                    if is_main_process():
+                        write_examples(folder / f"{s}.jsonl", self._splits[s])
         return self._splits
 
     def _student_tokenizer(self):

@@ -4,10 +4,23 @@
                 out_dir=run_dir / "checkpoints" / "student_distill", parent=sft_dir, seed=0)
 
 The method's loss function turns a list of rows into a scalar; the loop never looks at
-the method's name. Training state (trainable weights, optimizer, scheduler, step, loss
-log) is saved atomically every `save_every` steps, so a crash resumes where it stopped;
-the finished checkpoint is a LoRA adapter (or a full model folder) plus metadata naming
-its parent, which `LocalLM.load(..., checkpoint=...)` follows.
+the method's name. The training state (`prefdistill.train_state`: trainable weights,
+optimizer, scheduler, step, loss log, every RNG) is saved atomically every `save_every`
+steps, so a crash resumes where it stopped, bitwise; the finished checkpoint is a LoRA
+adapter (or a full model folder) plus metadata naming its parent, which
+`LocalLM.load(..., checkpoint=...)` follows.
+
+Many processes (`accelerate launch`, docs/distributed.md): `train.batch_size` is the
+global batch; each process takes a contiguous share of it and the wrapped model (DDP /
+FSDP / DeepSpeed) averages gradients. The update equals the 1-process one on the same
+global batch for losses that are a mean over rows (PLaD's and DPKD's preference terms);
+a mean over tokens (SFT, SeqKD, KD, GKD...) weights each process's tokens as gradient
+accumulation weights each micro-batch's: W processes equal 1 process with batch_size / W
+and grad_accum · W.
+
+A step whose loss or gradient norm is NaN / inf is skipped (weights, optimizer and
+scheduler untouched; `skipped_nonfinite` in the log counts them); after
+`train.max_nonfinite_in_a_row` in a row the loop saves the last good state and stops.
 """
 from __future__ import annotations
 
@@ -15,6 +28,7 @@ import math
 import os
 import random
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +36,11 @@ import torch
 from tqdm.auto import tqdm
 
 from prefdistill.config import LoraConfig, TrainConfig
-from prefdistill.io import atomic_dir, atomic_open, read_jsonl, write_json, write_jsonl
+from prefdistill.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from prefdistill.methods import MethodSpec
 from prefdistill.methods.common import COUNT_PREFIX
 from prefdistill.models.hf import CHECKPOINT_META
+from prefdistill.train_state import capture_rng, load_state, resumable, save_state
 
 LOG_FILE = "train_log.jsonl"
 
@@ -42,14 +57,27 @@ def total_steps(cfg: TrainConfig, n_rows: int) -> int:
     return max(1, math.ceil(cfg.epochs * n_rows / (cfg.batch_size * cfg.grad_accum)))
 
 
-def batch_indices(step: int, micro: int, cfg: TrainConfig, n_rows: int, seed: int) -> list[int]:
-    """Rows of a micro-batch: a pure function of (step, micro), so resuming needs no sampler state.
+def per_process_batch(batch_size: int, world: int) -> int:
+    """Rows each of `world` processes takes from a global micro-batch of `batch_size` rows."""
+    if batch_size % world:
+        raise ValueError(f"train.batch_size={batch_size} is the global batch (all processes together) and must be "
+                         f"divisible by the number of processes ({world}); use a multiple of {world}")
+    return batch_size // world
 
-    Positions run through one seeded permutation of the data per epoch.
+
+def batch_indices(step: int, micro: int, cfg: TrainConfig, n_rows: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:
+    """Rows of process `rank`'s share of a micro-batch: a pure function of its arguments, so resuming needs no sampler state.
+
+    Positions run through one seeded permutation of the data per epoch. `cfg.batch_size`
+    is the global micro-batch; process `rank` of `world` takes the contiguous block
+    [rank·b, (rank+1)·b) of it (b = batch_size / world). So W processes with
+    (batch_size, grad_accum) see exactly the micro-batches of one process with
+    (batch_size / W, grad_accum · W).
     """
-    first = (step * cfg.grad_accum + micro) * cfg.batch_size
+    share = per_process_batch(cfg.batch_size, world)
+    first = (step * cfg.grad_accum + micro) * cfg.batch_size + rank * share
     out = []
-    for pos in range(first, first + cfg.batch_size):
+    for pos in range(first, first + share):
         epoch, offset = divmod(pos, n_rows)
         perm = np.random.default_rng([seed, epoch]).permutation(n_rows)
         out.append(int(perm[offset]))
@@ -65,43 +93,88 @@ def _wrap_lora(model, lora: LoraConfig):
     return get_peft_model(model, peft_cfg)
 
 
-def _trainable_state(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+class NonFiniteLossError(RuntimeError):
+    """Too many optimizer steps in a row had a NaN / inf loss or gradient norm."""
 
 
-def _save_state(path: Path, model, optimizer, scheduler, step: int, log: list[dict]) -> None:
-    with atomic_open(path, "wb") as f:
-        torch.save(
-            {"step": step, "model": _trainable_state(model), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "log": log, "rng": torch.get_rng_state()},
-            f,
-        )
+def _save_checkpoint(accelerator, model, tokenizer, out_dir: Path, meta: dict, log: list[dict]) -> None:
+    """Weights, metadata and loss log appear together or not at all (`is_done` trusts them).
 
-
-def _load_state(path: Path, model, optimizer, scheduler) -> tuple[int, list[dict]]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state["model"].items():
-            params[name].copy_(value)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    return state["step"], state["log"]
-
-
-def _save_checkpoint(model, tokenizer, out_dir: Path, meta: dict, log: list[dict]) -> None:
-    """Weights, metadata and loss log appear together or not at all (`is_done` trusts them)."""
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        if meta["kind"] == "full":
-            tokenizer.save_pretrained(tmp)
-        write_jsonl(tmp / LOG_FILE, log)
-        write_json(tmp / CHECKPOINT_META, meta)
+    Every process calls this: sharded weights (FSDP, ZeRO-3) are first gathered by all of
+    them; the main process writes.
+    """
+    state_dict = None if resumable(accelerator) else accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        with atomic_dir(out_dir) as tmp:
+            accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict)
+            if meta["kind"] == "full":
+                tokenizer.save_pretrained(tmp)
+            write_jsonl(tmp / LOG_FILE, log)
+            write_json(tmp / CHECKPOINT_META, meta)
+    accelerator.wait_for_everyone()
 
 
 def is_done(out_dir: Path) -> bool:
     return (Path(out_dir) / CHECKPOINT_META).is_file()
+
+
+def _process_mean(accelerator, totals: dict[str, float]) -> dict[str, float]:
+    """A step's statistics over all processes: token counts add up, the rest is averaged (a missing key counts 0).
+
+    Every process gets the same numbers, so decisions taken on them (skip a step) agree.
+    """
+    if accelerator.num_processes == 1:
+        return totals
+    from accelerate.utils import gather_object
+
+    parts = gather_object([totals])
+    keys = dict.fromkeys(k for part in parts for k in part)
+    return {k: sum(p.get(k, 0.0) for p in parts) / (1 if k.startswith(COUNT_PREFIX) else len(parts)) for k in keys}
+
+
+def _update(optimizer, scheduler, loss: float, grad_norm: float, fp16: bool) -> bool:
+    """Step optimizer and scheduler unless the loss or the gradient norm is NaN / inf; True if stepped.
+
+    A skipped step changes nothing: no weight, no optimizer moment, no scheduler step. Under
+    fp16 an infinite gradient is the grad scaler's business (it skips the step itself and
+    lowers its scale), so there only the loss is checked.
+    """
+    if not math.isfinite(loss) or not (fp16 or math.isfinite(grad_norm)):
+        optimizer.zero_grad()
+        return False
+    optimizer.step()
+    if not optimizer.step_was_skipped:
+        scheduler.step()
+    optimizer.zero_grad()
+    return True
+
+
+def _prepare(lm, cfg: TrainConfig, lora: LoraConfig, n_rows: int, seed: int):
+    """(accelerator, model, optimizer, scheduler, steps) with `lm.model` wrapped for this process."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    device = next(lm.model.parameters()).device
+    # Buffers (rotary tables) are constants: not broadcasting them lets processes run different
+    # numbers of forward passes (on-policy samples of different lengths) without a collective each.
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+                              cpu=device.type == "cpu", kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+    per_process_batch(cfg.batch_size, accelerator.num_processes)  # refuse an uneven split before any work
+    seed_everything(seed)  # the same initial (LoRA) weights in every process
+    model = _wrap_lora(lm.model, lora) if lora.enabled else lm.model.requires_grad_(True)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = total_steps(cfg, n_rows)
+    warmup = int(cfg.warmup_ratio * steps)
+    # Linear warm-up, then linear decay to zero.
+    schedule = lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup))  # noqa: E731
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    # The scheduler is not prepared: accelerate would step it once per process; the loop steps it once per update.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    lm.model = model
+    if accelerator.process_index:  # dropout and sampling draw from each process's own stream; process 0 keeps the 1-process one
+        seed_everything(seed + 7919 * accelerator.process_index)
+    return accelerator, model, optimizer, scheduler, steps
 
 
 def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora: LoraConfig, *,
@@ -109,69 +182,96 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
     """Train `lm` in place with `spec.loss` on `rows`; returns the per-step log.
 
     `extras` are keyword arguments of the loss that the caller provides from the method's
-    `needs` (e.g. teacher=...); the loop passes them through without looking.
-    """
-    from accelerate import Accelerator
+    `needs` (e.g. teacher=...); the loop passes them through without looking, and saves the
+    dict-valued ones (the `state` need) with the training state.
 
+    Under `accelerate launch` every process calls this alike: each takes its share of the
+    global batch (`batch_indices`), the wrapped model averages gradients over processes,
+    and only the main process writes the state, the checkpoint and the log.
+    """
     out_dir = Path(out_dir)
     if is_done(out_dir):
         return read_jsonl(out_dir / LOG_FILE)
     if not rows:
         raise ValueError(f"{desc}: no training rows")
-    seed_everything(seed)
-    device = next(lm.model.parameters()).device
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=device.type == "cpu")
-    model = _wrap_lora(lm.model, lora) if lora.enabled else lm.model.requires_grad_(True)
-    model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = total_steps(cfg, len(rows))
-    warmup = int(cfg.warmup_ratio * steps)
-    # Linear warm-up, then linear decay to zero.
-    schedule = lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup))  # noqa: E731
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    lm.model = model
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    extras = extras or {}
+    accelerator, model, optimizer, scheduler, steps = _prepare(lm, cfg, lora, len(rows), seed)
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     state_path = out_dir.with_name(out_dir.name + ".state.pt")
-    start, log = (0, [])
+    method_state = {k: v for k, v in extras.items() if isinstance(v, dict)}
+    start, log, counters = 0, [], {"skipped_nonfinite": 0, "nonfinite_in_a_row": 0}
     if state_path.is_file():
-        start, log = _load_state(state_path, accelerator.unwrap_model(model), optimizer, scheduler)
-        print(f"[prefdistill] {desc}: resuming at step {start}/{steps}", flush=True)
+        if not resumable(accelerator):
+            raise RuntimeError(f"{state_path} holds replicated weights, which cannot resume a sharded (FSDP / DeepSpeed) run")
+        start, log, counters = load_state(state_path, accelerator, accelerator.unwrap_model(model), optimizer, scheduler,
+                                          method_state=method_state)
+        if main:
+            print(f"[prefdistill] {desc}: resuming at step {start}/{steps}", flush=True)
+    save = partial(save_state, state_path, accelerator, accelerator.unwrap_model(model), optimizer, scheduler, method_state=method_state)
+    good = {"step": start, "rng": capture_rng()}  # the last step whose update was applied
 
-    bar = tqdm(range(start, steps), desc=desc, unit="step", initial=start, total=steps)
+    bar = tqdm(range(start, steps), desc=desc, unit="step", initial=start, total=steps, disable=not main)
     t0 = time.time()
     for step in bar:
         totals: dict[str, float] = {}
         for micro in range(cfg.grad_accum):
-            micro_rows = [rows[i] for i in batch_indices(step, micro, cfg, len(rows), seed)]
+            micro_rows = [rows[i] for i in batch_indices(step, micro, cfg, len(rows), seed, rank, world)]
             with accelerator.accumulate(model):
-                loss, stats = spec.loss(lm, micro_rows, params, **(extras or {}))
+                loss, stats = spec.loss(lm, micro_rows, params, **extras)
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
             for k, v in {"loss": loss.item(), **stats}.items():  # token counts add up, the rest is averaged
                 totals[k] = totals.get(k, 0.0) + (v if k.startswith(COUNT_PREFIX) else v / cfg.grad_accum)
-        log.append({"step": step + 1, "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 2), **totals})
+        # Gradients are averaged over processes by now, so every process computes the same norm.
+        norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+        totals = _process_mean(accelerator, totals)
+        if norm is not None:  # DeepSpeed clips inside its engine and reports nothing here
+            totals["grad_norm"] = float(norm)
+        stepped = _update(optimizer, scheduler, totals["loss"], totals.get("grad_norm", 0.0), cfg.mixed_precision == "fp16")
+        counters["nonfinite_in_a_row"] = 0 if stepped else counters["nonfinite_in_a_row"] + 1
+        counters["skipped_nonfinite"] += not stepped
+        rng = capture_rng()
+        if stepped:
+            good = {"step": step + 1, "rng": rng}
+        log.append({"step": step + 1, "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 2), **totals,
+                    "skipped_nonfinite": counters["skipped_nonfinite"]})
         bar.set_postfix(loss=f"{totals['loss']:.4f}")
-        if (step + 1) % cfg.log_every == 0:
+        if main and (step + 1) % cfg.log_every == 0:
             bar.write(f"{desc} step {step + 1}/{steps} " + " ".join(f"{k}={v:.4g}" for k, v in totals.items()))
-        if (step + 1) % cfg.save_every == 0 and step + 1 < steps and accelerator.is_main_process:
-            _save_state(state_path, accelerator.unwrap_model(model), optimizer, scheduler, step + 1, log)
+        if counters["nonfinite_in_a_row"] >= cfg.max_nonfinite_in_a_row:
+            _stop_nonfinite(save if resumable(accelerator) else None, good, log, counters, step + 1, cfg, desc, state_path)
+        if (step + 1) % cfg.save_every == 0 and step + 1 < steps and resumable(accelerator):
+            save(step=step + 1, log=log, counters=counters, rng=rng)
 
-    unwrapped = accelerator.unwrap_model(model)
-    if accelerator.is_main_process:
-        # The parent is stored relative to this checkpoint so a run folder can be moved.
-        rel_parent = os.path.relpath(Path(parent).resolve(), out_dir.resolve()) if parent and lora.enabled else None
-        meta = {"kind": "adapter" if lora.enabled else "full", "parent": rel_parent,
-                "method": spec.name, "steps": steps, "rows": len(rows)}
-        _save_checkpoint(unwrapped, lm.tokenizer, out_dir, meta, log)
+    # The parent is stored relative to this checkpoint so a run folder can be moved.
+    rel_parent = os.path.relpath(Path(parent).resolve(), out_dir.resolve()) if parent and lora.enabled else None
+    meta = {"kind": "adapter" if lora.enabled else "full", "parent": rel_parent, "method": spec.name, "steps": steps,
+            "rows": len(rows), "processes": world}
+    _save_checkpoint(accelerator, model, lm.tokenizer, out_dir, meta, log)
+    if main:
         state_path.unlink(missing_ok=True)
+    unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
     lm.model = unwrapped.merge_and_unload() if lora.enabled else unwrapped
     lm.model.requires_grad_(False)
     return log
+
+
+def _stop_nonfinite(save, good: dict, log: list[dict], counters: dict, step: int, cfg: TrainConfig, desc: str,
+                    state_path: Path) -> None:
+    """Save the state as of the last applied update (when it can be saved) and raise NonFiniteLossError.
+
+    Skipped steps left weights, optimizer and scheduler untouched, so the state after step
+    `good["step"]` is them plus that step's data position, log and RNG states: a resumed
+    run replays the failing batches, after the fix.
+    """
+    last, streak = good["step"], counters["nonfinite_in_a_row"]
+    where = "could not be saved (sharded FSDP / DeepSpeed state)"
+    if save is not None:
+        save(step=last, log=log[:last], counters={"skipped_nonfinite": counters["skipped_nonfinite"] - streak,
+                                                  "nonfinite_in_a_row": 0}, rng=good["rng"])
+        where = f"was saved to {state_path}"
+    raise NonFiniteLossError(
+        f"{desc}: the loss or gradient norm was NaN/inf at {streak} optimizer steps in a row, the last at step {step} "
+        f"(train.max_nonfinite_in_a_row={cfg.max_nonfinite_in_a_row}); those steps were skipped. The last good training "
+        f"state, after step {last}, {where}. Fix the cause (a lower train.lr, train.max_grad_norm, the data) and run the "
+        f"same command again (with --allow-config-change if you changed the config) to resume from step {last}.")
