@@ -190,3 +190,12 @@ def test_dpkd_refuses_a_text_only_api_teacher_with_the_reason(tiny_assets, tmp_p
                                                  "distill.params": {}})
         with pytest.raises(ValueError, match="returns text only .*no usable log-probs"):
             Pipeline(cfg).run(["sft", "pairs", "distill"])
+
+
+def test_serve_refuses_what_is_not_a_gguf(tmp_path, capsys):
+    from prefdistill.cli import main
+
+    (tmp_path / "model.bin").write_bytes(b"x")
+    assert main(["serve", str(tmp_path / "model.bin")]) == 2
+    err = capsys.readouterr().err
+    assert "not a .gguf file" in err or "llama-cpp-python" in err  # the latter where the server is not installed
