@@ -185,3 +185,24 @@ def _kill_after_a_state_save(proc, state, at_least_step: int) -> int:
         time.sleep(0.05)
     proc.kill()
     pytest.fail(f"training ended or stalled before a state save at step {at_least_step} (return code {proc.poll()})")
+
+
+def test_process_shares_tile_the_global_batch():
+    """W processes' contiguous shares, in rank order, are the 1-process micro-batch; and 1 process with
+    (batch_size / W, grad_accum · W) sees the same micro-batches."""
+    from prefdistill.config import TrainConfig
+    from prefdistill.train import batch_indices
+
+    cfg, small = TrainConfig(batch_size=4, grad_accum=2), TrainConfig(batch_size=2, grad_accum=4)
+    for step in range(3):
+        for micro in range(2):
+            shares = [batch_indices(step, micro, cfg, 10, seed=1, rank=r, world=2) for r in range(2)]
+            assert shares[0] + shares[1] == batch_indices(step, micro, cfg, 10, seed=1)
+            assert shares == [batch_indices(step, 2 * micro + r, small, 10, seed=1) for r in range(2)]
+
+
+def test_uneven_global_batch_is_refused():
+    from prefdistill.train import per_process_batch
+
+    with pytest.raises(ValueError, match=r"train.batch_size=6 is the global batch .* divisible by the number of processes \(4\)"):
+        per_process_batch(6, 4)

@@ -40,7 +40,7 @@ from prefdistill.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from prefdistill.methods import MethodSpec
 from prefdistill.methods.common import COUNT_PREFIX
 from prefdistill.models.hf import CHECKPOINT_META
-from prefdistill.train_state import capture_rng, load_state, resumable, save_state
+from prefdistill.train_state import NonFiniteLossError, capture_rng, load_state, resumable, save_state, stop_nonfinite  # noqa: F401
 
 LOG_FILE = "train_log.jsonl"
 
@@ -91,10 +91,6 @@ def _wrap_lora(model, lora: LoraConfig):
     target = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
     peft_cfg = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=target, task_type="CAUSAL_LM")
     return get_peft_model(model, peft_cfg)
-
-
-class NonFiniteLossError(RuntimeError):
-    """Too many optimizer steps in a row had a NaN / inf loss or gradient norm."""
 
 
 def _save_checkpoint(accelerator, model, tokenizer, out_dir: Path, meta: dict, log: list[dict]) -> None:
@@ -159,7 +155,9 @@ def _prepare(lm, cfg: TrainConfig, lora: LoraConfig, n_rows: int, seed: int):
     # numbers of forward passes (on-policy samples of different lengths) without a collective each.
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                               cpu=device.type == "cpu", kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
-    per_process_batch(cfg.batch_size, accelerator.num_processes)  # refuse an uneven split before any work
+    share = per_process_batch(cfg.batch_size, accelerator.num_processes)  # refuse an uneven split before any work
+    if accelerator.distributed_type.value == "DEEPSPEED":  # no dataloader tells DeepSpeed the per-process batch
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = share
     seed_everything(seed)  # the same initial (LoRA) weights in every process
     model = _wrap_lora(lm.model, lora) if lora.enabled else lm.model.requires_grad_(True)
     model.train()
@@ -238,7 +236,7 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
         if main and (step + 1) % cfg.log_every == 0:
             bar.write(f"{desc} step {step + 1}/{steps} " + " ".join(f"{k}={v:.4g}" for k, v in totals.items()))
         if counters["nonfinite_in_a_row"] >= cfg.max_nonfinite_in_a_row:
-            _stop_nonfinite(save if resumable(accelerator) else None, good, log, counters, step + 1, cfg, desc, state_path)
+            stop_nonfinite(save if resumable(accelerator) else None, good, log, counters, step + 1, cfg, desc, state_path)
         if (step + 1) % cfg.save_every == 0 and step + 1 < steps and resumable(accelerator):
             save(step=step + 1, log=log, counters=counters, rng=rng)
 
@@ -254,24 +252,3 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
     lm.model = unwrapped.merge_and_unload() if lora.enabled else unwrapped
     lm.model.requires_grad_(False)
     return log
-
-
-def _stop_nonfinite(save, good: dict, log: list[dict], counters: dict, step: int, cfg: TrainConfig, desc: str,
-                    state_path: Path) -> None:
-    """Save the state as of the last applied update (when it can be saved) and raise NonFiniteLossError.
-
-    Skipped steps left weights, optimizer and scheduler untouched, so the state after step
-    `good["step"]` is them plus that step's data position, log and RNG states: a resumed
-    run replays the failing batches, after the fix.
-    """
-    last, streak = good["step"], counters["nonfinite_in_a_row"]
-    where = "could not be saved (sharded FSDP / DeepSpeed state)"
-    if save is not None:
-        save(step=last, log=log[:last], counters={"skipped_nonfinite": counters["skipped_nonfinite"] - streak,
-                                                  "nonfinite_in_a_row": 0}, rng=good["rng"])
-        where = f"was saved to {state_path}"
-    raise NonFiniteLossError(
-        f"{desc}: the loss or gradient norm was NaN/inf at {streak} optimizer steps in a row, the last at step {step} "
-        f"(train.max_nonfinite_in_a_row={cfg.max_nonfinite_in_a_row}); those steps were skipped. The last good training "
-        f"state, after step {last}, {where}. Fix the cause (a lower train.lr, train.max_grad_norm, the data) and run the "
-        f"same command again (with --allow-config-change if you changed the config) to resume from step {last}.")

@@ -2,6 +2,7 @@
 
     save_state(path, accelerator, model, optimizer, scheduler, step=12, log=log, counters=c, rng=capture_rng(), method_state=s)
     step, log, counters = load_state(path, accelerator, model, optimizer, scheduler, method_state=s)
+    stop_nonfinite(save, good, log, counters, step, cfg, desc, path)   # saves the last good state, raises
 
 It holds everything the next step depends on, so a run killed at any moment and resumed
 from the file ends with bitwise the same weights as one never interrupted (on the CPU):
@@ -93,3 +94,27 @@ def load_state(path: Path, accelerator, model, optimizer, scheduler, *, method_s
         print(f"[prefdistill] {path}: no saved RNG state for process {rank} (saved by {len(state['rng'])}); "
               "this process keeps its fresh seed", flush=True)
     return state["step"], state["log"], state["counters"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many optimizer steps in a row had a NaN / inf loss or gradient norm."""
+
+
+def stop_nonfinite(save, good: dict, log: list[dict], counters: dict, step: int, cfg, desc: str, state_path: Path) -> None:
+    """Save the state as of the last applied update (when it can be saved) and raise NonFiniteLossError.
+
+    Skipped steps left weights, optimizer and scheduler untouched, so the state after step
+    `good["step"]` is them plus that step's data position, log and RNG states: a resumed
+    run replays the failing batches, after the fix.
+    """
+    last, streak = good["step"], counters["nonfinite_in_a_row"]
+    where = "could not be saved (sharded FSDP / DeepSpeed state)"
+    if save is not None:
+        save(step=last, log=log[:last], counters={"skipped_nonfinite": counters["skipped_nonfinite"] - streak,
+                                                  "nonfinite_in_a_row": 0}, rng=good["rng"])
+        where = f"was saved to {state_path}"
+    raise NonFiniteLossError(
+        f"{desc}: the loss or gradient norm was NaN/inf at {streak} optimizer steps in a row, the last at step {step} "
+        f"(train.max_nonfinite_in_a_row={cfg.max_nonfinite_in_a_row}); those steps were skipped. The last good training "
+        f"state, after step {last}, {where}. Fix the cause (a lower train.lr, train.max_grad_norm, the data) and run the "
+        f"same command again (with --allow-config-change if you changed the config) to resume from step {last}.")
