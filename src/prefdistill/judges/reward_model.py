@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
-from prefdistill.assets import looks_local
+from prefdistill.assets import load_pretrained, looks_local
 from prefdistill.io import atomic_dir
 from prefdistill.judges.base import check_inputs
 from prefdistill.judges.hf import quiet_transformers
@@ -85,12 +85,12 @@ class FrozenEncoder:
                              f"{prompt_max_length}, {prompt_opening_length}, {response_max_length}")
         path = resolve_encoder(encoder)
         with quiet_transformers():  # a classifier or pooler in the folder is not used: no report
-            self.model, info = AutoModel.from_pretrained(path, output_loading_info=True)
+            self.model, info = load_pretrained(AutoModel, path, output_loading_info=True)
         missing = [k for k in info["missing_keys"] if "pooler" not in k]  # the pooler output is not read
         if missing:
             raise ValueError(f"encoder {encoder!r} lacks weights: {sorted(missing)[:4]}")
         self.model.to(device).eval().requires_grad_(False)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.hidden_size = self.model.config.hidden_size

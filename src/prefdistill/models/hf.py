@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from prefdistill.assets import resolve_model_path
+from prefdistill.assets import load_pretrained, resolve_model_path
 from prefdistill.config import ModelConfig, SamplingConfig
 from prefdistill.logprobs import completion_logits, encode_completions, pack_completions, per_token_logps, sequence_logps
 
@@ -87,7 +87,7 @@ class LocalLM:
         path = str(full) if full else resolve_model_path(cfg.name_or_path, cfg.gguf_file)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[cfg.dtype], trust_remote_code=cfg.trust_remote_code)
+            model = load_pretrained(AutoModelForCausalLM, path, dtype=DTYPES[cfg.dtype], trust_remote_code=cfg.trust_remote_code)
         except OSError as e:
             raise FileNotFoundError(
                 f"could not load model {cfg.name_or_path!r} (resolved to {path!r}): {e}. "
@@ -124,8 +124,17 @@ class LocalLM:
         formatted = [self.format_prompt(p) for p in prompts]
         if completions and not isinstance(completions[0], str):
             prompt_ids = [self.tokenizer(p, add_special_tokens=self.add_special_tokens)["input_ids"] for p in formatted]
-            return pack_completions(prompt_ids, completions, pad_id=self.tokenizer.pad_token_id)
-        return encode_completions(self.tokenizer, formatted, completions, add_special_tokens=self.add_special_tokens)
+            batch = pack_completions(prompt_ids, completions, pad_id=self.tokenizer.pad_token_id)
+        else:
+            batch = encode_completions(self.tokenizer, formatted, completions, add_special_tokens=self.add_special_tokens)
+        lengths = batch["attention_mask"].sum(-1)  # (B,)
+        i = int(lengths.argmax()) if len(lengths) else 0
+        if len(lengths) and int(lengths[i]) > self.max_context:
+            # Past its position range a model fails deep in torch (learned positions) or scores garbage (RoPE).
+            raise ValueError(f"{self.name}: prompt + completion {i} of this batch ({prompts[i][:60]!r}...) has {int(lengths[i])} "
+                             f"tokens, over the context of {self.max_context}. Lower data.max_prompt_tokens, shorten the "
+                             "targets, or lower the sampling max_new_tokens.")
+        return batch
 
     def completion_logits(self, prompts: list[str], completions: list[str] | list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Next-token logits (B, C, V) at the completion positions, labels (B, C) and mask (B, C)."""
