@@ -117,6 +117,7 @@ def pack_completions(prompt_ids: list[list[int]], completion_ids: list[list[int]
 
 
 def _accepts_logits_to_keep(model) -> bool:
+    model = getattr(model, "module", model)  # a DDP / FSDP wrapper forwards the keyword to the model it wraps
     base = getattr(model, "get_base_model", lambda: model)()
     return _forward_has_logits_to_keep(type(base))
 
