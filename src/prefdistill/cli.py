@@ -25,6 +25,8 @@ from pathlib import Path
 import yaml
 
 from prefdistill.config import STAGES, ConfigError, load_config, to_dict
+from prefdistill.sampling import IncompleteSampling
+from prefdistill.train_state import NonFiniteLossError
 
 
 def packaged_config(name: str) -> Path:
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, IncompleteSampling, NonFiniteLossError) as e:
         print(f"prefdistill: error: {e}", file=sys.stderr)
         return 2
 

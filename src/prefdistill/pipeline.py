@@ -38,7 +38,7 @@ from prefdistill.metrics import compare_rows, summarize_generations
 from prefdistill.models.hf import pick_device
 from prefdistill.oracles import build_oracle
 from prefdistill.pairs import attach_scores, build_pairs, load_pairs, relabel
-from prefdistill.sampling import SampleSet, sample_resumable
+from prefdistill.sampling import IncompleteSampling, SampleSet, sample_resumable
 from prefdistill.train import LOG_FILE, is_done, seed_everything, train
 
 SPLITS = ("sft", "distill", "validation", "test")
@@ -234,7 +234,7 @@ class Pipeline:
         for r in rows[:5]:
             print(f"  {r['role']} {r['id']} ({r['kind']}, {r['attempts']} attempts): {r['prompt'][:80]!r}", flush=True)
         if failed > self.cfg.pairs.max_failed_fraction * n_prompts:
-            raise RuntimeError(f"pairs: {failed} of {n_prompts} prompts failed, more than pairs.max_failed_fraction="
+            raise IncompleteSampling(f"pairs: {failed} of {n_prompts} prompts failed, more than pairs.max_failed_fraction="
                                f"{self.cfg.pairs.max_failed_fraction}; see {path}. Run again to retry only those prompts "
                                "(every answered prompt is kept).")
         return failed

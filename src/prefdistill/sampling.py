@@ -58,6 +58,10 @@ class Journal:
                 os.fsync(f.fileno())
 
 
+class IncompleteSampling(RuntimeError):
+    """Some prompts could not be answered (after the backend's retries); a re-run asks only for those."""
+
+
 @dataclass
 class SampleSet:
     samples: dict[str, list[str]] = field(default_factory=dict)
@@ -67,7 +71,7 @@ class SampleSet:
         """Raise when some prompts went unanswered, naming them (a re-run retries only those)."""
         if self.failures:
             first = next(iter(self.failures.items()))
-            raise RuntimeError(f"{what}: {len(self.failures)} prompt(s) could not be answered, e.g. {first[0]} "
+            raise IncompleteSampling(f"{what}: {len(self.failures)} prompt(s) could not be answered, e.g. {first[0]} "
                                f"({first[1]['kind']}: {first[1]['error'][:200]}). Run again to retry only those.")
 
 
