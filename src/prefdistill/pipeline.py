@@ -371,6 +371,8 @@ class Pipeline:
     def _row_label(self, row: str) -> str:
         if row == "student_distill":
             return f"{get_method(self.cfg.distill.method).label} student"
+        if row == "teacher" and not self.cfg.sft.teacher.enabled:
+            return "Teacher"  # as given (an API teacher, or SFT switched off)
         return ROW_LABELS[row]
 
     def _gather(self, evaluated: dict) -> dict:
