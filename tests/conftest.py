@@ -1,8 +1,14 @@
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Subprocesses (accelerate launch, prefdistill run, SIGKILL tests) import the same prefdistill as this process,
+# whichever checkout an editable install points at.
+_SRC = str(Path(importlib.util.find_spec("prefdistill").origin).parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join([_SRC, *filter(None, [os.environ.get("PYTHONPATH")])])
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 

@@ -206,3 +206,33 @@ def test_uneven_global_batch_is_refused():
 
     with pytest.raises(ValueError, match=r"train.batch_size=6 is the global batch .* divisible by the number of processes \(4\)"):
         per_process_batch(6, 4)
+
+
+def test_pairs_and_eval_shard_prompts_across_two_processes(tiny_assets, tmp_path):
+    """Under 2 processes each samples its share (index % 2) into its own journal; the union is every prompt once."""
+    cfg = tiny_config(tiny_assets, tmp_path, name="sharded")
+    cfg["sft"] = {"teacher": {"enabled": False}, "student": {"enabled": False}}
+    for role in ("teacher", "student"):
+        cfg[role]["device"] = "cpu"
+    cfg["eval"]["rows"] = ["teacher", "student_init"]
+    pipe = Pipeline(load_config(cfg))
+    pipe.run(["reward"])  # the small reward stage runs in one process
+    config = tmp_path / "sharded.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    driver = tmp_path / "cli.py"
+    driver.write_text("import sys\nfrom prefdistill.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    done = subprocess.run(_launch([str(driver), "run", str(config), "--stages", "pairs,eval"], 2), env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = pipe.run_dir
+    for folder, examples in [(run / "samples" / "teacher", pipe.splits["distill"]), (run / "samples" / "student", pipe.splits["distill"]),
+                             (run / "eval" / "samples" / "teacher", pipe.splits["test"])]:
+        shares = [[r["id"] for r in read_jsonl(folder / f"samples.rank{r}.jsonl")] for r in (0, 1)]
+        assert not (folder / "samples.jsonl").exists()
+        assert sorted(shares[0] + shares[1]) == sorted(e.id for e in examples)  # no gap, no duplicate
+        assert set(shares[1]) == {e.id for i, e in enumerate(examples) if i % 2 == 1}
+    pairs = read_jsonl(run / "pairs" / "pairs.jsonl")
+    summary = json.loads((run / "pairs" / "summary.json").read_text())
+    assert len({p["id"] for p in pairs}) == len(pairs) == len(pipe.splits["distill"]) - summary["skipped_empty"] - summary["skipped_identical"]
+    rows = json.loads((run / "eval" / "rows.json").read_text())["rows"]
+    assert set(rows) == {"teacher", "student_init"}

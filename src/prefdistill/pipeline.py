@@ -38,12 +38,12 @@ from prefdistill.metrics import compare_rows, summarize_generations
 from prefdistill.models.hf import pick_device
 from prefdistill.oracles import build_oracle
 from prefdistill.pairs import attach_scores, build_pairs, load_pairs, relabel
-from prefdistill.sampling import IncompleteSampling, SampleSet, sample_resumable
+from prefdistill.sampling import IncompleteSampling, SampleSet, sample_resumable, wait_for_everyone
 from prefdistill.train import LOG_FILE, is_done, seed_everything, train
 
 SPLITS = ("sft", "distill", "validation", "test")
 # Stages that run under `accelerate launch` (many processes); the others run in one.
-DISTRIBUTED_STAGES = ("sft", "distill")
+DISTRIBUTED_STAGES = ("sft", "pairs", "distill", "eval")  # the reward stage is small: run it plainly
 ROW_LABELS = {"teacher": "Teacher (SFT)", "student_init": "Initial student", "student_sft": "SFT student"}
 
 
@@ -204,6 +204,13 @@ class Pipeline:
         for role, (sampling, seed) in streams.items():
             sampled[role] = self._sample(role, self._sft_checkpoint(role), examples, sampling, self.run_dir / "samples" / role,
                                          seed=seed, desc=f"sample {role}")
+        if is_main_process():  # every process sampled its share; one writes the pairs
+            self._write_pairs(examples, sampled, out)
+        wait_for_everyone()
+        return True
+
+    def _write_pairs(self, examples: list[Example], sampled: dict[str, SampleSet], out: Path) -> None:
+        cfg = self.cfg
         failed = self._record_failures(sampled, len(examples))
         answered = [e for e in examples if all(e.id in s.samples for s in sampled.values())]
         samples = {role: s.samples for role, s in sampled.items()}
@@ -220,7 +227,6 @@ class Pipeline:
                                                  "failed_prompts": failed, "swapped": swaps,
                                                  "relabelled": sum(p["relabelled"] for p in pairs)})
         write_jsonl(out, pairs)
-        return True
 
     def _record_failures(self, sampled: dict[str, SampleSet], n_prompts: int) -> int:
         """List unanswered prompts in RUN/pairs/failures.jsonl; stop when more than pairs.max_failed_fraction failed."""
@@ -326,6 +332,13 @@ class Pipeline:
         for row in cfg.eval.rows:
             role, ckpt = models[row]
             generations[row] = self.test_generations(role, ckpt, self.run_dir / "eval" / "samples" / row, desc=f"eval {row}")
+        if is_main_process():  # every process generated its share of each row; one judges and writes
+            self._judge_and_write(generations)
+        wait_for_everyone()
+        return True
+
+    def _judge_and_write(self, generations: dict[str, list[str]]) -> None:
+        cfg, test = self.cfg, self.splits["test"]
         judge = self._judge()
         prompts, refs = [e.prompt for e in test], [e.target for e in test]
         ref_scores = judge.score(prompts, refs)
@@ -348,7 +361,6 @@ class Pipeline:
             paired = compare_rows(*sides, n_boot=cfg.eval.n_bootstrap, seed=cfg.seed)
             result["comparison"] = {"method_row": method, "baseline_row": baseline, **paired}
         write_json(self.run_dir / "eval" / "rows.json", result)
-        return True
 
     def test_generations(self, role: str, ckpt: Path | None, folder: Path, *, desc: str) -> list[str]:
         """One generation per test prompt (eval sampling settings), cached in `folder`."""

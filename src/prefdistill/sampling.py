@@ -11,6 +11,11 @@ is done, so a crash or SIGKILL loses at most the prompts in flight), `failures.j
 (the prompts the last run could not answer, retried by the next run) and, for API models,
 `api_stats.json` (requests, retries and faults, summed over runs). A restart generates
 only the prompts missing from `samples.jsonl`; none is generated twice.
+
+Under `accelerate launch` (W processes) process r generates the missing prompts whose
+index i in `examples` has i % W == r, into its own `samples.rank{r}.jsonl` (and
+`failures.rank{r}.jsonl`, `api_stats.rank{r}.json`); after a barrier every process reads
+the union of all journals, so the shares merge without duplicates or gaps.
 """
 from __future__ import annotations
 
@@ -23,7 +28,24 @@ from pathlib import Path
 from typing import Callable
 
 from prefdistill.config import SamplingConfig
-from prefdistill.io import Example, read_json, read_jsonl, write_json, write_jsonl
+from prefdistill.io import Example, is_main_process, n_processes, read_json, read_jsonl, write_json, write_jsonl
+
+
+def process_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def wait_for_everyone() -> None:
+    """A barrier across the processes of `accelerate launch`; nothing when run plainly."""
+    if n_processes() > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():  # sampling may come before any training set the group up
+            from accelerate import PartialState
+
+            PartialState(cpu=not torch.cuda.is_available())  # gloo on CPUs: a plain PartialState() stays single-process
+        dist.barrier()
 
 
 class Journal:
@@ -72,7 +94,7 @@ class SampleSet:
         if self.failures:
             first = next(iter(self.failures.items()))
             raise IncompleteSampling(f"{what}: {len(self.failures)} prompt(s) could not be answered, e.g. {first[0]} "
-                               f"({first[1]['kind']}: {first[1]['error'][:200]}). Run again to retry only those.")
+                                     f"({first[1]['kind']}: {first[1]['error'][:200]}). Run again to retry only those.")
 
 
 def sample_resumable(load_model: Callable[[], object], examples: list[Example], sampling: SamplingConfig, out_dir: Path, *,
@@ -85,34 +107,51 @@ def sample_resumable(load_model: Callable[[], object], examples: list[Example], 
     """
     out_dir = Path(out_dir)
     _check_meta(out_dir, {"model": model_name, "sampling": asdict(sampling), "seed": seed, "chunk_size": chunk_size})
-    journal = Journal(out_dir / "samples.jsonl")
-    result = SampleSet()
-    for row in _legacy_chunks(out_dir) + journal.read():
-        result.samples.setdefault(row["id"], row["samples"])
-    missing = [e for e in examples if e.id not in result.samples]
-    if not missing:
-        return _only(result, examples)
-    model = load_model()
-    chunks = [examples[i:i + chunk_size] for i in range(0, len(examples), chunk_size)]
-    groups = [(seed + k, [e for e in chunk if e.id not in result.samples]) for k, chunk in enumerate(chunks)]
-    if getattr(model, "one_call", False):
-        groups = [(seed, missing)]
+    rank, world = process_rank(), n_processes()
+    suffix = "" if world == 1 else f".rank{rank}"
+    done = _read_samples(out_dir)
+    if all(e.id in done for e in examples):
+        return _only(SampleSet(done), examples)
+    journal = Journal(out_dir / f"samples{suffix}.jsonl")
+    position = {e.id: i for i, e in enumerate(examples)}
+    mine = [e for e in examples if e.id not in done and position[e.id] % world == rank]
     failures: dict[str, dict] = {}
-    stats_before = Counter(getattr(model, "stats", None) or {})
-    for n, (group_seed, todo) in enumerate(grp for grp in groups if grp[1]):
-        def on_result(i: int, out, todo=todo) -> None:
-            ex = todo[i]
-            if isinstance(out, list):
-                journal.append({"id": ex.id, "prompt": ex.prompt, "samples": out})
-                result.samples[ex.id] = out
-            else:
-                failures[ex.id] = {"id": ex.id, "prompt": ex.prompt, "kind": out.kind, "error": out.error, "attempts": out.attempts}
-        model.generate([e.prompt for e in todo], sampling, seed=group_seed, desc=f"{desc} [{n + 1}]", on_result=on_result)
-    write_jsonl(out_dir / "failures.jsonl", list(failures.values()))
-    if getattr(model, "stats", None) is not None:
-        _add_stats(out_dir / "api_stats.json", Counter(model.stats) - stats_before)
-    result.failures = failures
+    if mine:
+        model = load_model()
+        chunks = [examples[i:i + chunk_size] for i in range(0, len(examples), chunk_size)]
+        mine_ids = {e.id for e in mine}
+        groups = [(seed + k, [e for e in chunk if e.id in mine_ids]) for k, chunk in enumerate(chunks)]
+        if getattr(model, "one_call", False):
+            groups = [(seed, mine)]
+        stats_before = Counter(getattr(model, "stats", None) or {})
+        for n, (group_seed, todo) in enumerate(grp for grp in groups if grp[1]):
+            def on_result(i: int, out, todo=todo) -> None:
+                ex = todo[i]
+                if isinstance(out, list):
+                    journal.append({"id": ex.id, "prompt": ex.prompt, "samples": out})
+                else:
+                    failures[ex.id] = {"id": ex.id, "prompt": ex.prompt, "kind": out.kind, "error": out.error,
+                                       "attempts": out.attempts}
+            model.generate([e.prompt for e in todo], sampling, seed=group_seed, desc=f"{desc} [{n + 1}]", on_result=on_result)
+        if getattr(model, "stats", None) is not None:
+            _add_stats(out_dir / f"api_stats{suffix}.json", Counter(model.stats) - stats_before)
+    write_jsonl(out_dir / f"failures{suffix}.jsonl", list(failures.values()))
+    wait_for_everyone()  # every share is on disk before anyone reads the union
+    failed = {r["id"]: r for path in sorted(out_dir.glob("failures*.jsonl")) for r in read_jsonl(path)}
+    result = SampleSet(_read_samples(out_dir))
+    result.failures = {i: f for i, f in failed.items() if i not in result.samples and i in position}
     return _only(result, examples)
+
+
+def _read_samples(out_dir: Path) -> dict[str, list[str]]:
+    """{id: completions} from every journal of the folder (and chunk files of older run folders); first line wins."""
+    paths = sorted(out_dir.glob("chunk_*.jsonl")) + [out_dir / "samples.jsonl"] + sorted(out_dir.glob("samples.rank*.jsonl"))
+    out: dict[str, list[str]] = {}
+    for path in paths:
+        if path.is_file():
+            for row in Journal(path).read():
+                out.setdefault(row["id"], row["samples"])
+    return out
 
 
 def _check_meta(out_dir: Path, meta: dict) -> None:
@@ -120,12 +159,8 @@ def _check_meta(out_dir: Path, meta: dict) -> None:
     if path.is_file() and read_json(path) != meta:
         raise ValueError(f"{out_dir} holds samples made with other settings ({read_json(path)}); "
                          "delete that folder or use a new run name to sample again")
-    write_json(path, meta)
-
-
-def _legacy_chunks(out_dir: Path) -> list[dict]:
-    """Rows of run folders written before the journal (one atomic chunk_*.jsonl per chunk)."""
-    return [row for path in sorted(out_dir.glob("chunk_*.jsonl")) for row in read_jsonl(path)]
+    if is_main_process():
+        write_json(path, meta)
 
 
 def _only(result: SampleSet, examples: list[Example]) -> SampleSet:
