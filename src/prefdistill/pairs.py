@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from prefdistill.io import Example, read_jsonl
+from prefdistill.io import Example, read_jsonl, write_jsonl
 
 
 def build_pairs(examples: list[Example], teacher_samples: dict[str, list[str]], student_samples: dict[str, list[str]],
@@ -83,6 +83,28 @@ def attach_scores(pairs: list[dict], kind: str, judge=None) -> None:
         rejected = judge.score(prompts, [p["rejected"] for p in pairs])
     for p, a, b in zip(pairs, chosen, rejected):
         p["chosen_score"], p["rejected_score"], p["score_kind"] = float(a), float(b), kind
+
+
+def record_failures(failures: dict[str, dict[str, dict]], n_prompts: int, path: Path, max_fraction: float) -> int:
+    """List the prompts each role could not answer in `path`; stop when more than `max_fraction` of the prompts failed.
+
+    `failures` maps a role to {example id: failure}; returns the number of prompts that failed.
+    """
+    from prefdistill.sampling import IncompleteSampling
+
+    rows = [{"role": role, **f} for role, by_id in failures.items() for f in by_id.values()]
+    write_jsonl(path, rows)
+    failed = len({r["id"] for r in rows})
+    if not failed:
+        return 0
+    print(f"[prefdistill] pairs: {failed} of {n_prompts} prompts could not be answered; listed in {path}", flush=True)
+    for r in rows[:5]:
+        print(f"  {r['role']} {r['id']} ({r['kind']}, {r['attempts']} attempts): {r['prompt'][:80]!r}", flush=True)
+    if failed > max_fraction * n_prompts:
+        raise IncompleteSampling(f"pairs: {failed} of {n_prompts} prompts failed, more than pairs.max_failed_fraction="
+                                 f"{max_fraction}; see {path}. Run again to retry only those prompts (every answered "
+                                 "prompt is kept).")
+    return failed
 
 
 def load_pairs(path: Path) -> list[dict]:

@@ -37,8 +37,8 @@ from prefdistill.methods.registry import require_shared_vocabulary, requirements
 from prefdistill.metrics import compare_rows, summarize_generations
 from prefdistill.models.hf import pick_device
 from prefdistill.oracles import build_oracle
-from prefdistill.pairs import attach_scores, build_pairs, load_pairs, relabel
-from prefdistill.sampling import IncompleteSampling, SampleSet, sample_resumable, wait_for_everyone
+from prefdistill.pairs import attach_scores, build_pairs, load_pairs, record_failures, relabel
+from prefdistill.sampling import SampleSet, sample_resumable, wait_for_everyone
 from prefdistill.train import LOG_FILE, is_done, seed_everything, train
 
 SPLITS = ("sft", "distill", "validation", "test")
@@ -211,7 +211,8 @@ class Pipeline:
 
     def _write_pairs(self, examples: list[Example], sampled: dict[str, SampleSet], out: Path) -> None:
         cfg = self.cfg
-        failed = self._record_failures(sampled, len(examples))
+        failed = record_failures({role: r.failures for role, r in sampled.items()}, len(examples),
+                                 self.run_dir / "pairs" / "failures.jsonl", cfg.pairs.max_failed_fraction)
         answered = [e for e in examples if all(e.id in s.samples for s in sampled.values())]
         samples = {role: s.samples for role, s in sampled.items()}
         meta = {"teacher_model": cfg.teacher.name_or_path, "student_model": cfg.student.name_or_path,
@@ -227,23 +228,6 @@ class Pipeline:
                                                  "failed_prompts": failed, "swapped": swaps,
                                                  "relabelled": sum(p["relabelled"] for p in pairs)})
         write_jsonl(out, pairs)
-
-    def _record_failures(self, sampled: dict[str, SampleSet], n_prompts: int) -> int:
-        """List unanswered prompts in RUN/pairs/failures.jsonl; stop when more than pairs.max_failed_fraction failed."""
-        rows = [{"role": role, **f} for role, s in sampled.items() for f in s.failures.values()]
-        write_jsonl(self.run_dir / "pairs" / "failures.jsonl", rows)
-        failed = len({r["id"] for r in rows})
-        if not failed:
-            return 0
-        path = self.run_dir / "pairs" / "failures.jsonl"
-        print(f"[prefdistill] pairs: {failed} of {n_prompts} prompts could not be answered; listed in {path}", flush=True)
-        for r in rows[:5]:
-            print(f"  {r['role']} {r['id']} ({r['kind']}, {r['attempts']} attempts): {r['prompt'][:80]!r}", flush=True)
-        if failed > self.cfg.pairs.max_failed_fraction * n_prompts:
-            raise IncompleteSampling(f"pairs: {failed} of {n_prompts} prompts failed, more than pairs.max_failed_fraction="
-                               f"{self.cfg.pairs.max_failed_fraction}; see {path}. Run again to retry only those prompts "
-                               "(every answered prompt is kept).")
-        return failed
 
     def stage_distill(self) -> bool:
         """Train the SFT student with the configured method."""
