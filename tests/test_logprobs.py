@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from prefdistill.logprobs import IGNORE_INDEX, completion_logps, encode_completions, per_token_logps, sequence_logps
+from prefdistill.logprobs import (IGNORE_INDEX, completion_logps, completion_token_ids, encode_completions, pack_completions,
+                                  pack_shared_prompt, per_token_logps, sequence_logps, shared_prompt_logps)
 from prefdistill.tiny import make_tiny_assets
 
 
@@ -77,3 +78,27 @@ def test_encode_completions_masks_only_completion_and_eos(tiny):
     batch = encode_completions(tok, ["Summarize : data"], ["the model"], add_special_tokens=True)
     assert batch["completion_mask"].sum().item() == 3  # "the", "model", </s>
     assert batch["labels"][0, -1].item() == tok.eos_token_id
+
+
+def test_shared_prompt_logps_and_gradients_equal_one_row_per_completion(tiny):
+    """Prefix sharing is exact: the same log-probs and the same gradients, with padded prompts and completions."""
+    model, tok = tiny
+    prompts = ["Summarize : data", "Summarize : we propose a small teacher method better"]
+    prompt_ids = [tok(p, add_special_tokens=True)["input_ids"] for p in prompts]
+    completions = completion_token_ids(tok, ["the model", "a short summary of each paper", "results", "the teacher"])
+    shared = pack_shared_prompt(prompt_ids, completions, pad_id=tok.pad_token_id, n_per_prompt=2)
+    separate = pack_completions([p for p in prompt_ids for _ in range(2)], completions, pad_id=tok.pad_token_id)
+    assert shared["prompt_mask"][0].sum() < shared["prompt_mask"].shape[1]  # prompt 0 really is padded
+
+    def logps_and_grads(fn, batch):
+        model.zero_grad()
+        logps = sequence_logps(fn(model, batch), batch["completion_mask"], normalize=False)  # (4,)
+        (logps * torch.tensor([1.0, -2.0, 0.5, 3.0])).sum().backward()  # weights: each row's gradient counts
+        return logps.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    a, grads_a = logps_and_grads(shared_prompt_logps, shared)
+    b, grads_b = logps_and_grads(completion_logps, separate)
+    model.zero_grad()
+    assert torch.allclose(a, b, atol=1e-4)
+    assert len(grads_a) == len(grads_b) > 0
+    assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(grads_a, grads_b))

@@ -8,6 +8,14 @@ completion masks and length normalisation.
 Rows are left-padded so that every completion ends at the right edge: the logits of only
 the last C + 1 positions are computed (`logits_to_keep`), which matters for models whose
 vocabulary head dominates the cost (Gemma-3's 262k vocabulary).
+
+Several completions of one prompt (a preference pair's chosen and rejected) can share the
+prompt's forward pass: the prompt runs once, its key/value cache is repeated for each
+completion, and gradients flow back through the cache (prefix sharing, as in Wang et al.
+2024, "Accelerating Direct Preference Optimization with Prefix Sharing", arXiv 2410.20305):
+
+    batch = pack_shared_prompt(prompt_ids, completion_ids, pad_id=pad, n_per_prompt=2)
+    per_token = shared_prompt_logps(model, batch)                 # (B·2, C)
 """
 from __future__ import annotations
 
@@ -147,3 +155,64 @@ def completion_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """
     logits = completion_logits(model, batch)
     return per_token_logps(logits, batch["labels"].to(logits.device))
+
+
+def pack_shared_prompt(prompt_ids: list[list[int]], completion_ids: list[list[int]], *, pad_id: int,
+                       n_per_prompt: int) -> dict[str, torch.Tensor]:
+    """Token ids of B prompts and their B·n completions (row b·n + k: completion k of prompt b) -> one batch.
+
+    Returns prompt_ids / prompt_mask (B, P), left-padded so every prompt ends at the right
+    edge; completion_ids / attention_mask (B·n, P + C) / position_ids (B·n, C) with the
+    completions right-padded after it; labels / completion_mask (B·n, C).
+    """
+    if len(completion_ids) != n_per_prompt * len(prompt_ids):
+        raise ValueError(f"{len(prompt_ids)} prompts need {n_per_prompt * len(prompt_ids)} completions, got {len(completion_ids)}")
+    p_len = max(len(p) for p in prompt_ids)
+    width = max(max((len(c) for c in completion_ids), default=1), 1)
+    prompts = torch.full((len(prompt_ids), p_len), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros_like(prompts)
+    for b, ids in enumerate(prompt_ids):
+        prompts[b, p_len - len(ids):] = torch.tensor(ids, dtype=torch.long)
+        prompt_mask[b, p_len - len(ids):] = 1
+    comps = torch.full((len(completion_ids), width), pad_id, dtype=torch.long)
+    labels = torch.full_like(comps, IGNORE_INDEX)
+    for i, ids in enumerate(completion_ids):
+        if ids:
+            comps[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+            labels[i, :len(ids)] = comps[i, :len(ids)]
+    completion_mask = (labels != IGNORE_INDEX).long()
+    starts = prompt_mask.sum(-1).repeat_interleave(n_per_prompt)  # (B·n,) first position of each completion
+    return {
+        "prompt_ids": prompts,
+        "prompt_mask": prompt_mask,
+        "completion_ids": comps,
+        "attention_mask": torch.cat([prompt_mask.repeat_interleave(n_per_prompt, 0), completion_mask], dim=1),
+        "position_ids": starts.unsqueeze(1) + torch.arange(width),
+        "labels": labels,
+        "completion_mask": completion_mask,
+        "n_per_prompt": n_per_prompt,
+    }
+
+
+def shared_prompt_logps(model, batch: dict) -> torch.Tensor:
+    """Per-token log-probs (B·n, C) of a `pack_shared_prompt` batch; 0 outside the completions.
+
+    The prompt runs once with a key/value cache; the cache is repeated for each of its n
+    completions, which run in one second pass. The first completion token is predicted by
+    the prompt's last position, token t > 0 by completion position t - 1, so the prompt
+    keeps 1 logit row and the completions C (the last one is dropped: it predicts nothing).
+    """
+    device = next(model.parameters()).device
+    n = batch["n_per_prompt"]
+    prompt_mask = batch["prompt_mask"].to(device)
+    keep = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    first = model(input_ids=batch["prompt_ids"].to(device), attention_mask=prompt_mask,
+                  position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, **keep)
+    cache = first.past_key_values
+    cache.batch_repeat_interleave(n)  # differentiable: each completion's gradient reaches the shared prompt
+    width = batch["labels"].shape[1]
+    keep = {"logits_to_keep": width} if keep else {}
+    rest = model(input_ids=batch["completion_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                 position_ids=batch["position_ids"].to(device), past_key_values=cache, use_cache=True, **keep)
+    logits = torch.cat([first.logits[:, -1:].repeat_interleave(n, 0), rest.logits[:, -width:-1]], dim=1)  # (B·n, C, V)
+    return per_token_logps(logits, batch["labels"].to(device))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from prefdistill.logprobs import completion_token_ids
+from prefdistill.logprobs import completion_token_ids, pack_shared_prompt, shared_prompt_logps
 
 # Training-log statistics with these prefixes are counts (tokens; samples drawn and oracle
 # calls): the loop adds them up over micro-batches (other statistics are averaged), and the
@@ -20,6 +20,21 @@ COUNT_PREFIX = ("tokens_", "count_")
 
 def completion_ids(policy, completions: list[str]) -> list[list[int]]:
     return completion_token_ids(policy.tokenizer, completions)
+
+
+def pair_logps(policy, prompts: list[str], chosen: list[str], rejected: list[str]):
+    """(per-token log-probs (2B, C), completion mask (2B, C)): rows :B the chosen, B: the rejected completions.
+
+    Each prompt runs through the model once for both of its completions
+    (`prefdistill.logprobs.shared_prompt_logps`), not once per completion.
+    """
+    tok = policy.tokenizer
+    prompt_ids = [tok(policy.format_prompt(p), add_special_tokens=policy.add_special_tokens)["input_ids"] for p in prompts]
+    completions = completion_token_ids(tok, [text for pair in zip(chosen, rejected) for text in pair])  # c0 r0 c1 r1 ...
+    batch = pack_shared_prompt(prompt_ids, completions, pad_id=tok.pad_token_id, n_per_prompt=2)
+    per_token = shared_prompt_logps(policy.model, batch)  # (2B, C), pairs interleaved
+    mask = batch["completion_mask"].to(per_token.device)
+    return torch.cat([per_token[0::2], per_token[1::2]]), torch.cat([mask[0::2], mask[1::2]])
 
 
 def teacher_side(row: dict) -> str:

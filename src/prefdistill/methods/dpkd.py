@@ -27,7 +27,7 @@ import torch
 
 from prefdistill.logprobs import masked_mean, per_token_logps, sequence_logps
 from prefdistill.losses import dpkd_ipo_loss, dpkd_loss, simpo_loss, token_argmax_dpkd_loss
-from prefdistill.methods.common import completion_ids, paired_logits, teacher_side
+from prefdistill.methods.common import completion_ids, pair_logps, paired_logits, teacher_side
 from prefdistill.methods.registry import register
 
 # The Table 2 forms, by name: (q_c, q_r, p_c, p_r, params) -> (B,) losses.
@@ -78,7 +78,7 @@ def dpkd(policy, rows: list[dict], params: DPKDParams, *, teacher=None):
         return _token_argmax(policy, rows, params, teacher)
     n = len(rows)
     prompts = [r["prompt"] for r in rows]
-    per_token, mask = policy.completion_logps(prompts + prompts, [r["chosen"] for r in rows] + [r["rejected"] for r in rows])
+    per_token, mask = pair_logps(policy, prompts, [r["chosen"] for r in rows], [r["rejected"] for r in rows])  # (2B, C)
     sums = sequence_logps(per_token, mask, normalize=False)  # (2B,)
     lengths = mask.sum(-1).clamp(min=1).to(sums.dtype) if params.normalize else torch.ones_like(sums)
     q = sums / lengths

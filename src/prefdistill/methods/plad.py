@@ -12,6 +12,7 @@ import torch
 
 from prefdistill.logprobs import masked_mean, sequence_logps
 from prefdistill.losses import plad_margin_loss, plad_rank_loss
+from prefdistill.methods.common import pair_logps
 from prefdistill.methods.registry import register
 
 
@@ -40,8 +41,8 @@ def plad(policy, rows: list[dict], params: PLaDParams):
     """Calibration loss over a batch of pairs, plus λ·CE when ce_weight > 0."""
     n = len(rows)
     prompts = [r["prompt"] for r in rows]
-    # One forward pass over chosen and rejected together: (2B, C).
-    per_token, mask = policy.completion_logps(prompts + prompts, [r["chosen"] for r in rows] + [r["rejected"] for r in rows])
+    # Chosen and rejected together, each prompt computed once for both: (2B, C).
+    per_token, mask = pair_logps(policy, prompts, [r["chosen"] for r in rows], [r["rejected"] for r in rows])
     logps = sequence_logps(per_token, mask, normalize=params.normalize)  # (2B,)
     chosen_logps, rejected_logps = logps[:n], logps[n:]
     if params.variant == "rank":
