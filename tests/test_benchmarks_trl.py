@@ -1,0 +1,47 @@
+"""benchmarks/trl_compare.py runs every row end to end on the tiny models and writes its JSON (no speed assertions)."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "trl_compare.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("trl_compare", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_run_writes_every_row(tmp_path):
+    pytest.importorskip("trl", reason="TRL is the other side of this benchmark: pip install -e '.[bench]'")
+    out = tmp_path / "trl_compare.json"
+    _script().main(["--tiny", "--steps", "1", "--warmup", "1", "--batch-size", "2", "--max-prompt-tokens", "24",
+                    "--max-completion-tokens", "6", "--n-rows", "6", "--device", "cpu", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["command"].startswith("python benchmarks/trl_compare.py --tiny")
+    assert result["trl"] and result["device"] == "cpu"
+    assert set(result["rows"]) == {"plad", "sft", "kd", "dpkd"}
+    for row in result["rows"].values():
+        for side in ("prefdistill", "trl"):
+            (run,) = row["runs"][side]
+            assert run["steps"] == 2 and run["timed_s"] > 0 and run["steps_per_s"] > 0 and run["peak_mb"] > 0
+        assert row["speed_ratio"] > 0 and row["memory_ratio"] > 0  # their sizes are the machine's business
+    # Both sides train on the same sequences: prompt + completion lengths as TRL tokenised them.
+    assert {row["runs"]["trl"][0]["sequence_lengths"][0] for name, row in result["rows"].items() if name != "plad"} == {30}
+
+
+def test_prompts_and_completions_are_cut_to_exact_lengths(tmp_path):
+    from prefdistill.config import ModelConfig
+    from prefdistill.models.hf import LocalLM
+    from prefdistill.tiny import make_tiny_assets
+
+    lm = LocalLM.load(ModelConfig(name_or_path=str(make_tiny_assets(tmp_path)["student"])))
+    module = _script()
+    prompt = module.fit_prompt(lm, "Summarize : " + "the model learns a small teacher " * 8, 20)
+    assert len(lm._prompt_ids(prompt)) == 20
+    completion = module.fit_completion(lm.tokenizer, "the model learns a small teacher", 4)
+    assert len(lm.tokenizer(completion, add_special_tokens=False)["input_ids"]) == 4
+    assert module.fit_completion(lm.tokenizer, "too short", 4) is None
