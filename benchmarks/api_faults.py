@@ -63,7 +63,7 @@ def main(argv=None) -> dict:
     with LlamaServer(smollm2_gguf()) as server, FaultProxy(server.url, one_fault_per_request(poison.prompt),
                                                            stall_s=1.2 * args.timeout) as proxy:
         client = APIClient(proxy.url + "/v1", timeout_s=args.timeout, max_retries=3, backoff_s=0.2)
-        lm = APILM(client, "smollm2", endpoint="completions", max_concurrency=4, max_retries=3)
+        lm = APILM(client, "smollm2", endpoint="completions", max_concurrency=4)
         with tempfile.TemporaryDirectory() as tmp:
             result = sample_resumable(lambda: lm, examples, sampling, Path(tmp), chunk_size=16, seed=0, desc="api faults",
                                       model_name="smollm2")

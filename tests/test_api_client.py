@@ -94,7 +94,7 @@ def test_generate_reports_each_prompt_once_and_failures_as_values(fake, endpoint
     plan = lambda n, payload: "http_500" if poison in json.dumps(payload) else ("empty" if n % 4 == 1 else None)  # noqa: E731
     prompts = ["first prompt", poison, "third prompt", "fourth prompt"]
     with FaultProxy(fake.url, plan) as proxy:
-        lm = APILM(client(proxy.url, max_retries=2), "m", endpoint=endpoint, max_concurrency=3, max_retries=2)
+        lm = APILM(client(proxy.url, max_retries=2), "m", endpoint=endpoint, max_concurrency=3)
         seen = []
         out = lm.generate(prompts, _sampling(), seed=0, desc="", on_result=lambda i, r: seen.append(i))
     assert sorted(seen) == [0, 1, 2, 3]

@@ -6,7 +6,8 @@
 Every request has a hard deadline (connection to last byte, not per socket read), and is
 retried with exponential backoff and full jitter after a timeout, a dropped connection,
 HTTP 429, HTTP 5xx or a reply that is not JSON; a server's `Retry-After` is honoured. Other
-4xx answers are not retried. When the retries are spent, `RequestFailed` says why. The API
+4xx answers are not retried; a caller's `parse` that finds no usable content in a reply
+gets the request retried too. When the retries are spent, `RequestFailed` says why. The API
 key is read from the environment at each request and only ever put in the Authorization
 header: it is never logged, stored in `self`, or included in an error message.
 """
@@ -21,6 +22,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from typing import Any, Callable
 
 RETRIED_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
@@ -31,6 +33,14 @@ class RequestFailed(RuntimeError):
     def __init__(self, message: str, *, kind: str, attempts: int):
         super().__init__(message)
         self.kind, self.attempts = kind, attempts
+
+
+class MalformedReply(ValueError):
+    """A reply that is valid JSON but lacks what the caller needs; `kind` names the fault (malformed, empty)."""
+
+    def __init__(self, message: str, kind: str = "malformed"):
+        super().__init__(message)
+        self.kind = kind
 
 
 class _Retryable(Exception):
@@ -73,24 +83,33 @@ class APIClient:
         with self._lock:
             self.stats[key] += n
 
-    def post(self, path: str, payload: dict) -> dict:
-        """POST `payload` to base_url + path; the parsed JSON reply, or RequestFailed after the retries."""
+    def post(self, path: str, payload: dict, parse: Callable[[dict], Any] | None = None) -> Any:
+        """POST `payload` to base_url + path; the parsed JSON reply, or RequestFailed after the retries.
+
+        `parse(reply)` turns the reply into what the caller needs; when it raises
+        MalformedReply (valid JSON without usable content) the request is retried like a
+        transport fault, within the same retry budget.
+        """
         body = json.dumps(payload).encode()
         for attempt in range(self.max_retries + 1):
             self.count("requests")
             try:
-                return self._post_once(path, body)
+                reply = self._post_once(path, body)
+                return reply if parse is None else parse(reply)
+            except MalformedReply as e:
+                fault = _Retryable(e.kind, str(e))
             except _Retryable as e:
-                self.count(f"fault_{e.kind}")
-                if attempt == self.max_retries:
-                    self.count("failed")
-                    raise RequestFailed(f"{self.base_url}{path}: {e.detail} (gave up after {attempt + 1} attempts)",
-                                        kind=e.kind, attempts=attempt + 1) from None
-                self.count("retries")
-                time.sleep(self._wait(attempt, e.retry_after))
+                fault = e
             except RequestFailed:
                 self.count("failed")
                 raise
+            self.count(f"fault_{fault.kind}")
+            if attempt == self.max_retries:
+                self.count("failed")
+                raise RequestFailed(f"{self.base_url}{path}: {fault.detail} (gave up after {attempt + 1} attempts)",
+                                    kind=fault.kind, attempts=attempt + 1) from None
+            self.count("retries")
+            time.sleep(self._wait(attempt, fault.retry_after))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, attempt: int, retry_after: float | None) -> float:

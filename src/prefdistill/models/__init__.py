@@ -33,6 +33,11 @@ class LanguageModel(Protocol):
     def score(self, prompts: list[str], completions: list[str], *, normalize: bool = False) -> list[float]: ...
 
 
+def plain_prompt(prompt: str) -> str:
+    """The text a model sees for `prompt` without a chat template (local weights and plain API completions alike)."""
+    return prompt.rstrip() + "\n"
+
+
 def _hf(cfg: ModelConfig, **kwargs):
     from prefdistill.models.hf import LocalLM
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from prefdistill.api_client import APIClient, RequestFailed
+from prefdistill.api_client import APIClient, MalformedReply, RequestFailed
 from prefdistill.config import ModelConfig, SamplingConfig
+from prefdistill.models import plain_prompt
 
 
 @dataclass
@@ -34,15 +35,6 @@ class GenerationFailure:
     kind: str
     error: str
     attempts: int
-
-
-def plain_prompt(prompt: str) -> str:
-    """The prompt as a plain-text completion request sees it (the same rule as LocalLM's plain format)."""
-    return prompt.rstrip() + "\n"
-
-
-class _Malformed(Exception):
-    pass
 
 
 PROBE_PROMPT, PROBE_COMPLETION = "Count: 1, 2, 3, 4,", " 5, 6, 7, 8, 9, 10, 11, 12"
@@ -55,9 +47,9 @@ class APILM:
     one_call = True  # seeds come from the prompt text, so callers may send every prompt at once
 
     def __init__(self, client: APIClient, model: str, *, endpoint: str = "chat", max_concurrency: int = 8,
-                 logprobs: str = "auto", max_retries: int = 5):
+                 logprobs: str = "auto"):
         self.client, self.name, self.endpoint = client, model, endpoint
-        self.max_concurrency, self.logprobs, self.max_retries = max_concurrency, logprobs, max_retries
+        self.max_concurrency, self.logprobs = max_concurrency, logprobs
         self.score_unavailable: str | None = None if logprobs != "off" else "api.logprobs is off"
         self._can_score: bool | None = False if logprobs == "off" else None
 
@@ -73,8 +65,7 @@ class APILM:
             raise ValueError(f"{cfg.name_or_path}: backend openai needs api.base_url (e.g. http://127.0.0.1:8000/v1)")
         client = APIClient(a.base_url, api_key_env=a.api_key_env, timeout_s=a.timeout_s, max_retries=a.max_retries,
                            backoff_s=a.backoff_s, backoff_max_s=a.backoff_max_s)
-        return cls(client, cfg.name_or_path, endpoint=a.endpoint, max_concurrency=a.max_concurrency, logprobs=a.logprobs,
-                   max_retries=a.max_retries)
+        return cls(client, cfg.name_or_path, endpoint=a.endpoint, max_concurrency=a.max_concurrency, logprobs=a.logprobs)
 
     # ------------------------------------------------------------------ generation
     def _request(self, prompt: str, sampling: SamplingConfig, seed: int) -> dict:
@@ -89,28 +80,19 @@ class APILM:
     def _one(self, prompt: str, sampling: SamplingConfig, seed: int) -> str:
         """One completion; a reply without usable text is retried like a transport fault."""
         path = "/chat/completions" if self.endpoint == "chat" else "/completions"
-        for attempt in range(self.max_retries + 1):
-            reply = self.client.post(path, self._request(prompt, sampling, seed))
-            try:
-                return self._text(reply)
-            except _Malformed as e:
-                self.client.count("fault_" + ("empty" if "empty" in str(e) else "malformed"))
-                if attempt == self.max_retries:
-                    raise RequestFailed(str(e), kind="empty" if "empty" in str(e) else "malformed", attempts=attempt + 1) from None
-                self.client.count("retries")
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self.client.post(path, self._request(prompt, sampling, seed), parse=self._text)
 
     def _text(self, reply: dict) -> str:
         try:
             choice = reply["choices"][0]
             text = choice["message"]["content"] if self.endpoint == "chat" else choice["text"]
         except (KeyError, IndexError, TypeError):
-            raise _Malformed(f"reply has no choices[0].{'message.content' if self.endpoint == 'chat' else 'text'}: "
+            raise MalformedReply(f"reply has no choices[0].{'message.content' if self.endpoint == 'chat' else 'text'}: "
                              f"{str(reply)[:200]}") from None
         if not isinstance(text, str):
-            raise _Malformed(f"reply text is {type(text).__name__}, not a string")
+            raise MalformedReply(f"reply text is {type(text).__name__}, not a string")
         if not text.strip():
-            raise _Malformed("empty completion")
+            raise MalformedReply("empty completion", kind="empty")
         return text.strip()
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, *, seed: int, desc: str | None = None,
@@ -164,11 +146,11 @@ class APILM:
                 (logps,) = self._echo_logps([PROBE_PROMPT], [PROBE_COMPLETION])
                 mean = sum(logps) / len(logps)
                 if mean < PROBE_MIN_MEAN_LOGP:
-                    raise _Malformed(f"its echoed log-probs fail a sanity check: counting '{PROBE_COMPLETION}' after "
+                    raise MalformedReply(f"its echoed log-probs fail a sanity check: counting '{PROBE_COMPLETION}' after "
                                      f"'{PROBE_PROMPT}' got {mean:.1f} nats per token, where any model gives more than "
                                      f"{PROBE_MIN_MEAN_LOGP:g} (llama-cpp-python 0.3.x shifts echoed log-probs by one token)")
                 self._can_score = True
-            except (RequestFailed, _Malformed) as e:
+            except (RequestFailed, MalformedReply) as e:
                 if self.logprobs == "on":
                     raise ValueError(f"{self.name}: api.logprobs is 'on' but the server gave no usable log-probs of given "
                                      f"text: {e}") from e
@@ -208,10 +190,10 @@ def completion_token_logps(reply: dict, start: int, end: int) -> list[float]:
         lp = reply["choices"][0]["logprobs"]
         tokens, logps, offsets = lp["tokens"], lp["token_logprobs"], lp["text_offset"]
     except (KeyError, IndexError, TypeError):
-        raise _Malformed("reply has no choices[0].logprobs with tokens, token_logprobs and text_offset") from None
+        raise MalformedReply("reply has no choices[0].logprobs with tokens, token_logprobs and text_offset") from None
     if not (len(tokens) == len(logps) == len(offsets)):
-        raise _Malformed("logprobs lists differ in length")
+        raise MalformedReply("logprobs lists differ in length")
     picked = [float(x) for t, x, o in zip(tokens, logps, offsets) if o < end and o + len(t) > start and x is not None]
     if end > start and not picked:
-        raise _Malformed("no echoed log-probs for the completion's tokens")
+        raise MalformedReply("no echoed log-probs for the completion's tokens")
     return picked

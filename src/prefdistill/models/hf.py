@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from prefdistill.assets import load_pretrained, resolve_model_path
 from prefdistill.config import ModelConfig, SamplingConfig
+from prefdistill.models import plain_prompt
 from prefdistill.logprobs import completion_logits, encode_completions, pack_completions, per_token_logps, sequence_logps
 
 CHECKPOINT_META = "prefdistill_checkpoint.json"
@@ -59,7 +60,7 @@ def format_prompt(tokenizer, prompt: str, prompt_format: str) -> str:
     """The text a model sees for `prompt` (every backend on local weights formats through this)."""
     if prompt_format == "chat":
         return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-    return prompt.rstrip() + "\n"
+    return plain_prompt(prompt)
 
 
 def uses_special_tokens(prompt_format: str) -> bool:
