@@ -124,7 +124,7 @@ def pack_completions(prompt_ids: list[list[int]], completion_ids: list[list[int]
     }
 
 
-def _accepts_logits_to_keep(model) -> bool:
+def accepts_logits_to_keep(model) -> bool:
     model = getattr(model, "module", model)  # a DDP / FSDP wrapper forwards the keyword to the model it wraps
     base = getattr(model, "get_base_model", lambda: model)()
     return _forward_has_logits_to_keep(type(base))
@@ -143,7 +143,7 @@ def completion_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     width = batch["labels"].shape[1]
     device = next(model.parameters()).device
     kwargs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "position_ids")}
-    if _accepts_logits_to_keep(model):
+    if accepts_logits_to_keep(model):
         kwargs["logits_to_keep"] = width + 1
     return model(**kwargs).logits[:, -(width + 1):-1]  # position t predicts t + 1
 
@@ -205,7 +205,7 @@ def shared_prompt_logps(model, batch: dict) -> torch.Tensor:
     device = next(model.parameters()).device
     n = batch["n_per_prompt"]
     prompt_mask = batch["prompt_mask"].to(device)
-    keep = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     first = model(input_ids=batch["prompt_ids"].to(device), attention_mask=prompt_mask,
                   position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, **keep)
     cache = first.past_key_values

@@ -29,7 +29,7 @@ def pair_logps(policy, prompts: list[str], chosen: list[str], rejected: list[str
     (`prefdistill.logprobs.shared_prompt_logps`), not once per completion.
     """
     tok = policy.tokenizer
-    prompt_ids = [tok(policy.format_prompt(p), add_special_tokens=policy.add_special_tokens)["input_ids"] for p in prompts]
+    prompt_ids = [policy._prompt_ids(p) for p in prompts]
     completions = completion_token_ids(tok, [text for pair in zip(chosen, rejected) for text in pair])  # c0 r0 c1 r1 ...
     batch = pack_shared_prompt(prompt_ids, completions, pad_id=tok.pad_token_id, n_per_prompt=2)
     per_token = shared_prompt_logps(policy.model, batch)  # (2B, C), pairs interleaved

@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from pathlib import Path
@@ -16,7 +15,8 @@ from tqdm.auto import tqdm
 from prefdistill.assets import load_pretrained, resolve_model_path
 from prefdistill.config import ModelConfig, SamplingConfig
 from prefdistill.models import plain_prompt
-from prefdistill.logprobs import completion_logits, encode_completions, pack_completions, per_token_logps, sequence_logps
+from prefdistill.logprobs import (accepts_logits_to_keep, completion_logits, encode_completions, pack_completions, per_token_logps,
+                                  sequence_logps)
 
 CHECKPOINT_META = "prefdistill_checkpoint.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -217,7 +217,7 @@ class LocalLM:
         if plain:  # nothing to share, or a row whose prefix would be all padding
             return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, num_return_sequences=n, **kwargs)
         positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # as generate numbers left-padded rows
-        head = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
+        head = {"logits_to_keep": 1} if accepts_logits_to_keep(self.model) else {}
         cache = self.model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, :-1],
                            use_cache=True, **head).past_key_values
         cache.batch_repeat_interleave(n)
