@@ -29,6 +29,15 @@ NOT_TEXT = st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), st.bo
 MISSING = object()  # the cell's key is absent from the row
 
 
+def spoil(rows: list[dict], i: int, column: str, bad) -> list[dict]:
+    """`rows` with row i's `column` set to `bad`, or removed when `bad` is MISSING."""
+    if bad is MISSING:
+        del rows[i][column]
+    else:
+        rows[i][column] = bad
+    return rows
+
+
 def rows_of(n: int) -> list[dict]:
     return [{"question": f"question {i} about alpha", "answer": f"answer {i}", "key": f"q{i}"} for i in range(n)]
 
@@ -51,11 +60,7 @@ def test_bad_cell_names_row_id_and_column(n, data, column, bad, with_id):
     """None, "", whitespace-only, a number, a list or a missing key in a prompt / target cell, read
     from a JSONL file (mixed types across rows must not fail inside Arrow)."""
     i = data.draw(st.integers(0, n - 1), label="row")
-    rows = rows_of(n)
-    if bad is MISSING:
-        del rows[i][column]
-    else:
-        rows[i][column] = bad
+    rows = spoil(rows_of(n), i, column, bad)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "d.jsonl"
         write_jsonl(path, rows)
@@ -259,11 +264,7 @@ def test_huge_prompt_follows_the_truncation_rule(student_tokenizer, n_words, lim
        bad=st.one_of(BLANK, NOT_TEXT, st.just(MISSING)))
 def test_pairs_file_bad_cell_names_file_row_and_column(n, data, column, bad):
     i = data.draw(st.integers(0, n - 1), label="row")
-    pairs = [{"id": f"p{j}", "prompt": "x", "chosen": "good", "rejected": "bad"} for j in range(n)]
-    if bad is MISSING:
-        del pairs[i][column]
-    else:
-        pairs[i][column] = bad
+    pairs = spoil([{"id": f"p{j}", "prompt": "x", "chosen": "good", "rejected": "bad"} for j in range(n)], i, column, bad)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pairs.jsonl"
         write_jsonl(path, pairs)

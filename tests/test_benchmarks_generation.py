@@ -1,24 +1,13 @@
 """benchmarks/generation_throughput.py runs end to end on the tiny model and writes its JSON."""
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "generation_throughput.py"
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("generation_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_tiny_run_writes_both_arms(tmp_path):
+def test_tiny_run_writes_both_arms(tmp_path, benchmark_script):
     out = tmp_path / "throughput.json"
-    _script().main(["--tiny", "--prompts", "3", "--samples", "2", "--max-new-tokens", "4", "--batch-size", "2",
-                    "--device", "cpu", "--unshared", "--out", str(out)])
+    benchmark_script("generation_throughput").main(["--tiny", "--prompts", "3", "--samples", "2", "--max-new-tokens", "4",
+                                                    "--batch-size", "2", "--device", "cpu", "--unshared", "--out", str(out)])
     result = json.loads(out.read_text())
     assert set(result["arms"]) == {"naive", "batched", "unshared"}
     for arm in result["arms"].values():
@@ -29,6 +18,6 @@ def test_tiny_run_writes_both_arms(tmp_path):
     assert result["command"].startswith("python benchmarks/generation_throughput.py --tiny")
 
 
-def test_generated_tokens_stop_at_eos_or_padding():
+def test_generated_tokens_stop_at_eos_or_padding(benchmark_script):
     new_ids = torch.tensor([[5, 6, 2, 0], [5, 6, 7, 8], [2, 0, 0, 0], [5, 0, 0, 0]])  # eos 2, pad 0
-    assert _script().count_generated(new_ids, {2, 0}) == (2 + 4 + 0 + 1, 16)
+    assert benchmark_script("generation_throughput").count_generated(new_ids, {2, 0}) == (2 + 4 + 0 + 1, 16)

@@ -1,25 +1,14 @@
 """benchmarks/trl_compare.py runs every row end to end on the tiny models and writes its JSON (no speed assertions)."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "trl_compare.py"
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("trl_compare", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_tiny_run_writes_every_row(tmp_path):
+def test_tiny_run_writes_every_row(tmp_path, benchmark_script):
     pytest.importorskip("trl", reason="TRL is the other side of this benchmark: pip install -e '.[bench]'")
     out = tmp_path / "trl_compare.json"
-    _script().main(["--tiny", "--steps", "1", "--warmup", "1", "--batch-size", "2", "--max-prompt-tokens", "24",
-                    "--max-completion-tokens", "6", "--n-rows", "6", "--device", "cpu", "--out", str(out)])
+    benchmark_script("trl_compare").main(["--tiny", "--steps", "1", "--warmup", "1", "--batch-size", "2", "--max-prompt-tokens", "24",
+                                          "--max-completion-tokens", "6", "--n-rows", "6", "--device", "cpu", "--out", str(out)])
     result = json.loads(out.read_text())
     assert result["command"].startswith("python benchmarks/trl_compare.py --tiny")
     assert result["trl"] and result["device"] == "cpu"
@@ -33,13 +22,13 @@ def test_tiny_run_writes_every_row(tmp_path):
     assert {row["runs"]["trl"][0]["sequence_lengths"][0] for name, row in result["rows"].items() if name != "plad"} == {30}
 
 
-def test_prompts_and_completions_are_cut_to_exact_lengths(tmp_path):
+def test_prompts_and_completions_are_cut_to_exact_lengths(tmp_path, benchmark_script):
     from prefdistill.config import ModelConfig
     from prefdistill.models.hf import LocalLM
     from prefdistill.tiny import make_tiny_assets
 
     lm = LocalLM.load(ModelConfig(name_or_path=str(make_tiny_assets(tmp_path)["student"])))
-    module = _script()
+    module = benchmark_script("trl_compare")
     prompt = module.fit_prompt(lm, "Summarize : " + "the model learns a small teacher " * 8, 20)
     assert len(lm._prompt_ids(prompt)) == 20
     completion = module.fit_completion(lm.tokenizer, "the model learns a small teacher", 4)
