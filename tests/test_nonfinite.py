@@ -8,7 +8,8 @@ import torch
 from prefdistill.config import LoraConfig, ModelConfig, TrainConfig
 from prefdistill.methods import get_method
 from prefdistill.models.hf import LocalLM
-from prefdistill.train import NonFiniteLossError, train
+from prefdistill.train import train
+from prefdistill.train_state import NonFiniteLossError
 from prefdistill.train_state import trainable_state
 
 ROWS = [{"prompt": f"Summarize : the model {w}", "target": f"{w} data"} for w in ("learns", "improves", "results", "task")]

@@ -67,9 +67,14 @@ def n_processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def process_rank() -> int:
+    """This process's index among those of `accelerate launch` / torchrun (0 when run plainly)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def is_main_process() -> bool:
     """Under many processes only the main one writes the run folder's shared files."""
-    return os.environ.get("RANK", "0") == "0"
+    return process_rank() == 0
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

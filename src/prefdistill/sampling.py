@@ -28,11 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from prefdistill.config import SamplingConfig
-from prefdistill.io import Example, is_main_process, n_processes, read_json, read_jsonl, write_json, write_jsonl
-
-
-def process_rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+from prefdistill.io import Example, is_main_process, n_processes, process_rank, read_json, read_jsonl, write_json, write_jsonl
 
 
 def wait_for_everyone() -> None:
@@ -165,7 +161,7 @@ def _check_meta(out_dir: Path, meta: dict) -> None:
 
 def _only(result: SampleSet, examples: list[Example]) -> SampleSet:
     ids = [e.id for e in examples]
-    return SampleSet({i: result.samples[i] for i in ids if i in result.samples}, {i: f for i, f in result.failures.items()})
+    return SampleSet({i: result.samples[i] for i in ids if i in result.samples}, dict(result.failures))
 
 
 def _add_stats(path: Path, stats: Counter) -> None:

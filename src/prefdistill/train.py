@@ -40,7 +40,7 @@ from prefdistill.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from prefdistill.methods import MethodSpec
 from prefdistill.methods.common import COUNT_PREFIX
 from prefdistill.models.hf import CHECKPOINT_META
-from prefdistill.train_state import NonFiniteLossError, capture_rng, load_state, resumable, save_state, stop_nonfinite  # noqa: F401
+from prefdistill.train_state import capture_rng, load_state, resumable, save_state, stop_nonfinite
 
 LOG_FILE = "train_log.jsonl"
 
