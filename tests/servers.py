@@ -1,6 +1,6 @@
 """Loopback servers for the API-teacher tests: a real llama.cpp server and a fault-injecting proxy.
 
-    with LlamaServer(gguf_path) as server:                      # python -m llama_cpp.server
+    with LlamaServer(gguf_path) as server:                      # prefdistill.llama_server
         with FaultProxy(server.url, plan) as proxy:             # client -> proxy -> server
             APIClient(proxy.url + "/v1", ...)
 
@@ -10,12 +10,8 @@ FAULTS. The proxy counts requests, the faults it injected and the prompts it for
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -23,14 +19,10 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from prefdistill.llama_server import LlamaServer, free_port  # noqa: F401  (re-exported for the tests)
+
 FAULTS = ("drop", "http_500", "rate_limited", "stall", "truncated", "empty")  # what a flaky server does
 STATUS = {"http_500": 500, "rate_limited": 429, "http_400": 400}  # faults answered with an error status
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def smollm2_gguf() -> Path | None:
@@ -41,52 +33,6 @@ def smollm2_gguf() -> Path | None:
         return None
     path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     return path if path.is_file() else None
-
-
-class LlamaServer:
-    """`python -m llama_cpp.server` on a free loopback port; ready when /v1/models answers."""
-
-    def __init__(self, gguf: Path, *, n_ctx: int = 2048, startup_s: float = 90.0):
-        self.gguf, self.n_ctx, self.startup_s = gguf, n_ctx, startup_s
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> "LlamaServer":
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf), "--host", "127.0.0.1",
-               "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", "2", "--verbose", "false"]
-        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"llama_server_{self.port}.log", "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + self.startup_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                urllib.request.urlopen(self.url + "/v1/models", timeout=2).read()
-            except OSError:
-                time.sleep(0.5)
-                continue
-            self._warm_up()
-            return self
-        self.__exit__()
-        raise RuntimeError(f"llama_cpp.server did not answer within {self.startup_s} s; see {self.log.name}")
-
-    def _warm_up(self) -> None:
-        """One small completion: llama.cpp's first evaluation after start took 35 s here (later ones < 1 s),
-        which would otherwise land on whichever test or measurement comes first."""
-        body = json.dumps({"prompt": "Hello", "max_tokens": 1}).encode()
-        req = urllib.request.Request(self.url + "/v1/completions", data=body, headers={"Content-Type": "application/json"})
-        urllib.request.urlopen(req, timeout=self.startup_s).read()
-
-    def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
 
 
 def prompt_of(payload: dict) -> str:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from prefdistill.lab import preferences as pref
-from prefdistill.lab.bandit import BanditConfig, Env, best_of_n_weights, fit, make_game, methods, run_method
+from prefdistill.lab.bandit import BanditConfig, Env, fit, make_game, methods, run_method
+from prefdistill.losses import log_quantile_reward
 from prefdistill.losses.wind import wind_kl_loss, wind_nce_loss, wind_squared_loss
 from prefdistill.oracles import MatrixOracle
 
@@ -168,14 +169,15 @@ def test_sampled_wind_step_tracks_the_exact_update():
 
 
 @pytest.mark.parametrize("kind", pref.KINDS)
-def test_best_of_two_sample_weights_are_exact_on_the_empirical_distribution(kind):
-    """Summed per action, BOND's weights on K samples are exactly Best-of-2 of the samples' empirical
-    distribution (mid-ranks: ties, including a sample with itself, count half)."""
+def test_the_shipped_quantile_reward_is_exact_best_of_two_on_the_empirical_distribution(kind):
+    """The p̂≤ of `prefdistill.losses.log_quantile_reward` (mid-ranks: ties, a sample with itself included, count
+    half): over K samples, weights ∝ p̂≤ summed per action are exactly Best-of-2 of the samples' empirical distribution."""
     P, _ = make_game(kind, 0, CFG)
     rng = np.random.default_rng(8)
     y = rng.integers(0, CFG.actions, size=(CFG.contexts, 9))  # (C, K) with repeats
     matrices = np.stack([P[x][np.ix_(y[x], y[x])] for x in range(CFG.contexts)])
-    _, w = best_of_n_weights(matrices, 2)
+    p_le = log_quantile_reward(torch.from_numpy(matrices)).exp()  # (C, K)
+    w = p_le / p_le.sum(-1, keepdim=True)
     per_action = np.stack([np.bincount(y[x], weights=w[x].numpy(), minlength=CFG.actions) for x in range(CFG.contexts)])
     empirical = np.stack([np.bincount(y[x], minlength=CFG.actions) / y.shape[1] for x in range(CFG.contexts)])
     assert np.allclose(per_action, pref.best_of_two(empirical, P), atol=1e-12)
@@ -183,19 +185,19 @@ def test_best_of_two_sample_weights_are_exact_on_the_empirical_distribution(kind
 
 @pytest.mark.parametrize("jeffreys_beta", [0.0, 1.0])
 def test_bond_forward_and_backward_parts_both_distil_best_of_two(jeffreys_beta):
-    """One iteration with many samples and fit steps: either half of the Jeffreys objective alone
-    has the Best-of-2 of the anchor as its minimiser."""
-    cfg = BanditConfig(samples_per_iteration=1000, jeffreys_beta=jeffreys_beta, fit_steps=300)
+    """One iteration of the shipped BOND step (n = 2, 300 steps of one policy and two anchor samples per context,
+    plain SGD): either half of the Jeffreys objective alone moves the policy most of the way to Best-of-2 of the anchor."""
+    cfg = BanditConfig(samples_per_iteration=900, jeffreys_beta=jeffreys_beta, lr=0.1)
     P, ref = make_game("cyclic", 1, cfg)
     state = {"logits": torch.from_numpy(np.log(ref))}
     methods(cfg)["bond"].step(state, Env(P, ref, cfg, np.random.default_rng(0), MatrixOracle(P)))
     fitted = torch.softmax(state["logits"], -1).numpy()
     bo2 = pref.best_of_two(ref, P)
-    assert np.abs(fitted - bo2).max() < 0.06  # Monte Carlo error of 1000 samples
-    assert pref.kl(bo2, fitted).mean() < 0.25 * pref.kl(bo2, ref).mean()
+    assert np.abs(fitted - bo2).max() < 0.12  # SGD noise of single samples at lr 0.1
+    assert pref.kl(bo2, fitted).mean() < 0.6 * pref.kl(bo2, ref).mean()
 
 
-@pytest.mark.parametrize("name, calls_per_iteration", [("wind-nce", 6 * 5 // 2), ("sppo", 6 * 5 // 2), ("bond", 6 * 5 // 2),
+@pytest.mark.parametrize("name, calls_per_iteration", [("wind-nce", 6 * 5 // 2), ("sppo", 6 * 5 // 2), ("bond", 2 * 3),
                                                        ("jbond", 2 * 3)])
 def test_costs_are_counted_per_context(name, calls_per_iteration):
     cfg = BanditConfig(samples_per_iteration=6, iterations=3, contexts=3, actions=4)

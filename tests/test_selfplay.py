@@ -113,6 +113,8 @@ def test_jbond_penalises_a_sample_that_loses_to_both_anchor_samples(student, mon
 
 
 def test_bond_quantile_reward_is_floored_and_the_anchor_moves_every_iteration(student, monkeypatch):
+    from prefdistill.methods.bond import move_anchor
+
     calls = []
 
     def fake_group(lm, prompts, *, k, **kw):
@@ -120,15 +122,20 @@ def test_bond_quantile_reward_is_floored_and_the_anchor_moves_every_iteration(st
         return _fixed_group(student, ["data"] if k == 1 else ["the model learns", "the model"])
 
     monkeypatch.setattr("prefdistill.methods.bond.sample_group", fake_group)
-    state = {}
-    _, stats = bond(student, [{"prompt": PROMPT}], BONDParams(n=2, anchor_every=2), oracle=FixedOracle(len), state=state)
+    state, params = {}, BONDParams(n=2, anchor_every=2)
+    _, stats = bond(student, [{"prompt": PROMPT}], params, oracle=FixedOracle(len), state=state)
     assert stats["mean_log_quantile"] == pytest.approx(math.log(1 / 4))  # lost to both: floored at 1/(2n)
     first = {k: v.clone() for k, v in state["anchor"].items()}
-    with torch.no_grad():
-        for p in student.model.parameters():
-            p.add_(0.01)
-    bond(student, [{"prompt": PROMPT}], BONDParams(n=2, anchor_every=2), oracle=FixedOracle(len), state=state)
-    assert all(torch.equal(first[k], state["anchor"][k]) for k in first)  # step 2: same iteration, same anchor
-    bond(student, [{"prompt": PROMPT}], BONDParams(n=2, anchor_every=2), oracle=FixedOracle(len), state=state)
-    assert not all(torch.equal(first[k], state["anchor"][k]) for k in first)  # step 3: a new iteration
-    assert calls == [1, 2, 1, 2, 1, 2]
+
+    def optimizer_step():
+        with torch.no_grad():
+            for p in student.model.parameters():
+                p.add_(0.01)
+        move_anchor(student, params, state=state)  # what the training loop calls after each optimizer step
+
+    optimizer_step()
+    bond(student, [{"prompt": PROMPT}], params, oracle=FixedOracle(len), state=state)
+    assert all(torch.equal(first[k], state["anchor"][k]) for k in first)  # after step 1: same iteration, same anchor
+    optimizer_step()
+    assert not all(torch.equal(first[k], state["anchor"][k]) for k in first)  # after step 2: a new iteration
+    assert calls == [1, 2, 1, 2]

@@ -163,19 +163,49 @@ def cmd_lab_bandit(args) -> int:
 def cmd_serve(args) -> int:
     """Serve a GGUF model (a file or builtin:NAME) with llama-cpp-python's OpenAI-compatible server."""
     import importlib.util
-    import os
 
     from prefdistill.assets import builtin_gguf
 
     if importlib.util.find_spec("llama_cpp") is None:
-        raise FileNotFoundError("prefdistill serve needs llama-cpp-python's server: pip install 'prefdistill[server]'")
+        raise FileNotFoundError("prefdistill serve needs llama-cpp-python's server, built portably: bash scripts/setup.sh --server")
     model = builtin_gguf(args.model[len("builtin:"):]) if args.model.startswith("builtin:") else Path(args.model)
     if not model.is_file() or model.suffix != ".gguf":
         raise FileNotFoundError(f"{args.model}: not a .gguf file or a builtin model")
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", args.host, "--port", str(args.port),
            "--n_ctx", str(args.n_ctx), "--model_alias", args.alias or Path(args.model).stem.replace("builtin:", "")]
     print(f"[prefdistill] serving {model} at http://{args.host}:{args.port}/v1 as {cmd[-1]!r}", flush=True)
-    os.execv(sys.executable, cmd)
+    return supervise(cmd)
+
+
+def supervise(cmd: list[str]) -> int:
+    """Run the server in the foreground, echoing its output; if it dies on its own, say why and how to fix it."""
+    import collections
+    import signal
+    import subprocess
+
+    from prefdistill.llama_server import REINSTALL_HINT, describe_exit
+
+    tail: collections.deque[str] = collections.deque(maxlen=25)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    stopped = []  # a SIGTERM to us is passed on, and the server's exit is then expected
+    previous = signal.signal(signal.SIGTERM, lambda *_: (stopped.append(True), proc.terminate()))
+    try:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            tail.append(line.rstrip("\n"))
+        proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C reaches the child too (same process group): let it finish shutting down
+        proc.wait()
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if proc.returncode != 0 and not stopped:
+        last = "\n".join(tail) or "(no output)"
+        print(f"[prefdistill] the llama.cpp server exited unexpectedly with {describe_exit(proc.returncode)}. "
+              f"Its last output:\n{last}\n[prefdistill] {REINSTALL_HINT}", file=sys.stderr, flush=True)
+        return 2
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

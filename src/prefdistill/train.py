@@ -225,6 +225,8 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
         if norm is not None:  # DeepSpeed clips inside its engine and reports nothing here
             totals["grad_norm"] = float(norm)
         stepped = _update(optimizer, scheduler, totals["loss"], totals.get("grad_norm", 0.0), cfg.mixed_precision == "fp16")
+        if stepped and spec.after_step is not None:  # e.g. move an anchor, with the weights after this update
+            spec.after_step(lm, params, **extras)
         counters["nonfinite_in_a_row"] = 0 if stepped else counters["nonfinite_in_a_row"] + 1
         counters["skipped_nonfinite"] += not stepped
         rng = capture_rng()

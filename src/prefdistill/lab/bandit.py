@@ -9,12 +9,12 @@ draws K samples per context per iteration (from the policy or its anchor) and pa
 call per pair of samples compared (P(y' ≻ y) = 1 − P(y ≻ y') is free); counts are per context.
 - WIND-squared / -KL / -NCE, SPPO (squared, β = 0): K samples of π_t, P̂_i = mean_{j≠i} P(y_i ≻ y_j),
   `fit_steps` SGD steps on the loss from `prefdistill.losses.wind` starting at π_t, anchor ← fit.
-- Iterative BOND (Best-of-n of the anchor, Jeffreys divergence), J-BOND (EMA anchor): see their steps.
+- Iterative BOND (Best-of-n of the anchor, Jeffreys divergence), J-BOND (EMA anchor): the quantile reward,
+  returns and Jeffreys loss of `prefdistill.losses.bond`, which methods/bond.py and methods/jbond.py use.
 Policies are tabular logits (C, A); the fitted "parameters" are the logits themselves.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -22,7 +22,9 @@ import numpy as np
 import torch
 
 from prefdistill.lab import preferences as pref
+from prefdistill.losses.bond import jeffreys_loss, kl_regularised_returns, log_quantile_reward
 from prefdistill.losses.wind import wind_kl_loss, wind_nce_loss, wind_squared_loss
+from prefdistill.methods.jbond import LOSE_BOTH_REWARD
 from prefdistill.oracles import MatrixOracle
 
 
@@ -33,10 +35,10 @@ class BanditConfig:
     beta: float = 0.1  # β: KL strength of the regularised game (magnet to π_ref)
     eta: float = 2.0  # η: WIND step size; 2 = Best-of-2 under a judge that picks y w.p. P: π·2P(y ≻ π) ≈ π·exp(2(P − ½))
     iterations: int = 30  # T, for every sample-based method
-    samples_per_iteration: int = 12  # K samples per context per iteration (J-BOND: K // 3 triples)
+    samples_per_iteration: int = 12  # K samples per context per iteration (BOND: K // (n+1) groups, J-BOND: K // 3 triples)
     seeds: int = 5
     kinds: tuple[str, ...] = pref.KINDS
-    fit_steps: int = 10  # SGD steps per iteration for the WIND / SPPO / BOND fits
+    fit_steps: int = 10  # SGD steps per iteration for the WIND / SPPO fits
     lr: float = 1.0  # SGD learning rate on the logits, every method (Adam would move unsampled actions at full speed)
     bond_n: int = 2  # iterative BOND distils Best-of-n of the anchor each iteration
     jeffreys_beta: float = 0.5  # BOND / J-BOND: (1 − β_J)·forward + β_J·backward
@@ -48,8 +50,8 @@ class BanditConfig:
     def check(self) -> None:
         if not 0 < self.eta * self.beta <= 1:
             raise ValueError(f"lab bandit: need 0 < eta*beta <= 1, got eta={self.eta}, beta={self.beta}")
-        if self.samples_per_iteration < 3 or self.iterations < 1 or self.seeds < 1 or self.contexts < 1 or self.actions < 2:
-            raise ValueError("lab bandit: need samples-per-iteration >= 3, iterations >= 1, seeds >= 1, contexts >= 1, actions >= 2")
+        if self.samples_per_iteration < max(3, self.bond_n + 1) or self.iterations < 1 or self.seeds < 1 or self.contexts < 1 or self.actions < 2:
+            raise ValueError("lab bandit: need samples-per-iteration >= max(3, bond_n + 1), iterations >= 1, seeds >= 1, contexts >= 1, actions >= 2")
         if self.bond_n < 2:
             raise ValueError(f"lab bandit: BOND needs n >= 2, got {self.bond_n}")
         if not self.target_fractions or not all(0 < f <= 1 for f in self.target_fractions):
@@ -125,81 +127,66 @@ def wind_step(state: dict, env: Env, *, loss: Callable, beta: float) -> None:
     state["logits"] = fit(logits, objective, steps=cfg.fit_steps, lr=cfg.lr)
 
 
-def best_of_n_weights(matrices: np.ndarray, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(p̂≤, w), each (C, K), from (C, K, K) P(y_i ≻ y_j) over K anchor samples per context.
+def jeffreys_step(state: dict, env: Env, *, n: int, kl_coef: float, reward_and_best: Callable, gamma: float = 0.0) -> None:
+    """One BOND-family step per context, with the loss code the methods ship (`prefdistill.losses.bond`).
 
-    p̂≤(y_i) = mean_j D(y_i, y_j), D = 1 if P(y_i ≻ y_j) > ½, ½ on a tie (j = i included), 0 if it loses;
-    w ∝ p̂≤^{n−1}, self-normalised: the Best-of-n weights of the samples (exact for n = 2, see bond_step).
+    Per context (the lab's "prompt"): a policy sample y and n anchor samples, compared as one group
+    (y first). `reward_and_best(matrices, anchors)` gives the reward of y (C,) and the anchor sample the
+    forward part distils (C,). Return R = reward − kl_coef·(log π(y) − log π_anchor(y)); loss
+    `jeffreys_loss` summed over contexts (leave-one-out baseline across them), plus γ·KL(π ‖ π_anchor)
+    by its score-function gradient as in methods/jbond.py; one SGD step.
     """
-    p_le = torch.from_numpy(((matrices > 0.5) + 0.5 * (matrices == 0.5)).mean(-1))
-    w = p_le ** (n - 1)
-    return p_le, w / w.sum(-1, keepdim=True)
+    cfg = env.cfg
+    theta, anchor = state["logits"], state.setdefault("anchor", state["logits"].clone())
+    y = env.sample(theta, 1)[:, 0]  # (C,)
+    anchors = env.sample(anchor, n)  # (C, n)
+    c = y.shape[0]
+    mats = torch.from_numpy(env.compare(list(range(c)), torch.cat([y[:, None], anchors], -1).tolist()))  # (C, n+1, n+1)
+    reward, best = reward_and_best(mats, anchors)
+    anchor_lp_y = torch.log_softmax(anchor, -1).gather(1, y[:, None])[:, 0]  # (C,)
+
+    def objective(logps):
+        lp_y = logps.gather(1, y[:, None])[:, 0]  # (C,)
+        ret = kl_regularised_returns(reward, lp_y.detach(), anchor_lp_y, kl_coef=kl_coef)
+        loss = jeffreys_loss(logps.gather(1, best[:, None])[:, 0], lp_y, ret, beta=cfg.jeffreys_beta)
+        return (loss + gamma * (lp_y.detach() - anchor_lp_y) * lp_y).sum()
+
+    state["logits"] = fit(theta, objective, steps=1, lr=cfg.lr)
 
 
 def bond_step(state: dict, env: Env) -> None:
-    """Iterative BOND (Sessa et al. 2024, §4): distil Best-of-n of the anchor π_t, then anchor ← fit.
+    """Iterative BOND (Sessa et al. 2024, §4), as methods/bond.py: K // (n + 1) steps, then anchor ← policy.
 
-    K anchor samples per context, all pairs compared once. p̂≤(y_i) = (1/K)·Σ_j D(y_i, y_j), the
-    mid-rank: D = 1 if P(y_i ≻ y_j) > ½, ½ on a tie (always for j = i, so p̂≤ ≥ 1/(2K)), else 0. With a
-    Bradley–Terry matrix this is the reward rank, as only ranks matter; counting ties half makes
-    π_t·2p≤ the exact discrete Best-of-2 (`preferences.best_of_two`). π_BoN ∝ π_t·p≤^{n−1}, so
-    - forward KL(π_BoN ‖ π) ≈ −Σ_i w_i·log π(y_i), w ∝ p̂≤^{n−1} self-normalised (for n = 2: SFT on the
-      winners of all K² ordered pairs);
-    - backward KL(π ‖ π_BoN)/(n−1) = E_π[−log p≤] + KL(π ‖ π_t)/(n−1) + const: the policy gradient with
-      reward log p̂≤, importance-weighted from the anchor samples (ρ_i = π/π_t, batch-mean baseline;
-      its gradient at π = π_t is on-policy REINFORCE), the KL exact over the A actions.
+    Reward log p̂≤(y), the mid-rank of y among the n anchor samples (`log_quantile_reward`); the
+    forward part distils the anchor sample with the highest win rate among the anchors; KL
+    coefficient 1/(n − 1). The anchor moves once per iteration, after its last step.
     """
-    cfg, k, n = env.cfg, env.cfg.samples_per_iteration, env.cfg.bond_n
-    logits = state["logits"]
-    y = env.sample(logits, k)  # (C, K) anchor samples
-    c = y.shape[0]
-    p_le, w = best_of_n_weights(env.compare(list(range(c)), y.tolist()), n)  # (C, K) each
-    reward = torch.log(p_le)
-    advantage = reward - reward.mean(-1, keepdim=True)
-    anchor_all = torch.log_softmax(logits, -1)  # (C, A)
-    anchor_logps = anchor_all.gather(1, y)
+    n = env.cfg.bond_n
 
-    def objective(logps):
-        lp = logps.gather(1, y)  # (C, K)
-        forward = -(w * lp).sum(-1)
-        ratio = torch.exp(lp - anchor_logps)
-        kl = (logps.exp() * (logps - anchor_all)).sum(-1)
-        backward = -(ratio * advantage).mean(-1) + kl / (n - 1)
-        return ((1 - cfg.jeffreys_beta) * forward + cfg.jeffreys_beta * backward).sum()
+    def reward_and_best(mats, anchors):
+        best = torch.tensor([int(MatrixOracle.win_rates(m[1:, 1:].numpy()).argmax()) for m in mats])
+        return log_quantile_reward(mats[:, 0, 1:]), anchors.gather(1, best[:, None])[:, 0]
 
-    state["logits"] = fit(logits, objective, steps=cfg.fit_steps, lr=cfg.lr)
+    for _ in range(env.cfg.samples_per_iteration // (n + 1)):
+        jeffreys_step(state, env, n=n, kl_coef=1.0 / (n - 1), reward_and_best=reward_and_best)
+    state["anchor"] = state["logits"].clone()
 
 
 def jbond_step(state: dict, env: Env) -> None:
-    """J-BOND (Sessa et al. 2024, §5) on the same budget: K // 3 steps, each on one triple per context.
+    """J-BOND (Sessa et al. 2024, §5), as methods/jbond.py: K // 3 steps, each on one triple per context.
 
-    A triple per context (the lab's "prompt"): policy sample y, anchor samples a1, a2 (3 oracle
-    calls). Forward: SFT on the better of a1, a2. Backward: REINFORCE on y with return
-    R = r − (log π(y) − log π_anchor(y)), r = −log 16 if y loses to both else 0, minus the batch
-    mean over contexts. Plus γ·KL(π ‖ π_anchor) (exact over the actions). Mix (1 − β_J)·forward +
-    β_J·backward, one SGD step, then anchor logits ← (1 − η_EMA)·anchor + η_EMA·logits.
+    Reward −log 16 if y loses to both anchor samples, else 0; SFT on the better anchor sample; KL
+    coefficient 1; after each step anchor logits ← (1 − η_EMA)·anchor + η_EMA·logits.
     """
     cfg = env.cfg
-    for _ in range(cfg.samples_per_iteration // 3):
-        theta, anchor = state["logits"], state.setdefault("anchor", state["logits"].clone())
-        y, a1, a2 = env.sample(theta, 1)[:, 0], env.sample(anchor, 1)[:, 0], env.sample(anchor, 1)[:, 0]  # (C,) each
-        c = y.shape[0]
-        mats = torch.from_numpy(env.compare(list(range(c)), torch.stack([y, a1, a2], -1).tolist()))  # (C, 3, 3)
+
+    def reward_and_best(mats, anchors):
         loses_both = (mats[:, 0, 1] < 0.5) & (mats[:, 0, 2] < 0.5)
-        reward = -math.log(16.0) * loses_both.double()  # (C,)
-        better = torch.where(mats[:, 1, 2] >= 0.5, a1, a2)
-        anchor_all = torch.log_softmax(anchor, -1)  # (C, A)
+        return LOSE_BOTH_REWARD * loses_both.double(), torch.where(mats[:, 1, 2] >= 0.5, anchors[:, 0], anchors[:, 1])
 
-        def objective(logps):
-            lp_y = logps.gather(1, y[:, None])[:, 0]  # (C,)
-            ret = reward - (lp_y.detach() - anchor_all.gather(1, y[:, None])[:, 0])
-            backward = -(ret - ret.mean()) * lp_y
-            forward = -logps.gather(1, better[:, None])[:, 0]
-            kl = (logps.exp() * (logps - anchor_all)).sum(-1)
-            return ((1 - cfg.jeffreys_beta) * forward + cfg.jeffreys_beta * backward + cfg.jbond_gamma * kl).sum()
-
-        state["logits"] = fit(theta, objective, steps=1, lr=cfg.lr)
-        state["anchor"] = (1 - cfg.jbond_ema) * anchor + cfg.jbond_ema * state["logits"]
+    for _ in range(cfg.samples_per_iteration // 3):
+        jeffreys_step(state, env, n=2, kl_coef=1.0, reward_and_best=reward_and_best, gamma=cfg.jbond_gamma)
+        state["anchor"] = (1 - cfg.jbond_ema) * state["anchor"] + cfg.jbond_ema * state["logits"]
 
 
 @dataclass(frozen=True)
@@ -267,9 +254,9 @@ def run_exact(P: np.ndarray, ref: np.ndarray, pi_star: np.ndarray, cfg: BanditCo
             "best_of_two_win_rate": [float(pref.win_rate_against(P, p, ref).mean()) for p in bo2]}
 
 
-def first_reach(values: list[float], costs: list[float], target: float) -> float | None:
-    """The cost at the first iteration whose value reaches the target, or None."""
-    return next((c for v, c in zip(values, costs) if v >= target), None)
+def first_reach(values: list[float], costs: list[float], target: float, *, below: bool = False) -> float | None:
+    """The cost at the first iteration whose value reaches the target (falls to it when `below`), or None."""
+    return next((c for v, c in zip(values, costs) if (v <= target if below else v >= target)), None)
 
 
 def _to_target(fraction: float, star_win: list[float], runs: dict[str, list[dict]]) -> dict:
@@ -278,6 +265,16 @@ def _to_target(fraction: float, star_win: list[float], runs: dict[str, list[dict
     targets = [0.5 + fraction * (w - 0.5) for w in star_win]
     return {"fraction": fraction, "win_rate": targets,
             "methods": {name: {cost: [first_reach(r["win_rate"], r[cost], tg) for r, tg in zip(rs, targets)]
+                               for cost in ("samples", "oracle_calls")} for name, rs in runs.items()}}
+
+
+def _to_distance_target(fraction: float, runs: dict[str, list[dict]]) -> dict:
+    """The regularised game's own yardstick: per method and seed, the cost when KL(π* ‖ π) first fell to
+    (1 − fraction)·KL(π* ‖ π_ref), i.e. when a `fraction` of the way to π* was covered; None where it never did."""
+    start = [r["distance"][0] for r in next(iter(runs.values()))]  # every method starts at π_ref
+    targets = [(1 - fraction) * d for d in start]
+    return {"fraction": fraction, "distance": targets,
+            "methods": {name: {cost: [first_reach(r["distance"], r[cost], tg, below=True) for r, tg in zip(rs, targets)]
                                for cost in ("samples", "oracle_calls")} for name, rs in runs.items()}}
 
 
@@ -311,5 +308,6 @@ def _run_lab(cfg: BanditConfig, log: Callable[[str], None]) -> dict:
             "exact": {key: [e[key] for e in exact] for key in exact[0]},
             "methods": {name: {key: [r[key] for r in rs] for key in rs[0]} for name, rs in runs.items()},
             "targets": [_to_target(f, star_win, runs) for f in cfg.target_fractions],
+            "distance_targets": [_to_distance_target(f, runs) for f in cfg.target_fractions],
         }
     return out

@@ -46,45 +46,52 @@ def _budget(r: dict, name: str, cost: str) -> float:
     return float(np.mean([c[-1] for c in r["methods"][name][cost]]))
 
 
-def header(results: dict) -> list[str]:
-    fr = [f"{100 * t['fraction']:.0f}%" for t in next(iter(results["kinds"].values()))["targets"]]
+MEASURES = {"targets": "win rate vs π_ref", "distance_targets": "KL(π*‖π)"}  # results key -> what its targets are on
+
+
+def header(results: dict, key: str = "targets") -> list[str]:
+    fr = [f"{100 * t['fraction']:.0f}%" for t in next(iter(results["kinds"].values()))[key]]
     return (["Method"] + [f"Samples to {f}" for f in fr] + [f"Oracle calls to {f}" for f in fr]
             + ["Final win rate vs π_ref", "Final KL(π*‖π)", "Final gap", "Converges to"])
 
 
-def to_target_rows(results: dict, kind: str) -> list[list[str]]:
+def to_target_rows(results: dict, kind: str, key: str = "targets") -> list[list[str]]:
     r, n = results["kinds"][kind], results["config"]["seeds"]
     rows = []
     for name, m in r["methods"].items():
         cells = [_cell(*to_target(t["methods"][name][cost], _budget(r, name, cost)), n)
-                 for cost in ("samples", "oracle_calls") for t in r["targets"]]
+                 for cost in ("samples", "oracle_calls") for t in r[key]]
         final = {k: float(np.mean([c[-1] for c in m[k]])) for k in ("win_rate", "distance", "gap")}
         rows.append([results["methods"][name]["label"], *cells, f"{final['win_rate']:.3f}", f"{final['distance']:.3f}",
                      f"{final['gap']:.4f}", results["methods"][name]["converges_to"]])
     return rows
 
 
-def _targets_line(results: dict, kind: str) -> str:
+def _targets_line(results: dict, kind: str, key: str = "targets") -> str:
     r = results["kinds"][kind]
+    if key == "distance_targets":
+        ts = ", ".join(f"{100 * t['fraction']:.0f}% → {np.mean(t['distance']):.4f}" for t in r[key])
+        return f"target KL(π*‖π) (a share of the way from KL(π*‖π_ref) to 0): {ts}"
     ts = ", ".join(f"{100 * t['fraction']:.0f}% → {np.mean(t['win_rate']):.3f}" for t in r["targets"])
     return f"target win rates vs π_ref (share of the way from ½ to P(π* ≻ π_ref) = {np.mean(r['pi_star_win_rate']):.3f}): {ts}"
 
 
 def to_target_table(results: dict) -> str:
-    """Plain-text table per kind, for the console (the last column, long text, left out)."""
+    """Plain-text tables per kind and measure, for the console (the last column, long text, left out)."""
     lines = []
     for kind in results["kinds"]:
-        lines.append(f"{kind}: {_targets_line(results, kind)}; costs per context, mean over {results['config']['seeds']} seeds")
-        rows = [header(results)[:-1]] + [row[:-1] for row in to_target_rows(results, kind)]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+        for key in MEASURES:
+            lines.append(f"{kind}: {_targets_line(results, kind, key)}; costs per context, mean over {results['config']['seeds']} seeds")
+            rows = [header(results, key)[:-1]] + [row[:-1] for row in to_target_rows(results, kind, key)]
+            widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+            lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(lines)
 
 
-def compare(results: dict, kind: str, a: str, b: str, target: int = -1) -> str:
+def compare(results: dict, kind: str, a: str, b: str, target: int = -1, key: str = "targets") -> str:
     """'fewer', 'more' or 'undecided': a's mean samples-to-target against b's (censored means are lower bounds)."""
     r = results["kinds"][kind]
-    t = r["targets"][target]["methods"]
+    t = r[key][target]["methods"]
     ma, _, ca = to_target(t[a]["samples"], _budget(r, a, "samples"))
     mb, _, cb = to_target(t[b]["samples"], _budget(r, b, "samples"))
     if not ca and ma < mb:
@@ -94,10 +101,10 @@ def compare(results: dict, kind: str, a: str, b: str, target: int = -1) -> str:
     return "undecided"
 
 
-def _verdict_at(results: dict, target: int) -> str:
+def _verdict_at(results: dict, target: int, key: str = "targets") -> str:
     kinds = list(results["kinds"])
     labels = {m: results["methods"][m]["label"] for m in (*WIND, *BASELINES)}
-    outcome = {(w, b, k): compare(results, k, w, b, target) for w in WIND for b in BASELINES for k in kinds}
+    outcome = {(w, b, k): compare(results, k, w, b, target, key) for w in WIND for b in BASELINES for k in kinds}
     counts = []
     for b in BASELINES:
         got = [v for (_, bb, _), v in outcome.items() if bb == b]
@@ -107,21 +114,28 @@ def _verdict_at(results: dict, target: int) -> str:
     for k in kinds:
         wins = [labels[w] for w in WIND if all(outcome[(w, b, k)] == "fewer" for b in BASELINES)]
         per_kind.append(f"{k}: {', '.join(wins) if wins else 'none'}")
-    frac = next(iter(results["kinds"].values()))["targets"][target]["fraction"]
-    return (f"At the {100 * frac:.0f}% target, WIND variants needed {'; '.join(counts)}. "
+    frac = next(iter(results["kinds"].values()))[key][target]["fraction"]
+    return (f"At the {100 * frac:.0f}% target on {MEASURES[key]}, WIND variants needed {'; '.join(counts)}. "
             f"Variants that beat both BOND and J-BOND — {'; '.join(per_kind)}.")
 
 
+def _held(results: dict, key: str) -> str:
+    n_targets = len(next(iter(results["kinds"].values()))[key])
+    held = [any(all(compare(results, k, w, b, i, key) == "fewer" for b in BASELINES) for w in WIND)
+            for k in results["kinds"] for i in range(n_targets)]
+    return ("held" if all(held) else "did not hold" if not any(held)
+            else f"held in {sum(held)} of {len(held)} (kind, target) cases")
+
+
 def verdict(results: dict) -> str:
-    """One paragraph: did WIND need fewer samples than iterative BOND and J-BOND to reach the targets?"""
+    """Two paragraphs: did WIND need fewer samples than iterative BOND and J-BOND, on win rate vs π_ref and on KL to π*?"""
     n_targets = len(next(iter(results["kinds"].values()))["targets"])
     cfg = results["config"]
-    held = [any(all(compare(results, k, w, b, i) == "fewer" for b in BASELINES) for w in WIND)
-            for k in results["kinds"] for i in range(n_targets)]
-    overall = ("held" if all(held) else "did not hold" if not any(held)
-               else f"held in {sum(held)} of {len(held)} (kind, target) cases")
+    on_distance = (f"**On the regularised game's own measure, samples until KL(π*‖π) fell by the target share, the claim "
+                   f"{_held(results, 'distance_targets')}.** "
+                   + " ".join(_verdict_at(results, i, "distance_targets") for i in range(n_targets)))
     return (f"**Claim checked: WIND needs fewer samples than iterative BOND and J-BOND for the same win rate vs π_ref. "
-            f"Here it {overall}**, counting a case as held when some WIND variant needed fewer samples than both. "
+            f"Here it {_held(results, 'targets')}**, counting a case as held when some WIND variant needed fewer samples than both. "
             + " ".join(_verdict_at(results, i) for i in range(n_targets))
             + f" Means over {cfg['seeds']} seeds, K = {cfg['samples_per_iteration']} samples per context per iteration; "
             "a method that missed a target in some seeds is charged its whole budget there, so its mean is a lower bound "
@@ -130,7 +144,7 @@ def verdict(results: dict) -> str:
             "the equilibrium WIND converges to, and approached by it from below, while BOND, J-BOND and SPPO are "
             "unregularised and head past π*'s win rate (to Best-of-2^t of π_ref or the β = 0 equilibrium): the nearer the "
             "target to π*'s own win rate, the more this favours them. In the regularised game itself (KL(π*‖π), duality "
-            "gap) only the WIND variants converge.")
+            "gap) only the WIND variants converge.\n\n" + on_distance)
 
 
 def _plot_band(ax, x, curves, label, color, log=False):
@@ -188,7 +202,7 @@ def _settings(results: dict) -> str:
     rows = [("contexts × actions", f"{cfg['contexts']} × {cfg['actions']}"),
             ("β (game), η (WIND step)", f"{cfg['beta']}, {cfg['eta']}"),
             ("iterations T, samples per context per iteration K", f"{cfg['iterations']}, {cfg['samples_per_iteration']}"),
-            ("fit: plain SGD on the logits", f"{cfg['fit_steps']} steps, lr {cfg['lr']} (J-BOND: 1 step per triple)"),
+            ("fit: plain SGD on the logits", f"{cfg['fit_steps']} steps, lr {cfg['lr']} (BOND, J-BOND: 1 step per group)"),
             ("BOND n, Jeffreys β_J", f"{cfg['bond_n']}, {cfg['jeffreys_beta']}"),
             ("J-BOND EMA, γ", f"{cfg['jbond_ema']}, {cfg['jbond_gamma']}"), ("seeds", str(cfg["seeds"])),
             ("targets", " and ".join(f"½ + {f}·(P(π* ≻ π_ref) − ½)" for f in cfg["target_fractions"]))]
@@ -218,8 +232,9 @@ def write_bandit_report(out_dir: Path, results: dict) -> dict[str, Path]:
     paths["gap"] = plot_versus(results, out_dir / FIGURES["gap"], metric="gap", cost="samples", log=True)
     paths["win_samples"] = plot_versus(results, out_dir / FIGURES["win_samples"], metric="win_rate", cost="samples")
     paths["win_calls"] = plot_versus(results, out_dir / FIGURES["win_calls"], metric="win_rate", cost="oracle_calls")
-    tables = [f"### {kind}\n\nT{_targets_line(results, kind)[1:]}.\n\n" + _md_table(header(results), to_target_rows(results, kind))
-              for kind in results["kinds"]]
+    tables = [f"### {kind}, {MEASURES[key]}\n\nT{_targets_line(results, kind, key)[1:]}.\n\n"
+              + _md_table(header(results, key), to_target_rows(results, kind, key))
+              for kind in results["kinds"] for key in MEASURES]
     text = "\n\n".join([
         "# Contextual-bandit lab: Faster WIND vs SPPO, iterative BOND and J-BOND",
         "Yang et al. 2024/25 (arXiv 2410.20727), §bandit; BOND / J-BOND: Sessa et al. 2024 (arXiv 2407.14622). "
@@ -229,7 +244,8 @@ def write_bandit_report(out_dir: Path, results: dict) -> dict[str, Path]:
         "and, for reference, exact iterated Best-of-2 (what BOND distils, infinite samples):", _exact_summary(results),
         f"![exact convergence]({FIGURES['exact']})",
         "## Samples to target", "Costs are per context and cumulative; \"≥ m (r/n)\": reached in r of n seeds, the others "
-        "charged the whole budget. Win rate vs π_ref is exact: Σ π(y)·P(y ≻ y')·π_ref(y').", *tables,
+        "charged the whole budget. Win rate vs π_ref is exact: Σ π(y)·P(y ≻ y')·π_ref(y'). Two measures: the win rate "
+        "vs π_ref reaching a share of π*'s, and KL(π*‖π) falling by a share of its starting value (the game's own).", *tables,
         "## Verdict", verdict(results),
         "## Caveats",
         "- BOND and J-BOND distil Best-of-N of π_ref (N = 2^t), SPPO the unregularised equilibrium; only the WIND "

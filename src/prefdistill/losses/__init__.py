@@ -3,6 +3,7 @@
     from prefdistill.losses import plad_rank_loss
     loss = plad_rank_loss(chosen_logps, rejected_logps, beta=1.0).mean()
 """
+from prefdistill.losses.bond import jeffreys_loss, kl_regularised_returns, leave_one_out_baseline, log_quantile_reward
 from prefdistill.losses.divergences import (
     forward_kl,
     generalized_jsd,
@@ -19,7 +20,8 @@ from prefdistill.losses.plad import plad_margin_loss, plad_rank_loss
 from prefdistill.losses.preference import bradley_terry_loss
 
 __all__ = [
-    "bradley_terry_loss", "dpkd_ipo_loss", "dpkd_loss", "forward_kl", "generalized_jsd", "js_divergence", "minillm_loss", "normalized_future_returns", "plad_margin_loss", "plad_rank_loss",
+    "bradley_terry_loss", "dpkd_ipo_loss", "dpkd_loss", "forward_kl", "generalized_jsd", "jeffreys_loss", "js_divergence",
+    "kl_regularised_returns", "leave_one_out_baseline", "log_quantile_reward", "minillm_loss", "normalized_future_returns", "plad_margin_loss", "plad_rank_loss",
     "reverse_kl", "simpo_loss", "skew_forward_kl", "skew_reverse_kl", "token_argmax_dpkd_loss", "total_variation",
     "wind_kl_loss", "wind_nce_loss", "wind_squared_loss", "wind_target_weights",
 ]

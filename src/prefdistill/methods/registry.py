@@ -6,7 +6,9 @@
 
 What a method consumes (`targets`: prompt + reference rows; `pairs`: prompt / chosen /
 rejected rows) and what it needs beyond the student are data on its entry, read by the
-pipeline; the training loop never branches on a method's name.
+pipeline; the training loop never branches on a method's name. A method that keeps a
+moving anchor registers `after_step=fn`: the loop calls fn(policy, params, **extras) once
+after every applied optimizer step (never per micro-batch, never after a skipped step).
 """
 from __future__ import annotations
 
@@ -36,12 +38,14 @@ class MethodSpec:
     needs: frozenset[str] = field(default_factory=frozenset)  # keys of NEEDS
     summary: str = ""
     label: str = ""  # display name in reports, e.g. "PLaD"
+    after_step: Callable[..., None] | None = None  # called after each applied optimizer step
 
 
 METHODS: dict[str, MethodSpec] = {}
 
 
-def register(name: str, *, consumes: str, params: type, needs: tuple[str, ...] = (), summary: str = "", label: str = ""):
+def register(name: str, *, consumes: str, params: type, needs: tuple[str, ...] = (), summary: str = "", label: str = "",
+             after_step: Callable[..., None] | None = None):
     if consumes not in CONSUMES:
         raise ValueError(f"method {name!r}: consumes must be one of {CONSUMES}")
     unknown = set(needs) - set(NEEDS)
@@ -54,7 +58,8 @@ def register(name: str, *, consumes: str, params: type, needs: tuple[str, ...] =
         if name in METHODS:
             raise ValueError(f"method {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        METHODS[name] = MethodSpec(name, consumes, params, fn, frozenset(needs), summary or (doc[0] if doc else ""), label or name.upper())
+        METHODS[name] = MethodSpec(name, consumes, params, fn, frozenset(needs), summary or (doc[0] if doc else ""),
+                                   label or name.upper(), after_step)
         return fn
 
     return decorator

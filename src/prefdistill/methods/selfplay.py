@@ -7,8 +7,10 @@
 
 An anchor is a copy of the trainable parameters kept in the run's `state` dict: the
 student's starting weights, moved by an exponential moving average (J-BOND) or replaced
-every few steps (iterative BOND). Swapping it into the student for scoring and sampling
-costs no second model in memory, and works the same for LoRA adapters and full weights.
+every few optimizer steps (iterative BOND), always after an optimizer step (the methods'
+`after_step` hooks), never per micro-batch. Swapping it into the student for scoring and
+sampling costs no second model in memory, and works the same for LoRA adapters and full
+weights. The state is saved with the training state, so a resumed run keeps its anchor.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from prefdistill.logprobs import masked_mean, sequence_logps
+from prefdistill.logprobs import no_dropout, sequence_logps
 from prefdistill.rollout import rollout
 
 
@@ -86,18 +88,20 @@ def anchor_weights(policy, state: dict):
                 p.copy_(saved[n])
 
 
-def jeffreys_loss(policy, prompts: list[str], logp_y: torch.Tensor, returns: torch.Tensor, best_ids: list[list[int]],
-                  beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """BOND's Jeffreys mix (1 − β)·forward + β·backward; returns (loss, forward CE).
+def scored_without_dropout(lm, prompts: list[str], ids: list[list[int]]) -> torch.Tensor:
+    """sequence_logps_of with dropout off: for log-probs compared with a frozen copy's (anchor, reference)."""
+    with no_dropout(lm.model):
+        return sequence_logps_of(lm, prompts, ids)
 
-    forward: cross-entropy on the best anchor samples `best_ids` (KL(π_BoN ‖ π));
-    backward: REINFORCE on the student's samples (log-probs `logp_y`, with grad) with
-    `returns` and a batch-mean baseline (KL(π ‖ π_BoN)).
-    """
-    backward = -((returns - returns.mean()) * logp_y).mean()
-    per_token, mask = policy.completion_logps(prompts, best_ids)
-    forward = -masked_mean(per_token, mask)
-    return (1 - beta) * forward + beta * backward, forward
+
+def refuse_tempered_sampling(temperature: float, method: str) -> None:
+    """The win-rate methods treat their samples as samples of π: at T ≠ 1 they are samples of π^(1/T)."""
+    from prefdistill.config import ConfigError
+
+    if temperature != 1.0:
+        raise ConfigError(f"distill.params.temperature={temperature}: {method} scores its samples as draws from the student "
+                          f"at temperature 1 (its returns, weights and KL terms use log π at T = 1), so samples drawn at "
+                          f"another temperature would make them wrong. Remove the key or set it to 1.0.")
 
 
 def oracle_delta(oracle, before: dict[str, int]) -> dict[str, float]:

@@ -5,8 +5,9 @@ anchor: one step per iteration), asks the oracle for the empirical win rates
 P̂_i = mean_j P(y_i ≻ y_j), and takes a gradient step on a sample-based fit of the exact
 update π_{t+1} ∝ π_t^{1−ηβ}·π_ref^{ηβ}·exp(η·P(y ≻ π_t)), with π_ref the SFT student.
 The loss forms (squared, kl, nce) are in `prefdistill.losses.wind`; the update and losses
-follow shared/ALGORITHMS.md's derivation from the abstract (the full text was not
-available) and are checked against the exact update in the bandit lab.
+follow the derivation in docs/derivations.md (the full text was not available) and are
+checked against the exact update in the bandit lab. Samples are drawn at temperature 1 and
+every log-probability is scored without dropout, so π_θ, π_t and π_ref are compared alike.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 
 from prefdistill.losses import wind_kl_loss, wind_nce_loss, wind_squared_loss
 from prefdistill.methods.registry import register
-from prefdistill.methods.selfplay import oracle_delta, sample_group, sequence_logps_of
+from prefdistill.methods.selfplay import oracle_delta, refuse_tempered_sampling, sample_group, scored_without_dropout
 
 LOSSES = {"squared": wind_squared_loss, "kl": wind_kl_loss, "nce": wind_nce_loss}
 
@@ -30,7 +31,7 @@ class WINDParams:
     beta: float = 0.1  # strength β of the magnet to π_ref; 0 < η·β ≤ 1
     samples: int = 4  # K completions per prompt per step
     max_new_tokens: int = 48
-    temperature: float = 1.0
+    temperature: float = 1.0  # must be 1: see refuse_tempered_sampling
 
     def check(self, cfg) -> None:
         from prefdistill.config import ConfigError
@@ -41,6 +42,7 @@ class WINDParams:
             raise ConfigError("distill.params: WIND needs eta > 0, beta ≥ 0 and eta·beta ≤ 1")
         if self.samples < 2:
             raise ConfigError("distill.params.samples: win rates need at least 2 samples per prompt")
+        refuse_tempered_sampling(self.temperature, "WIND")
 
 
 def wind_step(policy, rows: list[dict], params: WINDParams, *, oracle, reference=None):
@@ -48,15 +50,16 @@ def wind_step(policy, rows: list[dict], params: WINDParams, *, oracle, reference
     prompts = [r["prompt"] for r in rows]
     k = params.samples
     before = oracle.counts()
-    group = sample_group(policy, prompts, k=k, max_new_tokens=params.max_new_tokens, temperature=params.temperature)
+    group = sample_group(policy, prompts, k=k, max_new_tokens=params.max_new_tokens)
     matrices = oracle.win_matrices(prompts, group.texts)
     rates = torch.from_numpy(np.stack([oracle.win_rates(m) for m in matrices])).float()  # (B, K)
-    policy_logps = sequence_logps_of(policy, group.prompts, group.ids).view(len(prompts), k)
+    # Without dropout: these are compared with π_t's and π_ref's log-probs, which have none.
+    policy_logps = scored_without_dropout(policy, group.prompts, group.ids).view(len(prompts), k)
     anchor_logps = policy_logps.detach()  # π_t: the student that drew the samples
     stats = {}
     if params.beta > 0:
         with torch.no_grad():
-            ref_logps = sequence_logps_of(reference, group.prompts, group.ids).view(len(prompts), k).to(policy_logps.device)
+            ref_logps = scored_without_dropout(reference, group.prompts, group.ids).view(len(prompts), k).to(policy_logps.device)
         stats["log_ratio_to_ref"] = (anchor_logps - ref_logps).mean().item()
     else:  # no magnet (SPPO): π_ref drops out of every loss form
         ref_logps = torch.zeros_like(anchor_logps)
