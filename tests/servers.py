@@ -48,6 +48,7 @@ class FaultProxy:
         self.upstream, self.plan, self.stall_s, self.delay_s = upstream.rstrip("/"), plan, stall_s, delay_s
         self.requests, self.faults, self.forwarded = 0, Counter(), Counter()  # forwarded: prompt -> answered requests
         self.abandoned = 0  # healthy replies the client no longer waited for (it timed out first)
+        self.payloads: list[dict] = []  # every request body, in arrival order
         self._lock = threading.Lock()
         proxy = self
 
@@ -62,6 +63,7 @@ class FaultProxy:
                 with proxy._lock:
                     n = proxy.requests
                     proxy.requests += 1
+                    proxy.payloads.append(payload)
                 fault = proxy.plan(n, payload)
                 if fault is not None:
                     with proxy._lock:

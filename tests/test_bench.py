@@ -112,6 +112,12 @@ def test_tiny_bench_end_to_end_and_resume(tiny_assets, tmp_path, monkeypatch):
     assert sppo_cost["count_samples"] == cfg.distill.train.steps * cfg.distill.train.batch_size * 2
     assert 0 < sppo_cost["count_oracle_comparisons"] <= sppo_cost["count_samples"] / 2
     assert rows["kd"]["label"] == "KD" and rows["plad"]["seeds"] == 1 and "vs_sft" in rows["plad"]
+    # SPPO optimised the training judge (its oracle); every row is graded by the held-out judge, and by that one too.
+    assert results["judges"]["eval"]["name"] == "heldout" and results["judges"]["training"]["name"] == "trained"
+    for key in ("kd", "plad", "sppo"):
+        assert 0 <= rows[key]["training_judge_win_rate"] <= 100 and len(rows[key]["vs_sft_training_judge"]["ci"]) == 2
+    job = json.loads(next((cfg.run_dir / "bench" / "runs").glob("sppo-*/result.json")).read_text())
+    assert len(job["training_judge_scores"]) == len(job["judge_scores"]) and job["training_judge_scores"] != job["judge_scores"]
     costs = results["costs"]
     assert costs["kd"]["tokens_teacher_scored"] > 0 and "data_teacher_generated" not in costs["kd"]
     assert costs["plad"]["data_teacher_generated"] > 0 and costs["plad"]["data_student_generated"] > 0
@@ -122,7 +128,8 @@ def test_tiny_bench_end_to_end_and_resume(tiny_assets, tmp_path, monkeypatch):
     assert all(p["relabelled"] for p in relabelled)
     folder = cfg.run_dir / "bench" / "main"
     report = (folder / "report.md").read_text()
-    for section in ("Table 1 analogue", "Which orderings held", "Figure 2 analogue", "Figure 3 analogue", "Figure 4 analogue", "## Cost"):
+    for section in ("Table 1 analogue", "Which orderings held", "Figure 2 analogue", "Figure 3 analogue", "Figure 4 analogue", "## Cost",
+                    "Win rate, training judge", "Δ vs SFT by the training judge"):
         assert section in report
     for png in ("win_rates", "relabel_share", "length_buckets", "data_share", "samples_and_oracle_calls"):
         assert (folder / "plots" / f"{png}.png").stat().st_size > 1000

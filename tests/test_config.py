@@ -83,3 +83,19 @@ def test_base_config_is_merged_under_the_file(tmp_path):
         load_config(tmp_path / "loop.yaml")
     with pytest.raises(ConfigError, match="neither a file"):
         load_config({"base": "no-such-config"})
+
+
+def test_eval_judge_rules(tiny_assets, tmp_path):
+    from prefdistill.config import resolved_eval_judge
+    from prefdistill.tiny import tiny_config
+
+    raw = tiny_config(tiny_assets, tmp_path)
+    assert resolved_eval_judge(load_config(raw)) == "heldout"  # a trained judge: a held-out one grades
+    raw["judge"] = {"kind": "callable", "callable": "math:fsum"}
+    assert resolved_eval_judge(load_config(raw)) == "same"
+    raw["eval_judge"] = {"kind": "heldout"}
+    with pytest.raises(ConfigError, match="eval_judge.kind"):
+        load_config(raw)
+    raw["eval_judge"] = {"kind": "hf"}
+    with pytest.raises(ConfigError, match="eval_judge.name_or_path"):
+        load_config(raw)

@@ -44,6 +44,37 @@ def test_metrics_table_rows(tiny_run):
     assert metrics["comparison"]["win_rate_diff"]["n"] == metrics["n_test"]
 
 
+def test_rows_are_graded_by_a_held_out_judge_and_by_the_training_judge(tiny_run):
+    """The grader is not the judge training used: two reward models from disjoint documents, both in the report."""
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    grader, training = metrics["judges"]["eval"], metrics["judges"]["training"]
+    assert grader["name"] == "heldout" and training["name"] == "trained" and "oracle" in training
+    assert grader["trained_on"]["half"] == "heldout" and training["trained_on"]["half"] == "training"
+    assert grader["seed"] != training["seed"]
+    sft = read_jsonl(tiny_run / "data/sft.jsonl") + read_jsonl(tiny_run / "data/distill.jsonl")
+    assert grader["trained_on"]["examples"] + training["trained_on"]["examples"] == len(sft)
+    for row in metrics["rows"].values():
+        assert 0 <= row["training_judge_win_rate"] <= 100 and len(row["training_judge_win_rate_ci"]) == 2
+    assert metrics["training_judge_comparison"]["win_rate_diff"]["n"] == metrics["n_test"]
+    report = (tiny_run / "report.md").read_text()
+    assert "## Evaluation judge" in report and "## Training judge" in report and "Win rate, training judge" in report
+    eval_scores = json.loads((tiny_run / "eval/judge_scores.json").read_text())
+    training_scores = json.loads((tiny_run / "eval/training_judge_scores.json").read_text())
+    assert eval_scores["reference"] != training_scores["reference"]  # two different models
+
+
+def test_split_by_document_keeps_documents_whole():
+    from prefdistill.io import Example
+    from prefdistill.judges.heldout import split_by_document
+
+    examples = [Example(f"{d}-{a}", f"doc {d}", f"summary {d} {a}", {"group": f"paper{d}"}) for d in range(7) for a in range(3)]
+    first, second = split_by_document(examples, seed=0)
+    docs = lambda xs: {e.meta["group"] for e in xs}  # noqa: E731
+    assert len(docs(first)) == 4 and len(docs(second)) == 3 and not docs(first) & docs(second)
+    assert len(first) + len(second) == len(examples)
+    assert split_by_document(examples, seed=0) == (first, second) and split_by_document(examples, seed=1) != (first, second)
+
+
 def test_splits_are_disjoint_halves(tiny_run):
     sft = {r["meta"].get("group") for r in read_jsonl(tiny_run / "data/sft.jsonl")}
     distill = {r["meta"].get("group") for r in read_jsonl(tiny_run / "data/distill.jsonl")}

@@ -27,6 +27,17 @@ def test_methods_table_matches_registry():
     assert names == set(METHODS)
 
 
+def test_across_tokenizers_list_matches_registry():
+    """One source for the methods that work across tokenizers: the registry; the README's list and table agree."""
+    from prefdistill.methods.registry import across_tokenizers
+
+    section = README.split("## Methods", 1)[1]
+    listed = re.search(r"the methods that do work across tokenizers\s*\(([^)]*)\)", section, re.S).group(1)
+    assert re.findall(r"`(\w+)`", listed) == across_tokenizers()
+    any_vocabulary = set(re.findall(r"^\| `(\w+)` \| [^|]+ \| any \|", section, re.M))
+    assert any_vocabulary == set(across_tokenizers())
+
+
 def test_readme_config_keys_exist(capsys, tmp_path):
     """The README's example YAML passes validation (models are not loaded by `config`)."""
     block = re.search(r"A minimal `my.yaml`:\n\n```yaml\n(.+?)```", README, re.S).group(1)

@@ -120,13 +120,24 @@ class Bench:
         self.pipe = Pipeline(cfg, allow_config_change=allow_config_change)
         self.dir = cfg.run_dir / "bench"
         self.entries: dict[str, BenchMethod] = {m.name: m for m in cfg.bench.methods}
-        self._judge = None
+        self._judges: dict[str, object] = {}
 
     @property
     def judge(self):
-        if self._judge is None:
-            self._judge = self.pipe._judge()
-        return self._judge
+        """The grader (eval_judge): every row's win rate."""
+        if "eval" not in self._judges:
+            self._judges["eval"] = self.pipe._eval_judge()
+        return self._judges["eval"]
+
+    @property
+    def training_judge(self):
+        """The judge training used (oracle, relabelling); graded with too when it is not the grader."""
+        if "training" not in self._judges:
+            self._judges["training"] = self.pipe._judge()
+        return self._judges["training"]
+
+    def training_judge_scores(self, prompts: list[str], generations: list[str]) -> list[float] | None:
+        return self.training_judge.score(prompts, generations) if self.pipe.separate_eval_judge else None
 
     def run(self) -> dict:
         self.pipe.run(["reward", "sft", "pairs"])
@@ -161,7 +172,7 @@ class Bench:
         path = self.dir / "pairs" / f"relabel{relabel_share:g}.jsonl"
         if not path.is_file():
             pairs = load_pairs(base)
-            relabel(pairs, self.judge, relabel_share, self.cfg.seed)
+            relabel(pairs, self.training_judge, relabel_share, self.cfg.seed)
             write_jsonl(path, pairs)
         return path
 
@@ -185,10 +196,11 @@ class Bench:
         train_s, memory = time.time() - t0, peak_memory()
         t1 = time.time()
         generations = self.pipe.test_generations("student", ckpt, folder / "samples", desc=f"eval {job.key}")
-        scores = self.judge.score([e.prompt for e in self.pipe.splits["test"]], generations)
+        prompts = [e.prompt for e in self.pipe.splits["test"]]
         result = {
             "job": dataclasses.asdict(job), "method": entry.method, "label": entry.label or spec.label,
-            "generations": generations, "judge_scores": scores,
+            "generations": generations, "judge_scores": self.judge.score(prompts, generations),
+            "training_judge_scores": self.training_judge_scores(prompts, generations),
             "cost": {"rows": len(rows), "steps": len(log), "train_wall_s": round(train_s, 1),
                      "eval_wall_s": round(time.time() - t1, 1), "peak_memory_mb": round(memory["mb"], 1),
                      "memory_kind": memory["kind"], **self.data_tokens(requirements(spec, params)[1], rows),

@@ -29,29 +29,40 @@ BASE_LABELS = {"teacher": "Teacher (SFT)", "student_init": "Initial student", "s
 def summarize(bench, base: dict[str, list[str]], jobs) -> dict:
     cfg, test = bench.cfg, bench.pipe.splits["test"]
     prompts, refs = [e.prompt for e in test], [e.target for e in test]
-    ref_scores = bench.judge.score(prompts, refs)
-    base_scores = {row: bench.judge.score(prompts, gens) for row, gens in base.items()}
-    teacher = base_scores["teacher"]
     opts = dict(n_boot=cfg.eval.n_bootstrap, seed=cfg.seed, length_edges=cfg.eval.length_buckets)
+    done = {j.key: read_json(bench.dir / "runs" / j.key / "result.json") for j in jobs}
+    graders = {"eval": bench.judge, **({"training": bench.training_judge} if bench.pipe.separate_eval_judge else {})}
+    ref_scores = {role: judge.score(prompts, refs) for role, judge in graders.items()}
+    base_scores = {role: {row: judge.score(prompts, gens) for row, gens in base.items()} for role, judge in graders.items()}
     rows = {}
     for row, gens in base.items():
-        rows[row] = {"label": BASE_LABELS[row],
-                     **summarize_generations(gens, refs, base_scores[row], ref_scores, opponent_scores=None if row == "teacher" else teacher, **opts)}
-    done = {j.key: read_json(bench.dir / "runs" / j.key / "result.json") for j in jobs}
-    sft_wins = pairwise_outcomes(base_scores["student_sft"], ref_scores)
+        rows[row] = {"label": BASE_LABELS[row], **summarize_generations(
+            gens, refs, base_scores["eval"][row], ref_scores["eval"],
+            opponent_scores=None if row == "teacher" else base_scores["eval"]["teacher"], **opts)}
+        if "training" in graders:
+            rows[row]["training_judge_win_rate"] = 100 * statistics.fmean(pairwise_outcomes(base_scores["training"][row], ref_scores["training"]))
     costs = {}
     for entry in cfg.bench.methods:
         runs = [done[j.key] for j in jobs if j.entry == entry.name and j.is_main]
-        row = summarize_seeds([r["generations"] for r in runs], refs, [r["judge_scores"] for r in runs], ref_scores,
-                              opponent_scores=teacher, **opts)
-        wins = [pairwise_outcomes(r["judge_scores"], ref_scores) for r in runs]  # per seed, per prompt
-        per_example = [statistics.fmean(v) for v in zip(*wins)]
-        row["vs_sft"] = paired_difference(per_example, sft_wins, n_boot=cfg.eval.n_bootstrap, seed=cfg.seed)
-        row["per_seed_win_rate"] = [100 * statistics.fmean(w) for w in wins]
+        row = summarize_seeds([r["generations"] for r in runs], refs, [r["judge_scores"] for r in runs], ref_scores["eval"],
+                              opponent_scores=base_scores["eval"]["teacher"], **opts)
+        for role in graders:
+            key = "judge_scores" if role == "eval" else "training_judge_scores"
+            per_run = [r.get(key) or bench.training_judge.score(prompts, r["generations"]) for r in runs]  # older results lack them
+            wins = [pairwise_outcomes(scores, ref_scores[role]) for scores in per_run]  # per seed, per prompt
+            per_example = [statistics.fmean(v) for v in zip(*wins)]
+            sft_wins = pairwise_outcomes(base_scores[role]["student_sft"], ref_scores[role])
+            suffix = "" if role == "eval" else "_training_judge"
+            row["vs_sft" + suffix] = paired_difference(per_example, sft_wins, n_boot=cfg.eval.n_bootstrap, seed=cfg.seed)
+            if role == "eval":
+                row["per_seed_win_rate"] = [100 * statistics.fmean(w) for w in wins]
+            else:
+                row["training_judge_win_rate"] = 100 * statistics.fmean(per_example)
         rows[entry.name] = {"label": runs[0]["label"], "method": entry.method, **row}
         numeric = {k for r in runs for k, v in r["cost"].items() if isinstance(v, (int, float))}
         costs[entry.name] = {"label": runs[0]["label"], "memory_kind": runs[0]["cost"]["memory_kind"],
                              **{k: statistics.fmean(r["cost"].get(k, 0) for r in runs) for k in sorted(numeric)}}
+    ref_scores = ref_scores["eval"]
 
     def point(job, share):
         r = done[job.key]
@@ -72,7 +83,7 @@ def summarize(bench, base: dict[str, list[str]], jobs) -> dict:
         "rows": rows, "costs": costs,
         "data_sweep": {k: sorted(v, key=lambda p: p["share"]) for k, v in data_sweep.items()},
         "relabel_sweep": {"entry": cfg.bench.relabel_method, "points": sorted(relabel_sweep, key=lambda p: p["share"])},
-        "judge": read_json(cfg.run_dir / "reward" / "metrics.json") if (cfg.run_dir / "reward" / "metrics.json").is_file() else {},
+        "judges": bench.pipe.judges_info(),
         "timings_s": read_json(cfg.run_dir / "timings.json") if (cfg.run_dir / "timings.json").is_file() else {},
         "wall_s": {"jobs": round(sum(r["cost"]["train_wall_s"] + r["cost"]["eval_wall_s"] for r in done.values()), 1)},
     }
@@ -164,11 +175,17 @@ def build_bench_report(folder: Path, results: dict) -> str:
              f"{results['n_test']} test prompts; seeds {results['seeds']}; every method {results['steps']} steps of "
              f"{results['batch_size']} from the same SFT student.", "",
              "## Table 1 analogue", "", render_table(results), "",
-             "Win rates: judge score above the reference's (ties half), 95% bootstrap interval over seeds and prompts.", ""]
+             "Win rates: the evaluation judge's score above the reference's (ties half), 95% bootstrap interval over seeds and "
+             "prompts." + (" The last column grades with the training judge (the oracle the win-rate methods optimised)."
+                           if any("training_judge_win_rate" in r for r in rows.values()) else ""), ""]
+    both = any("vs_sft_training_judge" in r for r in rows.values())
     seed_rows = [[r["label"], ", ".join(f"{x:.1f}" for x in r["per_seed_win_rate"]), _fmt(r["win_rate_seed_sd"], 1),
-                  _fmt_rate(r["vs_sft"]["diff"], r["vs_sft"]["ci"])] for r in rows.values() if "vs_sft" in r]
-    lines += ["### Per seed, and paired against the SFT student", "",
-              _md_table(["Method", "Win rate per seed", "Seed s.d.", "Δ win rate vs SFT (paired, 95% CI)"], seed_rows), "",
+                  _fmt_rate(r["vs_sft"]["diff"], r["vs_sft"]["ci"])]
+                 + ([_fmt_rate(r["vs_sft_training_judge"]["diff"], r["vs_sft_training_judge"]["ci"])] if both else [])
+                 for r in rows.values() if "vs_sft" in r]
+    header = ["Method", "Win rate per seed", "Seed s.d.", "Δ win rate vs SFT (paired, 95% CI)"]
+    header += ["Δ vs SFT by the training judge"] if both else []
+    lines += ["### Per seed, and paired against the SFT student", "", _md_table(header, seed_rows), "",
               "## Which orderings held", ""] + [f"- {x}" for x in orderings(results)] + [""]
     figs = {
         "win_rates": plot_win_rates(results, folder / "plots" / "win_rates.png"),

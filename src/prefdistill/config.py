@@ -189,6 +189,28 @@ class JudgeConfig:
 
 
 @dataclass
+class EvalJudgeConfig:
+    """The judge that grades every evaluated row: independent of what any method optimised.
+
+    A method that optimises a judge (WIND, SPPO, BOND, J-BOND through the oracle; PLaD with
+    judge relabelling or judge margins) must not be graded only by that judge. `judge` is the
+    one training uses; this one grades, and the report shows both.
+    """
+
+    # auto: heldout when judge.kind is trained, else same;
+    # heldout: a second reward model from the `reward` stage, trained on the documents the training
+    #          judge never saw (the reward data is split in two by document), with its own seed;
+    # same: grade with `judge` itself (then not independent of methods that optimised it);
+    # hf / callable: as for `judge`.
+    kind: Literal["auto", "heldout", "same", "hf", "callable"] = "auto"
+    name_or_path: str | None = None
+    callable: str | None = None
+    batch_size: int = 32
+    max_length: int = 512  # tokens per (prompt, response) for kind hf
+    seed_offset: int = 1  # heldout: trained with seed + seed_offset (its own negatives and initialisation)
+
+
+@dataclass
 class OracleConfig:
     """The preference oracle of win-rate methods (WIND, SPPO, BOND, J-BOND): P(y ≻ y' | x)."""
 
@@ -281,6 +303,7 @@ class RunConfig:
     pairs: PairsConfig = field(default_factory=PairsConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    eval_judge: EvalJudgeConfig = field(default_factory=EvalJudgeConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -480,6 +503,7 @@ RANGES: dict[type, dict[str, tuple[str, Any]]] = {
                   "save_every": AT_LEAST_1, "log_every": AT_LEAST_1, "max_nonfinite_in_a_row": AT_LEAST_1},
     PairsConfig: {"chunk_size": AT_LEAST_1, "max_failed_fraction": SHARE, "relabel_fraction": SHARE},
     JudgeConfig: {"batch_size": AT_LEAST_1, "max_length": AT_LEAST_1},
+    EvalJudgeConfig: {"batch_size": AT_LEAST_1, "max_length": AT_LEAST_1, "seed_offset": AT_LEAST_1},
     OracleConfig: {"temperature": POSITIVE, "max_workers": AT_LEAST_1},
     RewardConfig: {"prompt_max_length": ("must be >= 2", lambda v: v >= 2), "prompt_opening_length": ("must be >= 2", lambda v: v >= 2),
                    "response_max_length": ("must be >= 2", lambda v: v >= 2), "head_dim": AT_LEAST_1, "steps": AT_LEAST_1,
@@ -532,10 +556,30 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("oracle.base_url and oracle.model: required when oracle.kind is 'api'")
     if cfg.judge.kind == "callable" and not cfg.judge.callable:
         raise ConfigError("judge.callable: required when judge.kind is 'callable' (module:function)")
+    _validate_eval_judge(cfg)
     from prefdistill.methods import validate_method  # registry lives with the methods
 
     validate_method(cfg)
     validate_bench(cfg)
+
+
+def _validate_eval_judge(cfg: RunConfig) -> None:
+    e = cfg.eval_judge
+    if e.kind == "heldout" and cfg.judge.kind != "trained":
+        raise ConfigError(f"eval_judge.kind: 'heldout' is the second reward model of the reward stage, which runs only with "
+                          f"judge.kind 'trained' (here {cfg.judge.kind!r}); set eval_judge.kind to hf, callable or same")
+    if e.kind == "hf" and not e.name_or_path:
+        raise ConfigError("eval_judge.name_or_path: required when eval_judge.kind is 'hf'")
+    if e.kind == "callable" and not e.callable:
+        raise ConfigError("eval_judge.callable: required when eval_judge.kind is 'callable' (module:function)")
+
+
+def resolved_eval_judge(cfg: RunConfig) -> str:
+    """eval_judge.kind with 'auto' resolved: 'heldout' under a trained judge, else 'same'."""
+    kind = cfg.eval_judge.kind
+    if kind == "auto":
+        return "heldout" if cfg.judge.kind == "trained" else "same"
+    return kind
 
 
 def _validate_data(cfg: RunConfig) -> None:

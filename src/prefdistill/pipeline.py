@@ -10,7 +10,7 @@ exist, so re-running after a crash or with more stages reuses everything done:
 
     RUN/config.yaml                 the resolved configuration
     RUN/data/{sft,distill,validation,test}.jsonl   the splits (the training set halved)
-    RUN/reward/                     the trained judge and its held-out accuracy
+    RUN/reward/                     the trained judges (training, and heldout/ for grading) and their accuracy
     RUN/checkpoints/{teacher_sft,student_sft,student_distill}/
     RUN/samples/{teacher,student}/  resumable samples on the distillation half (one line per prompt)
     RUN/pairs/pairs.jsonl           pseudo-preference pairs (prompt / chosen / rejected)
@@ -27,13 +27,13 @@ from pathlib import Path
 import yaml
 
 from prefdistill import judges, report
-from prefdistill.config import STAGES, ConfigError, RunConfig, to_dict
+from prefdistill.config import STAGES, ConfigError, RunConfig, resolved_eval_judge, to_dict
 from prefdistill.data import prepare_splits
 from prefdistill.io import (Example, atomic_write_text, is_main_process, n_processes, read_examples, read_json, read_jsonl,
                             write_examples, write_json, write_jsonl)
 from prefdistill.methods import get_method, method_params
 from prefdistill.methods.common import attach_teacher_logps, student_side, teacher_side
-from prefdistill.methods.registry import require_shared_vocabulary, requirements
+from prefdistill.methods.registry import require_shared_vocabulary, requirements, text_only_teacher
 from prefdistill.metrics import compare_rows, summarize_generations
 from prefdistill.models.hf import pick_device
 from prefdistill.oracles import build_oracle
@@ -161,20 +161,36 @@ class Pipeline:
         return path
 
     def _judge(self):
+        """The training judge: the oracle's scores, pair relabelling and margins."""
         # On the GPU when there is one: a large reward model is slow on the CPU.
         return judges.build_judge(self.cfg.judge, self.run_dir, device=str(pick_device("auto")))
 
+    def _eval_judge(self):
+        """The judge that grades every row (`eval_judge`); by default held out from what training optimised."""
+        return judges.build_eval_judge(self.cfg, device=str(pick_device("auto")))
+
+    @property
+    def separate_eval_judge(self) -> bool:
+        return resolved_eval_judge(self.cfg) != "same"
+
     # ------------------------------------------------------------------ stages
     def stage_reward(self) -> bool:
-        """Train prefdistill's own reward model (the default judge) on the task's references."""
+        """Train prefdistill's own reward models on the task's references: the training judge and,
+        on the other half of the documents, the held-out judge that grades (eval_judge.kind heldout)."""
         if self.cfg.judge.kind != "trained":
             print("[prefdistill] reward: judge.kind is not 'trained'; nothing to train", flush=True)
             return False
-        if (self.run_dir / "reward" / "metrics.json").is_file():
+        heldout = resolved_eval_judge(self.cfg) == "heldout"
+        done = self.run_dir / "reward" / ("heldout/metrics.json" if heldout else "metrics.json")
+        if done.is_file() and (self.run_dir / "reward" / "metrics.json").is_file():
             return False
-        s = self.splits
-        judges.train_reward_model(s["sft"] + s["distill"], s["validation"], self.cfg.reward, self.run_dir / "reward",
-                                  self.cfg.seed, device=str(pick_device("auto")))
+        s, device = self.splits, str(pick_device("auto"))
+        if heldout:
+            judges.train_judges(s["sft"] + s["distill"], s["validation"], self.cfg.reward, self.run_dir / "reward",
+                                seed=self.cfg.seed, heldout_seed=self.cfg.seed + self.cfg.eval_judge.seed_offset, device=device)
+        else:
+            judges.train_reward_model(s["sft"] + s["distill"], s["validation"], self.cfg.reward, self.run_dir / "reward",
+                                      self.cfg.seed, device=device)
         return True
 
     def stage_sft(self) -> bool:
@@ -264,7 +280,7 @@ class Pipeline:
             why = getattr(teacher, "score_unavailable", None)
             raise ValueError(f"teacher {self.cfg.teacher.name_or_path!r} returns text only{f' ({why})' if why else ''}, but this "
                              "method needs a scoring teacher (log-probabilities of given text). Use a local or vLLM teacher, "
-                             "a server that echoes log-probs, or a text-only method: plad, seqkd, wind.")
+                             f"a server that echoes log-probs, or a text-only method: {', '.join(text_only_teacher())}.")
         prompts = [p["prompt"] for p in pairs]
         # Text, not token ids: a teacher with another tokenizer re-tokenises the student's samples its own way.
         by_teacher = teacher.score(prompts, [teacher_side(p) for p in pairs], normalize=False)
@@ -323,28 +339,41 @@ class Pipeline:
 
     def _judge_and_write(self, generations: dict[str, list[str]]) -> None:
         cfg, test = self.cfg, self.splits["test"]
-        judge = self._judge()
         prompts, refs = [e.prompt for e in test], [e.target for e in test]
-        ref_scores = judge.score(prompts, refs)
-        scores = {row: judge.score(prompts, gens) for row, gens in generations.items()}
-        write_json(self.run_dir / "eval" / "judge_scores.json", {"reference": ref_scores, **scores})
+        graders = {"eval": self._eval_judge()}
+        if self.separate_eval_judge:
+            graders["training"] = self._judge()
+        scored = {}
+        for role, judge in graders.items():
+            scored[role] = {"reference": judge.score(prompts, refs), **{row: judge.score(prompts, g) for row, g in generations.items()}}
+        write_json(self.run_dir / "eval" / "judge_scores.json", scored["eval"])
+        if "training" in scored:
+            write_json(self.run_dir / "eval" / "training_judge_scores.json", scored["training"])
         rows = {}
         for row, gens in generations.items():
-            opponent = scores["teacher"] if "teacher" in scores and row != "teacher" else None
-            summary = summarize_generations(gens, refs, scores[row], ref_scores, opponent_scores=opponent,
-                                            n_boot=cfg.eval.n_bootstrap, seed=cfg.seed, length_edges=cfg.eval.length_buckets)
-            rows[row] = {"label": self._row_label(row), **summary}
+            rows[row] = {"label": self._row_label(row), **self._summarize_row(row, gens, refs, scored["eval"])}
+            if "training" in scored:
+                by_training = self._summarize_row(row, gens, refs, scored["training"])
+                rows[row]["training_judge_win_rate"] = by_training["win_rate"]
+                rows[row]["training_judge_win_rate_ci"] = by_training["win_rate_ci"]
         write_jsonl(self.run_dir / "eval" / "generations.jsonl",
                     [{"id": e.id, "prompt": e.prompt, "reference": e.target, **{r: generations[r][i] for r in generations}}
                      for i, e in enumerate(test)])
         result = {"rows": rows}
         method, baseline = "student_distill", "student_sft"
         if method in generations and baseline in generations:
-            sides = [{"generations": generations[r], "references": refs, "judge_scores": scores[r], "reference_scores": ref_scores}
-                     for r in (method, baseline)]
-            paired = compare_rows(*sides, n_boot=cfg.eval.n_bootstrap, seed=cfg.seed)
-            result["comparison"] = {"method_row": method, "baseline_row": baseline, **paired}
+            for role, scores in scored.items():
+                sides = [{"generations": generations[r], "references": refs, "judge_scores": scores[r], "reference_scores": scores["reference"]}
+                         for r in (method, baseline)]
+                paired = {"method_row": method, "baseline_row": baseline, **compare_rows(*sides, n_boot=cfg.eval.n_bootstrap, seed=cfg.seed)}
+                result["comparison" if role == "eval" else "training_judge_comparison"] = paired
         write_json(self.run_dir / "eval" / "rows.json", result)
+
+    def _summarize_row(self, row: str, gens: list[str], refs: list[str], scores: dict[str, list[float]]) -> dict:
+        opponent = scores["teacher"] if "teacher" in scores and row != "teacher" else None
+        e = self.cfg.eval
+        return summarize_generations(gens, refs, scores[row], scores["reference"], opponent_scores=opponent,
+                                     n_boot=e.n_bootstrap, seed=self.cfg.seed, length_edges=e.length_buckets)
 
     def test_generations(self, role: str, ckpt: Path | None, folder: Path, *, desc: str) -> list[str]:
         """One generation per test prompt (eval sampling settings), cached in `folder`."""
@@ -375,10 +404,8 @@ class Pipeline:
         cfg, run = self.cfg, self.run_dir
         metrics = {"task": cfg.data.source, "teacher": cfg.teacher.name_or_path, "student": cfg.student.name_or_path,
                    "method": cfg.distill.method, "n_test": len(self.splits["test"]), **evaluated}
-        if (run / "reward" / "metrics.json").is_file() and cfg.judge.kind == "trained":
-            metrics["judge"] = read_json(run / "reward" / "metrics.json")
-        else:
-            metrics["judge"] = {"name": cfg.judge.name_or_path or cfg.judge.callable or cfg.judge.kind}
+        metrics["judges"] = self.judges_info()
+        metrics["judge"] = metrics["judges"]["eval"]  # the grader (older readers look here)
         training = {}
         for name in ("teacher_sft", "student_sft", "student_distill"):
             log = self.ckpt / name / LOG_FILE
@@ -390,6 +417,22 @@ class Pipeline:
         timings = read_json(run / "timings.json") if (run / "timings.json").is_file() else {}
         metrics["timings_s"] = {**timings, "total": round(sum(timings.values()), 1)}
         return metrics
+
+
+    def judges_info(self) -> dict[str, dict]:
+        """{"eval": the grader, "training": the judge training used}, each with its name and, if trained here, its metrics."""
+        cfg, trained = self.cfg, judges.judges_metrics(self.run_dir)
+        training = ({"name": "trained", **trained["training"]} if cfg.judge.kind == "trained" and "training" in trained
+                    else {"name": cfg.judge.name_or_path or cfg.judge.callable or cfg.judge.kind})
+        kind = resolved_eval_judge(cfg)
+        if kind == "same":
+            grader = {**training, "same_as_training": True}
+        elif kind == "heldout":
+            grader = {"name": "heldout", **trained.get("heldout", {})}
+        else:
+            grader = {"name": cfg.eval_judge.name_or_path or cfg.eval_judge.callable or kind}
+        oracle = {"kind": cfg.oracle.kind, "model": cfg.oracle.model} if cfg.oracle.kind == "api" else {"kind": "judge (the training judge)"}
+        return {"eval": grader, "training": {**training, "oracle": oracle}}
 
 
 def _diff_keys(a, b, prefix: str = "") -> set[str]:

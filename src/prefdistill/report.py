@@ -17,6 +17,7 @@ from prefdistill.io import atomic_open, atomic_write_text
 
 ROW_ORDER = ("teacher", "student_init", "student_sft", "student_distill")
 COLUMNS = ("Model", "Words", "ROUGE-1", "ROUGE-2", "ROUGE-L", "Win rate vs ref. (95% CI)", "T-S win rate")
+TRAINING_JUDGE_COLUMN = "Win rate, training judge"  # shown when the grader is not the judge training used
 DASH = "—"
 
 
@@ -59,10 +60,18 @@ def _label(key: str, row: dict) -> str:
     return str(row.get("label") or key)
 
 
-def _cells(key: str, row: dict) -> list[str]:
-    return [_label(key, row), _fmt(row.get("word_count"), 1), _fmt(row.get("rouge1")), _fmt(row.get("rouge2")),
-            _fmt(row.get("rougeL")), _fmt_rate(row.get("win_rate"), row.get("win_rate_ci")),
-            _fmt_rate(row.get("ts_win_rate"), row.get("ts_win_rate_ci"))]
+def columns(metrics: dict) -> list[str]:
+    both = any("training_judge_win_rate" in r for _, r in ordered_rows(metrics))
+    return list(COLUMNS) + ([TRAINING_JUDGE_COLUMN] if both else [])
+
+
+def _cells(key: str, row: dict, n_columns: int = len(COLUMNS)) -> list[str]:
+    cells = [_label(key, row), _fmt(row.get("word_count"), 1), _fmt(row.get("rouge1")), _fmt(row.get("rouge2")),
+             _fmt(row.get("rougeL")), _fmt_rate(row.get("win_rate"), row.get("win_rate_ci")),
+             _fmt_rate(row.get("ts_win_rate"), row.get("ts_win_rate_ci"))]
+    if n_columns > len(COLUMNS):
+        cells.append(_fmt_rate(row.get("training_judge_win_rate"), row.get("training_judge_win_rate_ci")))
+    return cells
 
 
 def _md_table(header: list[str], body: list[list[str]]) -> str:
@@ -78,16 +87,18 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
 
 def render_table(metrics: dict) -> str:
     """Markdown table shaped like PLaD's Table 1, one line per row."""
-    return _md_table(list(COLUMNS), [_cells(k, r) for k, r in ordered_rows(metrics)])
+    header = columns(metrics)
+    return _md_table(header, [_cells(k, r, len(header)) for k, r in ordered_rows(metrics)])
 
 
 def console_table(metrics: dict) -> str:
     """The same table as plain aligned text for a terminal."""
-    body = [_cells(k, r) for k, r in ordered_rows(metrics)]
-    widths = [max(len(str(c)) for c in col) for col in zip(COLUMNS, *body)]
+    header = columns(metrics)
+    body = [_cells(k, r, len(header)) for k, r in ordered_rows(metrics)]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
     line = lambda cells: "  ".join(  # noqa: E731
         c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    return "\n".join([line(list(COLUMNS)), "  ".join("-" * w for w in widths)] + [line(r) for r in body])
+    return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in body])
 
 
 def length_table(metrics: dict) -> str:
@@ -273,10 +284,25 @@ def _kv_table(pairs: list[tuple[str, str]], header: tuple[str, str]) -> str:
     return _md_table(list(header), [[k, v] for k, v in pairs])
 
 
-def _judge_section(judge: dict) -> list[str]:
-    out = ["## Judge", ""]
+def _judges_section(judges: dict) -> list[str]:
+    """The grader, and the judge training used when it is another one."""
+    grader = judges.get("eval") or {}
+    if grader.get("same_as_training") or "training" not in judges:
+        return _judge_section(grader, "## Judge (grades every row, and training used it too)")
+    intro = ("The win rates are graded by a judge that no method optimised: it learned from other documents, with its own "
+             "seed and negatives, than the training judge (the win-rate methods' oracle, relabelling, margins). The last "
+             "column of the table grades with the training judge: a row that gains there but not here exploited that judge.")
+    return _judge_section(grader, "## Evaluation judge (grades every row)", intro) + _judge_section(judges["training"], "## Training judge")
+
+
+def _judge_section(judge: dict, title: str = "## Judge", intro: str = "") -> list[str]:
+    out = [title, ""] + ([intro, ""] if intro else [])
     if judge.get("name"):
         out.append(f"Judge: `{judge['name']}`.")
+    if isinstance(judge.get("trained_on"), dict):
+        t = judge["trained_on"]
+        out.append(f"Trained on the {t.get('half')} half of the reward data: {t.get('examples')} references of "
+                   f"{t.get('documents')} documents, seed {judge.get('seed')}.")
     if judge.get("measures"):
         out.append(f"What it measures: {str(judge['measures']).rstrip('.')}.")
     acc = _num(judge.get("heldout_accuracy"))
@@ -320,7 +346,9 @@ def build_report(run_dir: Path, metrics: dict) -> str:
                 lengths, ""]
         if plot_length_buckets(metrics, plots / "length_buckets.png"):
             out += ["![Win rate by length](plots/length_buckets.png)", ""]
-    if metrics.get("judge"):
+    if metrics.get("judges"):
+        out += _judges_section(metrics["judges"])
+    elif metrics.get("judge"):
         out += _judge_section(metrics["judge"])
     if metrics.get("pairs"):
         out += ["## Preference pairs", "", "Teacher generation = chosen, student generation = rejected "

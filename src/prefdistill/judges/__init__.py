@@ -10,12 +10,17 @@ Kinds (`judge.kind`):
             measures: see prefdistill.judges.reward)
   hf        any Hugging Face sequence-classification model with num_labels == 1
   callable  a Python function "package.module:function"(prompts, responses) -> floats
+
+Two roles: `judge` is what training uses (the oracle of the win-rate methods, pair
+relabelling and margins); `eval_judge` grades every row. By default the grader is a second
+trained reward model that learned from the other half of the documents (`train_judges`).
 """
 from prefdistill.judges.base import Judge
-from prefdistill.judges.build import build_judge
+from prefdistill.judges.build import build_eval_judge, build_judge
 from prefdistill.judges.callable_judge import CallableJudge
 from prefdistill.judges.hf import HFRewardJudge
 from prefdistill.judges.negatives import NEGATIVE_KINDS, make_preference_pairs
+from prefdistill.judges.heldout import judges_metrics, train_judges
 from prefdistill.judges.reward import MEASURES, train_reward_model
 from prefdistill.judges.reward_model import RewardHead, TrainedRewardJudge
 
@@ -26,6 +31,9 @@ __all__ = [
     "RewardHead",
     "CallableJudge",
     "build_judge",
+    "build_eval_judge",
+    "train_judges",
+    "judges_metrics",
     "make_preference_pairs",
     "NEGATIVE_KINDS",
     "train_reward_model",

@@ -1,9 +1,9 @@
-"""`build_judge`: the judge a run's config asks for."""
+"""`build_judge` / `build_eval_judge`: the training judge and the evaluation judge a run's config asks for."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from prefdistill.config import JudgeConfig
+from prefdistill.config import JudgeConfig, RunConfig, resolved_eval_judge
 from prefdistill.judges.base import Judge
 from prefdistill.judges.callable_judge import CallableJudge
 from prefdistill.judges.hf import HFRewardJudge
@@ -13,6 +13,26 @@ from prefdistill.judges.reward_model import CONFIG_FILE, TrainedRewardJudge
 def trained_model_dir(run_dir: Path) -> Path:
     """Where the `reward` stage saves the trained judge."""
     return Path(run_dir) / "reward" / "model"
+
+
+def heldout_model_dir(run_dir: Path) -> Path:
+    """Where the `reward` stage saves the held-out evaluation judge."""
+    return Path(run_dir) / "reward" / "heldout" / "model"
+
+
+def build_eval_judge(cfg: RunConfig, device: str = "cpu") -> Judge:
+    """The judge that grades (`eval_judge`): the held-out reward model, the training judge itself, or a given one."""
+    kind, e = resolved_eval_judge(cfg), cfg.eval_judge
+    if kind == "same":
+        return build_judge(cfg.judge, cfg.run_dir, device)
+    if kind == "heldout":
+        path = heldout_model_dir(cfg.run_dir)
+        if not (path / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"no held-out judge at {path}: run the `reward` stage first "
+                                    "(`prefdistill run CONFIG --stages reward`), which trains both judges")
+        return TrainedRewardJudge(path, batch_size=e.batch_size, device=device, name="heldout")
+    as_judge = JudgeConfig(kind=kind, name_or_path=e.name_or_path, callable=e.callable, batch_size=e.batch_size, max_length=e.max_length)
+    return build_judge(as_judge, cfg.run_dir, device)
 
 
 def build_judge(cfg: JudgeConfig, run_dir: Path, device: str = "cpu") -> Judge:

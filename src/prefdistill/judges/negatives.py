@@ -23,7 +23,7 @@ from prefdistill.io import Example
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
-def _group(ex: Example) -> str:
+def document_of(ex: Example) -> str:
     """Examples of one document share meta["group"] (e.g. a paper id); default: their own id."""
     return str(ex.meta.get("group", ex.id))
 
@@ -48,27 +48,27 @@ class _Pool:
         self.examples = examples
         self.by_group: dict[str, list[int]] = {}
         for i, ex in enumerate(examples):
-            self.by_group.setdefault(_group(ex), []).append(i)
+            self.by_group.setdefault(document_of(ex), []).append(i)
 
 
 def _mismatched(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
     """The reference of an example about another document (another group)."""
-    own = _group(pool.examples[i])
+    own = document_of(pool.examples[i])
     n = len(pool.examples)
     if len(pool.by_group) < 2:
         return None
     for _ in range(32):  # rejection sampling: cheap when there are many groups
         j = rng.randrange(n)
-        if _group(pool.examples[j]) != own:
+        if document_of(pool.examples[j]) != own:
             return pool.examples[j].target
-    others = [j for j in range(n) if _group(pool.examples[j]) != own]
+    others = [j for j in range(n) if document_of(pool.examples[j]) != own]
     return pool.examples[rng.choice(others)].target
 
 
 def _sibling(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
     """The reference of another example of the same document (e.g. another aspect)."""
     ex = pool.examples[i]
-    siblings = [j for j in pool.by_group[_group(ex)] if j != i and pool.examples[j].target != ex.target]
+    siblings = [j for j in pool.by_group[document_of(ex)] if j != i and pool.examples[j].target != ex.target]
     return pool.examples[rng.choice(siblings)].target if siblings else None
 
 

@@ -85,7 +85,7 @@ def kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def exact_update(pi: np.ndarray, ref: np.ndarray, P: np.ndarray, *, beta: float, eta: float) -> np.ndarray:
-    """One WIND step π_{t+1} ∝ π_t^{1−ηβ}·π_ref^{ηβ}·exp(η·P(y ≻ π_t))  (shared/ALGORITHMS.md, [derived])."""
+    """One WIND step π_{t+1} ∝ π_t^{1−ηβ}·π_ref^{ηβ}·exp(η·P(y ≻ π_t))  (docs/derivations.md, [derived])."""
     if not 0 < eta * beta <= 1:
         raise ValueError(f"the exact update needs 0 < eta*beta <= 1, got eta={eta}, beta={beta}")
     logits = (1 - eta * beta) * np.log(pi) + eta * beta * np.log(ref) + eta * win_rates(P, pi)

@@ -1,8 +1,8 @@
 """WIND losses: sample-based fits of one step of the win-rate-dominance update.
 
 Faster WIND (Yang et al. 2024/25, arXiv 2410.20727). [derived]: the full text was not
-available when this was written; these follow shared/ALGORITHMS.md, which derives them
-from the abstract, and their defining properties are pinned by tests.
+available when this was written; they are derived in docs/derivations.md (§WIND), and
+their defining properties are pinned by tests.
 
 One step of the exact update (mirror descent with a magnet to π_ref):
     π_{t+1}(y) ∝ π_t(y)^{1−ηβ} · π_ref(y)^{ηβ} · exp(η·P(y ≻ π_t)),   0 < ηβ ≤ 1.

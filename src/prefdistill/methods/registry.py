@@ -111,14 +111,22 @@ def validate_method(cfg) -> None:
     if "teacher" in needs and cfg.teacher.backend == "openai":
         raise ConfigError(f"distill.method={spec.name} reads the teacher's next-token distributions during training, which a "
                           f"teacher behind an API (teacher.backend=openai) does not give. Methods that need only its text: "
-                          f"{', '.join(across_tokenizers())}.")
+                          f"{', '.join(text_only_teacher())}.")
     if "teacher" in needs:
         check_shared_vocabulary(cfg, spec)
 
 
 def across_tokenizers() -> list[str]:
-    """Methods that never compare token distributions, so teacher and student may tokenise differently."""
+    """Methods that never compare token distributions, so teacher and student may tokenise differently.
+
+    The one list: error messages, `prefdistill methods` and the README (checked by tests/test_readme.py) use it.
+    """
     return sorted(n for n, s in METHODS.items() if "teacher" not in s.needs)
+
+
+def text_only_teacher() -> list[str]:
+    """Methods that need nothing of the teacher but its text (no logits, no log-probabilities of given text)."""
+    return sorted(n for n, s in METHODS.items() if not {"teacher", "teacher_pair_logps"} & s.needs)
 
 
 def check_shared_vocabulary(cfg, spec: MethodSpec) -> None:
