@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def load(args, workdir: Path):
     """(LocalLM, prompts): the demo's ACLSum prompts, or the tiny assets' synthetic ones."""
     from prefdistill.cli import packaged_config
-    from prefdistill.config import load_config
+    from prefdistill.checks import load_config
     from prefdistill.data import prepare_splits
     from prefdistill.models.hf import LocalLM
     from prefdistill.tiny import make_tiny_assets, tiny_config

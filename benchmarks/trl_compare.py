@@ -82,11 +82,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def fit_prompt(lm, text: str, length: int) -> str | None:
     """`text` cut so that the formatted prompt is exactly `length` tokens, or None."""
     ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
-    overhead = len(lm._prompt_ids("")) - 1
+    overhead = len(lm.prompt_ids("")) - 1
     for k in range(length - overhead + 2, length - overhead - 6, -1):
         if 0 < k <= len(ids):
             cut = lm.tokenizer.decode(ids[:k])
-            if len(lm._prompt_ids(cut)) == length:
+            if len(lm.prompt_ids(cut)) == length:
                 return cut
     return None
 
@@ -104,7 +104,7 @@ def source_examples(args, workdir: Path) -> tuple[str, str, list[tuple[str, str]
 
     from prefdistill.assets import resolve_model_path
     from prefdistill.cli import packaged_config
-    from prefdistill.config import load_config
+    from prefdistill.checks import load_config
     from prefdistill.data import prepare_splits
     from prefdistill.tiny import make_tiny_assets, tiny_rows
 

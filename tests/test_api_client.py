@@ -8,7 +8,8 @@ import time
 import pytest
 
 from prefdistill.api_client import APIClient, RequestFailed, parse_retry_after
-from prefdistill.config import ConfigError, load_config
+from prefdistill.config import ConfigError
+from prefdistill.checks import load_config
 from prefdistill.models.api import APILM, GenerationFailure, completion_token_logps
 from servers import FAULTS, FakeOpenAI, FaultProxy
 

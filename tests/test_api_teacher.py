@@ -15,7 +15,8 @@ from collections import Counter
 import pytest
 import yaml
 
-from prefdistill.config import SamplingConfig, load_config
+from prefdistill.config import SamplingConfig
+from prefdistill.checks import load_config
 from prefdistill.io import read_jsonl
 from prefdistill.pipeline import Pipeline
 from prefdistill.tiny import tiny_config

@@ -20,7 +20,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prefdistill.config import RANGES, ConfigError, RunConfig, load_config
+from prefdistill.config import ConfigError, RunConfig
+from prefdistill.checks import load_config
 from prefdistill.methods import METHODS
 
 FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -95,7 +96,12 @@ def test_wrong_type_is_named(data, leaf):
 # ----------------------------------------------------------------------------- ranges
 
 
-RANGED = [(key, tp) for key, cls, tp in LEAVES if key.rsplit(".", 1)[-1] in RANGES.get(cls, {})]
+def _field_rule(cls, name: str):
+    """The rule a field declares next to itself (prefdistill.typed.opt), or None."""
+    return next((f.metadata.get("rule") for f in dataclasses.fields(cls) if f.name == name), None)
+
+
+RANGED = [(key, tp) for key, cls, tp in LEAVES if _field_rule(cls, key.rsplit(".", 1)[-1]) is not None]
 
 
 def _number_type(tp) -> type:
@@ -104,7 +110,7 @@ def _number_type(tp) -> type:
 
 def _rule(key: str):
     cls = next(c for k, c, _ in LEAVES if k == key)
-    return RANGES[cls][key.rsplit(".", 1)[-1]]
+    return _field_rule(cls, key.rsplit(".", 1)[-1])
 
 
 @FEW

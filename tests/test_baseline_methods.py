@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from prefdistill.config import ConfigError, LoraConfig, ModelConfig, TrainConfig, load_config
+from prefdistill.config import ConfigError, LoraConfig, ModelConfig, TrainConfig
+from prefdistill.checks import load_config
 from prefdistill.methods import get_method
 from prefdistill.methods.common import completion_ids
 from prefdistill.methods.gkd import GKDParams

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from prefdistill.bench import Bench, Job, plan, subset
-from prefdistill.config import ConfigError, load_config
+from prefdistill.config import ConfigError
+from prefdistill.checks import load_bench_config
 from prefdistill.metrics import bootstrap_ci, summarize_generations, summarize_seeds
 from prefdistill.tiny import tiny_config
 
@@ -18,9 +19,9 @@ def _bench_cfg(tiny_assets, tmp_path, **bench):
 
 
 def test_plan_covers_table_and_sweeps(tiny_assets, tmp_path):
-    cfg = load_config(_bench_cfg(tiny_assets, tmp_path, seeds=[3, 4], data_shares=[0.5, 1.0], data_share_methods=["plad"],
-                                 relabel_shares=[0.0, 1.0]))
-    jobs = plan(cfg)
+    _, bench = load_bench_config(_bench_cfg(tiny_assets, tmp_path, seeds=[3, 4], data_shares=[0.5, 1.0],
+                                            data_share_methods=["plad"], relabel_shares=[0.0, 1.0]))
+    jobs = plan(bench)
     main = [j for j in jobs if j.is_main]
     assert sorted((j.entry, j.seed) for j in main) == [("kd", 3), ("kd", 4), ("plad", 3), ("plad", 4)]
     sweeps = [(j.entry, j.seed, j.data_share, j.relabel_share) for j in jobs if not j.is_main]
@@ -28,14 +29,14 @@ def test_plan_covers_table_and_sweeps(tiny_assets, tmp_path):
     assert len({j.key for j in jobs}) == len(jobs)
     data = _bench_cfg(tiny_assets, tmp_path, seeds=[3, 4])
     data["bench"]["methods"][0]["seeds"] = [7]  # an ablation entry with its own, fewer seeds
-    assert sorted((j.entry, j.seed) for j in plan(load_config(data))) == [("kd", 7), ("plad", 3), ("plad", 4)]
+    assert sorted((j.entry, j.seed) for j in plan(load_bench_config(data)[1])) == [("kd", 7), ("plad", 3), ("plad", 4)]
 
 
 def test_editing_an_entry_makes_new_jobs(tiny_assets, tmp_path):
-    a = plan(load_config(_bench_cfg(tiny_assets, tmp_path)))
+    a = plan(load_bench_config(_bench_cfg(tiny_assets, tmp_path))[1])
     data = _bench_cfg(tiny_assets, tmp_path)
     data["bench"]["methods"][1]["params"] = {"beta": 2.0}
-    b = plan(load_config(data))
+    b = plan(load_bench_config(data)[1])
     keys_a, keys_b = {j.entry: j.key for j in a}, {j.entry: j.key for j in b}
     assert keys_a["kd"] == keys_b["kd"] and keys_a["plad"] != keys_b["plad"]
 
@@ -54,27 +55,27 @@ def test_subsets_are_nested_and_sized():
     (lambda b: b["methods"].append({"name": "kd", "method": "seqkd"}), "used twice"),
     (lambda b: b.update(data_shares=[0.0]), "data_shares"),
     (lambda b: b.update(data_share_methods=["gkd"]), "'gkd' is not one of bench.methods"),
-    (lambda b: b["methods"][1].update(params={"beta": -1.0}), r"bench.methods\[1\] \(plad\).*non-negative"),
+    (lambda b: b["methods"][1].update(params={"beta": -1.0}), r"bench.methods\[1\] \(plad\).*distill.params.beta: must be >= 0"),
 ])
 def test_bad_bench_entries_are_refused(change, match, tiny_assets, tmp_path):
     data = _bench_cfg(tiny_assets, tmp_path)
     change(data["bench"])
     with pytest.raises(ConfigError, match=match):
-        load_config(data)
+        load_bench_config(data)
 
 
 def test_token_level_bench_entry_needs_one_vocabulary(tiny_assets, tmp_path):
     data = _bench_cfg(tiny_assets, tmp_path)
     data["teacher"]["name_or_path"] = str(tiny_assets["foreign"])
     with pytest.raises(ConfigError, match=r"bench.methods\[0\] \(kd\).*one vocabulary.*plad"):
-        load_config(data)
+        load_bench_config(data)
 
 
 def test_relabel_sweep_needs_unrelabelled_pairs(tiny_assets, tmp_path):
     data = _bench_cfg(tiny_assets, tmp_path, relabel_shares=[1.0])
     data["pairs"]["relabel_fraction"] = 0.5
     with pytest.raises(ConfigError, match="relabel_fraction"):
-        load_config(data)
+        load_bench_config(data)
 
 
 def test_two_level_bootstrap():
@@ -104,8 +105,8 @@ def test_summarize_seeds_with_one_seed_is_summarize_generations():
 def test_tiny_bench_end_to_end_and_resume(tiny_assets, tmp_path, monkeypatch):
     data = _bench_cfg(tiny_assets, tmp_path, data_shares=[0.5], data_share_methods=["plad"], relabel_shares=[1.0])
     data["bench"]["methods"].append({"name": "sppo", "method": "sppo", "params": {"samples": 2, "max_new_tokens": 4}})
-    cfg = load_config(data)
-    results = Bench(cfg).run()
+    cfg, bench = load_bench_config(data)
+    results = Bench(cfg, bench).run()
     rows = results["rows"]
     assert list(rows) == ["teacher", "student_init", "student_sft", "kd", "plad", "sppo"]
     sppo_cost = results["costs"]["sppo"]
@@ -136,7 +137,7 @@ def test_tiny_bench_end_to_end_and_resume(tiny_assets, tmp_path, monkeypatch):
     assert not any(folder.parent.glob("runs/*/checkpoint"))  # keep_checkpoints is off
 
     # Resume: only the job whose result is gone is trained again.
-    lost = next(j for j in plan(cfg) if j.entry == "kd")
+    lost = next(j for j in plan(bench) if j.entry == "kd")
     (folder.parent / "runs" / lost.key / "result.json").unlink()
     trained = []
     real = Bench.run_job
@@ -147,6 +148,6 @@ def test_tiny_bench_end_to_end_and_resume(tiny_assets, tmp_path, monkeypatch):
         return real(self, job)
 
     monkeypatch.setattr(Bench, "run_job", counting)
-    again = Bench(cfg).run()
+    again = Bench(cfg, bench).run()
     assert trained == [lost.key]
     assert again["rows"]["plad"]["win_rate"] == rows["plad"]["win_rate"]

@@ -30,7 +30,7 @@ def test_prompts_and_completions_are_cut_to_exact_lengths(tmp_path, benchmark_sc
     lm = LocalLM.load(ModelConfig(name_or_path=str(make_tiny_assets(tmp_path)["student"])))
     module = benchmark_script("trl_compare")
     prompt = module.fit_prompt(lm, "Summarize : " + "the model learns a small teacher " * 8, 20)
-    assert len(lm._prompt_ids(prompt)) == 20
+    assert len(lm.prompt_ids(prompt)) == 20
     completion = module.fit_completion(lm.tokenizer, "the model learns a small teacher", 4)
     assert len(lm.tokenizer(completion, add_special_tokens=False)["input_ids"]) == 4
     assert module.fit_completion(lm.tokenizer, "too short", 4) is None

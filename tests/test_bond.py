@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from prefdistill.config import ConfigError, LoraConfig, ModelConfig, TrainConfig, load_config
+from prefdistill.config import ConfigError, LoraConfig, ModelConfig, TrainConfig
+from prefdistill.checks import load_config
 from prefdistill.losses import jeffreys_loss, kl_regularised_returns, leave_one_out_baseline, log_quantile_reward
 from prefdistill.methods import get_method, selfplay
 from prefdistill.methods.bond import BONDParams

@@ -3,7 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from prefdistill.config import ConfigError, RunConfig, load_config
+from prefdistill.config import ConfigError, RunConfig
+
+from prefdistill.checks import load_config
 
 CONFIGS = sorted((Path(__file__).parents[1] / "src" / "prefdistill" / "configs").glob("*.yaml"))
 BASE = {"teacher": {"name_or_path": "t"}, "student": {"name_or_path": "s"}}

@@ -23,7 +23,7 @@ import yaml
 from safetensors.torch import load_file
 
 from prefdistill.cli import main
-from prefdistill.config import load_config
+from prefdistill.checks import load_config
 from prefdistill.io import read_jsonl
 from prefdistill.pipeline import Pipeline
 from prefdistill.tiny import tiny_config

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prefdistill.config import ConfigError, LoraConfig, ModelConfig, TrainConfig, load_config
+from prefdistill.config import ConfigError, LoraConfig, ModelConfig, TrainConfig
+from prefdistill.checks import load_config
 from prefdistill.losses import dpkd_ipo_loss, dpkd_loss, simpo_loss, token_argmax_dpkd_loss
 from prefdistill.methods import get_method
 from prefdistill.methods.dpkd import DPKDParams, dpkd
@@ -131,14 +132,14 @@ def test_teacher_logps_are_stored_once_and_reused(tiny_assets, tmp_path):
     stored = read_jsonl(pipe.run_dir / "pairs" / "teacher_logps.jsonl")
     pairs = read_jsonl(pipe.run_dir / "pairs" / "pairs.jsonl")
     assert [r["id"] for r in stored] == [p["id"] for p in pairs]
-    teacher = pipe._load("teacher", pipe._sft_checkpoint("teacher"))
+    teacher = pipe.load("teacher", pipe.sft_checkpoint("teacher"))
     p0 = pairs[0]
     assert stored[0]["teacher_sample"] == pytest.approx(teacher.score([p0["prompt"]], [p0["chosen"]])[0], rel=1e-4)
 
     def no_teacher(role, *a, **k):
         raise AssertionError(f"the {role} was loaded again")
 
-    pipe._load = no_teacher
+    pipe.load = no_teacher
     spec = get_method("dpkd")
     rows = pipe.distill_rows(spec, DPKDParams())
     assert rows[0]["teacher_chosen_logp"] == stored[0]["teacher_sample"]
@@ -159,7 +160,7 @@ def test_text_only_teacher_is_refused_by_name(tiny_assets, tmp_path):
     class TextOnly:
         can_score = False
 
-    pipe._load = lambda role, *a, **k: TextOnly()
+    pipe.load = lambda role, *a, **k: TextOnly()
     with pytest.raises(ValueError, match="needs a scoring teacher"):
         pipe.teacher_pair_logps()
 
@@ -175,8 +176,8 @@ def test_a_teacher_with_another_tokenizer_scores_the_student_text_in_its_own_tok
     pipe.run(["sft", "pairs", "distill"])
     stored = read_jsonl(pipe.run_dir / "pairs" / "teacher_logps.jsonl")
     pair = read_jsonl(pipe.run_dir / "pairs" / "pairs.jsonl")[0]
-    teacher = pipe._load("teacher", pipe._sft_checkpoint("teacher"))
-    student = pipe._load("student", pipe._sft_checkpoint("student"))
+    teacher = pipe.load("teacher", pipe.sft_checkpoint("teacher"))
+    student = pipe.load("student", pipe.sft_checkpoint("student"))
     text_ids = teacher.tokenizer(pair["rejected"], add_special_tokens=False)["input_ids"]
     assert text_ids != student.tokenizer(pair["rejected"], add_special_tokens=False)["input_ids"]
     by_ids, mask = teacher.completion_logps([pair["prompt"]], [text_ids + [teacher.tokenizer.eos_token_id]])

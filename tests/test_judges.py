@@ -219,8 +219,10 @@ def test_build_judge_each_kind(tmp_path, trained_reward, tiny_rm, judge_module):
     assert isinstance(hf, HFRewardJudge) and len(hf.score(["p"], ["r"])) == 1
     fn = build_judge(JudgeConfig(kind="callable", callable=f"{judge_module}:by_length"), run_dir)
     assert isinstance(fn, CallableJudge) and fn.score(["p"], ["abc"]) == [3.0]
+    from prefdistill.checks import load_config  # the rule lives with the config, once; the builder trusts it
+
     with pytest.raises(ValueError, match="judge.name_or_path"):
-        build_judge(JudgeConfig(kind="hf"), run_dir)
+        load_config({"teacher": {"name_or_path": "t"}, "student": {"name_or_path": "s"}, "judge": {"kind": "hf"}})
 
 
 # ----------------------------------------------------------------------------- negatives

@@ -9,6 +9,7 @@ from prefdistill.train import batch_indices, train
 
 ROWS = {
     "targets": [{"prompt": "Summarize : the model learns data", "target": "the model learns"} for _ in range(4)],
+    "prompts": [{"id": str(i), "prompt": "Summarize : the model learns data"} for i in range(4)],
     "pairs": [{"prompt": "Summarize : the model learns data", "chosen": "the model learns", "rejected": "data data",
                "reference": "the model", "chosen_score": 0.9, "rejected_score": 0.1,
                "teacher_chosen_logp": -4.0, "teacher_rejected_logp": -2.0} for _ in range(4)],

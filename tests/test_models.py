@@ -40,7 +40,7 @@ def test_shared_prompt_cache_samples_what_plain_generate_samples(tiny_assets):
     import torch
 
     lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["teacher"])))
-    prompts = [lm._prompt_ids(p) for p in ["the model learns a short summary", "we propose"]]
+    prompts = [lm.prompt_ids(p) for p in ["the model learns a short summary", "we propose"]]
     width = max(map(len, prompts))
     input_ids = torch.tensor([[lm.tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])  # (2, T)
     attention_mask = (torch.arange(width) >= torch.tensor([[width - len(p)] for p in prompts])).long()  # (2, T)

@@ -7,7 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from prefdistill.config import ConfigError, OracleConfig, load_config
+from prefdistill.config import ApiConfig, ConfigError, OracleConfig
+from prefdistill.checks import load_config
 from prefdistill.api_client import APIClient
 from prefdistill.oracles import BradleyTerryOracle, MatrixOracle, PairwiseAPIOracle, build_oracle
 
@@ -106,8 +107,11 @@ def test_unreachable_server_names_the_url():
 
 def test_oracle_config():
     base = {"teacher": {"name_or_path": "t"}, "student": {"name_or_path": "s"}}
-    with pytest.raises(ConfigError, match="oracle.base_url and oracle.model"):
+    with pytest.raises(ConfigError, match="oracle.api.base_url and oracle.model"):
         load_config(base, ["oracle.kind=api"])
     oracle = build_oracle(OracleConfig(kind="judge", temperature=0.5), LengthJudge)
     assert isinstance(oracle, BradleyTerryOracle) and oracle.temperature == 0.5
-    assert isinstance(build_oracle(OracleConfig(kind="api", base_url="http://h/v1", model="m"), LengthJudge), PairwiseAPIOracle)
+    api = build_oracle(OracleConfig(kind="api", model="m", api=ApiConfig(base_url="http://h/v1", timeout_s=7.0, max_retries=2,
+                                                                        max_concurrency=3)), LengthJudge)
+    assert isinstance(api, PairwiseAPIOracle) and api.max_workers == 3  # the oracle takes every ApiConfig setting
+    assert (api.client.timeout_s, api.client.max_retries) == (7.0, 2)

@@ -7,7 +7,8 @@ import yaml
 
 from prefdistill import pipeline as pipeline_mod
 from prefdistill.cli import main
-from prefdistill.config import ConfigError, load_config
+from prefdistill.config import ConfigError
+from prefdistill.checks import load_config
 from prefdistill.io import read_jsonl
 from prefdistill.methods import get_method
 from prefdistill.tiny import tiny_config
@@ -102,7 +103,7 @@ def test_rerun_skips_every_stage(tiny_run, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a model was loaded although every output exists")
 
-    monkeypatch.setattr(pipeline_mod.Pipeline, "_load", boom)
+    monkeypatch.setattr(pipeline_mod.Pipeline, "load", boom)
     before = {p: p.stat().st_mtime_ns for p in (tiny_run / "samples").rglob("samples.jsonl")}
     assert before
     timings = json.loads((tiny_run / "timings.json").read_text())
@@ -149,9 +150,11 @@ def _trainable_after(cfg_dict, stages, crash_at=None, monkeypatch=None):
                 raise KeyboardInterrupt("simulated crash")
             return spec.loss(policy, rows, params)
 
-        original = pipeline_mod.get_method
+        from prefdistill import stages as stages_mod  # the distill stage looks the method up there
+
+        original = stages_mod.get_method
         patched = type(spec)(**{**spec.__dict__, "loss": crashing})
-        monkeypatch.setattr(pipeline_mod, "get_method", lambda name: patched if name == "plad" else original(name))
+        monkeypatch.setattr(stages_mod, "get_method", lambda name: patched if name == "plad" else original(name))
         with pytest.raises(KeyboardInterrupt):
             pipeline_mod.Pipeline(cfg).run(stages)
         monkeypatch.undo()
@@ -212,7 +215,7 @@ def test_a_moved_run_folder_reuses_its_samples_and_checkpoints(tiny_run, tmp_pat
     def boom(*a, **k):
         raise AssertionError("a model was loaded although the moved folder holds every sample")
 
-    monkeypatch.setattr(pipeline_mod.Pipeline, "_load", boom)
+    monkeypatch.setattr(pipeline_mod.Pipeline, "load", boom)
     cfg = load_config(str(tiny_run / "config.yaml"), [f"output_dir={moved}"])
     metrics = pipeline_mod.Pipeline(cfg, allow_config_change=True).run(["eval"])
     assert metrics["rows"]["student_distill"]["n"] == metrics["n_test"]

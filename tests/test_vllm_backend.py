@@ -128,7 +128,7 @@ def test_generate_shape_seeds_and_on_result(tiny_assets, fake_vllm):
     assert out == [[f"s{request_seed(7, i)}.{k}" for k in range(2)] for i in range(3)]
     assert seen == list(enumerate(out))
     prompts, params = fake.llm.calls[-1]
-    assert prompts[0]["prompt_token_ids"] == fake._prompt_ids("a")
+    assert prompts[0]["prompt_token_ids"] == fake.prompt_ids("a")
     with pytest.raises(ValueError, match=r"prompt 0 has \d+ tokens.*context of"):
         fake.generate(["the " * 10], SamplingConfig(max_new_tokens=fake.max_context), seed=0)
     with pytest.raises(TypeError, match="backend: hf"):

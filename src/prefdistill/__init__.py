@@ -4,23 +4,23 @@
     cfg = pd.load_config("my.yaml", ["name=try1", "distill.params.beta=0.5"])
     metrics = pd.Pipeline(cfg).run()          # or .run(["sft", "pairs"])
     print(metrics["rows"]["student_distill"]["win_rate"])
-    results = pd.Bench(cfg).run()             # every method in cfg.bench, one budget
+    cfg, bench = pd.load_bench_config("bench.yaml")
+    results = pd.Bench(cfg, bench).run()      # every method in the bench section, one budget
 """
-from prefdistill.config import ConfigError, RunConfig, load_config
+from prefdistill.config import RunConfig
+from prefdistill.errors import ConfigError
 
 __version__ = "0.1.0"
+_LAZY = {"Pipeline": "prefdistill.pipeline", "run_stages": "prefdistill.pipeline", "Bench": "prefdistill.bench",
+         "load_config": "prefdistill.checks", "load_bench_config": "prefdistill.checks"}
 
 
 def __getattr__(name):  # heavy imports (torch, transformers) only when used
-    if name in ("Pipeline", "run_stages"):
-        from prefdistill import pipeline
+    if name in _LAZY:
+        import importlib
 
-        return getattr(pipeline, name)
-    if name == "Bench":
-        from prefdistill.bench import Bench
-
-        return Bench
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(name)
 
 
-__all__ = ["Bench", "ConfigError", "Pipeline", "RunConfig", "load_config", "run_stages"]
+__all__ = ["Bench", "ConfigError", "Pipeline", "RunConfig", "load_bench_config", "load_config", "run_stages"]

@@ -1,7 +1,8 @@
 """`prefdistill bench CONFIG`: every method from one SFT student, one set of pairs, one budget.
 
     from prefdistill.bench import Bench
-    results = Bench(load_config("configs/bench.yaml")).run()   # -> RUN/bench/main/{results.json,report.md}
+    cfg, bench = load_bench_config("configs/bench.yaml")   # the run config, and its own `bench:` section
+    results = Bench(cfg, bench).run()                      # -> RUN/bench/main/{results.json,report.md}
 
 The shared stages (reward, sft, pairs) run once in the run folder, exactly as in
 `prefdistill run`. Then each job — a bench entry × training seed × data share × relabel
@@ -26,15 +27,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prefdistill.config import BenchMethod, RunConfig, from_dict
+from prefdistill.config import BenchConfig, BenchMethod, RunConfig
+from prefdistill.errors import ConfigError
+from prefdistill.evaluation import score_all
 from prefdistill.io import read_json, write_json, write_jsonl
 from prefdistill.methods import get_method
 from prefdistill.methods.common import COUNT_PREFIX, student_side, teacher_side
-from prefdistill.methods.registry import requirements
+from prefdistill.methods.registry import build_params, requirements
+from prefdistill.models import load_tokenizer
 from prefdistill.pairs import load_pairs, relabel
 from prefdistill.pipeline import Pipeline
-
-BASE_ROWS = ("teacher", "student_init", "student_sft")
+from prefdistill.rows import BASE_ROWS
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,8 @@ class Job:
         return self.data_share == 1.0 and self.relabel_share == 0.0
 
 
-def plan(cfg: RunConfig) -> list[Job]:
+def plan(b: BenchConfig) -> list[Job]:
     """Main table (every entry × seed), then the data-share and relabel sweeps (first seed)."""
-    b = cfg.bench
     h = {m.name: settings_hash(m) for m in b.methods}
     seeds = {m.name: m.seeds or b.seeds for m in b.methods}
     jobs = [Job(m.name, s, settings=h[m.name]) for m in b.methods for s in seeds[m.name]]
@@ -110,69 +112,71 @@ def peak_memory() -> dict:
 # ----------------------------------------------------------------------------- the bench
 
 
+def entry_params(entry: BenchMethod):
+    spec = get_method(entry.method)
+    return spec, build_params(spec, entry.params, f"bench.methods.{entry.name}.params")
+
+
 class Bench:
-    def __init__(self, cfg: RunConfig, *, allow_config_change: bool = False):
-        if not cfg.bench.methods:
-            from prefdistill.config import ConfigError
-
+    def __init__(self, cfg: RunConfig, bench: BenchConfig, *, allow_config_change: bool = False):
+        if not bench.methods:
             raise ConfigError("bench.methods: list the methods to compare (see configs/bench.yaml)")
-        self.cfg = cfg
-        self.pipe = Pipeline(cfg, allow_config_change=allow_config_change)
-        self.dir = cfg.run_dir / "bench"
-        self.entries: dict[str, BenchMethod] = {m.name: m for m in cfg.bench.methods}
-        self._judges: dict[str, object] = {}
+        self.cfg, self.bench = cfg, bench
+        self.entries: dict[str, BenchMethod] = {m.name: m for m in bench.methods}
+        self.pipe = Pipeline(cfg, allow_config_change=allow_config_change, methods=[entry_params(m) for m in bench.methods])
+        self.dir = self.pipe.folder.bench
+        self._graders: dict | None = None
 
     @property
-    def judge(self):
-        """The grader (eval_judge): every row's win rate."""
-        if "eval" not in self._judges:
-            self._judges["eval"] = self.pipe._eval_judge()
-        return self._judges["eval"]
-
-    @property
-    def training_judge(self):
-        """The judge training used (oracle, relabelling); graded with too when it is not the grader."""
-        if "training" not in self._judges:
-            self._judges["training"] = self.pipe._judge()
-        return self._judges["training"]
-
-    def training_judge_scores(self, prompts: list[str], generations: list[str]) -> list[float] | None:
-        return self.training_judge.score(prompts, generations) if self.pipe.separate_eval_judge else None
+    def graders(self) -> dict:
+        """{"eval": the grader of every row, "training": the judge training used, when it is another one}."""
+        if self._graders is None:
+            self._graders = self.pipe.graders()
+        return self._graders
 
     def run(self) -> dict:
         self.pipe.run(["reward", "sft", "pairs"])
-        base = {row: self.base_generations(row) for row in BASE_ROWS}
-        jobs = plan(self.cfg)
+        write_json(self.dir / self.bench.report / "bench.json", dataclasses.asdict(self.bench))  # the bench's own settings
+        base = {row: self.pipe.row_generations(row) for row in BASE_ROWS}
+        jobs = plan(self.bench)
         t0 = time.time()
         for i, job in enumerate(jobs):
             print(f"[prefdistill] bench job {i + 1}/{len(jobs)}: {job.key}", flush=True)
             self.run_job(job)
         from prefdistill.bench_report import console_summary, summarize, write_bench_report
 
-        results = summarize(self, base, jobs)
+        results = summarize(self.cfg, self.bench, self.scored(base, jobs))
+        results["judges"] = self.pipe.judges_info()
+        results["timings_s"] = self.pipe.folder.timings()
         results["wall_s"]["this_invocation"] = round(time.time() - t0, 1)
-        out = self.dir / self.cfg.bench.report
+        out = self.dir / self.bench.report
         write_json(out / "results.json", results)
         report = write_bench_report(out, results)
         print(console_summary(results), flush=True)
         print(f"[prefdistill] bench report: {report}", flush=True)
         return results
 
-    # ------------------------------------------------------------------ pieces
-    def base_generations(self, row: str) -> list[str]:
-        """Generations of the teacher / initial / SFT student, shared with `prefdistill run`'s eval."""
-        role, ckpt = self.pipe._eval_models()[row]
-        return self.pipe.test_generations(role, ckpt, self.cfg.run_dir / "eval" / "samples" / row, desc=f"eval {row}")
+    def scored(self, base: dict[str, list[str]], jobs) -> dict:
+        """Everything the report needs, judged here: test references, base rows and job results with every judge's scores."""
+        test = self.pipe.splits["test"]
+        prompts, refs = [e.prompt for e in test], [e.target for e in test]
+        done = {j.key: read_json(self.dir / "runs" / j.key / "result.json") for j in jobs}
+        for r in done.values():  # results from before the training judge was graded with too
+            if "training" in self.graders and not r.get("training_judge_scores"):
+                r["training_judge_scores"] = self.graders["training"].score(prompts, r["generations"])
+        return {"references": refs, "jobs": jobs, "done": done, "base": base,
+                "scores": score_all(self.graders, prompts, refs, base)}
 
+    # ------------------------------------------------------------------ pieces
     def pairs_file(self, relabel_share: float) -> Path:
         """The pairs, with a share of them ordered by the judge (written once per share)."""
-        base = self.cfg.run_dir / "pairs" / "pairs.jsonl"
+        base = self.pipe.folder.pairs
         if relabel_share == 0.0:
             return base
         path = self.dir / "pairs" / f"relabel{relabel_share:g}.jsonl"
         if not path.is_file():
             pairs = load_pairs(base)
-            relabel(pairs, self.training_judge, relabel_share, self.cfg.seed)
+            relabel(pairs, self.pipe.training_judge(), relabel_share, self.cfg.seed)
             write_jsonl(path, pairs)
         return path
 
@@ -186,8 +190,7 @@ class Bench:
         if done.is_file():
             return read_json(done)
         entry = self.entries[job.entry]
-        spec = get_method(entry.method)
-        params = from_dict(spec.params_cls, entry.params, prefix=f"bench.methods.{entry.name}.params")
+        spec, params = entry_params(entry)
         rows = self.job_rows(job, spec, params)
         ckpt = folder / "checkpoint"
         reset_peak_memory()
@@ -197,10 +200,10 @@ class Bench:
         t1 = time.time()
         generations = self.pipe.test_generations("student", ckpt, folder / "samples", desc=f"eval {job.key}")
         prompts = [e.prompt for e in self.pipe.splits["test"]]
+        scores = {role: judge.score(prompts, generations) for role, judge in self.graders.items()}
         result = {
             "job": dataclasses.asdict(job), "method": entry.method, "label": entry.label or spec.label,
-            "generations": generations, "judge_scores": self.judge.score(prompts, generations),
-            "training_judge_scores": self.training_judge_scores(prompts, generations),
+            "generations": generations, "judge_scores": scores["eval"], "training_judge_scores": scores.get("training"),
             "cost": {"rows": len(rows), "steps": len(log), "train_wall_s": round(train_s, 1),
                      "eval_wall_s": round(time.time() - t1, 1), "peak_memory_mb": round(memory["mb"], 1),
                      "memory_kind": memory["kind"], **self.data_tokens(requirements(spec, params)[1], rows),
@@ -208,14 +211,12 @@ class Bench:
             "final_loss": log[-1]["loss"] if log else None,
         }
         write_json(done, result)
-        if not self.cfg.bench.keep_checkpoints:
+        if not self.bench.keep_checkpoints:
             shutil.rmtree(ckpt, ignore_errors=True)
         return result
 
     def data_tokens(self, needs: frozenset[str], rows: list[dict]) -> dict:
         """Tokens the method's training rows cost to make: the samples it reads, the teacher scores stored with them."""
-        from prefdistill.models import load_tokenizer
-
         def count(cfg, texts):
             tok = load_tokenizer(cfg)
             return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)

@@ -1,6 +1,6 @@
 """The bench's numbers and report: PLaD's Table 1, Figures 2–4 and a cost table, as analogues.
 
-    results = summarize(bench, base_generations, jobs)     # JSON-ready
+    results = summarize(cfg, bench, Bench(...).scored(base, jobs))   # JSON-ready; every score already computed
     write_bench_report(run_dir / "bench", results)         # -> report.md + PNG figures
 
 Rows of the table pool every training seed; their intervals resample seeds and test
@@ -13,80 +13,79 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from prefdistill.io import atomic_write_text, read_json
+from prefdistill.io import atomic_write_text
 from prefdistill.metrics import paired_difference, pairwise_outcomes, summarize_generations, summarize_seeds
+from prefdistill.rows import EVAL_ROWS
 from prefdistill.report import (
     _fmt, _fmt_rate, _md_table, _new_figure, _save, console_table, length_table, plot_length_buckets, plot_win_rates,
     render_table,
 )
 
-BASE_LABELS = {"teacher": "Teacher (SFT)", "student_init": "Initial student", "student_sft": "SFT student"}
-
 
 # ----------------------------------------------------------------------------- numbers
 
 
-def summarize(bench, base: dict[str, list[str]], jobs) -> dict:
-    cfg, test = bench.cfg, bench.pipe.splits["test"]
-    prompts, refs = [e.prompt for e in test], [e.target for e in test]
+def summarize(cfg, bench, scored: dict) -> dict:
+    """The bench's numbers from what `Bench.scored` judged: no model or judge runs here."""
+    refs, jobs, done, base, scores = (scored[k] for k in ("references", "jobs", "done", "base", "scores"))
     opts = dict(n_boot=cfg.eval.n_bootstrap, seed=cfg.seed, length_edges=cfg.eval.length_buckets)
-    done = {j.key: read_json(bench.dir / "runs" / j.key / "result.json") for j in jobs}
-    graders = {"eval": bench.judge, **({"training": bench.training_judge} if bench.pipe.separate_eval_judge else {})}
-    ref_scores = {role: judge.score(prompts, refs) for role, judge in graders.items()}
-    base_scores = {role: {row: judge.score(prompts, gens) for row, gens in base.items()} for role, judge in graders.items()}
-    rows = {}
-    for row, gens in base.items():
-        rows[row] = {"label": BASE_LABELS[row], **summarize_generations(
-            gens, refs, base_scores["eval"][row], ref_scores["eval"],
-            opponent_scores=None if row == "teacher" else base_scores["eval"]["teacher"], **opts)}
-        if "training" in graders:
-            rows[row]["training_judge_win_rate"] = 100 * statistics.fmean(pairwise_outcomes(base_scores["training"][row], ref_scores["training"]))
+    rows = {row: {"label": EVAL_ROWS[row].label, **summarize_generations(
+        gens, refs, scores["eval"][row], scores["eval"]["reference"],
+        opponent_scores=None if row == "teacher" else scores["eval"]["teacher"], **opts)} for row, gens in base.items()}
+    if "training" in scores:
+        for row in base:
+            rows[row]["training_judge_win_rate"] = _win_rate(scores["training"][row], scores["training"]["reference"])
     costs = {}
-    for entry in cfg.bench.methods:
+    for entry in bench.methods:
         runs = [done[j.key] for j in jobs if j.entry == entry.name and j.is_main]
-        row = summarize_seeds([r["generations"] for r in runs], refs, [r["judge_scores"] for r in runs], ref_scores["eval"],
-                              opponent_scores=base_scores["eval"]["teacher"], **opts)
-        for role in graders:
-            key = "judge_scores" if role == "eval" else "training_judge_scores"
-            per_run = [r.get(key) or bench.training_judge.score(prompts, r["generations"]) for r in runs]  # older results lack them
-            wins = [pairwise_outcomes(scores, ref_scores[role]) for scores in per_run]  # per seed, per prompt
-            per_example = [statistics.fmean(v) for v in zip(*wins)]
-            sft_wins = pairwise_outcomes(base_scores[role]["student_sft"], ref_scores[role])
-            suffix = "" if role == "eval" else "_training_judge"
-            row["vs_sft" + suffix] = paired_difference(per_example, sft_wins, n_boot=cfg.eval.n_bootstrap, seed=cfg.seed)
-            if role == "eval":
-                row["per_seed_win_rate"] = [100 * statistics.fmean(w) for w in wins]
-            else:
-                row["training_judge_win_rate"] = 100 * statistics.fmean(per_example)
-        rows[entry.name] = {"label": runs[0]["label"], "method": entry.method, **row}
+        rows[entry.name] = {"label": runs[0]["label"], "method": entry.method, **_method_row(runs, refs, scores, opts, cfg)}
         numeric = {k for r in runs for k, v in r["cost"].items() if isinstance(v, (int, float))}
         costs[entry.name] = {"label": runs[0]["label"], "memory_kind": runs[0]["cost"]["memory_kind"],
                              **{k: statistics.fmean(r["cost"].get(k, 0) for r in runs) for k in sorted(numeric)}}
-    ref_scores = ref_scores["eval"]
+    ref_scores = scores["eval"]["reference"]
 
     def point(job, share):
         r = done[job.key]
         s = summarize_generations(r["generations"], refs, r["judge_scores"], ref_scores, **opts)
         return {"share": share, "win_rate": s["win_rate"], "win_rate_ci": s["win_rate_ci"], "word_count": s["word_count"]}
 
-    first = {m.name: (m.seeds or cfg.bench.seeds)[0] for m in cfg.bench.methods}  # sweeps run on an entry's first seed
+    first = {m.name: (m.seeds or bench.seeds)[0] for m in bench.methods}  # sweeps run on an entry's first seed
     data_sweep: dict[str, list[dict]] = {}
     for j in jobs:
         swept = any(k.data_share < 1.0 and k.entry == j.entry for k in jobs)
         if j.seed == first[j.entry] and j.relabel_share == 0.0 and swept:
             data_sweep.setdefault(j.entry, []).append(point(j, j.data_share))
-    relabel_sweep = [point(j, j.relabel_share) for j in jobs if cfg.bench.relabel_shares and j.entry == cfg.bench.relabel_method
+    relabel_sweep = [point(j, j.relabel_share) for j in jobs if bench.relabel_shares and j.entry == bench.relabel_method
                      and j.seed == first[j.entry] and j.data_share == 1.0]
     return {
         "task": cfg.data.source, "teacher": cfg.teacher.name_or_path, "student": cfg.student.name_or_path,
-        "n_test": len(test), "seeds": cfg.bench.seeds, "steps": cfg.distill.train.steps, "batch_size": cfg.distill.train.batch_size,
+        "n_test": len(refs), "seeds": bench.seeds, "steps": cfg.distill.train.steps, "batch_size": cfg.distill.train.batch_size,
         "rows": rows, "costs": costs,
         "data_sweep": {k: sorted(v, key=lambda p: p["share"]) for k, v in data_sweep.items()},
-        "relabel_sweep": {"entry": cfg.bench.relabel_method, "points": sorted(relabel_sweep, key=lambda p: p["share"])},
-        "judges": bench.pipe.judges_info(),
-        "timings_s": read_json(cfg.run_dir / "timings.json") if (cfg.run_dir / "timings.json").is_file() else {},
+        "relabel_sweep": {"entry": bench.relabel_method, "points": sorted(relabel_sweep, key=lambda p: p["share"])},
         "wall_s": {"jobs": round(sum(r["cost"]["train_wall_s"] + r["cost"]["eval_wall_s"] for r in done.values()), 1)},
     }
+
+
+def _win_rate(scores: list[float], reference: list[float]) -> float:
+    return 100 * statistics.fmean(pairwise_outcomes(scores, reference))
+
+
+def _method_row(runs: list[dict], refs: list[str], scores: dict, opts: dict, cfg) -> dict:
+    """A method's row pooled over its seeds, and its paired difference to the SFT student by each judge."""
+    row = summarize_seeds([r["generations"] for r in runs], refs, [r["judge_scores"] for r in runs], scores["eval"]["reference"],
+                          opponent_scores=scores["eval"]["teacher"], **opts)
+    for role, by_row in scores.items():
+        key = "judge_scores" if role == "eval" else "training_judge_scores"
+        wins = [pairwise_outcomes(r[key], by_row["reference"]) for r in runs]  # per seed, per prompt
+        per_example = [statistics.fmean(v) for v in zip(*wins)]
+        sft_wins = pairwise_outcomes(by_row["student_sft"], by_row["reference"])
+        diff = paired_difference(per_example, sft_wins, n_boot=cfg.eval.n_bootstrap, seed=cfg.seed)
+        if role == "eval":
+            row["vs_sft"], row["per_seed_win_rate"] = diff, [100 * statistics.fmean(w) for w in wins]
+        else:
+            row["vs_sft_training_judge"], row["training_judge_win_rate"] = diff, 100 * statistics.fmean(per_example)
+    return row
 
 
 def orderings(results: dict, focus: str = "plad") -> list[str]:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from prefdistill.config import STAGES, ConfigError, load_config, to_dict
+from prefdistill.config import STAGES, ConfigError, to_dict
+from prefdistill.checks import load_bench_config, load_config
 from prefdistill.sampling import IncompleteSampling
 from prefdistill.train_state import NonFiniteLossError
 
@@ -89,21 +90,22 @@ def cmd_bench(args) -> int:
     from prefdistill.bench import Bench
 
     if args.tiny:
-        cfg = load_config(tiny_bench_config(Path(args.output_dir or "runs")), args.overrides)
+        cfg, bench = load_bench_config(tiny_bench_config(Path(args.output_dir or "runs")), args.overrides)
     else:
         if not args.config:
             raise ConfigError("give a bench config (a YAML file, or 'bench' for the packaged one), or --tiny")
         extra = [f"output_dir={args.output_dir}"] if args.output_dir else []
-        cfg = load_config(_config_source(args.config), [*extra, *args.overrides])
+        cfg, bench = load_bench_config(_config_source(args.config), [*extra, *args.overrides])
     t0 = time.time()
-    Bench(cfg, allow_config_change=args.allow_config_change).run()
-    print(f"[prefdistill] bench finished in {time.time() - t0:.0f} s; report: {cfg.run_dir / 'bench' / cfg.bench.report / 'report.md'}")
+    Bench(cfg, bench, allow_config_change=args.allow_config_change).run()
+    print(f"[prefdistill] bench finished in {time.time() - t0:.0f} s; report: {cfg.run_dir / 'bench' / bench.report / 'report.md'}")
     return 0
 
 
 def cmd_config(args) -> int:
-    cfg = load_config(_config_source(args.config), args.overrides)
-    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    cfg, bench = load_bench_config(_config_source(args.config), args.overrides)
+    data = to_dict(cfg) if not bench.methods else {**to_dict(cfg), "bench": to_dict(bench)}
+    print(yaml.safe_dump(data, sort_keys=False), end="")
     return 0
 
 
@@ -120,17 +122,15 @@ def cmd_report(args) -> int:
 
 
 def cmd_export_pairs(args) -> int:
-    import datasets
-
-    from prefdistill.pairs import load_pairs
+    from prefdistill.pairs import load_pairs, pairs_dataset
 
     run = Path(args.run_dir)
-    ds = datasets.Dataset.from_list(load_pairs(run / "pairs" / "pairs.jsonl"))
+    ds = pairs_dataset(load_pairs(run / "pairs" / "pairs.jsonl"))  # typed columns: bool, float64, sampling structs
     out = Path(args.out or run / "pairs" / f"pairs.{args.format}")
     if args.format == "parquet":
         ds.to_parquet(str(out))
     elif args.format == "csv":
-        ds.to_csv(str(out))
+        ds.flatten().to_csv(str(out))  # CSV has no nesting: one column per setting, teacher_sampling.temperature ...
     elif args.format == "jsonl":
         ds.to_json(str(out), lines=True)
     else:
@@ -260,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", help="the model name clients use (default: from the file or builtin name)")
     p.set_defaults(fn=cmd_serve)
 
+    _add_lab(sub)
+    return parser
+
+
+def _add_lab(sub) -> None:
     p = sub.add_parser("lab", help="exactly solvable labs that check the methods' maths")
     lab = p.add_subparsers(dest="lab", required=True)
     p = lab.add_parser("bandit", help="Faster WIND's contextual bandit: exact update, WIND / SPPO / BOND / J-BOND from samples")
@@ -271,7 +276,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["bt", "random", "cyclic", "all"], default="all", help="preference matrices (default all)")
     p.add_argument("--output-dir", default="runs/lab-bandit")
     p.set_defaults(fn=cmd_lab_bandit)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

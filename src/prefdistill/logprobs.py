@@ -150,15 +150,39 @@ def pack_completions(prompt_ids: list[list[int]], completion_ids: list[list[int]
     }
 
 
-def accepts_logits_to_keep(model) -> bool:
-    model = getattr(model, "module", model)  # a DDP / FSDP wrapper forwards the keyword to the model it wraps
-    base = getattr(model, "get_base_model", lambda: model)()
-    return _forward_has_logits_to_keep(type(base))
+def _unwrapped(model):
+    """The transformers model behind DDP / FSDP (which forward keywords to the model they wrap) and PEFT wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "get_base_model", lambda: model)()
 
 
 @functools.lru_cache(maxsize=None)
-def _forward_has_logits_to_keep(cls: type) -> bool:  # once per model class, not per forward
-    return "logits_to_keep" in inspect.signature(cls.forward).parameters
+def _forward_parameters(cls: type) -> frozenset[str]:  # once per model class, not per forward
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def accepts_logits_to_keep(model) -> bool:
+    return "logits_to_keep" in _forward_parameters(type(_unwrapped(model)))
+
+
+def cache_kwarg(model) -> str:
+    """The keyword that hands a key/value cache to `model`'s forward and to its `generate`.
+
+    transformers renamed `past_key_values` to `cache` (5.24 warns on the old name, removal
+    announced for 5.40 in forward and 6.0 in generate); 5.17 knows only `past_key_values`.
+    The model's own forward signature says which one it takes: every caller of a cache
+    goes through here, so the switch lives in one place.
+    """
+    return "cache" if "cache" in _forward_parameters(type(_unwrapped(model))) else "past_key_values"
+
+
+def output_cache(output):
+    """The key/value cache of a forward's output: field `cache`, or `past_key_values` before the rename.
+
+    Newer versions still answer to the old name, with a deprecation message; reading the
+    field the output class declares avoids it.
+    """
+    return getattr(output, "cache" if "cache" in getattr(output, "__dataclass_fields__", {}) else "past_key_values")
 
 
 def completion_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -234,11 +258,11 @@ def shared_prompt_logps(model, batch: dict) -> torch.Tensor:
     keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     first = model(input_ids=batch["prompt_ids"].to(device), attention_mask=prompt_mask,
                   position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, **keep)
-    cache = first.past_key_values
+    cache = output_cache(first)
     cache.batch_repeat_interleave(n)  # differentiable: each completion's gradient reaches the shared prompt
     width = batch["labels"].shape[1]
     keep = {"logits_to_keep": width} if keep else {}
     rest = model(input_ids=batch["completion_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                 position_ids=batch["position_ids"].to(device), past_key_values=cache, use_cache=True, **keep)
+                 position_ids=batch["position_ids"].to(device), use_cache=True, **{cache_kwarg(model): cache}, **keep)
     logits = torch.cat([first.logits[:, -1:].repeat_interleave(n, 0), rest.logits[:, -width:-1]], dim=1)  # (B·n, C, V)
     return per_token_logps(logits, batch["labels"].to(device))

@@ -175,11 +175,10 @@ class PairwiseAPIOracle(PreferenceOracle):
 
 
 def build_oracle(cfg, judge_factory) -> PreferenceOracle:
-    """The oracle `cfg` (an OracleConfig) asks for; `judge_factory()` builds the run's judge when needed."""
+    """The oracle `cfg` (an OracleConfig, checked at config time) asks for; `judge_factory()` builds the training judge."""
     if cfg.kind == "judge":
         return BradleyTerryOracle(judge_factory(), temperature=cfg.temperature)
-    if cfg.kind == "api":
-        if not cfg.base_url or not cfg.model:
-            raise ValueError("oracle.base_url and oracle.model are required when oracle.kind is 'api'")
-        return PairwiseAPIOracle(APIClient(cfg.base_url, api_key_env=cfg.api_key_env), cfg.model, max_workers=cfg.max_workers)
-    raise ValueError(f"oracle.kind: unknown kind {cfg.kind!r}; choose from ['judge', 'api']")
+    api = cfg.api
+    client = APIClient(api.base_url, api_key_env=api.api_key_env, timeout_s=api.timeout_s, max_retries=api.max_retries,
+                       backoff_s=api.backoff_s, backoff_max_s=api.backoff_max_s)
+    return PairwiseAPIOracle(client, cfg.model, max_workers=api.max_concurrency)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from prefdistill.logprobs import cache_kwarg, output_cache
 from prefdistill.losses.divergences import log_mixture
 
 
@@ -34,7 +35,7 @@ class _Stream:
 
     def __init__(self, lm, prompts: list[str]):
         self.model = lm.model
-        ids = [lm._prompt_ids(p) for p in prompts]
+        ids = [lm.prompt_ids(p) for p in prompts]
         width = max(len(x) for x in ids)
         pad = lm.tokenizer.pad_token_id
         self.device = next(self.model.parameters()).device
@@ -46,8 +47,8 @@ class _Stream:
     def logits(self) -> torch.Tensor:
         """Next-token logits (B, V) after the tokens fed so far."""
         out = self.model(input_ids=self.input_ids, attention_mask=self.attention_mask, position_ids=self.position_ids,
-                         past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
+                         use_cache=True, **{cache_kwarg(self.model): self.cache})
+        self.cache = output_cache(out)
         return out.logits[:, -1].float()
 
     def feed(self, tokens: torch.Tensor) -> None:

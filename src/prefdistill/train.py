@@ -128,6 +128,26 @@ def _process_mean(accelerator, totals: dict[str, float]) -> dict[str, float]:
     return {k: sum(p.get(k, 0.0) for p in parts) / (1 if k.startswith(COUNT_PREFIX) else len(parts)) for k in keys}
 
 
+def _accumulate(accelerator, model, loss_fn, batches: list[list[dict]], cfg: TrainConfig) -> dict[str, float]:
+    """Forward and backward every micro-batch of one optimizer step; clip; the step's statistics over processes.
+
+    Token counts add up over micro-batches, the rest is averaged; `grad_norm` is the norm before clipping.
+    """
+    totals: dict[str, float] = {}
+    for batch in batches:
+        with accelerator.accumulate(model):
+            loss, stats = loss_fn(batch)
+            accelerator.backward(loss)
+        for k, v in {"loss": loss.item(), **stats}.items():
+            totals[k] = totals.get(k, 0.0) + (v if k.startswith(COUNT_PREFIX) else v / cfg.grad_accum)
+    # Gradients are averaged over processes by now, so every process computes the same norm.
+    norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+    totals = _process_mean(accelerator, totals)
+    if norm is not None:  # DeepSpeed clips inside its engine and reports nothing here
+        totals["grad_norm"] = float(norm)
+    return totals
+
+
 def _update(optimizer, scheduler, loss: float, grad_norm: float, fp16: bool) -> bool:
     """Step optimizer and scheduler unless the loss or the gradient norm is NaN / inf; True if stepped.
 
@@ -197,33 +217,15 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     state_path = out_dir.with_name(out_dir.name + ".state.pt")
     method_state = {k: v for k, v in extras.items() if isinstance(v, dict)}
-    start, log, counters = 0, [], {"skipped_nonfinite": 0, "nonfinite_in_a_row": 0}
-    if state_path.is_file():
-        if not resumable(accelerator):
-            raise RuntimeError(f"{state_path} holds replicated weights, which cannot resume a sharded (FSDP / DeepSpeed) run")
-        start, log, counters = load_state(state_path, accelerator, accelerator.unwrap_model(model), optimizer, scheduler,
-                                          method_state=method_state)
-        if main:
-            print(f"[prefdistill] {desc}: resuming at step {start}/{steps}", flush=True)
+    start, log, counters = _resume(state_path, accelerator, model, optimizer, scheduler, method_state, f"{desc} (of {steps} steps)")
     save = partial(save_state, state_path, accelerator, accelerator.unwrap_model(model), optimizer, scheduler, method_state=method_state)
     good = {"step": start, "rng": capture_rng()}  # the last step whose update was applied
 
     bar = tqdm(range(start, steps), desc=desc, unit="step", initial=start, total=steps, disable=not main)
     t0 = time.time()
     for step in bar:
-        totals: dict[str, float] = {}
-        for micro in range(cfg.grad_accum):
-            micro_rows = [rows[i] for i in batch_indices(step, micro, cfg, len(rows), seed, rank, world)]
-            with accelerator.accumulate(model):
-                loss, stats = spec.loss(lm, micro_rows, params, **extras)
-                accelerator.backward(loss)
-            for k, v in {"loss": loss.item(), **stats}.items():  # token counts add up, the rest is averaged
-                totals[k] = totals.get(k, 0.0) + (v if k.startswith(COUNT_PREFIX) else v / cfg.grad_accum)
-        # Gradients are averaged over processes by now, so every process computes the same norm.
-        norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
-        totals = _process_mean(accelerator, totals)
-        if norm is not None:  # DeepSpeed clips inside its engine and reports nothing here
-            totals["grad_norm"] = float(norm)
+        batches = [[rows[i] for i in batch_indices(step, micro, cfg, len(rows), seed, rank, world)] for micro in range(cfg.grad_accum)]
+        totals = _accumulate(accelerator, model, lambda batch: spec.loss(lm, batch, params, **extras), batches, cfg)
         stepped = _update(optimizer, scheduler, totals["loss"], totals.get("grad_norm", 0.0), cfg.mixed_precision == "fp16")
         if stepped and spec.after_step is not None:  # e.g. move an anchor, with the weights after this update
             spec.after_step(lm, params, **extras)
@@ -246,11 +248,29 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
     rel_parent = os.path.relpath(Path(parent).resolve(), out_dir.resolve()) if parent and lora.enabled else None
     meta = {"kind": "adapter" if lora.enabled else "full", "parent": rel_parent, "method": spec.name, "steps": steps,
             "rows": len(rows), "processes": world}
+    _finish(lm, accelerator, model, out_dir, meta, log, state_path, lora.enabled)
+    return log
+
+
+def _resume(state_path: Path, accelerator, model, optimizer, scheduler, method_state: dict, desc: str):
+    """(first step, log so far, counters): from the saved training state if there is one, else from scratch."""
+    if not state_path.is_file():
+        return 0, [], {"skipped_nonfinite": 0, "nonfinite_in_a_row": 0}
+    if not resumable(accelerator):
+        raise RuntimeError(f"{state_path} holds replicated weights, which cannot resume a sharded (FSDP / DeepSpeed) run")
+    start, log, counters = load_state(state_path, accelerator, accelerator.unwrap_model(model), optimizer, scheduler,
+                                      method_state=method_state)
+    if accelerator.is_main_process:
+        print(f"[prefdistill] {desc}: resuming at step {start}", flush=True)
+    return start, log, counters
+
+
+def _finish(lm, accelerator, model, out_dir: Path, meta: dict, log: list[dict], state_path: Path, lora: bool) -> None:
+    """Save the finished checkpoint, drop the resumable state, and leave `lm` holding the trained weights for inference."""
     _save_checkpoint(accelerator, model, lm.tokenizer, out_dir, meta, log)
-    if main:
+    if accelerator.is_main_process:
         state_path.unlink(missing_ok=True)
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
-    lm.model = unwrapped.merge_and_unload() if lora.enabled else unwrapped
+    lm.model = unwrapped.merge_and_unload() if lora else unwrapped
     lm.model.requires_grad_(False)
-    return log

@@ -46,12 +46,8 @@ def build_judge(cfg: JudgeConfig, run_dir: Path, device: str = "cpu") -> Judge:
                 "(judge.name_or_path) or 'callable' (judge.callable)"
             )
         return TrainedRewardJudge(path, batch_size=cfg.batch_size, device=device)
-    if cfg.kind == "hf":
-        if not cfg.name_or_path:
-            raise ValueError("judge.name_or_path: required when judge.kind is 'hf'")
+    if cfg.kind == "hf":  # name_or_path / callable presence: checked with the config (prefdistill.checks)
         return HFRewardJudge(cfg.name_or_path, batch_size=cfg.batch_size, max_length=cfg.max_length, device=device)
     if cfg.kind == "callable":
-        if not cfg.callable:
-            raise ValueError("judge.callable: required when judge.kind is 'callable' (module:function)")
         return CallableJudge(cfg.callable)
     raise ValueError(f"judge.kind: unknown kind {cfg.kind!r}; choose from ['trained', 'hf', 'callable']")

@@ -130,6 +130,17 @@ def evaluate_pairs(head: RewardHead, feats: Features, pairs: list[dict]) -> dict
     return pairwise_accuracy(scores[:n], scores[n:], [p["kind"] for p in pairs])
 
 
+def _run_facts(cfg: RewardConfig, head: RewardHead, losses: list[float], n_train: int, n_val: int, seed: int) -> dict:
+    """What metrics.json records about how the judge was trained."""
+    tail = losses[-10:]
+    return {"n_train_pairs": n_train,  # with the extra reference draws
+            "extra_reference_draws": cfg.extra_reference_draws, "n_val_pairs": n_val, "steps": cfg.steps,
+            "batch_size": cfg.batch_size, "encoder": cfg.encoder, "prompt_max_length": cfg.prompt_max_length,
+            "prompt_opening_length": cfg.prompt_opening_length, "response_max_length": cfg.response_max_length,
+            "head_parameters": sum(p.numel() for p in head.parameters()), "negatives": list(cfg.negatives), "seed": seed,
+            "final_train_loss": sum(tail) / len(tail)}  # mean over the last 10 steps
+
+
 def train_reward_model(
     train: list[Example],
     val: list[Example],
@@ -146,9 +157,6 @@ def train_reward_model(
     model_dir, metrics_path = out_dir / "model", out_dir / "metrics.json"
     if (model_dir / CONFIG_FILE).is_file() and metrics_path.is_file():
         return read_json(metrics_path)
-    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.extra_reference_draws < 0:
-        raise ValueError("reward.steps and reward.batch_size must be >= 1 and reward.extra_reference_draws >= 0, "
-                         f"got {cfg.steps}, {cfg.batch_size}, {cfg.extra_reference_draws}")
     train_pairs = training_pairs(train, cfg, seed)
     val_pairs = make_preference_pairs(val, cfg.negatives, seed)
     if not train_pairs or not val_pairs:
@@ -175,26 +183,8 @@ def train_reward_model(
     train_time = time.time() - start_time - encode_time
     metrics = evaluate_pairs(head, feats, val_pairs)
     save_reward_model(head, encoder, cfg.encoder, model_dir)
-    tail = losses[-10:]
-    metrics = {
-        **metrics,
-        "n_train_pairs": len(train_pairs),  # with the extra reference draws
-        "extra_reference_draws": cfg.extra_reference_draws,
-        "n_val_pairs": len(val_pairs),
-        "steps": cfg.steps,
-        "batch_size": cfg.batch_size,
-        "encoder": cfg.encoder,
-        "prompt_max_length": cfg.prompt_max_length,
-        "prompt_opening_length": cfg.prompt_opening_length,
-        "response_max_length": cfg.response_max_length,
-        "head_parameters": sum(p.numel() for p in head.parameters()),
-        "negatives": list(cfg.negatives),
-        "seed": seed,
-        "final_train_loss": sum(tail) / len(tail),  # mean over the last 10 steps
-        "encode_time_s": round(encode_time, 2),  # encoder loading + features of every distinct text
-        "train_time_s": round(train_time, 2),
-        "wall_time_s": round(time.time() - start_time, 2),
-        "measures": MEASURES,
-    }
+    metrics = {**metrics, **_run_facts(cfg, head, losses, len(train_pairs), len(val_pairs), seed),
+               "encode_time_s": round(encode_time, 2),  # encoder loading + features of every distinct text
+               "train_time_s": round(train_time, 2), "wall_time_s": round(time.time() - start_time, 2), "measures": MEASURES}
     write_json(metrics_path, metrics)
     return metrics

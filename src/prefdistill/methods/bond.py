@@ -20,6 +20,7 @@ import torch
 
 from prefdistill.losses import jeffreys_loss, kl_regularised_returns, log_quantile_reward
 from prefdistill.methods.registry import register
+from prefdistill.typed import AT_LEAST_1, AT_LEAST_2, POSITIVE, SHARE, opt
 from prefdistill.methods.selfplay import (
     anchor_weights, init_anchor, oracle_delta, refuse_tempered_sampling, reset_anchor, sample_group, scored_without_dropout,
     sequence_logps_of,
@@ -28,17 +29,13 @@ from prefdistill.methods.selfplay import (
 
 @dataclass
 class BONDParams:
-    n: int = 4  # Best-of-n per iteration (anchor samples per prompt)
-    beta: float = 0.5  # Jeffreys mix
-    anchor_every: int = 4  # optimizer steps per iteration
-    max_new_tokens: int = 48
-    temperature: float = 1.0  # must be 1: see refuse_tempered_sampling
+    n: int = opt(4, "Best-of-n per iteration: anchor samples per prompt", AT_LEAST_2)
+    beta: float = opt(0.5, "Jeffreys mix: (1 − β)·forward + β·backward", SHARE)
+    anchor_every: int = opt(4, "optimizer steps per iteration (the anchor moves to the student after them)", AT_LEAST_1)
+    max_new_tokens: int = opt(48, "tokens per sample at most", AT_LEAST_1)
+    temperature: float = opt(1.0, "sampling temperature; must be 1 (see refuse_tempered_sampling)", POSITIVE)
 
     def check(self, cfg) -> None:
-        from prefdistill.config import ConfigError
-
-        if self.n < 2 or not 0 <= self.beta <= 1 or self.anchor_every < 1:
-            raise ConfigError("distill.params: BOND needs n ≥ 2, beta in [0, 1] and anchor_every ≥ 1")
         refuse_tempered_sampling(self.temperature, "BOND")
 
 
@@ -49,7 +46,7 @@ def move_anchor(policy, params: BONDParams, *, state: dict, **_) -> None:
         reset_anchor(policy, state)
 
 
-@register("bond", consumes="pairs", params=BONDParams, needs=("oracle", "state"), label="BOND", after_step=move_anchor,
+@register("bond", consumes="prompts", params=BONDParams, needs=("oracle", "state"), label="BOND", after_step=move_anchor,
           summary="iterative Best-of-n distillation (Jeffreys divergence) with a moving anchor")
 def bond(policy, rows: list[dict], params: BONDParams, *, oracle, state):
     """One iterative-BOND loss on the prompts of a micro-batch."""

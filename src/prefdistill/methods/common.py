@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from prefdistill.logprobs import completion_token_ids, pack_shared_prompt, shared_prompt_logps
+from prefdistill.pairs import PairRow, chosen_is_teacher, write_back
 
 # Training-log statistics with these prefixes are counts (tokens; samples drawn and oracle
 # calls): the loop adds them up over micro-batches (other statistics are averaged), and the
@@ -29,7 +30,7 @@ def pair_logps(policy, prompts: list[str], chosen: list[str], rejected: list[str
     (`prefdistill.logprobs.shared_prompt_logps`), not once per completion.
     """
     tok = policy.tokenizer
-    prompt_ids = [policy._prompt_ids(p) for p in prompts]
+    prompt_ids = [policy.prompt_ids(p) for p in prompts]
     completions = completion_token_ids(tok, [text for pair in zip(chosen, rejected) for text in pair])  # c0 r0 c1 r1 ...
     batch = pack_shared_prompt(prompt_ids, completions, pad_id=tok.pad_token_id, n_per_prompt=2)
     per_token = shared_prompt_logps(policy.model, batch)  # (2B, C), pairs interleaved
@@ -38,24 +39,27 @@ def pair_logps(policy, prompts: list[str], chosen: list[str], rejected: list[str
 
 
 def teacher_side(row: dict) -> str:
-    """The teacher's sample of a pair row, whichever side relabelling put it on."""
-    return row["chosen"] if row.get("chosen_source", "teacher") == "teacher" else row["rejected"]
+    """The teacher's sample of a pair row (`PairRow`), whichever side relabelling put it on."""
+    return row["chosen"] if chosen_is_teacher(row) else row["rejected"]
 
 
 def student_side(row: dict) -> str:
-    """The SFT student's sample of a pair row."""
-    return row["rejected"] if row.get("chosen_source", "teacher") == "teacher" else row["chosen"]
+    """The SFT student's sample of a pair row (`PairRow`)."""
+    return row["rejected"] if chosen_is_teacher(row) else row["chosen"]
 
 
 def attach_teacher_logps(rows: list[dict], table: dict[str, dict], method: str) -> None:
-    """Add `teacher_chosen_logp` / `teacher_rejected_logp` (log p(y|x), summed) to pair rows, in place."""
+    """Set `PairRow.teacher_chosen_logp` / `teacher_rejected_logp` (log p(y|x), summed) of pair rows, in place.
+
+    `table` is keyed by pair id and by who wrote the text (`teacher_sample` / `student_sample`),
+    so a swapped pair reads the teacher's score of its chosen side from `student_sample`.
+    """
     for r in rows:
         if r["id"] not in table:
             raise KeyError(f"{method}: no stored teacher log-probabilities for pair {r['id']!r}; delete pairs/teacher_logps.jsonl to recompute")
-        entry = table[r["id"]]
-        chosen_is_teacher = r.get("chosen_source", "teacher") == "teacher"
-        r["teacher_chosen_logp"] = entry["teacher_sample" if chosen_is_teacher else "student_sample"]
-        r["teacher_rejected_logp"] = entry["student_sample" if chosen_is_teacher else "teacher_sample"]
+        entry, teacher_first = table[r["id"]], chosen_is_teacher(r)
+        write_back(r, PairRow.from_dict({**r, "teacher_chosen_logp": entry["teacher_sample" if teacher_first else "student_sample"],
+                                         "teacher_rejected_logp": entry["student_sample" if teacher_first else "teacher_sample"]}))
 
 
 def paired_logits(policy, teacher, prompts: list[str], ids: list[list[int]]):

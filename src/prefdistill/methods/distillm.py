@@ -16,6 +16,7 @@ from prefdistill.logprobs import masked_mean
 from prefdistill.losses import skew_forward_kl, skew_reverse_kl
 from prefdistill.methods.common import completion_ids, paired_logits
 from prefdistill.methods.registry import register
+from prefdistill.typed import AT_LEAST_1, POSITIVE, SHARE, opt
 from prefdistill.rollout import rollout
 
 DIVERGENCES = {"skew_forward": skew_forward_kl, "skew_reverse": skew_reverse_kl}
@@ -23,19 +24,11 @@ DIVERGENCES = {"skew_forward": skew_forward_kl, "skew_reverse": skew_reverse_kl}
 
 @dataclass
 class DistiLLMParams:
-    divergence: Literal["skew_forward", "skew_reverse"] = "skew_forward"
-    alpha: float = 0.1
-    temperature: float = 1.0
-    student_fraction: float = 0.0  # share of batches made of fresh student samples
-    max_new_tokens: int = 48
-
-    def check(self, cfg) -> None:
-        from prefdistill.config import ConfigError
-
-        if self.divergence not in DIVERGENCES:
-            raise ConfigError(f"distill.params.divergence must be one of {sorted(DIVERGENCES)}, got {self.divergence!r}")
-        if not (0 <= self.alpha <= 1 and 0 <= self.student_fraction <= 1):
-            raise ConfigError("distill.params.alpha and distill.params.student_fraction must lie in [0, 1]")
+    divergence: Literal["skew_forward", "skew_reverse"] = opt("skew_forward", "skew forward KL or skew reverse KL")
+    alpha: float = opt(0.1, "skew α of the mixture αp + (1 − α)q", SHARE)
+    temperature: float = opt(1.0, "softmax temperature of both distributions", POSITIVE)
+    student_fraction: float = opt(0.0, "share of batches made of fresh student samples", SHARE)
+    max_new_tokens: int = opt(48, "length of the student's samples", AT_LEAST_1)
 
 
 @register("distillm", consumes="targets", params=DistiLLMParams, needs=("teacher",), label="DistiLLM",

@@ -27,8 +27,11 @@ import torch
 
 from prefdistill.logprobs import masked_mean, per_token_logps, sequence_logps
 from prefdistill.losses import dpkd_ipo_loss, dpkd_loss, simpo_loss, token_argmax_dpkd_loss
+from prefdistill.errors import ConfigError
 from prefdistill.methods.common import completion_ids, pair_logps, paired_logits, teacher_side
 from prefdistill.methods.registry import register
+from prefdistill.pairs import chosen_is_teacher
+from prefdistill.typed import NON_NEGATIVE, POSITIVE, SHARE, opt
 
 # The Table 2 forms, by name: (q_c, q_r, p_c, p_r, params) -> (B,) losses.
 SEQUENCE_LOSSES = {
@@ -40,14 +43,14 @@ SEQUENCE_LOSSES = {
 
 @dataclass
 class DPKDParams:
-    mode: Literal["sequence", "token_argmax"] = "sequence"
-    loss: Literal["sigmoid", "ipo", "simpo"] = "sigmoid"  # sequence mode: Table 2's forms
-    beta: float = 0.1  # the official code's default
-    normalize: bool = True  # divide both log-likelihoods by |y| (the paper; off = its ablation)
-    lm_weight: float | None = None  # λ of L_pt; None: 0.5 in sequence mode, 0 in token_argmax mode
-    tau: float = 0.1  # IPO
-    gamma: float = 0.5  # SimPO margin
-    kd_ratio: float = 0.5  # token_argmax: weight of L_kd against the CE on references
+    mode: Literal["sequence", "token_argmax"] = opt("sequence", "the paper's sequence loss, or the official code's per-token form")
+    loss: Literal["sigmoid", "ipo", "simpo"] = opt("sigmoid", "sequence mode: the forms of the paper's Table 2")
+    beta: float = opt(0.1, "inverse temperature of the implicit reward (the official code's default)", POSITIVE)
+    normalize: bool = opt(True, "divide both log-likelihoods by |y| (the paper; off = its ablation)")
+    lm_weight: float | None = opt(None, "λ of L_pt; None: 0.5 in sequence mode, 0 in token_argmax mode", NON_NEGATIVE)
+    tau: float = opt(0.1, "IPO's τ", POSITIVE)
+    gamma: float = opt(0.5, "SimPO's margin γ", NON_NEGATIVE)
+    kd_ratio: float = opt(0.5, "token_argmax: weight of L_kd against the CE on references", SHARE)
 
     def requirements(self) -> tuple[str, set[str]]:
         if self.mode == "token_argmax":
@@ -62,10 +65,6 @@ class DPKDParams:
         return 0.5 if self.mode == "sequence" else 0.0
 
     def check(self, cfg) -> None:
-        from prefdistill.config import ConfigError
-
-        if self.beta <= 0 or self.tau <= 0 or self.lm < 0 or not 0 <= self.kd_ratio <= 1:
-            raise ConfigError("distill.params: beta and tau must be positive, lm_weight non-negative, kd_ratio in [0, 1]")
         if self.mode == "token_argmax" and self.loss != "sigmoid":
             raise ConfigError("distill.params.loss: the token_argmax mode has only the sigmoid form; ipo / simpo are sequence-mode forms")
 
@@ -94,7 +93,7 @@ def dpkd(policy, rows: list[dict], params: DPKDParams, *, teacher=None):
     stats = {"dpkd": loss.item(), "reward_margin": (params.beta * margin).mean().item(), "reward_accuracy": (margin > 0).float().mean().item()}
     if params.lm > 0:
         lm_tok, lm_mask = per_token[:n], mask[:n]
-        if any(r.get("chosen_source", "teacher") != "teacher" for r in rows):  # relabelled pairs: find the teacher's text
+        if not all(chosen_is_teacher(r) for r in rows):  # swapped pairs: find the teacher's text
             lm_tok, lm_mask = policy.completion_logps(prompts, [teacher_side(r) for r in rows])
         ce = -masked_mean(lm_tok, lm_mask)
         loss = loss + params.lm * ce

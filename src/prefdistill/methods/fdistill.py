@@ -14,6 +14,7 @@ from prefdistill.logprobs import masked_mean
 from prefdistill.losses import js_divergence, total_variation
 from prefdistill.methods.common import completion_ids, paired_logits, teacher_side
 from prefdistill.methods.registry import register
+from prefdistill.typed import AT_LEAST_1, POSITIVE, opt
 from prefdistill.rollout import rollout
 
 DIVERGENCES = {"tv": total_variation, "js": js_divergence}
@@ -21,18 +22,10 @@ DIVERGENCES = {"tv": total_variation, "js": js_divergence}
 
 @dataclass
 class FDistillParams:
-    divergence: Literal["tv", "js"] = "tv"
-    temperature: float = 1.0
-    student_prefixes: bool = True  # also on prefixes the current student samples (off: teacher samples only)
-    max_new_tokens: int = 48  # length of the student's samples
-
-    def check(self, cfg) -> None:
-        from prefdistill.config import ConfigError
-
-        if self.divergence not in DIVERGENCES:
-            raise ConfigError(f"distill.params.divergence must be one of {sorted(DIVERGENCES)}, got {self.divergence!r}")
-        if self.temperature <= 0 or self.max_new_tokens < 1:
-            raise ConfigError("distill.params: temperature must be positive and max_new_tokens at least 1")
+    divergence: Literal["tv", "js"] = opt("tv", "per-step total variation or Jensen–Shannon divergence")
+    temperature: float = opt(1.0, "softmax temperature of both distributions", POSITIVE)
+    student_prefixes: bool = opt(True, "also on prefixes the current student samples (off: teacher samples only)")
+    max_new_tokens: int = opt(48, "length of the student's samples", AT_LEAST_1)
 
 
 @register("fdistill", consumes="pairs", params=FDistillParams, needs=("teacher", "teacher_samples"), label="f-distill",

@@ -16,23 +16,16 @@ from prefdistill.logprobs import masked_mean
 from prefdistill.losses import generalized_jsd
 from prefdistill.methods.common import completion_ids, paired_logits, teacher_side
 from prefdistill.methods.registry import register
+from prefdistill.typed import AT_LEAST_1, POSITIVE, SHARE, opt
 from prefdistill.rollout import rollout
 
 
 @dataclass
 class GKDParams:
-    beta: float = 0.5
-    on_policy_fraction: float = 0.5  # λ: share of batches sampled by the current student
-    temperature: float = 1.0
-    max_new_tokens: int = 48
-
-    def check(self, cfg) -> None:
-        from prefdistill.config import ConfigError
-
-        if not (0 <= self.beta <= 1 and 0 <= self.on_policy_fraction <= 1):
-            raise ConfigError("distill.params.beta and distill.params.on_policy_fraction must lie in [0, 1]")
-        if self.temperature <= 0 or self.max_new_tokens < 1:
-            raise ConfigError("distill.params: temperature must be positive and max_new_tokens at least 1")
+    beta: float = opt(0.5, "β of the generalised JSD (0: forward KL, 1: reverse KL)", SHARE)
+    on_policy_fraction: float = opt(0.5, "λ: share of batches sampled by the current student", SHARE)
+    temperature: float = opt(1.0, "softmax temperature of both distributions", POSITIVE)
+    max_new_tokens: int = opt(48, "length of the student's samples", AT_LEAST_1)
 
 
 @register("gkd", consumes="pairs", params=GKDParams, needs=("teacher", "teacher_samples"), label="GKD",

@@ -18,6 +18,7 @@ import torch
 
 from prefdistill.losses import jeffreys_loss, kl_regularised_returns
 from prefdistill.methods.registry import register
+from prefdistill.typed import AT_LEAST_1, NON_NEGATIVE, OPEN_SHARE, POSITIVE, SHARE, opt
 from prefdistill.methods.selfplay import (
     anchor_weights, ema_anchor, init_anchor, oracle_delta, refuse_tempered_sampling, sample_group, scored_without_dropout,
     sequence_logps_of,
@@ -28,17 +29,13 @@ LOSE_BOTH_REWARD = -math.log(16.0)  # §5: r(y) when y loses to both anchor samp
 
 @dataclass
 class JBONDParams:
-    beta: float = 0.5  # Jeffreys mix: (1 − β)·forward + β·backward
-    ema: float = 0.02  # anchor ← (1 − ema)·anchor + ema·student, after every optimizer step
-    gamma: float = 0.0  # extra KL(π ‖ π_anchor) weight
-    max_new_tokens: int = 48
-    temperature: float = 1.0  # must be 1: see refuse_tempered_sampling
+    beta: float = opt(0.5, "Jeffreys mix: (1 − β)·forward + β·backward", SHARE)
+    ema: float = opt(0.02, "anchor ← (1 − ema)·anchor + ema·student, after every optimizer step", OPEN_SHARE)
+    gamma: float = opt(0.0, "extra KL(π ‖ π_anchor) weight", NON_NEGATIVE)
+    max_new_tokens: int = opt(48, "tokens per sample at most", AT_LEAST_1)
+    temperature: float = opt(1.0, "sampling temperature; must be 1 (see refuse_tempered_sampling)", POSITIVE)
 
     def check(self, cfg) -> None:
-        from prefdistill.config import ConfigError
-
-        if not (0 <= self.beta <= 1 and 0 < self.ema <= 1 and self.gamma >= 0):
-            raise ConfigError("distill.params: J-BOND needs beta in [0, 1], ema in (0, 1] and gamma ≥ 0")
         refuse_tempered_sampling(self.temperature, "J-BOND")
 
 
@@ -47,7 +44,7 @@ def move_anchor(policy, params: JBONDParams, *, state: dict, **_) -> None:
     ema_anchor(policy, state, params.ema)
 
 
-@register("jbond", consumes="pairs", params=JBONDParams, needs=("oracle", "state"), label="J-BOND", after_step=move_anchor,
+@register("jbond", consumes="prompts", params=JBONDParams, needs=("oracle", "state"), label="J-BOND", after_step=move_anchor,
           summary="Jeffreys best-of-2 distillation: 1 student + 2 EMA-anchor samples per prompt")
 def jbond(policy, rows: list[dict], params: JBONDParams, *, oracle, state):
     """One J-BOND loss on the prompts of a micro-batch."""

@@ -12,18 +12,13 @@ from prefdistill.logprobs import masked_mean, per_token_logps
 from prefdistill.losses import forward_kl
 from prefdistill.methods.common import completion_ids, paired_logits
 from prefdistill.methods.registry import register
+from prefdistill.typed import NON_NEGATIVE, POSITIVE, opt
 
 
 @dataclass
 class KDParams:
-    temperature: float = 1.0
-    ce_weight: float = 0.0  # weight of the hard-label cross-entropy on the target
-
-    def check(self, cfg) -> None:
-        from prefdistill.config import ConfigError
-
-        if self.temperature <= 0 or self.ce_weight < 0:
-            raise ConfigError("distill.params: temperature must be positive and ce_weight non-negative")
+    temperature: float = opt(1.0, "softmax temperature T of both distributions (the loss is scaled by T²)", POSITIVE)
+    ce_weight: float = opt(0.0, "weight of the hard-label cross-entropy on the target", NON_NEGATIVE)
 
 
 @register("kd", consumes="targets", params=KDParams, needs=("teacher",), label="KD",

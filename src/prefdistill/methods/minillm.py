@@ -17,23 +17,16 @@ from prefdistill.logprobs import masked_mean, per_token_logps
 from prefdistill.losses import minillm_loss
 from prefdistill.methods.common import completion_ids, paired_logits, teacher_side
 from prefdistill.methods.registry import register
+from prefdistill.typed import AT_LEAST_1, HELD_OUT_SHARE, NON_NEGATIVE, POSITIVE, opt
 from prefdistill.rollout import rollout
 
 
 @dataclass
 class MiniLLMParams:
-    mix_weight: float = 0.2  # α of teacher-mixed sampling
-    lm_weight: float = 1.0  # weight of the cross-entropy on the teacher's samples (0 turns it off)
-    temperature: float = 1.0
-    max_new_tokens: int = 48
-
-    def check(self, cfg) -> None:
-        from prefdistill.config import ConfigError
-
-        if not 0 <= self.mix_weight < 1:
-            raise ConfigError("distill.params.mix_weight must lie in [0, 1)")
-        if self.lm_weight < 0 or self.temperature <= 0 or self.max_new_tokens < 1:
-            raise ConfigError("distill.params: lm_weight ≥ 0, temperature > 0 and max_new_tokens ≥ 1 are required")
+    mix_weight: float = opt(0.2, "α of teacher-mixed sampling", HELD_OUT_SHARE)
+    lm_weight: float = opt(1.0, "weight of the cross-entropy on the teacher's samples (0 turns it off)", NON_NEGATIVE)
+    temperature: float = opt(1.0, "softmax temperature of both distributions", POSITIVE)
+    max_new_tokens: int = opt(48, "length of the student's samples", AT_LEAST_1)
 
 
 @register("minillm", consumes="pairs", params=MiniLLMParams, needs=("teacher", "teacher_samples"), label="MiniLLM",

@@ -14,25 +14,22 @@ from prefdistill.logprobs import masked_mean, sequence_logps
 from prefdistill.losses import plad_margin_loss, plad_rank_loss
 from prefdistill.methods.common import pair_logps
 from prefdistill.methods.registry import register
+from prefdistill.errors import ConfigError
+from prefdistill.typed import NON_NEGATIVE, opt
 
 
 @dataclass
 class PLaDParams:
-    variant: Literal["rank", "margin"] = "rank"  # ranking or margin calibration
-    beta: float = 1.0  # margin (rank) or score-gap scale (margin), in nats per token
-    normalize: bool = True  # length-normalised log-likelihood ℓ(y) = log q(y|x) / |y| (PLaD)
-    ce_weight: float = 0.0  # λ of the optional cross-entropy regulariser (off in the paper)
-    # The regulariser's target: the teacher output ("chosen", needs no labels) or the
-    # dataset reference of the distillation prompt ("reference", SLiC-HF's choice).
-    ce_target: Literal["chosen", "reference"] = "chosen"
+    variant: Literal["rank", "margin"] = opt("rank", "ranking or margin calibration")
+    beta: float = opt(1.0, "margin (rank) or score-gap scale (margin), in nats per token", NON_NEGATIVE)
+    normalize: bool = opt(True, "length-normalised log-likelihood ℓ(y) = log q(y|x) / |y| (PLaD)")
+    ce_weight: float = opt(0.0, "λ of the optional cross-entropy regulariser (off in the paper)", NON_NEGATIVE)
+    ce_target: Literal["chosen", "reference"] = opt(
+        "chosen", "the regulariser's target: the teacher output, or the dataset reference (SLiC-HF's choice)")
 
     def check(self, cfg) -> None:
-        from prefdistill.config import ConfigError
-
         if self.variant == "margin" and cfg.pairs.score == "none":
             raise ConfigError("distill.params.variant=margin needs a scoring function: set pairs.score to rouge or judge")
-        if self.beta < 0 or self.ce_weight < 0:
-            raise ConfigError("distill.params.beta and distill.params.ce_weight must be non-negative")
 
 
 @register("plad", consumes="pairs", params=PLaDParams, needs=("teacher_samples", "student_samples"), label="PLaD",

@@ -4,9 +4,12 @@
     def plad(policy, rows, params):       # -> (scalar loss, {stat: float})
         ...
 
-What a method consumes (`targets`: prompt + reference rows; `pairs`: prompt / chosen /
-rejected rows) and what it needs beyond the student are data on its entry, read by the
-pipeline; the training loop never branches on a method's name. A method that keeps a
+What a method consumes and needs are data on its entry, read by the pipeline, which
+computes only what the configured methods declare; the training loop never branches on
+a method's name. Rows a method trains on (`consumes`):
+  targets   prompt + reference rows of the supervised half
+  prompts   prompts of the distillation half only (the method samples for itself)
+  pairs     prompt / chosen / rejected rows from the teacher's and the student's samples A method that keeps a
 moving anchor registers `after_step=fn`: the loop calls fn(policy, params, **extras) once
 after every applied optimizer step (never per micro-batch, never after a skipped step).
 """
@@ -16,7 +19,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
-CONSUMES = ("targets", "pairs")
+from prefdistill.errors import ConfigError
+from prefdistill.models.common import tokenizer_mismatch, vocabulary_mismatch
+from prefdistill.typed import check_fields, from_dict
+
+CONSUMES = ("targets", "prompts", "pairs")
 NEEDS = {
     "teacher": "the teacher model inside the training loop (token-level: needs one vocabulary)",
     "teacher_samples": "the teacher's samples on the distillation prompts (the pairs file)",
@@ -32,7 +39,7 @@ NEEDS = {
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
-    consumes: Literal["targets", "pairs"]
+    consumes: Literal["targets", "prompts", "pairs"]
     params_cls: type
     loss: Callable[..., tuple[Any, dict[str, float]]]
     needs: frozenset[str] = field(default_factory=frozenset)  # keys of NEEDS
@@ -87,16 +94,19 @@ def get_method(name: str) -> MethodSpec:
 
 
 def method_params(cfg) -> Any:
-    """The typed hyperparameters of cfg.distill.method, from cfg.distill.params."""
-    from prefdistill.config import from_dict
+    """The typed hyperparameters of cfg.distill.method, from cfg.distill.params, every field's rule checked."""
+    return build_params(get_method(cfg.distill.method), cfg.distill.params, "distill.params")
 
-    return from_dict(get_method(cfg.distill.method).params_cls, cfg.distill.params, prefix="distill.params")
+
+def build_params(spec: MethodSpec, params: dict, prefix: str) -> Any:
+    """A method's params class from plain data: types, unknown keys and each field's rule (prefdistill.typed)."""
+    out = from_dict(spec.params_cls, params, prefix=prefix)
+    check_fields(out, prefix)
+    return out
 
 
 def validate_method(cfg) -> None:
     """Config-time checks: the method exists, its params type-check, its needs are met."""
-    from prefdistill.config import ConfigError
-
     try:
         spec = get_method(cfg.distill.method)
     except KeyError as e:
@@ -138,8 +148,6 @@ def check_shared_vocabulary(cfg, spec: MethodSpec) -> None:
     """
     import warnings
 
-    from prefdistill.models import vocabulary_mismatch
-
     try:
         why = vocabulary_mismatch(cfg.teacher, cfg.student)
     except (OSError, ValueError) as e:
@@ -152,16 +160,12 @@ def check_shared_vocabulary(cfg, spec: MethodSpec) -> None:
 
 def require_shared_vocabulary(spec: MethodSpec, student, teacher) -> None:
     """The same check on loaded models (LocalLM-like objects with a `tokenizer` and a `name`)."""
-    from prefdistill.models import tokenizer_mismatch
-
     why = tokenizer_mismatch(teacher.tokenizer, student.tokenizer, teacher.name, student.name)
     if why:
         raise vocabulary_error(spec, why)
 
 
 def vocabulary_error(spec: MethodSpec, why: str):
-    from prefdistill.config import ConfigError
-
     return ConfigError(
         f"distill.method={spec.name} compares teacher and student next-token distributions, so both need one vocabulary, "
         f"but they tokenise differently ({why}). Use a teacher and student from one model family, or a sequence-level "

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from prefdistill.errors import ConfigError
 from prefdistill.logprobs import no_dropout, sequence_logps
 from prefdistill.rollout import rollout
 
@@ -96,8 +97,6 @@ def scored_without_dropout(lm, prompts: list[str], ids: list[list[int]]) -> torc
 
 def refuse_tempered_sampling(temperature: float, method: str) -> None:
     """The win-rate methods treat their samples as samples of π: at T ≠ 1 they are samples of π^(1/T)."""
-    from prefdistill.config import ConfigError
-
     if temperature != 1.0:
         raise ConfigError(f"distill.params.temperature={temperature}: {method} scores its samples as draws from the student "
                           f"at temperature 1 (its returns, weights and KL terms use log π at T = 1), so samples drawn at "

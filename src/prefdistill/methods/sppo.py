@@ -9,25 +9,22 @@ from dataclasses import dataclass
 
 from prefdistill.methods.registry import register
 from prefdistill.methods.selfplay import refuse_tempered_sampling
+from prefdistill.typed import AT_LEAST_1, AT_LEAST_2, POSITIVE, opt
 from prefdistill.methods.wind import WINDParams, wind_step
 
 
 @dataclass
 class SPPOParams:
-    eta: float = 1.0
-    samples: int = 4
-    max_new_tokens: int = 48
-    temperature: float = 1.0  # must be 1: see refuse_tempered_sampling
+    eta: float = opt(1.0, "step size η of the self-play update", POSITIVE)
+    samples: int = opt(4, "K completions per prompt per step (win rates need two)", AT_LEAST_2)
+    max_new_tokens: int = opt(48, "tokens per sample at most", AT_LEAST_1)
+    temperature: float = opt(1.0, "sampling temperature; must be 1 (see refuse_tempered_sampling)", POSITIVE)
 
     def check(self, cfg) -> None:
-        from prefdistill.config import ConfigError
-
-        if self.eta <= 0 or self.samples < 2:
-            raise ConfigError("distill.params: SPPO needs eta > 0 and at least 2 samples per prompt")
         refuse_tempered_sampling(self.temperature, "SPPO")
 
 
-@register("sppo", consumes="pairs", params=SPPOParams, needs=("oracle",), label="SPPO",
+@register("sppo", consumes="prompts", params=SPPOParams, needs=("oracle",), label="SPPO",
           summary="self-play preference optimisation: WIND's squared loss with β = 0")
 def sppo(policy, rows: list[dict], params: SPPOParams, *, oracle):
     """WIND's squared loss with β = 0."""

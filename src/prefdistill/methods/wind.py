@@ -18,30 +18,27 @@ import numpy as np
 import torch
 
 from prefdistill.losses import wind_kl_loss, wind_nce_loss, wind_squared_loss
+from prefdistill.errors import ConfigError
 from prefdistill.methods.registry import register
 from prefdistill.methods.selfplay import oracle_delta, refuse_tempered_sampling, sample_group, scored_without_dropout
+from prefdistill.typed import AT_LEAST_1, AT_LEAST_2, NON_NEGATIVE, POSITIVE, opt
 
 LOSSES = {"squared": wind_squared_loss, "kl": wind_kl_loss, "nce": wind_nce_loss}
 
 
 @dataclass
 class WINDParams:
-    loss: Literal["squared", "kl", "nce"] = "squared"
-    eta: float = 1.0  # step size η of the exact update
-    beta: float = 0.1  # strength β of the magnet to π_ref; 0 < η·β ≤ 1
-    samples: int = 4  # K completions per prompt per step
-    max_new_tokens: int = 48
-    temperature: float = 1.0  # must be 1: see refuse_tempered_sampling
+    loss: Literal["squared", "kl", "nce"] = opt("squared", "the sample-based fit of the exact update")
+    eta: float = opt(1.0, "step size η of the exact update", POSITIVE)
+    beta: float = opt(0.1, "strength β of the magnet to π_ref (η·β ≤ 1)", NON_NEGATIVE)
+    samples: int = opt(4, "K completions per prompt per step (win rates need two)", AT_LEAST_2)
+    max_new_tokens: int = opt(48, "tokens per sample at most", AT_LEAST_1)
+    temperature: float = opt(1.0, "sampling temperature; must be 1 (see refuse_tempered_sampling)", POSITIVE)
 
     def check(self, cfg) -> None:
-        from prefdistill.config import ConfigError
-
-        if self.loss not in LOSSES:
-            raise ConfigError(f"distill.params.loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
-        if self.eta <= 0 or self.beta < 0 or self.eta * self.beta > 1:
-            raise ConfigError("distill.params: WIND needs eta > 0, beta ≥ 0 and eta·beta ≤ 1")
-        if self.samples < 2:
-            raise ConfigError("distill.params.samples: win rates need at least 2 samples per prompt")
+        if self.eta * self.beta > 1:
+            raise ConfigError(f"distill.params.eta and distill.params.beta: the update needs eta·beta ≤ 1, got "
+                              f"{self.eta}·{self.beta}")
         refuse_tempered_sampling(self.temperature, "WIND")
 
 
@@ -69,7 +66,7 @@ def wind_step(policy, rows: list[dict], params: WINDParams, *, oracle, reference
                            "tokens_student_generated": float(group.n_tokens), **oracle_delta(oracle, before)}
 
 
-@register("wind", consumes="pairs", params=WINDParams, needs=("oracle", "reference"), label="WIND",
+@register("wind", consumes="prompts", params=WINDParams, needs=("oracle", "reference"), label="WIND",
           summary="win-rate dominance: fit one step of the regularised win-rate game on K self-samples per prompt")
 def wind(policy, rows: list[dict], params: WINDParams, *, oracle, reference):
     """WIND on the prompts of the pairs file, with the configured oracle."""

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from prefdistill.api_client import APIClient, MalformedReply, RequestFailed
 from prefdistill.config import ModelConfig, SamplingConfig
-from prefdistill.models import plain_prompt
+from prefdistill.models.common import plain_prompt
 
 
 @dataclass

@@ -14,9 +14,9 @@ from tqdm.auto import tqdm
 
 from prefdistill.assets import load_pretrained, resolve_model_path
 from prefdistill.config import ModelConfig, SamplingConfig
-from prefdistill.models import plain_prompt
-from prefdistill.logprobs import (accepts_logits_to_keep, completion_logits, encode_completions, pack_completions, per_token_logps,
-                                  sequence_logps)
+from prefdistill.models.common import plain_prompt
+from prefdistill.logprobs import (accepts_logits_to_keep, cache_kwarg, completion_logits, encode_completions, output_cache,
+                                  pack_completions, per_token_logps, sequence_logps)
 
 CHECKPOINT_META = "prefdistill_checkpoint.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -112,7 +112,8 @@ class LocalLM:
     def add_special_tokens(self) -> bool:
         return uses_special_tokens(self.prompt_format)
 
-    def _prompt_ids(self, prompt: str) -> list[int]:
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The token ids of `prompt` as this model reads it: formatted (chat or plain), then tokenised."""
         return self.tokenizer(self.format_prompt(prompt), add_special_tokens=self.add_special_tokens)["input_ids"]
 
     # ------------------------------------------------------------------ scoring
@@ -167,7 +168,7 @@ class LocalLM:
         """
         was_training = self.model.training
         self.model.eval()
-        encoded = [self._prompt_ids(p) for p in prompts]
+        encoded = [self.prompt_ids(p) for p in prompts]
         for i, ids in enumerate(encoded):
             if len(ids) + sampling.max_new_tokens > self.max_context:
                 raise ValueError(
@@ -218,8 +219,8 @@ class LocalLM:
             return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, num_return_sequences=n, **kwargs)
         positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # as generate numbers left-padded rows
         head = {"logits_to_keep": 1} if accepts_logits_to_keep(self.model) else {}
-        cache = self.model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, :-1],
-                           use_cache=True, **head).past_key_values
+        cache = output_cache(self.model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
+                                        position_ids=positions[:, :-1], use_cache=True, **head))
         cache.batch_repeat_interleave(n)
         return self.model.generate(input_ids=input_ids.repeat_interleave(n, 0), attention_mask=attention_mask.repeat_interleave(n, 0),
-                                   past_key_values=cache, **kwargs)
+                                   **{cache_kwarg(self.model): cache}, **kwargs)

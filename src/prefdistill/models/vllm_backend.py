@@ -184,7 +184,8 @@ class VLLMLM:
     def format_prompt(self, prompt: str) -> str:
         return format_prompt(self.tokenizer, prompt, self.prompt_format)
 
-    def _prompt_ids(self, prompt: str) -> list[int]:
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The token ids of `prompt` as this model reads it: formatted (chat or plain), then tokenised."""
         return self.tokenizer(self.format_prompt(prompt), add_special_tokens=uses_special_tokens(self.prompt_format))["input_ids"]
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, *, seed: int, desc: str | None = None,
@@ -192,7 +193,7 @@ class VLLMLM:
         """`sampling.num_samples` completions per prompt; on_result(i, completions) as each chunk finishes."""
         from vllm import SamplingParams
 
-        encoded = [self._prompt_ids(p) for p in prompts]
+        encoded = [self.prompt_ids(p) for p in prompts]
         for i, ids in enumerate(encoded):
             if self.max_context and len(ids) + sampling.max_new_tokens > self.max_context:
                 raise ValueError(
@@ -222,7 +223,7 @@ class VLLMLM:
 
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        prompt_ids = [self._prompt_ids(p) for p in prompts]
+        prompt_ids = [self.prompt_ids(p) for p in prompts]
         sequences = [p + c for p, c in zip(prompt_ids, completion_token_ids(self.tokenizer, completions))]
         outputs = self.llm.generate([{"prompt_token_ids": s} for s in sequences], SamplingParams(**SCORE_KWARGS), use_tqdm=False)
         return [summed_logprob(out.prompt_logprobs, s, len(p), normalize=normalize)

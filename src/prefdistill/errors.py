@@ -1,0 +1,6 @@
+"""Errors every layer raises; a leaf module, so anything may import it."""
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""

@@ -1,0 +1,141 @@
+"""The package's shape: no import cycle (imports inside functions count), small files and functions,
+the pipeline's private members private, every config field and method parameter documented."""
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+import prefdistill
+
+PACKAGE = Path(prefdistill.__file__).parent
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package's modules it imports, anywhere in its body (functions included)."""
+    mods = modules()
+
+    def resolve(name: str) -> str | None:
+        parts = name.split(".")
+        return next((".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in mods), None)
+
+    graph = {m: set() for m in mods}
+    for m, path in mods.items():
+        package = m if path.name == "__init__.py" else m.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [resolve(a.name) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                targets = [resolve(f"{base}.{a.name}") or resolve(base) for a in node.names]
+            else:
+                continue
+            graph[m] |= {t for t in targets if t and t != m}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt, path + [nxt])):
+                return found
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start, [start])):
+            return found
+    return None
+
+
+def test_the_walker_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_lower_layers_do_not_import_higher_ones():
+    """errors / typed / rows < config < models < methods < train < the pipeline and what runs it."""
+    graph = import_graph()
+    below = {"prefdistill.errors": set(), "prefdistill.typed": {"prefdistill.errors"}}
+    leaf_ok = {"prefdistill.errors", "prefdistill.typed", "prefdistill.rows"}
+    for m in ("prefdistill.errors", "prefdistill.typed", "prefdistill.rows"):
+        assert graph[m] <= below.get(m, leaf_ok), (m, graph[m])
+    assert graph["prefdistill.config"] <= leaf_ok
+    for m, deps in graph.items():
+        if m.startswith(("prefdistill.models", "prefdistill.methods", "prefdistill.losses")):
+            upper = {d for d in deps if d.split(".")[1] in ("pipeline", "stages", "bench", "cli", "checks", "runfolder")}
+            assert not upper, (m, upper)
+
+
+@pytest.mark.parametrize("path", sorted(modules().values()), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_files_and_functions_stay_small(path):
+    assert len(path.read_text().splitlines()) <= MAX_FILE_LINES
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            assert node.end_lineno - node.lineno + 1 <= MAX_FUNCTION_LINES, f"{node.name}: {node.end_lineno - node.lineno + 1} lines"
+
+
+def test_nothing_outside_the_pipeline_uses_its_private_members():
+    from prefdistill.pipeline import Pipeline
+
+    private = {n for n in vars(Pipeline) if n.startswith("_") and not n.startswith("__")}
+    roots = [PACKAGE, PACKAGE.parents[1] / "tests", PACKAGE.parents[1] / "benchmarks"]
+    for path in (p for root in roots if root.is_dir() for p in root.rglob("*.py")):
+        if path.name == "pipeline.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in private:
+                raise AssertionError(f"{path}:{node.lineno} uses Pipeline.{node.attr}")
+            if isinstance(node, ast.Constant) and node.value in private:
+                raise AssertionError(f"{path}:{node.lineno} names Pipeline.{node.value}")
+
+
+def _documented(cls, seen: set) -> list[str]:
+    """Fields of `cls` and the dataclasses under it with no one-line doc next to them."""
+    if cls in seen:
+        return []
+    seen.add(cls)
+    missing = []
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("doc"):
+            missing.append(f"{cls.__name__}.{f.name}")
+        tp = f.type if isinstance(f.type, type) else None
+        if tp is None:  # annotations are strings (from __future__ import annotations): look the class up
+            import typing
+
+            tp = typing.get_type_hints(cls).get(f.name)
+        if dataclasses.is_dataclass(tp):
+            missing += _documented(tp, seen)
+    return missing
+
+
+def test_every_config_field_and_method_parameter_is_documented():
+    from prefdistill.config import BenchConfig, BenchMethod, RunConfig
+    from prefdistill.methods import METHODS
+
+    seen: set = set()
+    missing = _documented(RunConfig, seen) + _documented(BenchConfig, seen) + _documented(BenchMethod, seen)
+    for spec in METHODS.values():
+        missing += _documented(spec.params_cls, seen)
+    assert not missing, missing
