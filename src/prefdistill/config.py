@@ -161,12 +161,9 @@ class DistillConfig:
 
 
 @dataclass
-class JudgeConfig:
-    """The training judge: the oracle's scores, pair relabelling and margins."""
+class JudgeSource:
+    """Where a judge's weights or function come from (kinds hf and callable), and how it batches."""
 
-    kind: Literal["trained", "hf", "callable"] = opt(
-        "trained", "trained: the reward stage's model; hf: a sequence-classification reward model; "
-                   "callable: 'module:function'(prompts, responses) -> floats")
     name_or_path: str | None = opt(None, "kind hf: the reward model")
     callable: str | None = opt(None, "kind callable: 'module:function'")
     batch_size: int = opt(32, "(prompt, response) pairs scored per batch", AT_LEAST_1)
@@ -174,16 +171,21 @@ class JudgeConfig:
 
 
 @dataclass
-class EvalJudgeConfig:
+class JudgeConfig(JudgeSource):
+    """The training judge: the oracle's scores, pair relabelling and margins."""
+
+    kind: Literal["trained", "hf", "callable"] = opt(
+        "trained", "trained: the reward stage's model; hf: a sequence-classification reward model; "
+                   "callable: 'module:function'(prompts, responses) -> floats")
+
+
+@dataclass
+class EvalJudgeConfig(JudgeSource):
     """The judge that grades every row, independent of what any method optimised (prefdistill.judges.heldout)."""
 
     kind: Literal["auto", "heldout", "same", "hf", "callable"] = opt(
         "auto", "auto: heldout under a trained judge, else same; heldout: a second reward model trained on the other "
                 "half of the documents; same: the training judge itself (not independent); hf / callable: as for judge")
-    name_or_path: str | None = opt(None, "kind hf: the reward model")
-    callable: str | None = opt(None, "kind callable: 'module:function'")
-    batch_size: int = opt(32, "(prompt, response) pairs scored per batch", AT_LEAST_1)
-    max_length: int = opt(512, "kind hf: tokens per (prompt, response)", AT_LEAST_1)
     seed_offset: int = opt(1, "kind heldout: trained with seed + seed_offset (its own negatives and initialisation)",
                            AT_LEAST_1)
 

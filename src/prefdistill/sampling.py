@@ -29,6 +29,7 @@ from typing import Callable
 
 from prefdistill.config import SamplingConfig
 from prefdistill.io import Example, is_main_process, n_processes, process_rank, read_json, read_jsonl, write_json, write_jsonl
+from prefdistill.progress import bar
 
 
 def wait_for_everyone() -> None:
@@ -120,15 +121,18 @@ def sample_resumable(load_model: Callable[[], object], examples: list[Example], 
         if getattr(model, "one_call", False):
             groups = [(seed, mine)]
         stats_before = Counter(getattr(model, "stats", None) or {})
-        for n, (group_seed, todo) in enumerate(grp for grp in groups if grp[1]):
+        progress = bar(total=len(mine), desc=desc, unit="prompt")
+        for group_seed, todo in (grp for grp in groups if grp[1]):
             def on_result(i: int, out, todo=todo) -> None:
+                progress.update()
                 ex = todo[i]
                 if isinstance(out, list):
                     journal.append({"id": ex.id, "prompt": ex.prompt, "samples": out})
                 else:
                     failures[ex.id] = {"id": ex.id, "prompt": ex.prompt, "kind": out.kind, "error": out.error,
                                        "attempts": out.attempts}
-            model.generate([e.prompt for e in todo], sampling, seed=group_seed, desc=f"{desc} [{n + 1}]", on_result=on_result)
+            model.generate([e.prompt for e in todo], sampling, seed=group_seed, desc="", on_result=on_result)
+        progress.close()
         if getattr(model, "stats", None) is not None:
             _add_stats(out_dir / f"api_stats{suffix}.json", Counter(model.stats) - stats_before)
     write_jsonl(out_dir / f"failures{suffix}.jsonl", list(failures.values()))

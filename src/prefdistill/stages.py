@@ -18,6 +18,7 @@ from prefdistill.io import Example, is_main_process, write_json, write_jsonl
 from prefdistill.methods import get_method, method_params
 from prefdistill.models.hf import pick_device
 from prefdistill.pairs import attach_scores, build_pairs, record_failures, relabel
+from prefdistill.progress import stage_bar
 from prefdistill.sampling import SampleSet, wait_for_everyone
 from prefdistill.train import train
 
@@ -34,11 +35,12 @@ def stage_reward(pipe) -> bool:
     if done.is_file() and (folder.reward / "metrics.json").is_file():
         return False
     s, device = pipe.splits, str(pick_device("auto"))
-    if heldout:
-        judges.train_judges(s["sft"] + s["distill"], s["validation"], cfg.reward, folder.reward, seed=cfg.seed,
-                            heldout_seed=cfg.seed + cfg.eval_judge.seed_offset, device=device)
-    else:
-        judges.train_reward_model(s["sft"] + s["distill"], s["validation"], cfg.reward, folder.reward, cfg.seed, device=device)
+    with stage_bar("reward", total=1, unit="stage"):
+        if heldout:
+            judges.train_judges(s["sft"] + s["distill"], s["validation"], cfg.reward, folder.reward, seed=cfg.seed,
+                                heldout_seed=cfg.seed + cfg.eval_judge.seed_offset, device=device)
+        else:
+            judges.train_reward_model(s["sft"] + s["distill"], s["validation"], cfg.reward, folder.reward, cfg.seed, device=device)
     return True
 
 
@@ -50,11 +52,13 @@ def stage_sft(pipe) -> bool:
         return False
     rows = [{"prompt": e.prompt, "target": e.target} for e in pipe.splits["sft"]]
     spec = get_method("sft")
-    for role in todo:
-        lm = pipe.load(role, for_training=True)
-        train(lm, spec, spec.params_cls(), rows, getattr(cfg.sft, role), getattr(cfg, role).lora,
-              out_dir=folder.checkpoint(f"{role}_sft"), parent=None, seed=cfg.seed, desc=f"sft {role}")
-        del lm
+    with stage_bar("sft", total=len(todo), unit="model") as progress:
+        for role in todo:
+            lm = pipe.load(role, for_training=True)
+            train(lm, spec, spec.params_cls(), rows, getattr(cfg.sft, role), getattr(cfg, role).lora,
+                  out_dir=folder.checkpoint(f"{role}_sft"), parent=None, seed=cfg.seed, desc=f"sft {role}")
+            del lm
+            progress.update()
     return True
 
 
@@ -70,9 +74,12 @@ def stage_pairs(pipe) -> bool:
     examples = pipe.splits["distill"]
     # Independent sampling streams per role (a model distilled into itself must not echo its own samples).
     streams = {"teacher": (cfg.pairs.teacher_sampling, cfg.seed), "student": (cfg.pairs.student_sampling, cfg.seed + 104_729)}
-    sampled = {role: pipe.sample(role, pipe.sft_checkpoint(role), examples, sampling, folder.samples(role), seed=seed,
-                                 desc=f"sample {role}")
-               for role, (sampling, seed) in streams.items()}
+    sampled = {}
+    with stage_bar("pairs", total=len(streams), unit="model") as progress:
+        for role, (sampling, seed) in streams.items():
+            sampled[role] = pipe.sample(role, pipe.sft_checkpoint(role), examples, sampling, folder.samples(role), seed=seed,
+                                        desc=f"sample {role}")
+            progress.update()
     if is_main_process():  # every process sampled its share; one writes the pairs
         write_pairs(pipe, examples, sampled)
     wait_for_everyone()
@@ -105,7 +112,9 @@ def stage_distill(pipe) -> bool:
     if pipe.folder.is_done("student_distill"):
         return False
     spec, params = get_method(pipe.cfg.distill.method), method_params(pipe.cfg)
-    pipe.train_student(spec, params, pipe.distill_rows(spec, params), out, seed=pipe.cfg.seed)
+    with stage_bar("distill", total=1, unit="run") as progress:
+        pipe.train_student(spec, params, pipe.distill_rows(spec, params), out, seed=pipe.cfg.seed)
+        progress.update()
     return True
 
 
@@ -114,9 +123,14 @@ def stage_eval(pipe) -> bool:
     cfg, folder = pipe.cfg, pipe.folder
     if folder.eval_file("rows.json").is_file():
         return False
-    generations = {row: pipe.row_generations(row) for row in cfg.eval.rows}
-    if is_main_process():  # every process generated its share of each row; one judges and writes
-        grade_and_write(pipe, generations)
+    generations = {}
+    with stage_bar("eval", total=len(cfg.eval.rows) + 1, unit="step") as progress:
+        for row in cfg.eval.rows:
+            generations[row] = pipe.row_generations(row)
+            progress.update()
+        if is_main_process():  # every process generated its share of each row; one judges and writes
+            grade_and_write(pipe, generations)
+        progress.update()
     wait_for_everyone()
     return True
 

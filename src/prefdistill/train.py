@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from prefdistill.progress import bar as progress_bar
 
 from prefdistill.config import LoraConfig, TrainConfig
 from prefdistill.io import atomic_dir, read_jsonl, write_json, write_jsonl
@@ -221,7 +221,7 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
     save = partial(save_state, state_path, accelerator, accelerator.unwrap_model(model), optimizer, scheduler, method_state=method_state)
     good = {"step": start, "rng": capture_rng()}  # the last step whose update was applied
 
-    bar = tqdm(range(start, steps), desc=desc, unit="step", initial=start, total=steps, disable=not main)
+    bar = progress_bar(range(start, steps), desc=desc, unit="step", initial=start, total=steps, disable=not main)
     t0 = time.time()
     for step in bar:
         batches = [[rows[i] for i in batch_indices(step, micro, cfg, len(rows), seed, rank, world)] for micro in range(cfg.grad_accum)]

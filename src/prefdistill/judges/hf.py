@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from tqdm.auto import tqdm
+from prefdistill.progress import bar
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
 from transformers.utils import logging as hf_logging
 
@@ -74,7 +74,7 @@ def score_pairs(
     starts = range(0, n, batch_size)
     try:
         with torch.no_grad():
-            for start in tqdm(starts, desc=desc, unit="batch", disable=len(starts) <= 2, leave=False):
+            for start in bar(starts, desc=desc, unit="batch", disable=len(starts) <= 2, leave=False):
                 idx = order[start : start + batch_size]
                 batch = encode_pairs(tokenizer, [prompts[i] for i in idx], [responses[i] for i in idx], max_length)
                 logits = model(**batch.to(device)).logits  # (B, 1)

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from prefdistill.progress import bar
 
 from prefdistill.config import RewardConfig
 from prefdistill.io import Example, read_json, write_json
@@ -90,7 +90,7 @@ def fit_head(head: RewardHead, feats: Features, pairs: list[dict], cfg: RewardCo
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / cfg.steps)  # linear decay to 0
     head.train()
     losses = []
-    progress = tqdm(_batches(len(pairs), cfg.batch_size, cfg.steps, random.Random(seed)),
+    progress = bar(_batches(len(pairs), cfg.batch_size, cfg.steps, random.Random(seed)),
                     total=cfg.steps, desc="reward head", unit="step", mininterval=1.0)
     for batch_idx in progress:
         batch = [pairs[i] for i in batch_idx]

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
+from prefdistill.progress import bar
 from transformers import AutoModel, AutoTokenizer
 
 from prefdistill.assets import load_pretrained, looks_local
@@ -103,7 +103,7 @@ class FrozenEncoder:
         texts = sorted(texts, key=len)  # similar lengths share a batch: less padding
         starts = range(0, len(texts), self.batch_size)
         with torch.inference_mode():
-            for start in tqdm(starts, desc=desc, unit="batch", disable=len(starts) <= 2, leave=False):
+            for start in bar(starts, desc=desc, unit="batch", disable=len(starts) <= 2, leave=False):
                 chunk = texts[start : start + self.batch_size]
                 enc = self.tokenizer(chunk, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
                 hidden = self.model(**enc.to(self.device)).last_hidden_state.float().cpu()  # (B, T, H)

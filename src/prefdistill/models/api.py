@@ -21,7 +21,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from tqdm.auto import tqdm
+from prefdistill.progress import bar as progress_bar
 
 from prefdistill.api_client import APIClient, MalformedReply, RequestFailed
 from prefdistill.config import ModelConfig, SamplingConfig
@@ -107,7 +107,7 @@ class APILM:
         pending = [[None] * n for _ in prompts]
         left = [n] * len(prompts)
         lock = threading.Lock()
-        bar = tqdm(total=len(prompts), desc=desc or f"generate {self.name}", unit="prompt", disable=desc == "")
+        bar = progress_bar(total=len(prompts), desc=desc or f"generate {self.name}", unit="prompt", disable=desc == "")
 
         def work(i: int, k: int) -> None:
             try:

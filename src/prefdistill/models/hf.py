@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from prefdistill.progress import bar as progress_bar
 
 from prefdistill.assets import load_pretrained, resolve_model_path
 from prefdistill.config import ModelConfig, SamplingConfig
@@ -179,7 +179,7 @@ class LocalLM:
         results: list[list[str]] = [[] for _ in prompts]
         device = next(self.model.parameters()).device
         pad_id = self.tokenizer.pad_token_id
-        bar = tqdm(total=len(prompts), desc=desc or f"generate {Path(self.name).name}", unit="prompt", disable=desc == "")
+        bar = progress_bar(total=len(prompts), desc=desc or f"generate {Path(self.name).name}", unit="prompt", disable=desc == "")
         for start in range(0, len(order), sampling.batch_size):
             idx = order[start:start + sampling.batch_size]
             width = max(len(encoded[i]) for i in idx)
