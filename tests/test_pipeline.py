@@ -224,3 +224,17 @@ def test_a_moved_run_folder_reuses_its_samples_and_checkpoints(tiny_run, tmp_pat
     full, adapters = checkpoint_chain(moved / tiny_run.name / "checkpoints" / "student_distill")
     assert full is None and [a.name for a in adapters] == ["student_sft", "student_distill"]
     assert all(str(moved) in str(a) for a in adapters)
+
+
+def test_a_method_that_reads_only_prompts_skips_the_sampling(tiny_assets, tmp_path):
+    """The data stage computes what the configured methods consume: SPPO reads prompts, so no teacher or student samples."""
+    raw = tiny_config(tiny_assets, tmp_path, name="prompts-only")
+    raw["distill"] = {**raw["distill"], "method": "sppo", "params": {"samples": 2, "max_new_tokens": 4}}
+    pipe = pipeline_mod.Pipeline(load_config(raw))
+    assert pipe.consumed() == {"prompts"}
+    pipe.run(["reward", "sft", "pairs", "distill"])
+    run = pipe.run_dir
+    assert not (run / "pairs" / "pairs.jsonl").exists() and not (run / "samples").exists()
+    assert (run / "checkpoints" / "student_distill" / "prefdistill_checkpoint.json").is_file()
+    rows = pipe.distill_rows(*pipe.methods[0])
+    assert [r["prompt"] for r in rows] == [e.prompt for e in pipe.splits["distill"]]
