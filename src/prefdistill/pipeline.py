@@ -30,6 +30,7 @@ from prefdistill.pairs import load_pairs
 from prefdistill.rows import EVAL_ROWS
 from prefdistill.runfolder import RunFolder
 from prefdistill.sampling import SampleSet, sample_resumable
+from prefdistill.teacher_signal import build_topk_cache
 from prefdistill.train import LOG_FILE, seed_everything, train
 
 SPLITS = ("sft", "distill", "validation", "test")
@@ -111,7 +112,10 @@ class Pipeline:
         """The training rows of a method: reference targets, distillation prompts, or the pairs."""
         consumes, needs = requirements(spec, params)
         if consumes == "targets":
-            return [{"prompt": e.prompt, "target": e.target} for e in self.splits["sft"]]
+            rows = [{"prompt": e.prompt, "target": e.target} for e in self.splits["sft"]]
+            if "teacher_topk" in needs:
+                self.teacher_topk(rows, params)
+            return rows
         if consumes == "prompts":
             return [{"id": e.id, "prompt": e.prompt} for e in self.splits["distill"]]
         rows = load_pairs(pairs_path or self.folder.pairs)
@@ -143,6 +147,20 @@ class Pipeline:
         table = [{"id": p["id"], "teacher_sample": a, "student_sample": b} for p, a, b in zip(pairs, by_teacher, by_student)]
         write_jsonl(path, table)
         return {r["id"]: r for r in table}
+
+    def teacher_topk(self, rows: list[dict], params) -> dict:
+        """The teacher's top-k log-probs at every target position of `rows`, cached once in RUN/teacher_signal/topk_k{K}.bin.
+
+        Keyed by the teacher's weights, the method's k / temperature / topk_dtype and each row's
+        prompt and token ids, so a rerun reuses it and training never holds the teacher in
+        memory; sets each row's `teacher_topk_key` / `teacher_topk_path` (prefdistill.teacher_signal).
+        """
+        ckpt, cfg = self.sft_checkpoint("teacher"), self.cfg.teacher
+        teacher_id = f"teacher:{cfg.name_or_path}:{self.folder.relative(ckpt)}:{cfg.prompt_format}:{cfg.dtype}"
+        path = self.run_dir / "teacher_signal" / f"topk_k{params.k}.bin"
+        return build_topk_cache(lambda: self.load("teacher", ckpt, in_loop=True), rows, params.k, path,
+                                tokenizer=self._student_tokenizer(), teacher_id=teacher_id, temperature=params.temperature,
+                                dtype=params.topk_dtype, desc=f"teacher top-{params.k}")
 
     # ------------------------------------------------------------------ models
     def load(self, role: str, checkpoint: Path | None = None, for_training: bool = False, in_loop: bool = False):

@@ -18,10 +18,11 @@ from prefdistill.losses.policy_gradient import minillm_loss, normalized_future_r
 from prefdistill.losses.wind import wind_kl_loss, wind_nce_loss, wind_squared_loss, wind_target_weights
 from prefdistill.losses.plad import plad_margin_loss, plad_rank_loss
 from prefdistill.losses.preference import bradley_terry_loss
+from prefdistill.losses.topk import topk_forward_kl
 
 __all__ = [
     "bradley_terry_loss", "dpkd_ipo_loss", "dpkd_loss", "forward_kl", "generalized_jsd", "jeffreys_loss", "js_divergence",
     "kl_regularised_returns", "leave_one_out_baseline", "log_quantile_reward", "minillm_loss", "normalized_future_returns", "plad_margin_loss", "plad_rank_loss",
-    "reverse_kl", "simpo_loss", "skew_forward_kl", "skew_reverse_kl", "token_argmax_dpkd_loss", "total_variation",
+    "reverse_kl", "simpo_loss", "skew_forward_kl", "skew_reverse_kl", "token_argmax_dpkd_loss", "topk_forward_kl", "total_variation",
     "wind_kl_loss", "wind_nce_loss", "wind_squared_loss", "wind_target_weights",
 ]

@@ -30,6 +30,7 @@ NEEDS = {
     "student_samples": "the SFT student's samples on the distillation prompts (the pairs file)",
     "pair_scores": "scores of both sides of each pair (pairs.score)",
     "teacher_pair_logps": "the teacher's log-likelihoods of both samples of each pair, computed once and stored",
+    "teacher_topk": "the teacher's top-k ids and log-probs at each target position, cached once (params k, temperature, topk_dtype)",
     "reference": "a frozen copy of the starting (SFT) student, π_ref",
     "oracle": "a preference oracle P(y ≻ y' | x) (oracle config)",
     "state": "a dict kept across the steps of one training run (anchors, moving averages)",
@@ -118,11 +119,11 @@ def validate_method(cfg) -> None:
     _, needs = requirements(spec, params)
     if "pair_scores" in needs and cfg.pairs.score == "none":
         raise ConfigError(f"distill.method={spec.name} needs pair scores: set pairs.score to rouge or judge")
-    if "teacher" in needs and cfg.teacher.backend == "openai":
-        raise ConfigError(f"distill.method={spec.name} reads the teacher's next-token distributions during training, which a "
+    if {"teacher", "teacher_topk"} & needs and cfg.teacher.backend == "openai":
+        raise ConfigError(f"distill.method={spec.name} reads the teacher's next-token distributions, which a "
                           f"teacher behind an API (teacher.backend=openai) does not give. Methods that need only its text: "
                           f"{', '.join(text_only_teacher())}.")
-    if "teacher" in needs:
+    if {"teacher", "teacher_topk"} & needs:
         check_shared_vocabulary(cfg, spec)
 
 
