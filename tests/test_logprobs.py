@@ -102,3 +102,34 @@ def test_shared_prompt_logps_and_gradients_equal_one_row_per_completion(tiny):
     assert torch.allclose(a, b, atol=1e-4)
     assert len(grads_a) == len(grads_b) > 0
     assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(grads_a, grads_b))
+
+
+def test_shared_prompt_logps_under_gradient_checkpointing_equal_one_row_per_completion(tiny):
+    """Checkpointed layers keep no key/value cache: the prompt is then run once per completion, with the same result."""
+    model, tok = tiny
+    prompt_ids = [tok(p, add_special_tokens=True)["input_ids"] for p in ["Summarize : data", "Summarize : we propose a small method"]]
+    completions = completion_token_ids(tok, ["the model", "a short summary of each paper", "results", "the teacher"])
+    shared = pack_shared_prompt(prompt_ids, completions, pad_id=tok.pad_token_id, n_per_prompt=2)
+    separate = pack_completions([p for p in prompt_ids for _ in range(2)], completions, pad_id=tok.pad_token_id)
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    enable(activation_checkpointing_kwargs={"use_reentrant": False}) if enable else \
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()  # the tiny models have no dropout: train mode only switches checkpointing on
+    try:
+        weights = torch.tensor([1.0, -2.0, 0.5, 3.0])
+        model.zero_grad()
+        a = sequence_logps(shared_prompt_logps(model, shared), shared["completion_mask"], normalize=False)
+        (a * weights).sum().backward()
+        grads_a = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    finally:
+        model.eval()
+        disable = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
+        disable()
+    model.zero_grad()
+    b = sequence_logps(completion_logps(model, separate), separate["completion_mask"], normalize=False)
+    (b * weights).sum().backward()
+    grads_b = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    assert torch.allclose(a.detach(), b.detach(), atol=1e-4)
+    assert len(grads_a) == len(grads_b) > 0
+    assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(grads_a, grads_b))

@@ -252,6 +252,8 @@ def shared_prompt_logps(model, batch: dict) -> torch.Tensor:
     the prompt's last position, token t > 0 by completion position t - 1, so the prompt
     keeps 1 logit row and the completions C (the last one is dropped: it predicts nothing).
     """
+    if _checkpointing(model):  # checkpointed layers keep no key/value cache: each completion runs after its own prompt copy
+        return completion_logps(model, _unshared(batch))
     device = next(model.parameters()).device
     n = batch["n_per_prompt"]
     prompt_mask = batch["prompt_mask"].to(device)
@@ -266,3 +268,28 @@ def shared_prompt_logps(model, batch: dict) -> torch.Tensor:
                  position_ids=batch["position_ids"].to(device), use_cache=True, **{cache_kwarg(model): cache}, **keep)
     logits = torch.cat([first.logits[:, -1:].repeat_interleave(n, 0), rest.logits[:, -width:-1]], dim=1)  # (B·n, C, V)
     return per_token_logps(logits, batch["labels"].to(device))
+
+
+def _checkpointing(model) -> bool:
+    """Whether `model`'s layers recompute their activations in the backward pass now (gradient checkpointing).
+
+    transformers then drops any key/value cache inside the layers (a replayed layer would write it
+    twice), so a prompt's cache cannot be shared.
+    """
+    inner = _unwrapped(model)
+    return inner.training and torch.is_grad_enabled() and any(getattr(m, "gradient_checkpointing", False) is True
+                                                              for m in inner.modules())
+
+
+def _unshared(batch: dict) -> dict:
+    """A `pack_shared_prompt` batch laid out for `completion_logps`: each completion after its own copy of its prompt.
+
+    The completions stay right-padded; their padding is masked, labelled IGNORE_INDEX and comes
+    last, so it changes no scored position. Costs B·n·(P + C) positions instead of B·P + B·n·C.
+    """
+    n = batch["n_per_prompt"]
+    prompt_mask = batch["prompt_mask"].repeat_interleave(n, 0)  # (B·n, P)
+    return {"input_ids": torch.cat([batch["prompt_ids"].repeat_interleave(n, 0), batch["completion_ids"]], dim=1),
+            "attention_mask": batch["attention_mask"],
+            "position_ids": torch.cat([(prompt_mask.cumsum(-1) - 1).clamp(min=0), batch["position_ids"]], dim=1),
+            "labels": batch["labels"]}
