@@ -12,6 +12,7 @@ transformers (weight loading) are switched off while a stage runs.
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Iterable
 
 from tqdm.auto import tqdm
@@ -20,9 +21,15 @@ _depth = [0]
 
 
 def bar(iterable: Iterable | None = None, **kwargs) -> tqdm:
-    """A tqdm bar at the current depth: a top-level bar stays when done, a nested one clears."""
+    """A tqdm bar at the current depth: a top-level bar stays when done, a nested one clears.
+
+    Nested bars are drawn only on a terminal: in a log file every redraw of a second line would
+    be a new line, so there only the stage bars (and log lines) appear.
+    """
     depth = _depth[0]
     kwargs.setdefault("leave", depth == 0)
+    if depth and not sys.stderr.isatty():
+        kwargs["disable"] = True
     return tqdm(iterable, position=depth, dynamic_ncols=True, **kwargs)
 
 
