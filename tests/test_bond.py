@@ -122,6 +122,49 @@ def test_bond_anchor_moves_every_anchor_every_optimizer_steps(tiny_assets, tmp_p
         assert not torch.equal(v, record["after"][4][k])
 
 
+@pytest.mark.parametrize("name, params", [("jbond", JBONDParams(ema=0.25, max_new_tokens=4)),
+                                          ("bond", BONDParams(n=2, anchor_every=2, max_new_tokens=4))])
+def test_the_whole_method_over_several_steps_with_grad_accum_and_a_batch_of_one(name, params, tiny_assets, tmp_path):
+    """The real loss (sampling, oracle, Jeffreys loss) and the real anchor schedule together, in `train()`:
+    3 optimizer steps of 2 micro-batches of one prompt. The loss is finite, the policy-gradient part is active
+    (leave-one-out: a batch of one keeps it), and the anchor follows the optimizer steps only."""
+    from test_methods import WordCountJudge
+
+    from prefdistill.oracles import BradleyTerryOracle
+
+    spec = get_method(name)
+    lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["student"])), for_training=True)
+    record = {"after": [], "initial": None, "losses": []}
+
+    def loss(policy, rows, p, *, state, **extras):
+        out, stats = spec.loss(policy, rows, p, state=state, **extras)
+        if record["initial"] is None:
+            record["initial"] = {k: v.clone() for k, v in state["anchor"].items()}  # the anchor the first call made
+        record["losses"].append(out.item())
+        return out, stats
+
+    def after_step(policy, p, *, state, **extras):
+        record["after"].append({n: t.detach().clone() for n, t in selfplay._trainable(policy).items()})
+        spec.after_step(policy, p, state=state, **extras)
+
+    state = {}
+    cfg = TrainConfig(steps=3, batch_size=1, grad_accum=2, lr=1e-2, save_every=100)
+    log = train(lm, dataclasses.replace(spec, loss=loss, after_step=after_step), params, ROWS, cfg, LoraConfig(enabled=False),
+                out_dir=tmp_path / "ckpt", parent=None, seed=0, desc=name,
+                extras={"state": state, "oracle": BradleyTerryOracle(WordCountJudge())})
+    assert len(record["losses"]) == 6 and all(math.isfinite(x) for x in record["losses"])
+    assert len(log) == 3 and len(record["after"]) == 3
+    assert any(r["grad_norm"] > 0 for r in log)
+    if name == "jbond":
+        expected = record["initial"]
+        for weights in record["after"]:
+            expected = {k: 0.75 * expected[k] + 0.25 * weights[k] for k in expected}
+    else:  # reset after optimizer step 2 of 3
+        expected = record["after"][1]
+    for k in expected:
+        assert torch.allclose(state["anchor"][k], expected[k], atol=1e-6), k
+
+
 # ----------------------------------------------------------------------------- dropout and temperature
 
 

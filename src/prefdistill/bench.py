@@ -164,7 +164,7 @@ class Bench:
         for r in done.values():  # results from before the training judge was graded with too
             if "training" in self.graders and not r.get("training_judge_scores"):
                 r["training_judge_scores"] = self.graders["training"].score(prompts, r["generations"])
-        return {"references": refs, "jobs": jobs, "done": done, "base": base,
+        return {"references": refs, "jobs": jobs, "done": done, "base": base, "labels": {r: self.pipe.row_label(r) for r in base},
                 "scores": score_all(self.graders, prompts, refs, base)}
 
     # ------------------------------------------------------------------ pieces

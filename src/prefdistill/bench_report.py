@@ -15,7 +15,6 @@ from pathlib import Path
 
 from prefdistill.io import atomic_write_text
 from prefdistill.metrics import paired_difference, pairwise_outcomes, summarize_generations, summarize_seeds
-from prefdistill.rows import EVAL_ROWS
 from prefdistill.report import (
     _fmt, _fmt_rate, _md_table, _new_figure, _save, console_table, length_table, plot_length_buckets, plot_win_rates,
     render_table,
@@ -29,7 +28,7 @@ def summarize(cfg, bench, scored: dict) -> dict:
     """The bench's numbers from what `Bench.scored` judged: no model or judge runs here."""
     refs, jobs, done, base, scores = (scored[k] for k in ("references", "jobs", "done", "base", "scores"))
     opts = dict(n_boot=cfg.eval.n_bootstrap, seed=cfg.seed, length_edges=cfg.eval.length_buckets)
-    rows = {row: {"label": EVAL_ROWS[row].label, **summarize_generations(
+    rows = {row: {"label": scored["labels"][row], **summarize_generations(
         gens, refs, scores["eval"][row], scores["eval"]["reference"],
         opponent_scores=None if row == "teacher" else scores["eval"]["teacher"], **opts)} for row, gens in base.items()}
     if "training" in scores:

@@ -9,7 +9,7 @@ that gamed it shows a gap between the two. Scores are plain lists, so reports on
 """
 from __future__ import annotations
 
-from prefdistill.metrics import compare_rows, summarize_generations
+from prefdistill.metrics import compare_rows, summarize_generations, win_rate_with_ci
 
 
 def score_all(graders: dict, prompts: list[str], references: list[str], generations: dict[str, list[str]]) -> dict[str, dict]:
@@ -24,10 +24,9 @@ def summarize_rows(generations: dict[str, list[str]], references: list[str], sco
     rows = {}
     for row, gens in generations.items():
         rows[row] = {"label": labels[row], **_summary(row, gens, references, scores["eval"], n_boot, seed, length_edges)}
-        if "training" in scores:
-            by_training = _summary(row, gens, references, scores["training"], n_boot, seed, length_edges)
-            rows[row]["training_judge_win_rate"] = by_training["win_rate"]
-            rows[row]["training_judge_win_rate_ci"] = by_training["win_rate_ci"]
+        if "training" in scores:  # only the win rate: ROUGE and lengths do not depend on the judge
+            rate, ci = win_rate_with_ci([scores["training"][row]], scores["training"]["reference"], n_boot=n_boot, seed=seed)
+            rows[row]["training_judge_win_rate"], rows[row]["training_judge_win_rate_ci"] = rate, ci
     return rows
 
 
