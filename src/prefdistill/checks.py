@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from prefdistill.bench_plan import LR, apply_setting, grid, settings
 from prefdistill.config import STAGES, BenchConfig, RunConfig, resolved_eval_judge  # noqa: F401
 from prefdistill.configfile import parse_bench_config
 from prefdistill.errors import ConfigError
@@ -25,9 +26,19 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
     return load_bench_config(source, overrides)[0]
 
 
-def load_bench_config(source: str | Path | dict | None = None, overrides: list[str] | None = None) -> tuple[RunConfig, BenchConfig]:
-    """A bench file: the run config and its `bench:` section, both checked."""
+def load_bench_config(source: str | Path | dict | None = None, overrides: list[str] | None = None, *,
+                      quick: bool = False) -> tuple[RunConfig, BenchConfig]:
+    """A bench file: the run config and its `bench:` section, both checked.
+
+    quick: apply the file's `bench.quick` overrides first (then `overrides`, which win) and
+    name the run folder NAME-quick, so the small bench never mixes with the full one.
+    """
     cfg, bench = parse_bench_config(source, overrides)
+    if quick:
+        if not bench.quick:
+            raise ConfigError("--quick: this bench config has no bench.quick overrides (a list of dotted overrides that "
+                              "make the same bench small, e.g. ['data.max_test=48', 'bench.seeds=[0]'])")
+        cfg, bench = parse_bench_config(source, [*bench.quick, *(overrides or []), f"name={cfg.name}-quick"])
     check_run(cfg)
     check_bench(cfg, bench)
     return cfg, bench
@@ -139,11 +150,7 @@ def check_bench(cfg: RunConfig, b: BenchConfig) -> None:
             raise ConfigError(f"bench.methods[{i}]: name and method are both required")
         if names.count(m.name) > 1:
             raise ConfigError(f"bench.methods[{i}]: name {m.name!r} is used twice")
-        variant = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, method=m.method, params=m.params))
-        try:
-            validate_method(variant)
-        except ConfigError as e:
-            raise ConfigError(f"bench.methods[{i}] ({m.name}): {e}") from None
+        _check_grid(cfg, b, i, m)
     for key, shares, low_open in (("data_shares", b.data_shares, True), ("relabel_shares", b.relabel_shares, False)):
         for x in shares:
             if not ((0 < x <= 1) if low_open else (0 <= x <= 1)):
@@ -160,3 +167,26 @@ def check_bench(cfg: RunConfig, b: BenchConfig) -> None:
         raise ConfigError(f"bench.report: {b.report!r} must be a plain folder name (not runs or pairs)")
     if b.methods and not b.seeds:
         raise ConfigError("bench.seeds: give at least one seed")
+    if b.seqkd_entry is not None and b.methods and b.seqkd_entry not in names:
+        raise ConfigError(f"bench.seqkd_entry: {b.seqkd_entry!r} is not one of bench.methods ({', '.join(names)}); add a "
+                          "SeqKD entry (the budget-matched control) or set it to null")
+    steps = cfg.distill.train.steps
+    for c in b.checkpoints:
+        if c < 1 or (steps is not None and c > steps):
+            raise ConfigError(f"bench.checkpoints: {c} is not a step of the distillation run (1..{steps})")
+
+
+def _check_grid(cfg: RunConfig, b: BenchConfig, i: int, m) -> None:
+    """Every grid point of entry i gives valid method params (and a positive lr)."""
+    for key, values in grid(m, b).items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"bench.methods[{i}] ({m.name}): grid key {key!r} needs a non-empty list of values")
+    for point in settings(m, b):
+        params, lr = apply_setting(m, point, cfg.distill.train.lr)
+        if lr <= 0:
+            raise ConfigError(f"bench.methods[{i}] ({m.name}): grid {LR}={lr} must be positive")
+        variant = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, method=m.method, params=params))
+        try:
+            validate_method(variant)
+        except ConfigError as e:
+            raise ConfigError(f"bench.methods[{i}] ({m.name}){' at grid point ' + str(dict(point)) if point else ''}: {e}") from None

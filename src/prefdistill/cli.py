@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from prefdistill.config import STAGES, ConfigError, to_dict
+from prefdistill.errors import TeacherGapError
 from prefdistill.checks import load_bench_config, load_config
 from prefdistill.sampling import IncompleteSampling
 from prefdistill.train_state import NonFiniteLossError
@@ -81,23 +82,24 @@ def tiny_bench_config(output_dir: Path) -> dict:
     short = {"max_new_tokens": 6}
     params = {"fdistill": short, "minillm": short, "gkd": short, "distillm": short}
     methods = [{"name": n, "method": n, "params": params.get(n, {})} for n in sorted(METHODS) if n != "sft"]
-    data["bench"] = {"methods": methods, "seeds": [0, 1], "data_shares": [0.5], "data_share_methods": ["plad", "kd"],
-                     "relabel_shares": [1.0]}
+    data["bench"] = {"methods": methods, "seeds": [0, 1], "grid": {"lr": [1e-3, 3e-3]}, "checkpoints": [1], "data_shares": [0.5],
+                     "data_share_methods": ["plad", "kd"], "relabel_shares": [1.0]}
     return data
 
 
 def cmd_bench(args) -> int:
     from prefdistill.bench import Bench
 
-    if args.tiny:
+    if args.tiny:  # random tiny models have no teacher-student gap to check
         cfg, bench = load_bench_config(tiny_bench_config(Path(args.output_dir or "runs")), args.overrides)
+        args.ignore_gap = True
     else:
         if not args.config:
             raise ConfigError("give a bench config (a YAML file, or 'bench' for the packaged one), or --tiny")
         extra = [f"output_dir={args.output_dir}"] if args.output_dir else []
-        cfg, bench = load_bench_config(_config_source(args.config), [*extra, *args.overrides])
+        cfg, bench = load_bench_config(_config_source(args.config), [*extra, *args.overrides], quick=args.quick)
     t0 = time.time()
-    Bench(cfg, bench, allow_config_change=args.allow_config_change).run()
+    Bench(cfg, bench, allow_config_change=args.allow_config_change, ignore_gap=args.ignore_gap).run()
     print(f"[prefdistill] bench finished in {time.time() - t0:.0f} s; report: {cfg.run_dir / 'bench' / bench.report / 'report.md'}")
     return 0
 
@@ -230,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="a YAML file, or 'bench' for the packaged demo-task bench")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--tiny", action="store_true", help="tiny random models built offline: a smoke run of every method")
+    p.add_argument("--quick", action="store_true", help="the same bench made small by the config's bench.quick overrides "
+                                                         "(own run folder NAME-quick; the packaged one: under 20 minutes)")
+    p.add_argument("--ignore-gap", action="store_true", help="go on when the teacher is not clearly better than the SFT "
+                                                              "student on validation (the results then show little)")
     p.add_argument("--output-dir", default=None, help="where the run folder goes (default: the config's output_dir)")
     p.add_argument("--allow-config-change", action="store_true")
     p.set_defaults(fn=cmd_bench)
@@ -285,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError, IncompleteSampling, NonFiniteLossError) as e:
         print(f"prefdistill: error: {e}", file=sys.stderr)
         return 2
+    except TeacherGapError as e:
+        print(f"prefdistill: stopped: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

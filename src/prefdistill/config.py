@@ -9,7 +9,7 @@ span several fields live in `prefdistill.checks`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -134,6 +134,10 @@ class TrainConfig:
     log_every: int = opt(5, "steps between printed log lines", AT_LEAST_1)
     max_nonfinite_in_a_row: int = opt(5, "NaN/inf steps (skipped) in a row before training stops, saving the last good "
                                          "state", AT_LEAST_1)
+    eval_every: int | None = opt(None, "SFT: steps between validation-loss measurements, logged as val_loss (None: none)",
+                                 AT_LEAST_1)
+    full_weights: bool = opt(False, "train every weight even when the model's lora is enabled (e.g. the SFT of a student "
+                                    "cut from a larger model, which LoRA cannot repair); later training uses LoRA on top")
 
 
 @dataclass
@@ -237,6 +241,8 @@ class BenchMethod:
     params: dict[str, Any] = opt(None, "the method's parameters", factory=dict)
     label: str | None = opt(None, "display name; default: the method's label")
     seeds: list[int] | None = opt(None, "this entry's training seeds (None: bench.seeds)")
+    grid: dict[str, list[Any]] = opt(None, "this entry's grid, added to bench.grid (its keys win): a method parameter, or lr, "
+                                      "to a list of values, e.g. {beta: [0.1, 0.5]}", factory=dict)
 
 
 @dataclass
@@ -244,7 +250,23 @@ class BenchConfig:
     """`prefdistill bench`'s own section: many methods from one SFT student, one set of pairs, one budget."""
 
     methods: list[BenchMethod] = opt(None, "the rows to train and compare", factory=list)
-    seeds: list[int] = opt(None, "training seeds of every method row", factory=lambda: [0, 1])
+    seeds: list[int] = opt(None, "training seeds of every method row; the grid runs on the first, the chosen setting on "
+                                 "all", factory=lambda: [0, 1, 2])
+    grid: dict[str, list[Any]] = opt(None, "every entry's grid: lr (distill.train.lr) and / or method parameters to lists of "
+                                      "values, e.g. {lr: [1.0e-4, 3.0e-4]}; each point is scored on validation",
+                                factory=dict)
+    checkpoints: list[int] = opt(None, "steps (besides the last) at which each run is scored on validation, so an early "
+                                       "checkpoint can be chosen and a collapse shows", factory=list)
+    select_metric: Literal["win_rate", "rougeL"] = opt("win_rate", "what the choice maximises on validation (the "
+                                                                   "evaluation judge's win rate vs the references, or ROUGE-L)")
+    val_prompts: int | None = opt(None, "validation prompts used to choose (the first N; None: all)", AT_LEAST_1)
+    gap_floor: float = opt(10.0, "smallest teacher − SFT-student win-rate gap (points, validation) the bench runs with; "
+                                 "below it, or when its CI includes 0, the bench stops (--ignore-gap goes on)",
+                           NON_NEGATIVE)
+    seqkd_entry: str | None = opt("seqkd", "the entry every row is also compared with (the budget-matched control; None: "
+                                           "no such comparison)")
+    quick: list[str] = opt(None, "dotted overrides `--quick` applies (a smaller bench of the same design, in its own "
+                                 "run folder NAME-quick)", factory=list)
     data_shares: list[float] = opt(None, "Figure 4: shares of the distillation data (first seed only)", factory=list)
     data_share_methods: list[str] | None = opt(None, "bench entries in the data sweep (None: all)")
     relabel_shares: list[float] = opt(None, "Figure 2: shares of judge-relabelled pairs (first seed only)", factory=list)
@@ -275,6 +297,11 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+
+def training_lora(model: ModelConfig, train: TrainConfig) -> LoraConfig:
+    """The LoRA settings one training run uses: the model's, unless this run trains every weight."""
+    return replace(model.lora, enabled=False) if train.full_weights else model.lora
 
 
 def resolved_eval_judge(cfg: RunConfig) -> str:

@@ -12,6 +12,7 @@ percentile-bootstrap 95% interval over test examples, so a small test set says s
 from __future__ import annotations
 
 from functools import lru_cache
+from statistics import NormalDist
 from typing import Sequence
 
 import numpy as np
@@ -250,3 +251,82 @@ def compare_rows(method: dict, baseline: dict, *, n_boot: int = 1000, seed: int 
         "rougeL_diff": paired_difference(*rl, n_boot=n_boot, seed=seed),
         "head_to_head": {"win_rate": 100.0 * h2h, "ci": [100.0 * low, 100.0 * high]},
     }
+
+
+def _seed_matrix(x, name: str) -> np.ndarray:
+    """(S, N) float array from a 1-D (one seed) or 2-D (seeds × prompts) input."""
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"paired_difference_seeds: {name} must be 1-D (prompts) or 2-D (seeds × prompts), "
+                         f"got {arr.ndim}-D")
+    arr = np.atleast_2d(arr)
+    if arr.size == 0:
+        raise ValueError(f"paired_difference_seeds: {name} is empty (shape {arr.shape})")
+    return arr
+
+
+def _draw_counts(u: np.ndarray, k: int) -> np.ndarray:
+    """(m, k): per row of the (m, r) uniforms `u`, how often each of k ids, floor(u · k), was drawn."""
+    m = u.shape[0]
+    idx = np.minimum((u * k).astype(np.int64), k - 1)
+    flat = (idx + k * np.arange(m)[:, None]).ravel()
+    return np.bincount(flat, minlength=m * k).reshape(m, k).astype(np.float64)
+
+
+def paired_difference_seeds(a, b, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """mean(a) − mean(b) ×100 over the same N prompts, each side pooled over its own training seeds.
+
+    a: (Sa, N), b: (Sb, N) per-seed, per-prompt outcomes (e.g. wins 1 / ½ / 0 against the
+    reference); a 1-D input is one seed, and Sa may differ from Sb. The interval is a
+    two-level percentile bootstrap: each of `n_boot` resamples draws N prompt ids with
+    replacement once, shared by a and b (the pairing), and independently Sa seed ids for a
+    and Sb for b (a one-seed side is thereby not resampled); the statistic is
+    mean(a[seeds_a][:, prompts]) − mean(b[seeds_b][:, prompts]).
+    Draw order (reproducible by a loop): resample r takes row r of
+    rng.random((n_boot, N + Sa + Sb)) — N uniforms for prompts, then Sa, then Sb — and maps
+    u to floor(u · k) for k choices (numpy Generator seeded with `seed`).
+    Returns {"n": N, "seeds": [Sa, Sb], "diff", "ci": [low, high], "half_width"} (points).
+    """
+    a, b = _seed_matrix(a, "a"), _seed_matrix(b, "b")
+    (sa, n), (sb, nb) = a.shape, b.shape
+    if n != nb:
+        raise ValueError(f"paired_difference_seeds: a and b must cover the same prompts, got N={n} vs N={nb}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"paired_difference_seeds: level must lie in (0, 1), got {level}")
+    if n_boot < 1:
+        raise ValueError(f"paired_difference_seeds: n_boot must be >= 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    width = n + sa + sb
+    chunk = max(1, 2_000_000 // width)  # bounds memory; consecutive draws continue the same stream
+    boots = []
+    for start in range(0, n_boot, chunk):
+        u = rng.random((min(chunk, n_boot - start), width))  # (m, N + Sa + Sb)
+        prompts = _draw_counts(u[:, :n], n)  # (m, N) how often each prompt was drawn
+        seeds_a, seeds_b = _draw_counts(u[:, n:n + sa], sa), _draw_counts(u[:, n + sa:], sb)  # (m, Sa), (m, Sb)
+        mean_a = ((seeds_a @ a) * prompts).sum(axis=1) / (sa * n)  # (m,)
+        mean_b = ((seeds_b @ b) * prompts).sum(axis=1) / (sb * n)
+        boots.append(mean_a - mean_b)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(np.concatenate(boots), [tail, 100.0 - tail]) * 100.0
+    return {"n": int(n), "seeds": [int(sa), int(sb)], "diff": float(100.0 * (a.mean() - b.mean())),
+            "ci": [float(low), float(high)], "half_width": float((high - low) / 2.0)}
+
+
+def detection_limit(half_widths: Sequence[float], *, power: float = 0.8, level: float = 0.95) -> dict:
+    """What size of paired difference a bench can resolve, from its CI half-widths (points).
+
+    A paired difference is significant at `level` (its interval excludes 0) when its absolute
+    value exceeds the half-width h: "significant_at" is the median h. To be detected with
+    probability `power` a true difference must be larger, h · (z_{1−α/2} + z_power) / z_{1−α/2}
+    under a normal approximation — ≈1.43 h at 95% and 80% power ("detectable_with_power").
+    Returns {"significant_at", "detectable_with_power", "power", "level", "n"}.
+    """
+    h = np.asarray(half_widths, dtype=np.float64).ravel()
+    if h.size == 0:
+        raise ValueError("detection_limit: no half-widths given")
+    if not (0.0 < power < 1.0 and 0.0 < level < 1.0):
+        raise ValueError(f"detection_limit: power and level must lie in (0, 1), got {power}, {level}")
+    z_level = NormalDist().inv_cdf(1.0 - (1.0 - level) / 2.0)
+    median = float(np.median(h))
+    return {"significant_at": median, "detectable_with_power": median * (z_level + NormalDist().inv_cdf(power)) / z_level,
+            "power": power, "level": level, "n": int(h.size)}

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from prefdistill import judges, report
-from prefdistill.config import STAGES, RunConfig, resolved_eval_judge, to_dict
+from prefdistill.config import STAGES, RunConfig, resolved_eval_judge, to_dict, training_lora
 from prefdistill.data import prepare_splits
 from prefdistill.errors import ConfigError
 from prefdistill.io import (Example, is_main_process, n_processes, read_examples, read_json, read_jsonl, write_examples, write_json,
@@ -31,7 +31,7 @@ from prefdistill.rows import EVAL_ROWS
 from prefdistill.runfolder import RunFolder
 from prefdistill.sampling import SampleSet, sample_resumable
 from prefdistill.teacher_signal import build_topk_cache
-from prefdistill.train import LOG_FILE, seed_everything, train
+from prefdistill.train import LOG_FILE, is_done, seed_everything, total_steps, train
 
 SPLITS = ("sft", "distill", "validation", "test")
 # Stages that run under `accelerate launch` (many processes); the others run in one.
@@ -193,16 +193,29 @@ class Pipeline:
             return "Teacher"  # as given (an API teacher, or SFT switched off)
         return EVAL_ROWS[row].label.format(method=get_method(self.cfg.distill.method).label)
 
-    def train_student(self, spec, params, rows: list[dict], out: Path, *, seed: int) -> list[dict]:
-        """Train a copy of the SFT student into `out`; the teacher joins when the method needs it."""
+    def train_student(self, spec, params, rows: list[dict], out: Path, *, seed: int, train_cfg=None, on_step=None) -> list[dict]:
+        """Train a copy of the SFT student into `out` (distill.train unless `train_cfg`); the teacher joins when the method
+        needs it. `on_step`: see `prefdistill.train.train`."""
         _, needs = requirements(spec, params)
         parent = self.sft_checkpoint("student")
+        if is_done(out):
+            return read_jsonl(out / LOG_FILE)
         extras = self._extras(needs)
         lm = self.load("student", parent, for_training=True)
         if "teacher" in extras:
             require_shared_vocabulary(spec, lm, extras["teacher"])
-        return train(lm, spec, params, rows, self.cfg.distill.train, self.cfg.student.lora,
-                     out_dir=out, parent=parent, seed=seed, desc=f"distill {spec.name}", extras=extras)
+        train_cfg = train_cfg or self.cfg.distill.train
+        return train(lm, spec, params, rows, train_cfg, training_lora(self.cfg.student, train_cfg), out_dir=out, parent=parent,
+                     seed=seed, desc=f"distill {spec.name}", extras=extras, on_step=on_step)
+
+    @staticmethod
+    def distill_steps(train_cfg, n_rows: int) -> int:
+        return total_steps(train_cfg, n_rows)
+
+    def sft_logs(self) -> dict[str, list[dict]]:
+        """{role: its SFT training log} for each model fine-tuned here (val_loss lines when sft.ROLE.eval_every is set)."""
+        return {role: read_jsonl(self.folder.checkpoint(f"{role}_sft") / LOG_FILE) for role in ("teacher", "student")
+                if (self.folder.checkpoint(f"{role}_sft") / LOG_FILE).is_file()}
 
     def _extras(self, needs) -> dict:
         """What a method's loss gets besides the student, one provider per need it declares."""

@@ -13,14 +13,14 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from prefdistill import evaluation, judges
-from prefdistill.config import resolved_eval_judge
+from prefdistill.config import resolved_eval_judge, training_lora
 from prefdistill.io import Example, is_main_process, write_json, write_jsonl
 from prefdistill.methods import get_method, method_params
 from prefdistill.models.hf import pick_device
 from prefdistill.pairs import attach_scores, build_pairs, record_failures, relabel
 from prefdistill.progress import stage_bar
 from prefdistill.sampling import SampleSet, wait_for_everyone
-from prefdistill.train import train
+from prefdistill.train import mean_loss, total_steps, train
 
 
 def stage_reward(pipe) -> bool:
@@ -51,15 +51,34 @@ def stage_sft(pipe) -> bool:
     if not todo:
         return False
     rows = [{"prompt": e.prompt, "target": e.target} for e in pipe.splits["sft"]]
+    val = [{"prompt": e.prompt, "target": e.target} for e in pipe.splits["validation"]]
     spec = get_method("sft")
     with stage_bar("sft", total=len(todo), unit="model") as progress:
         for role in todo:
-            lm = pipe.load(role, for_training=True)
-            train(lm, spec, spec.params_cls(), rows, getattr(cfg.sft, role), getattr(cfg, role).lora,
-                  out_dir=folder.checkpoint(f"{role}_sft"), parent=None, seed=cfg.seed, desc=f"sft {role}")
+            lm, train_cfg = pipe.load(role, for_training=True), getattr(cfg.sft, role)
+            train(lm, spec, spec.params_cls(), rows, train_cfg, training_lora(getattr(cfg, role), train_cfg),
+                  out_dir=folder.checkpoint(f"{role}_sft"), parent=None, seed=cfg.seed, desc=f"sft {role}",
+                  on_step=validation_loss_hook(lm, spec, val, train_cfg, len(rows)))
             del lm
             progress.update()
     return True
+
+
+def validation_loss_hook(lm, spec, val: list[dict], train_cfg, n_rows: int):
+    """Log the SFT loss on the validation split every `eval_every` steps and at the last one, and the untrained
+    model's on step 1 (`val_loss_initial`), so the curve shows whether the model learnt (None when eval_every is
+    unset or there is no validation split)."""
+    if not train_cfg.eval_every or not val:
+        return None
+    params, last = spec.params_cls(), total_steps(train_cfg, n_rows)
+    initial = mean_loss(lm, spec, params, val, train_cfg.batch_size)
+
+    def hook(step, lm, snapshot):
+        out = {"val_loss_initial": initial} if step == 1 else {}
+        if step % train_cfg.eval_every == 0 or step == last:
+            out["val_loss"] = mean_loss(lm, spec, params, val, train_cfg.batch_size)
+        return out
+    return hook
 
 
 def stage_pairs(pipe) -> bool:

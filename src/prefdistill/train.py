@@ -40,7 +40,7 @@ from prefdistill.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from prefdistill.methods import MethodSpec
 from prefdistill.methods.common import COUNT_PREFIX
 from prefdistill.models.hf import CHECKPOINT_META
-from prefdistill.train_state import capture_rng, load_state, resumable, save_state, stop_nonfinite
+from prefdistill.train_state import capture_rng, load_state, restore_rng, resumable, save_state, stop_nonfinite
 
 LOG_FILE = "train_log.jsonl"
 
@@ -100,6 +100,7 @@ def _save_checkpoint(accelerator, model, tokenizer, out_dir: Path, meta: dict, l
     them; the main process writes.
     """
     state_dict = None if resumable(accelerator) else accelerator.get_state_dict(model)
+    meta = {**meta, "parent": os.path.relpath(meta["parent"], out_dir.resolve()) if meta.get("parent") else None}
     if accelerator.is_main_process:
         with atomic_dir(out_dir) as tmp:
             accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict)
@@ -165,6 +166,22 @@ def _update(optimizer, scheduler, loss: float, grad_norm: float, fp16: bool) -> 
     return True
 
 
+def mean_loss(lm, spec: MethodSpec, params, rows: list[dict], batch_size: int) -> float:
+    """`spec.loss` over `rows` in batches, weighted by rows, without gradients and in eval mode (e.g. SFT's
+    validation loss); the model's train / eval mode is restored afterwards."""
+    was_training = lm.model.training
+    lm.model.eval()
+    total = 0.0
+    try:
+        with torch.no_grad():
+            for i in range(0, len(rows), batch_size):
+                batch = rows[i:i + batch_size]
+                total += float(spec.loss(lm, batch, params)[0]) * len(batch)
+    finally:
+        lm.model.train(was_training)
+    return total / len(rows)
+
+
 def _prepare(lm, cfg: TrainConfig, lora: LoraConfig, n_rows: int, seed: int):
     """(accelerator, model, optimizer, scheduler, steps) with `lm.model` wrapped for this process."""
     from accelerate import Accelerator
@@ -196,7 +213,7 @@ def _prepare(lm, cfg: TrainConfig, lora: LoraConfig, n_rows: int, seed: int):
 
 
 def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora: LoraConfig, *,
-          out_dir: Path, parent: Path | None, seed: int, desc: str, extras: dict | None = None) -> list[dict]:
+          out_dir: Path, parent: Path | None, seed: int, desc: str, extras: dict | None = None, on_step=None) -> list[dict]:
     """Train `lm` in place with `spec.loss` on `rows`; returns the per-step log.
 
     `extras` are keyword arguments of the loss that the caller provides from the method's
@@ -206,6 +223,13 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
     Under `accelerate launch` every process calls this alike: each takes its share of the
     global batch (`batch_indices`), the wrapped model averages gradients over processes,
     and only the main process writes the state, the checkpoint and the log.
+
+    `on_step(step, lm, snapshot) -> dict | None`, when given, is called after every step
+    (1-based) in eval mode, without gradients and with every RNG restored afterwards, so
+    it can evaluate (validation loss, validation generations) without changing training:
+    the same weights come out with or without it. `snapshot(path)` writes the current
+    weights as a checkpoint (parent and kind as the final one). The dict it returns is
+    added to that step's log line (e.g. {"val_loss": ...}).
     """
     out_dir = Path(out_dir)
     if is_done(out_dir):
@@ -236,6 +260,10 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
             good = {"step": step + 1, "rng": rng}
         log.append({"step": step + 1, "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 2), **totals,
                     "skipped_nonfinite": counters["skipped_nonfinite"]})
+        if on_step is not None:
+            snapshot = partial(_save_checkpoint, accelerator, model, lm.tokenizer, log=[],
+                               meta=_meta(spec, lora, parent, step + 1, len(rows), world))
+            log[-1].update(_checked_hook(on_step, step + 1, lm, model, lambda path: snapshot(Path(path))) or {})
         bar.set_postfix(loss=f"{totals['loss']:.4f}")
         if main and (step + 1) % cfg.log_every == 0:
             bar.write(f"{desc} step {step + 1}/{steps} " + " ".join(f"{k}={v:.4g}" for k, v in totals.items()))
@@ -244,12 +272,26 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
         if (step + 1) % cfg.save_every == 0 and step + 1 < steps and resumable(accelerator):
             save(step=step + 1, log=log, counters=counters, rng=rng)
 
-    # The parent is stored relative to this checkpoint so a run folder can be moved.
-    rel_parent = os.path.relpath(Path(parent).resolve(), out_dir.resolve()) if parent and lora.enabled else None
-    meta = {"kind": "adapter" if lora.enabled else "full", "parent": rel_parent, "method": spec.name, "steps": steps,
-            "rows": len(rows), "processes": world}
-    _finish(lm, accelerator, model, out_dir, meta, log, state_path, lora.enabled)
+    _finish(lm, accelerator, model, out_dir, _meta(spec, lora, parent, steps, len(rows), world), log, state_path, lora.enabled)
     return log
+
+
+def _meta(spec: MethodSpec, lora: LoraConfig, parent: Path | None, steps: int, rows: int, world: int) -> dict:
+    """A checkpoint's metadata; the parent is absolute here and made relative to the checkpoint when saved."""
+    return {"kind": "adapter" if lora.enabled else "full", "parent": str(Path(parent).resolve()) if parent and lora.enabled else None,
+            "method": spec.name, "steps": steps, "rows": rows, "processes": world}
+
+
+def _checked_hook(on_step, step: int, lm, model, snapshot) -> dict | None:
+    """Call `on_step` in eval mode without gradients; every RNG and the train mode are as before afterwards."""
+    rng = capture_rng()
+    model.eval()
+    try:
+        with torch.no_grad():
+            return on_step(step, lm, snapshot)
+    finally:
+        model.train()
+        restore_rng(rng)
 
 
 def _resume(state_path: Path, accelerator, model, optimizer, scheduler, method_state: dict, desc: str):
