@@ -60,7 +60,7 @@ class Bench:
         self.dir = self.pipe.folder.bench
         self.out = self.dir / bench.report
         self._graders: dict | None = None
-        self._val_refs: list[float] | None = None
+        self._val_refs: list[float] = []
 
     @property
     def graders(self) -> dict:
@@ -103,7 +103,8 @@ class Bench:
         if path.is_file():
             gap = read_json(path)
         else:
-            wins = {row: self.val_wins(self.val_generations(row)) for row in ("teacher", "student_sft")}
+            val = self.pipe.splits["validation"]  # all of it: the gap decides whether the bench runs at all
+            wins = {row: self.val_wins(self.val_generations(row, val), val) for row in ("teacher", "student_sft")}
             gap = paired_difference(wins["teacher"], wins["student_sft"], n_boot=self.cfg.eval.n_bootstrap, seed=self.cfg.seed)
             write_json(path, gap)
         floor = self.bench.gap_floor
@@ -125,20 +126,22 @@ class Bench:
         val = self.pipe.splits["validation"]
         return val[:self.bench.val_prompts] if self.bench.val_prompts else val
 
-    def val_generations(self, row: str) -> list[str]:
-        """A base row's greedy generations on the validation prompts (cached in RUN/bench/val/ROW)."""
+    def val_generations(self, row: str, examples=None) -> list[str]:
+        """A base row's greedy generations on validation prompts (default: those that choose; cached in RUN/bench/val/ROW)."""
         role, ckpt = self.pipe.eval_model(row)
-        examples = self.val_examples
+        examples = examples if examples is not None else self.val_examples
         result = self.pipe.sample(role, ckpt, examples, self.cfg.eval.sampling, self.dir / "val" / row, seed=self.cfg.seed,
                                   desc=f"validation {row}")
         result.require_all(f"validation {row}")
         return [result.samples[e.id][0] for e in examples]
 
-    def val_wins(self, generations: list[str]) -> list[float]:
-        prompts = [e.prompt for e in self.val_examples]
-        if self._val_refs is None:
-            self._val_refs = self.graders["eval"].score(prompts, [e.target for e in self.val_examples])
-        return pairwise_outcomes(self.graders["eval"].score(prompts, generations), self._val_refs)
+    def val_wins(self, generations: list[str], examples=None) -> list[float]:
+        """Win (1 / ½ / 0) of each generation against its validation reference, by the evaluation judge."""
+        examples = examples if examples is not None else self.val_examples
+        prompts = [e.prompt for e in examples]
+        if len(self._val_refs) < len(examples):  # the references' scores, for the longest prefix asked so far
+            self._val_refs = self.graders["eval"].score(prompts, [e.target for e in examples])
+        return pairwise_outcomes(self.graders["eval"].score(prompts, generations), self._val_refs[:len(examples)])
 
     def val_scores(self, generations: list[str]) -> dict:
         wins = self.val_wins(generations)
@@ -152,8 +155,12 @@ class Bench:
         path = self.out / "selection.json"
         jobs = selection_jobs(self.bench)
         known = read_json(path) if path.is_file() else {}
+        rule = {"select_metric": self.bench.select_metric, "val_prompts": len(self.val_examples)}
+        if known.get("_rule", rule) != rule:
+            raise ConfigError(f"{path} chose with {known['_rule']}, this config with {rule}: the jobs' validation scores "
+                              "were made the old way. Use another bench.report (and run folder) or delete RUN/bench/runs.")
         if known and all(k in known for k in self.entries) and all(self.done(j) for j in jobs):
-            return known
+            return {k: v for k, v in known.items() if k in self.entries}
         for i, job in enumerate(jobs):
             print(f"[prefdistill] bench grid {i + 1}/{len(jobs)}: {job.key}", flush=True)
             self.run_job(job)
@@ -166,7 +173,7 @@ class Bench:
             for j in jobs:  # only the chosen job's weights are still needed (for its test generations)
                 if j.entry == name and j != best["job"]:
                     self.drop_weights(j)
-        write_json(path, chosen)
+        write_json(path, {"_rule": rule, **chosen})
         return chosen
 
     # ------------------------------------------------------------------ jobs
@@ -243,6 +250,7 @@ class Bench:
         folder = self.job_dir(job)
         path = folder / f"test_step{step}.json"
         if path.is_file():
+            self.drop_weights(job)  # a job retrained on resume (its result.json was lost) must not keep its weights
             return read_json(path)
         ckpt = folder / "checkpoint" if step == result["steps"] else folder / f"step{step}"
         t0 = time.time()

@@ -164,7 +164,30 @@ def verdict(metrics: dict, method_row: str = "student_distill", baseline_row: st
     paired = metrics.get("comparison")
     if isinstance(paired, dict) and paired.get("method_row") == method_row and paired.get("baseline_row") == baseline_row:
         sentences.append(_paired_sentence(paired, ml, bl))
-    return " ".join(sentences)
+    sft = sft_sentence((metrics.get("training") or {}).get("sft_student") or [], ml)
+    return " ".join(sentences + ([sft] if sft else []))
+
+
+SFT_LEARNT = 0.02  # the SFT student learnt when its validation loss fell by at least this share
+
+
+def sft_sentence(log: list[dict], method_label: str = "the distilled student") -> str | None:
+    """Whether the SFT student learnt, from the validation losses its log holds (None without them).
+
+    An SFT student whose validation loss barely moved is under-trained: a distilled student
+    that beats it may only have trained longer, so the sentence says so.
+    """
+    first = next((r["val_loss_initial"] for r in log if "val_loss_initial" in r), None)
+    losses = [(r["step"], r["val_loss"]) for r in log if "val_loss" in r]
+    if first is None or not losses:
+        return None
+    best_step, best = min(losses, key=lambda x: x[1])
+    last_step, last = losses[-1]
+    moved = f"validation loss {first:.3f} -> {last:.3f} over {last_step} steps (best {best:.3f} at step {best_step})"
+    if best <= first * (1 - SFT_LEARNT):
+        return f"The SFT student learnt: {moved}."
+    return (f"The SFT student is under-trained ({moved}): a gain of {method_label} over it may only mean more training; "
+            "compare with SeqKD, the budget-matched control (prefdistill bench bench --quick).")
 
 
 def _paired_sentence(paired: dict, ml: str, bl: str) -> str:
