@@ -239,8 +239,7 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
     extras = extras or {}
     accelerator, model, optimizer, scheduler, steps = _prepare(lm, cfg, lora, len(rows), seed)
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    state_path = out_dir.with_name(out_dir.name + ".state.pt")
-    method_state = {k: v for k, v in extras.items() if isinstance(v, dict)}
+    state_path, method_state = out_dir.with_name(out_dir.name + ".state.pt"), {k: v for k, v in extras.items() if isinstance(v, dict)}
     start, log, counters = _resume(state_path, accelerator, model, optimizer, scheduler, method_state, f"{desc} (of {steps} steps)")
     save = partial(save_state, state_path, accelerator, accelerator.unwrap_model(model), optimizer, scheduler, method_state=method_state)
     good = {"step": start, "rng": capture_rng()}  # the last step whose update was applied
@@ -261,9 +260,8 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
         log.append({"step": step + 1, "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 2), **totals,
                     "skipped_nonfinite": counters["skipped_nonfinite"]})
         if on_step is not None:
-            snapshot = partial(_save_checkpoint, accelerator, model, lm.tokenizer, log=[],
-                               meta=_meta(spec, lora, parent, step + 1, len(rows), world))
-            log[-1].update(_checked_hook(on_step, step + 1, lm, model, lambda path: snapshot(Path(path))) or {})
+            meta = _meta(spec, lora, parent, step + 1, len(rows), world)
+            log[-1].update(_checked_hook(on_step, step + 1, lm, model, _snapshot(accelerator, model, lm, meta)) or {})
         bar.set_postfix(loss=f"{totals['loss']:.4f}")
         if main and (step + 1) % cfg.log_every == 0:
             bar.write(f"{desc} step {step + 1}/{steps} " + " ".join(f"{k}={v:.4g}" for k, v in totals.items()))
@@ -280,6 +278,11 @@ def _meta(spec: MethodSpec, lora: LoraConfig, parent: Path | None, steps: int, r
     """A checkpoint's metadata; the parent is absolute here and made relative to the checkpoint when saved."""
     return {"kind": "adapter" if lora.enabled else "full", "parent": str(Path(parent).resolve()) if parent and lora.enabled else None,
             "method": spec.name, "steps": steps, "rows": rows, "processes": world}
+
+
+def _snapshot(accelerator, model, lm, meta: dict):
+    """snapshot(path): the current weights as a checkpoint folder with `meta` (as the final checkpoint's)."""
+    return lambda path: _save_checkpoint(accelerator, model, lm.tokenizer, Path(path), meta, [])
 
 
 def _checked_hook(on_step, step: int, lm, model, snapshot) -> dict | None:
