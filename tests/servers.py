@@ -1,4 +1,5 @@
-"""Loopback servers for the API-teacher tests: a real llama.cpp server and a fault-injecting proxy.
+"""Loopback servers for the API-teacher tests: a real llama.cpp server, a fault-injecting proxy, and stand-ins
+(FakeOpenAI: canned word log-probs; LogitServer: a local model's own log-probs and top-k).
 
     with LlamaServer(gguf_path) as server:                      # prefdistill.llama_server
         with FaultProxy(server.url, plan) as proxy:             # client -> proxy -> server
@@ -20,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from prefdistill.llama_server import LlamaServer, free_port  # noqa: F401  (re-exported for the tests)
+from prefdistill.models.common import plain_prompt
 
 FAULTS = ("drop", "http_500", "rate_limited", "stall", "truncated", "empty")  # what a flaky server does
 STATUS = {"http_500": 500, "rate_limited": 429, "http_400": 400}  # faults answered with an error status
@@ -165,6 +167,97 @@ class FakeOpenAI:
         words, offsets = [m.group() for m in found], [m.start() for m in found]
         logprobs = {"tokens": words, "token_logprobs": [None] + [self.word_logp] * (len(words) - 1), "text_offset": offsets}
         return {"choices": [{"text": prompt, "logprobs": logprobs if self.logprobs else None}]}
+
+    __enter__ = FaultProxy.__enter__
+    __exit__ = FaultProxy.__exit__
+
+
+
+class LogitServer:
+    """An OpenAI-compatible stand-in whose log-probs are a local model's own (a `LocalLM` on plain prompts).
+
+    /v1/completions (echo, logprobs=k) and /v1/chat/completions (logprobs, top_logprobs=k) answer
+    as llama-cpp-python does: tokens by their text (`decode([id])`) at their character offsets,
+    the first echoed token without log-probs, each top-k dict holding the token itself too,
+    greedy or seeded sampling. The text is tokenised by the model's tokenizer; generated tokens
+    are joined by spaces (a word-level tokenizer's text). Token i's log-probs come from the
+    distribution that produced it or, with `shift_echo` (echoed tokens) / `shift_generated`,
+    from the next position's, as llama-cpp-python 0.3.x reports echoed text of a model without BOS.
+    """
+
+    def __init__(self, lm, *, shift_echo: bool = False, shift_generated: bool = False):
+        self.lm, self.shift_echo, self.shift_generated = lm, shift_echo, shift_generated
+        self.payloads: list[dict] = []
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                with fake._lock:
+                    fake.payloads.append(payload)
+                    reply = fake.answer(self.path, payload)
+                FaultProxy._reply(self, 200, json.dumps(reply).encode(), {})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def run(self, text: str, max_tokens: int, temperature: float, seed: int):
+        """(ids, character offsets, prompt tokens, log-probs (T, V) of the whole sequence) of `text` and its continuation."""
+        import torch
+
+        tok = self.lm.tokenizer
+        enc = tok(text, add_special_tokens=self.lm.add_special_tokens, return_offsets_mapping=True)
+        ids, offsets, n_prompt = list(enc["input_ids"]), [o for o, _ in enc["offset_mapping"]], len(enc["input_ids"])
+        end, gen = len(text), torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for _ in range(max_tokens):
+                logits = self.lm.model(torch.tensor([ids])).logits[0, -1].float()  # (V,)
+                nxt = (int(logits.argmax()) if temperature == 0 else
+                       int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen)))
+                ids.append(nxt)
+                offsets.append(end + 1)  # after a space
+                end += 1 + len(tok.decode([nxt]))
+                if nxt == tok.eos_token_id:
+                    break
+            logps = torch.log_softmax(self.lm.model(torch.tensor([ids])).logits[0].float(), -1)  # (T, V)
+        return ids, offsets, n_prompt, logps
+
+    def step(self, ids, logps, a: int, k: int, shift: bool) -> tuple[str, float | None, dict | None]:
+        """(text of token a, its log-prob, {text: log-prob} of the k most likely and of token a itself)."""
+        piece = self.lm.tokenizer.decode([ids[a]])
+        if a == 0:
+            return piece, None, None
+        dist = logps[a] if shift else logps[a - 1]  # logps[a - 1] is the distribution that produced ids[a]
+        values, top = dist.topk(min(k, dist.shape[-1]))
+        entry = {self.lm.tokenizer.decode([i]): v for i, v in zip(top.tolist(), values.tolist())}
+        entry[piece] = float(dist[ids[a]])
+        return piece, float(dist[ids[a]]), entry
+
+    def answer(self, path: str, payload: dict) -> dict:
+        chat = path.endswith("/chat/completions")
+        text = plain_prompt(payload["messages"][-1]["content"]) if chat else payload["prompt"]
+        ids, offsets, n_prompt, logps = self.run(text, payload.get("max_tokens", 16), payload.get("temperature", 1.0),
+                                                 payload.get("seed") or 0)
+        generated = "".join(" " + self.lm.tokenizer.decode([i]) for i in ids[n_prompt:])
+        k = (payload.get("top_logprobs") or 0) if chat else (payload.get("logprobs") or 0)
+        echo = bool(payload.get("echo")) and not chat
+        shown = range(0 if echo else n_prompt, len(ids))
+        steps = [self.step(ids, logps, a, k, self.shift_echo if a < n_prompt else self.shift_generated) for a in shown]
+        if chat:
+            content = [{"token": p, "logprob": lp, "top_logprobs": [{"token": t, "logprob": v} for t, v in top.items()]}
+                       for p, lp, top in steps]
+            logprobs = {"content": content} if payload.get("logprobs") else None
+            return {"choices": [{"message": {"role": "assistant", "content": generated}, "logprobs": logprobs}]}
+        logprobs = {"tokens": [p for p, _, _ in steps], "token_logprobs": [lp for _, lp, _ in steps],
+                    "top_logprobs": [top for _, _, top in steps], "text_offset": [offsets[a] for a in shown]}
+        return {"choices": [{"text": (text if echo else "") + generated, "logprobs": logprobs if k else None}]}
 
     __enter__ = FaultProxy.__enter__
     __exit__ = FaultProxy.__exit__

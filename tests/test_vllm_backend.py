@@ -78,7 +78,11 @@ def test_engine_kwargs_come_from_the_vllm_section():
 
 # ---------------------------------------------------------------- token plumbing with a fake engine
 class FakeLLM:
-    """vllm.LLM.generate over token-id prompts; prompt log-probs computed by a transformers model."""
+    """vllm.LLM.generate over token-id prompts; prompt log-probs computed by a transformers model.
+
+    As vLLM gives them: prompt_logprobs[t] holds the `prompt_logprobs` most likely ids of the
+    distribution that produced token t, and token t itself (k + 1 entries when it is not among them).
+    """
 
     def __init__(self, model):
         self.model, self.calls = model, []
@@ -93,7 +97,11 @@ class FakeLLM:
             if getattr(p, "prompt_logprobs", None) is not None:
                 with torch.no_grad():
                     logps = torch.log_softmax(self.model(torch.tensor([ids])).logits[0].float(), -1)  # (T, V)
-                plp = [None] + [{ids[t]: Logprob(logps[t - 1, ids[t]].item())} for t in range(1, len(ids))]
+                plp = [None]
+                for t in range(1, len(ids)):
+                    values, top = logps[t - 1].topk(p.prompt_logprobs)
+                    entry = {i: Logprob(v, rank=r + 1) for r, (i, v) in enumerate(zip(top.tolist(), values.tolist()))}
+                    plp.append({**entry, ids[t]: Logprob(logps[t - 1, ids[t]].item())})
             out.append(Output([Completion(f" s{p.seed}.{k} ") for k in range(p.n)], plp))
         return out
 
@@ -119,6 +127,31 @@ def test_score_matches_local_lm(tiny_assets, fake_vllm, role):
         want = local.score(prompts, completions, normalize=normalize)
         got = fake.score(prompts, completions, normalize=normalize)
         assert got == pytest.approx(want, rel=1e-4, abs=1e-4)
+
+
+@pytest.mark.parametrize("role", ["student", "teacher"])
+def test_completion_topk_gives_the_local_models_cache(tiny_assets, fake_vllm, tmp_path, role):
+    """The vLLM path (prompt_logprobs=k) writes the cache the local model writes: same ids, same log-probs."""
+    from prefdistill.teacher_signal import build_topk_cache, load_topk
+    from prefdistill.tiny import tiny_rows
+
+    local, fake = _pair(tiny_assets[role])
+    rows = {name: [{"prompt": f"Summarize : {r['document']}", "target": r["summary"]} for r in tiny_rows(4, seed=2)]
+            for name in ("local", "vllm")}
+    for name, lm in (("local", local), ("vllm", fake)):
+        build_topk_cache(lm, rows[name], 5, tmp_path / f"{name}.bin", tokenizer=local.tokenizer, teacher_id="t", dtype="float32")
+    ids_l, logps_l, mask_l = load_topk(tmp_path / "local.bin", rows["local"])
+    ids_v, logps_v, mask_v = load_topk(tmp_path / "vllm.bin", rows["vllm"])
+    prompts, params = fake.llm.calls[-1]
+    assert params[0].prompt_logprobs == 5 and params[0].max_tokens == 1
+    head = fake.prompt_ids(rows["vllm"][-1]["prompt"])
+    assert prompts[-1]["prompt_token_ids"][:len(head)] == head  # the prompt as LocalLM formats it, then the completion
+    assert torch.equal(mask_v, mask_l)
+    on = mask_l.bool()
+    assert torch.equal(ids_v[on], ids_l[on])
+    assert torch.allclose(logps_v[on], logps_l[on], atol=1e-5)
+    with pytest.raises(ValueError, match="temperature 2 needs the teacher through transformers"):
+        fake.completion_topk(["p"], [[1]], 2, tokenizer=local.tokenizer, temperature=2.0)
 
 
 def test_generate_shape_seeds_and_on_result(tiny_assets, fake_vllm):

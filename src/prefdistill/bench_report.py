@@ -237,7 +237,8 @@ def _paired_section(results: dict) -> list[str]:
            "side's seeds (points). It is significant when its interval excludes 0.", ""]
     events = [(k, r, c) for k, r in rows.items() for c in (r.get("collapse") or [])]
     if events:
-        out += ["Collapse: a validation score of a chosen run fell below the initial student's:", ""]
+        out += ["Collapse: a run (a grid point on the first seed, or the chosen setting on another seed) scored below the "
+                "initial student on validation:", ""]
         out += [f"- {_label(k, r)}, seed {c.get('seed')}, {_setting(c.get('setting'))}: {_collapse_event(c)}" for k, r, c in events]
         out.append("")
     return out

@@ -154,13 +154,21 @@ class Pipeline:
         Keyed by the teacher's weights, the method's k / temperature / topk_dtype and each row's
         prompt and token ids, so a rerun reuses it and training never holds the teacher in
         memory; sets each row's `teacher_topk_key` / `teacher_topk_path` (prefdistill.teacher_signal).
+        A vLLM teacher gives the top-k from its engine (prompt log-probs) where the engine can: at
+        temperature 1 and k up to vLLM's default max_logprobs; otherwise it is loaded through transformers.
         """
+        from prefdistill.models.vllm_backend import VLLM_MAX_LOGPROBS, release_engine
+
         ckpt, cfg = self.sft_checkpoint("teacher"), self.cfg.teacher
         teacher_id = f"teacher:{cfg.name_or_path}:{self.folder.relative(ckpt)}:{cfg.prompt_format}:{cfg.dtype}"
         path = self.run_dir / "teacher_signal" / f"topk_k{params.k}.bin"
-        return build_topk_cache(lambda: self.load("teacher", ckpt, in_loop=True), rows, params.k, path,
-                                tokenizer=self._student_tokenizer(), teacher_id=teacher_id, temperature=params.temperature,
-                                dtype=params.topk_dtype, desc=f"teacher top-{params.k}")
+        engine = cfg.backend == "vllm" and params.temperature == 1.0 and params.k <= VLLM_MAX_LOGPROBS
+        stats = build_topk_cache(lambda: self.load("teacher", ckpt, in_loop=not engine), rows, params.k, path,
+                                 tokenizer=self._student_tokenizer(), teacher_id=teacher_id, temperature=params.temperature,
+                                 dtype=params.topk_dtype, desc=f"teacher top-{params.k}")
+        if engine:
+            release_engine()  # the engine holds gpu_memory_utilization of the GPU; training comes next
+        return stats
 
     # ------------------------------------------------------------------ models
     def load(self, role: str, checkpoint: Path | None = None, for_training: bool = False, in_loop: bool = False):

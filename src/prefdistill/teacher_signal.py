@@ -10,6 +10,12 @@ without the teacher in memory. The positions are those the student is trained on
 row's completion tokens (the student's tokenizer, EOS appended, as `completion_token_ids`
 makes them), after the teacher's own formatting of the prompt, as `paired_logits` scores them.
 
+The top-k comes from a local model's logits (`completion_logits`), or from a teacher that
+gives it itself (`completion_topk`: vLLM's prompt log-probs, a server's echoed `top_logprobs`;
+`prefdistill.models.common.TopkTeacher`), at temperature 1 only. Ids such a teacher gave that
+the student's vocabulary lacks are dropped and their slots padded with (id 0, log-prob -inf),
+which `topk_forward_kl` counts as no outcome: one record format for every source.
+
 The file is an append-only sequence of binary records, one per row, each written with
 one write and fsynced, like the sampling journal (`prefdistill.sampling`):
 
@@ -158,9 +164,9 @@ def build_topk_cache(teacher, rows: list[dict], k: int, path: Path, *, tokenizer
 
     rows: dicts with a "prompt" and the completion text under `text_key`, tokenised with the
     student's `tokenizer` as the token-level methods do (EOS appended). `teacher` is a model
-    with `completion_logits` or a function that loads one, called only when some row is
-    missing, so a rerun never loads it. Logits past len(tokenizer) (a padded output layer) are
-    cut, as `paired_logits` cuts them. Under `accelerate launch` the main process computes
+    with `completion_topk` (a server or vLLM gives the top-k itself) or `completion_logits`, or
+    a function that loads one, called only when some row is missing, so a rerun never loads it.
+    Logits past len(tokenizer) (a padded output layer) are cut, as `paired_logits` cuts them. Under `accelerate launch` the main process computes
     the missing rows and the others wait for it. Returns {"rows", "computed", "bytes_per_token"}.
     """
     if dtype not in LOGPROB_DTYPES:
@@ -174,8 +180,8 @@ def build_topk_cache(teacher, rows: list[dict], k: int, path: Path, *, tokenizer
         todo = {key: (r["prompt"], i) for key, r, i in zip(keys, rows, ids) if key not in journal.index}
         if todo:
             model = teacher() if callable(teacher) else teacher
-            computed = _compute(model, list(todo.items()), journal, k, temperature=temperature, dtype=dtype,
-                                vocab=len(tokenizer), batch_size=batch_size, desc=desc)
+            computed = _compute(model, list(todo.items()), journal, k, tokenizer=tokenizer, temperature=temperature,
+                                dtype=dtype, batch_size=batch_size, desc=desc)
     wait_for_everyone()  # the cache is complete on disk before any process reads it
     for r, key in zip(rows, keys):
         r["teacher_topk_key"], r["teacher_topk_path"] = key, str(path)
@@ -183,21 +189,55 @@ def build_topk_cache(teacher, rows: list[dict], k: int, path: Path, *, tokenizer
 
 
 @torch.no_grad()
-def _compute(teacher, todo: list[tuple[str, tuple[str, list[int]]]], journal: TopkJournal, k: int, *, temperature: float,
-             dtype: str, vocab: int, batch_size: int, desc: str) -> int:
-    """Run the teacher on the (key, (prompt, completion ids)) still missing; append one record per row as it is done."""
+def _compute(teacher, todo: list[tuple[str, tuple[str, list[int]]]], journal: TopkJournal, k: int, *, tokenizer,
+             temperature: float, dtype: str, batch_size: int, desc: str) -> int:
+    """Run the teacher on the (key, (prompt, completion ids)) still missing; append one record per row as it is done.
+
+    A teacher with `completion_topk` (a server, vLLM: `prefdistill.models.common.TopkTeacher`)
+    gives the top-k itself; any other is asked for `completion_logits`.
+    """
     progress = bar(total=len(todo), desc=desc, unit="row")
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
-        logits, _, _ = teacher.completion_logits([p for _, (p, _) in chunk], [ids for _, (_, ids) in chunk])  # (B, C, V)
-        cut = min(vocab, logits.shape[-1])
-        top_ids, top_logps = topk_of(logits[..., :cut], k, temperature=temperature, dtype=dtype)  # (B, C, k) each
-        width = logits.shape[1]  # completions end at the right edge: row b's n tokens are the last n positions
-        for b, (key, (_, ids)) in enumerate(chunk):
-            journal.append(key, encode_record(key, top_ids[b, width - len(ids):], top_logps[b, width - len(ids):], cut))
+        prompts, completions = [p for _, (p, _) in chunk], [ids for _, (_, ids) in chunk]
+        if hasattr(teacher, "completion_topk"):
+            rows, vocab = _served_topk(teacher, prompts, completions, k, tokenizer=tokenizer, temperature=temperature,
+                                       dtype=dtype)
+        else:
+            rows, vocab = _local_topk(teacher, prompts, completions, k, vocab=len(tokenizer), temperature=temperature,
+                                      dtype=dtype)
+        for (key, _), (top_ids, top_logps) in zip(chunk, rows):
+            journal.append(key, encode_record(key, top_ids, top_logps, vocab))
         progress.update(len(chunk))
     progress.close()
     return len(todo)
+
+
+def _local_topk(teacher, prompts: list[str], completions: list[list[int]], k: int, *, vocab: int, temperature: float,
+                dtype: str) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """([(ids (n, k), log-probs (n, k)) per row], ids' vocabulary) from the teacher's logits at the completion positions.
+
+    Logits past the student's vocabulary (a padded output layer) are cut, as `paired_logits` cuts them.
+    """
+    logits, _, _ = teacher.completion_logits(prompts, completions)  # (B, C, V)
+    cut = min(vocab, logits.shape[-1])
+    top_ids, top_logps = topk_of(logits[..., :cut], k, temperature=temperature, dtype=dtype)  # (B, C, k) each
+    width = logits.shape[1]  # completions end at the right edge: row b's n tokens are the last n positions
+    return [(top_ids[b, width - len(ids):], top_logps[b, width - len(ids):]) for b, ids in enumerate(completions)], cut
+
+
+def _served_topk(teacher, prompts: list[str], completions: list[list[int]], k: int, *, tokenizer, temperature: float,
+                 dtype: str) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """The same from a teacher that gives its top-k itself; its log-probs are rounded to `dtype` here."""
+    out = teacher.completion_topk(prompts, completions, k, tokenizer=tokenizer, temperature=temperature)
+    rows = []
+    for i, ((ids, logps), completion) in enumerate(zip(out, completions)):
+        if ids.shape != logps.shape or ids.shape[0] != len(completion):
+            raise ValueError(f"{getattr(teacher, 'name', 'the teacher')}: top-k of row {i} ({prompts[i][:40]!r}...) has "
+                             f"ids {ids.shape} and log-probs {logps.shape} for {len(completion)} completion tokens")
+        rows.append((torch.from_numpy(np.asarray(ids, dtype=np.int64)),
+                     torch.from_numpy(np.asarray(logps, dtype=np.float32)).to(getattr(torch, dtype))))
+    return rows, len(tokenizer)
 
 
 _INDEXES: dict[str, tuple[tuple[int, int], dict[str, Record]]] = {}

@@ -32,8 +32,12 @@ def topk_forward_kl(student_logits: torch.Tensor, teacher_topk_ids: torch.Tensor
     `prefdistill.teacher_signal`); to distil at temperature T, make the cache at T and pass
     student_logits / T.
 
-    Args: student_logits (B, T, V); teacher_topk_ids (B, T, k) int64, distinct at each position;
-    teacher_topk_logprobs (B, T, k). Returns (B, T).
+    A slot whose log-prob is -inf is padding, not an outcome: its id (any id, repeats allowed)
+    stays in the rest bucket, so padded slots change nothing (a served teacher's ids that the
+    student's vocabulary lacks are stored as (0, -inf), `prefdistill.teacher_signal`).
+
+    Args: student_logits (B, T, V); teacher_topk_ids (B, T, k) int64, distinct at each position
+    apart from padding; teacher_topk_logprobs (B, T, k). Returns (B, T).
     """
     if teacher_topk_ids.shape != teacher_topk_logprobs.shape or teacher_topk_ids.shape[:-1] != student_logits.shape[:-1]:
         raise ValueError(f"top-k ids {tuple(teacher_topk_ids.shape)} and log-probs {tuple(teacher_topk_logprobs.shape)} must "
@@ -45,7 +49,13 @@ def topk_forward_kl(student_logits: torch.Tensor, teacher_topk_ids: torch.Tensor
     log_p = teacher_topk_logprobs.float()
     p = log_p.exp()  # (B, T, k)
     head = (p * (torch.where(p > 0, log_p, 0.0) - log_q)).sum(-1)  # an id the teacher gives no mass adds 0
-    in_topk = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, ids, True)  # (B, T, V)
+    # A slot with log-prob -inf is padding (an id the teacher gave that the student's vocabulary lacks, stored as
+    # (0, -inf)): it is no outcome of its own, so its id stays in the rest bucket. Padded slots are pointed at
+    # the position's most likely id before the scatter, so a repeated id is written once, with one value.
+    valid = log_p > float("-inf")  # (B, T, k)
+    best = ids.gather(-1, log_p.argmax(-1, keepdim=True))  # (B, T, 1)
+    in_topk = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, torch.where(valid, ids, best), True)  # (B, T, V)
+    in_topk.logical_and_(valid.any(-1, keepdim=True))  # a position with no valid slot keeps every token in the rest
     covered = in_topk.all(-1)  # (B, T): no token is left for the rest bucket
     # Covered rows keep every logit (a log-sum-exp over nothing but -inf has NaN gradients); their term is 0 below.
     outside = logits.masked_fill(in_topk & ~covered.unsqueeze(-1), float("-inf"))  # (B, T, V)

@@ -5,7 +5,9 @@
     logps = lm.score(prompts, completions, normalize=True)             # when lm.can_score
 
 A backend is anything with `name`, `can_score`, `generate` and (when it can) `score`; it
-need not be a local torch module, so a text-only API teacher fits the same slot:
+need not be a local torch module, so a text-only API teacher fits the same slot. The vllm
+and openai backends also give a teacher's top-k at given tokens themselves (`completion_topk`,
+`common.TopkTeacher`) for the teacher-signal cache:
 
     hf       local transformers weights: train, generate, score (the default; CPU or GPU)
     vllm     the same weights in a vLLM engine for sampling and scoring (GPU; training stays on hf)

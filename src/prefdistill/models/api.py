@@ -13,6 +13,15 @@ whose request still fails, or whose reply holds no usable text, comes back as a
 Log-probabilities of given text (`score`, used by DPKD) need `/v1/completions` with
 `echo` and `logprobs`; `can_score` probes the server once and, when the server does not
 give them, says why in `score_unavailable`.
+
+Top-k log-probs come two ways (`prefdistill.models.api_topk` reads them):
+
+    lm.completion_topk(prompts, completion_ids, 20, tokenizer=student_tok, temperature=1.0)  # of given text (echo)
+    lm.generate_topk(prompts, sampling, 20, seed=0)     # the server's own samples, top-k at each of their tokens
+
+The first passes the same probe as `score` first, so llama-cpp-python 0.3.x's shifted echo is
+refused; the second has its own probe, `generated_topk_usable`: a server may get one right and
+not the other.
 """
 from __future__ import annotations
 
@@ -25,6 +34,7 @@ from prefdistill.progress import bar as progress_bar
 
 from prefdistill.api_client import APIClient, MalformedReply, RequestFailed
 from prefdistill.config import ModelConfig, SamplingConfig
+from prefdistill.models.api_topk import completion_pieces, echoed_topk, generated_topk, piece_ids, top1_misses
 from prefdistill.models.common import plain_prompt
 
 
@@ -39,6 +49,7 @@ class GenerationFailure:
 
 PROBE_PROMPT, PROBE_COMPLETION = "Count: 1, 2, 3, 4,", " 5, 6, 7, 8, 9, 10, 11, 12"
 PROBE_MIN_MEAN_LOGP = -3.0  # nats per token; SmolLM2-135M and Gemma-3-270M score the probe at about −0.4
+PROBE_TOPK = 5  # generated_topk_usable: top log-probs asked per generated token, and tokens generated (greedy)
 
 
 class APILM:
@@ -52,6 +63,8 @@ class APILM:
         self.max_concurrency, self.logprobs = max_concurrency, logprobs
         self.score_unavailable: str | None = None if logprobs != "off" else "api.logprobs is off"
         self._can_score: bool | None = False if logprobs == "off" else None
+        self.generated_topk_unavailable: str | None = None
+        self._generated_topk_ok: bool | None = None
 
     @property
     def stats(self) -> dict[str, int]:
@@ -68,19 +81,31 @@ class APILM:
         return cls(client, cfg.name_or_path, endpoint=a.endpoint, max_concurrency=a.max_concurrency, logprobs=a.logprobs)
 
     # ------------------------------------------------------------------ generation
-    def _request(self, prompt: str, sampling: SamplingConfig, seed: int) -> dict:
+    def _request(self, prompt: str, sampling: SamplingConfig, seed: int, top_k: int | None = None) -> dict:
         body = {"model": self.name, "max_tokens": sampling.max_new_tokens, "seed": seed,
                 "temperature": sampling.temperature if sampling.do_sample else 0.0}
         if sampling.do_sample:
             body["top_p"] = sampling.top_p
         if self.endpoint == "chat":
+            if top_k is not None:
+                body.update(logprobs=True, top_logprobs=top_k)
             return {**body, "messages": [{"role": "user", "content": prompt}]}
+        if top_k is not None:
+            body["logprobs"] = top_k
         return {**body, "prompt": plain_prompt(prompt)}
+
+    @property
+    def _path(self) -> str:
+        return "/chat/completions" if self.endpoint == "chat" else "/completions"
 
     def _one(self, prompt: str, sampling: SamplingConfig, seed: int) -> str:
         """One completion; a reply without usable text is retried like a transport fault."""
-        path = "/chat/completions" if self.endpoint == "chat" else "/completions"
-        return self.client.post(path, self._request(prompt, sampling, seed), parse=self._text)
+        return self.client.post(self._path, self._request(prompt, sampling, seed), parse=self._text)
+
+    def _one_topk(self, prompt: str, sampling: SamplingConfig, seed: int, k: int) -> tuple:
+        """One completion with the top-k log-probs of each of its tokens (`api_topk.generated_topk`)."""
+        return self.client.post(self._path, self._request(prompt, sampling, seed, top_k=k),
+                                parse=lambda reply: generated_topk(reply, self.endpoint))
 
     def _text(self, reply: dict) -> str:
         try:
@@ -102,6 +127,22 @@ class APILM:
         Request k of a prompt carries a seed made from `seed`, the prompt's text and k, so
         servers that honour `seed` give the same samples whatever else is in the call.
         """
+        return self._each_sample(prompts, sampling, seed, self._one, desc=desc, on_result=on_result)
+
+    def generate_topk(self, prompts: list[str], sampling: SamplingConfig, k: int, *, seed: int, desc: str | None = None,
+                      on_result=None) -> list:
+        """Per prompt, `num_samples` of (text, [(token, {token text: log-prob, ...}) per generated token]), or a
+        GenerationFailure; one request per sample returns the sample and the top-k at each of its positions.
+
+        Seeds as in `generate`. The texts are as the server sent them (unstripped, so the tokens
+        spell them). Check `generated_topk_usable` before trusting the log-probs.
+        """
+        fetch = lambda prompt, s, request_seed: self._one_topk(prompt, s, request_seed, k)  # noqa: E731
+        return self._each_sample(prompts, sampling, seed, fetch, desc=desc, on_result=on_result)
+
+    def _each_sample(self, prompts: list[str], sampling: SamplingConfig, seed: int, fetch, *, desc: str | None,
+                     on_result) -> list:
+        """fetch(prompt, sampling, seed) for every sample of every prompt on the worker threads; failures are values."""
         n = sampling.num_samples
         results: list = [None] * len(prompts)
         pending = [[None] * n for _ in prompts]
@@ -111,7 +152,7 @@ class APILM:
 
         def work(i: int, k: int) -> None:
             try:
-                out = self._one(prompts[i], sampling, request_seed(seed, prompts[i], k))
+                out = fetch(prompts[i], sampling, request_seed(seed, prompts[i], k))
             except RequestFailed as e:
                 out = GenerationFailure(e.kind, str(e), e.attempts)
             with lock:
@@ -164,6 +205,64 @@ class APILM:
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
             per_row = list(pool.map(lambda pc: self._echo_logps([pc[0]], [pc[1]])[0], zip(prompts, completions)))
         return [sum(lp) / max(len(lp), 1) if normalize else sum(lp) for lp in per_row]
+
+    # ------------------------------------------------------------------ top-k
+    def completion_topk(self, prompts: list[str], completions: list[list[int]], k: int, *, tokenizer,
+                        temperature: float = 1.0) -> list:
+        """The server's top-k at each of the student's completion tokens: per row ids (n, k) and log-probs (n, k).
+
+        One /v1/completions request per row: echo, logprobs=k, max_tokens=1, temperature 0, on
+        plain_prompt(prompt) + the completion as the student's `tokenizer` decodes it. The server's
+        tokens must be the student's (`api_topk.echoed_topk` checks it); entries whose text no single
+        id decodes to are dropped and their slots padded with (0, -inf). Refused unless the echo
+        passes `can_score`'s probe, and at a temperature other than 1: a server's log-probs are
+        the model's distribution at temperature 1, and tempering needs the whole distribution.
+        """
+        if temperature != 1.0:
+            raise ValueError(f"{self.name}: a server's top-k log-probs are the model's distribution at temperature 1; "
+                             f"temperature {temperature:g} needs a local (backend: hf) teacher")
+        try:
+            usable, why = self.can_score, self.score_unavailable
+        except ValueError as e:  # api.logprobs: on, and the probe failed
+            usable, why = False, str(e)
+        if not usable:
+            raise ValueError(f"{self.name}: echoed top-k log-probs of given text are refused: {why}. The top-k of the "
+                             "server's own generated tokens (generate_topk) may still be usable: see generated_topk_usable. "
+                             "A local (backend: hf) or vLLM (backend: vllm) teacher gives the top-k of given text.")
+        pieces, texts = piece_ids(tokenizer), [completion_pieces(tokenizer, ids) for ids in completions]
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            return list(pool.map(lambda i: self._echo_topk(i, prompts[i], texts[i], k, pieces, len(tokenizer)),
+                                 range(len(prompts))))
+
+    def _echo_topk(self, i: int, prompt: str, completion: tuple, k: int, pieces: dict[str, int], vocab: int):
+        """Row i's top-k from one echo request; completion: (text, spans) of `api_topk.completion_pieces`."""
+        head = plain_prompt(prompt)
+        reply = self.client.post("/completions", {"model": self.name, "prompt": head + completion[0], "max_tokens": 1,
+                                                  "echo": True, "logprobs": k, "temperature": 0.0})
+        return echoed_topk(reply, len(head), completion, pieces, k, vocab, row=f"row {i} ({prompt[:40]!r}...)")
+
+    @property
+    def generated_topk_usable(self) -> bool:
+        """Whether the top-k log-probs the server gives for its own generated tokens are right; probed once.
+
+        Decoding greedily (temperature 0) from PROBE_PROMPT, every generated token must be the
+        most likely entry of its own position's top-k. A server that reports each token under
+        the next position's distribution (as llama-cpp-python 0.3.x does for echoed text) fails.
+        Why it failed is in `generated_topk_unavailable`.
+        """
+        if self._generated_topk_ok is None:
+            greedy = SamplingConfig(max_new_tokens=PROBE_TOPK, do_sample=False, num_samples=1)
+            (out,) = self.generate_topk([PROBE_PROMPT], greedy, PROBE_TOPK, seed=0, desc="")
+            if isinstance(out, GenerationFailure):
+                why = f"the probe request failed ({out.kind}): {out.error}"
+            else:
+                tokens = out[0][1]
+                misses = top1_misses(tokens)
+                why = (f"greedy tokens {[tokens[t][0] for t in misses]} at positions {misses} of {len(tokens)} are not the "
+                       "most likely entries of their own top-k (the server reports log-probs of another position)"
+                       if misses else None)
+            self._generated_topk_ok, self.generated_topk_unavailable = why is None, why
+        return self._generated_topk_ok
 
     def _echo_logps(self, prompts: list[str], completions: list[str]) -> list[list[float]]:
         """Per-token log-probs of each completion, from /v1/completions with echo (no new tokens)."""

@@ -2,11 +2,14 @@
 
     tok = load_tokenizer(cfg.student)
     why = vocabulary_mismatch(cfg.teacher, cfg.student)     # None when they share one vocabulary
+    ids, logprobs = topk_arrays([{5: -0.1, 9: -2.3}, {}], k=2, vocab=32)   # a served teacher's top-k, as a cache row
 """
 from __future__ import annotations
 
 import functools
 from typing import Protocol
+
+import numpy as np
 
 from prefdistill.config import ModelConfig, SamplingConfig
 
@@ -19,6 +22,37 @@ class LanguageModel(Protocol):
                  on_result=None) -> list: ...
 
     def score(self, prompts: list[str], completions: list[str], *, normalize: bool = False) -> list[float]: ...
+
+
+class TopkTeacher(Protocol):
+    """A teacher that gives its top-k at given completion tokens itself (a server, vLLM), not as logits.
+
+    completion_topk returns one (ids (n, k) int, log-probs (n, k) float) per row, n = len(that
+    row's completion ids), position t holding the distribution that produced token t, most likely
+    first, ids in the student's vocabulary, padded as `topk_arrays` pads (`prefdistill.teacher_signal`).
+    """
+
+    def completion_topk(self, prompts: list[str], completions: list[list[int]], k: int, *, tokenizer,
+                        temperature: float) -> list[tuple[np.ndarray, np.ndarray]]: ...
+
+
+def topk_arrays(positions: list[dict[int, float]], k: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    """One row's top-k as arrays: ids (n, min(k, vocab)) int64 and log-probs (n, min(k, vocab)) float32.
+
+    positions[t] maps the ids a teacher gave at position t to their log-probs (or to objects
+    with a `.logprob`, as vLLM gives them). Ids outside [0, vocab) are not the student's and are
+    dropped; the k most likely of the rest are kept, most likely first, and empty slots are
+    padded with (id 0, log-prob -inf), which `topk_forward_kl` treats as no outcome at all.
+    """
+    width = min(k, vocab)
+    ids = np.zeros((len(positions), width), dtype=np.int64)
+    logps = np.full((len(positions), width), -np.inf, dtype=np.float32)
+    for t, entries in enumerate(positions):
+        kept = [(float(getattr(lp, "logprob", lp)), int(i)) for i, lp in entries.items() if 0 <= int(i) < vocab]
+        kept.sort(key=lambda e: -e[0])
+        for j, (lp, i) in enumerate(kept[:width]):
+            ids[t, j], logps[t, j] = i, lp
+    return ids, logps
 
 
 def plain_prompt(prompt: str) -> str:

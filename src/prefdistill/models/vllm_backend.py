@@ -3,10 +3,12 @@
     lm = VLLMLM.load(ModelConfig(name_or_path="builtin:smollm2-135m-instruct", backend="vllm", dtype="bfloat16"))
     lm.generate(["Summarize ..."], SamplingConfig(max_new_tokens=32, num_samples=4), seed=0)  # [[4 texts]]
     lm.score(["Summarize ..."], ["A short summary."], normalize=True)                          # [mean token logp]
+    lm.completion_topk(["Summarize ..."], [completion_ids], 20, tokenizer=tok, temperature=1.0)  # [(ids, logps) (n, 20)]
 
 Prompts are formatted and tokenised by the functions LocalLM uses and reach vLLM as token
 ids, so both backends see the same tokens. `score` reads vLLM's prompt log-probs of
-prompt + completion + EOS: the tokens `logprobs.encode_completions` scores for LocalLM.
+prompt + completion + EOS: the tokens `logprobs.encode_completions` scores for LocalLM, and
+`completion_topk` reads the top k of them (prompt_logprobs=k) for the teacher-signal cache.
 Training stays on transformers; a LoRA checkpoint is merged once into
 CHECKPOINT/merged_for_vllm/ so the engine loads a plain folder.
 Needs `pip install 'prefdistill[vllm]'` and a CUDA GPU; the pure helpers run anywhere.
@@ -23,6 +25,7 @@ from prefdistill.assets import resolve_model_path
 from prefdistill.config import ModelConfig, SamplingConfig
 from prefdistill.io import atomic_dir
 from prefdistill.logprobs import completion_token_ids
+from prefdistill.models.common import topk_arrays
 from prefdistill.models.hf import checkpoint_chain, format_prompt, resolve_prompt_format, uses_special_tokens
 
 MERGED_DIR = "merged_for_vllm"
@@ -31,6 +34,7 @@ HF_DEFAULT_TOP_K = 50  # transformers' GenerationConfig.top_k, applied by LocalL
 PROMPTS_PER_CALL = 1024  # prompts per engine call: on_result reports work before a long call ends
 # One scoring request per sequence: prompt log-probs are taken from the raw next-token
 # distribution (temperature 1, no top-p); the single generated token is thrown away.
+VLLM_MAX_LOGPROBS = 20  # vLLM's default engine max_logprobs: the largest prompt_logprobs a request may ask for
 SCORE_KWARGS = dict(max_tokens=1, temperature=1.0, top_p=1.0, prompt_logprobs=1, detokenize=False)
 
 
@@ -228,3 +232,25 @@ class VLLMLM:
         outputs = self.llm.generate([{"prompt_token_ids": s} for s in sequences], SamplingParams(**SCORE_KWARGS), use_tqdm=False)
         return [summed_logprob(out.prompt_logprobs, s, len(p), normalize=normalize)
                 for out, s, p in zip(outputs, sequences, prompt_ids)]
+
+    def completion_topk(self, prompts: list[str], completions: list[list[int]], k: int, *, tokenizer,
+                        temperature: float = 1.0) -> list:
+        """The top-k at each completion token, per row ids (n, k) and log-probs (n, k), from vLLM's prompt log-probs.
+
+        Each row is prompt (formatted as `prompt_ids`) + the completion's token ids, as LocalLM
+        scores them. vLLM's prompt_logprobs[t] is {token id: Logprob} for the distribution that
+        produced token t: its k best, plus token t itself when that is not among them (then k + 1
+        entries; `topk_arrays` keeps the k best). Ids past len(tokenizer) (a padded output layer)
+        are dropped. vLLM returns raw, untempered log-probs, so a temperature other than 1 is
+        refused; k is bounded by the engine's `max_logprobs` (VLLM_MAX_LOGPROBS by default).
+        """
+        from vllm import SamplingParams
+
+        if temperature != 1.0:
+            raise ValueError(f"{self.name}: vLLM's prompt log-probs are the model's distribution at temperature 1; "
+                             f"temperature {temperature:g} needs the teacher through transformers (backend: hf)")
+        prompt_ids = [self.prompt_ids(p) for p in prompts]
+        sequences = [p + list(c) for p, c in zip(prompt_ids, completions)]
+        params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=k, detokenize=False)
+        outputs = self.llm.generate([{"prompt_token_ids": s} for s in sequences], params, use_tqdm=False)
+        return [topk_arrays(out.prompt_logprobs[len(p):], k, len(tokenizer)) for out, p in zip(outputs, prompt_ids)]
