@@ -51,10 +51,13 @@ def entry_params(entry: BenchMethod, setting: tuple = ()):
 
 
 class Bench:
-    def __init__(self, cfg: RunConfig, bench: BenchConfig, *, allow_config_change: bool = False, ignore_gap: bool = False):
+    def __init__(self, cfg: RunConfig, bench: BenchConfig, *, allow_config_change: bool = False, ignore_gap: bool = False,
+                 config_name: str | None = None):
+        """`config_name`: the bench config's name (its file's stem, `_quick` added under --quick); the results are
+        also written as RUN/bench/<report>/bench_<config_name>.json, the file benchmarks/results/ keeps."""
         if not bench.methods:
             raise ConfigError("bench.methods: list the methods to compare (see configs/bench.yaml)")
-        self.cfg, self.bench, self.ignore_gap = cfg, bench, ignore_gap
+        self.cfg, self.bench, self.ignore_gap, self.config_name = cfg, bench, ignore_gap, config_name or cfg.name
         self.entries: dict[str, BenchMethod] = {m.name: m for m in bench.methods}
         self.pipe = Pipeline(cfg, allow_config_change=allow_config_change, methods=[entry_params(m)[:2] for m in bench.methods])
         self.dir = self.pipe.folder.bench
@@ -91,7 +94,9 @@ class Bench:
         results["judges"] = self.pipe.judges_info()
         results["timings_s"] = self.pipe.folder.timings()
         results["wall_s"]["this_invocation"] = round(time.time() - t0, 1)
+        results["config"] = self.config_name
         write_json(self.out / "results.json", results)
+        write_json(self.out / f"bench_{self.config_name}.json", results)
         report = write_bench_report(self.out, results)
         print(console_summary(results), flush=True)
         print(f"[prefdistill] bench report: {report}", flush=True)

@@ -92,14 +92,15 @@ def cmd_bench(args) -> int:
 
     if args.tiny:  # random tiny models have no teacher-student gap to check
         cfg, bench = load_bench_config(tiny_bench_config(Path(args.output_dir or "runs")), args.overrides)
-        args.ignore_gap = True
+        args.ignore_gap, name = True, "tiny"
     else:
         if not args.config:
             raise ConfigError("give a bench config (a YAML file, or 'bench' for the packaged one), or --tiny")
         extra = [f"output_dir={args.output_dir}"] if args.output_dir else []
         cfg, bench = load_bench_config(_config_source(args.config), [*extra, *args.overrides], quick=args.quick)
+        name = Path(args.config).stem + ("_quick" if args.quick else "")
     t0 = time.time()
-    Bench(cfg, bench, allow_config_change=args.allow_config_change, ignore_gap=args.ignore_gap).run()
+    Bench(cfg, bench, allow_config_change=args.allow_config_change, ignore_gap=args.ignore_gap, config_name=name).run()
     print(f"[prefdistill] bench finished in {time.time() - t0:.0f} s; report: {cfg.run_dir / 'bench' / bench.report / 'report.md'}")
     return 0
 
