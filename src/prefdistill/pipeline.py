@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from prefdistill import judges, report
 from prefdistill.config import STAGES, RunConfig, resolved_eval_judge, to_dict, training_lora
@@ -121,6 +122,8 @@ class Pipeline:
         rows = load_pairs(pairs_path or self.folder.pairs)
         if "teacher_pair_logps" in needs:
             attach_teacher_logps(rows, self.teacher_pair_logps(), spec.name)
+        if "teacher_topk" in needs:  # the methods that read a cache train on the teacher's side of each pair
+            self.teacher_topk(rows, params, text=teacher_side)
         return rows
 
     def teacher_pair_logps(self) -> dict[str, dict]:
@@ -148,8 +151,9 @@ class Pipeline:
         write_jsonl(path, table)
         return {r["id"]: r for r in table}
 
-    def teacher_topk(self, rows: list[dict], params) -> dict:
-        """The teacher's top-k log-probs at every target position of `rows`, cached once in RUN/teacher_signal/topk_k{K}.bin.
+    def teacher_topk(self, rows: list[dict], params, text: str | Callable[[dict], str] = "target") -> dict:
+        """The teacher's top-k log-probs at every completion position of `rows` (the completion: `text`, a row's key or a
+        function of the row), cached once in RUN/teacher_signal/topk_k{K}.bin.
 
         Keyed by the teacher's weights, the method's k / temperature / topk_dtype and each row's
         prompt and token ids, so a rerun reuses it and training never holds the teacher in
@@ -165,7 +169,7 @@ class Pipeline:
         engine = cfg.backend == "vllm" and params.temperature == 1.0 and params.k <= VLLM_MAX_LOGPROBS
         stats = build_topk_cache(lambda: self.load("teacher", ckpt, in_loop=not engine), rows, params.k, path,
                                  tokenizer=self._student_tokenizer(), teacher_id=teacher_id, temperature=params.temperature,
-                                 dtype=params.topk_dtype, desc=f"teacher top-{params.k}")
+                                 dtype=params.topk_dtype, text_key=text, desc=f"teacher top-{params.k}")
         if engine:
             release_engine()  # the engine holds gpu_memory_utilization of the GPU; training comes next
         return stats

@@ -39,7 +39,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -159,10 +159,12 @@ class TopkJournal:
 
 
 def build_topk_cache(teacher, rows: list[dict], k: int, path: Path, *, tokenizer, teacher_id: str, temperature: float = 1.0,
-                     dtype: str = "float16", text_key: str = "target", batch_size: int = 8, desc: str = "teacher top-k") -> dict:
+                     dtype: str = "float16", text_key: str | Callable[[dict], str] = "target", batch_size: int = 8,
+                     desc: str = "teacher top-k") -> dict:
     """Cache the teacher's top-k at every completion position of `rows`; set each row's `teacher_topk_key` / `_path`.
 
-    rows: dicts with a "prompt" and the completion text under `text_key`, tokenised with the
+    rows: dicts with a "prompt" and the completion text under `text_key` (or `text_key(row)`,
+    e.g. `prefdistill.methods.common.teacher_side` for the teacher's sample of a pair row), tokenised with the
     student's `tokenizer` as the token-level methods do (EOS appended). `teacher` is a model
     with `completion_topk` (a server or vLLM gives the top-k itself) or `completion_logits`, or
     a function that loads one, called only when some row is missing, so a rerun never loads it.
@@ -172,7 +174,8 @@ def build_topk_cache(teacher, rows: list[dict], k: int, path: Path, *, tokenizer
     if dtype not in LOGPROB_DTYPES:
         raise ValueError(f"dtype must be one of {list(LOGPROB_DTYPES)}, got {dtype!r}")
     path = Path(path)
-    ids = completion_token_ids(tokenizer, [r[text_key] for r in rows])
+    text = text_key if callable(text_key) else (lambda r: r[text_key])
+    ids = completion_token_ids(tokenizer, [text(r) for r in rows])
     keys = [topk_key(teacher_id, k, temperature, dtype, r["prompt"], i) for r, i in zip(rows, ids)]
     computed = 0
     if is_main_process():

@@ -1,9 +1,17 @@
 """Per-position divergences between teacher and student next-token distributions.
 
     kl = forward_kl(student_logits, teacher_logits)   # (B, T)
+    jsd = generalized_jsd_from_log_probs(log_q, log_p, beta=0.5)   # the same divergence, from log-probs
 
 p is the teacher distribution, q the student's; both come from logits divided by a
-temperature. Reductions over positions (masking, averaging) belong to the caller.
+temperature. Each divergence is computed in one place, its `*_from_log_probs` form, which
+takes (log q, log p) over any set of outcomes: the vocabulary (the logits forms call it
+after `log_probs_pair`), or the k + 1 outcomes of a cached top-k (`prefdistill.losses.topk.coarsen`),
+where an outcome may have probability 0 (log-prob -inf) under one or both. Each is an
+f-divergence, so on two distributions coarsened by one partition it can only shrink (the
+data-processing inequality; Csiszár 1967): the coarsened value is a lower bound of the
+full one, equal when the partition separates every token (k = V).
+Reductions over positions (masking, averaging) belong to the caller.
 """
 from __future__ import annotations
 
@@ -26,8 +34,14 @@ def log_probs_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
 
 
 def kl_from_log_probs(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
-    """KL(a ‖ b) = Σ_v a_v (log a_v − log b_v) over the last axis: (..., V) -> (...)."""
-    return (log_a.exp() * (log_a - log_b)).sum(-1)
+    """KL(a ‖ b) = Σ_v a_v (log a_v − log b_v) over the last axis: (..., V) -> (...), with 0·log 0 = 0.
+
+    An outcome a gives no mass (log a_v = -inf, or a_v underflowing to 0) adds 0 with zero
+    gradient, whatever log b_v is; one with a_v > 0 and b_v = 0 makes the KL +inf, as it is.
+    """
+    a = log_a.exp()
+    diff = torch.where(a > 0, log_a - log_b, 0.0)  # masked before the product: 0·(-inf − -inf) would be NaN
+    return (a * diff).sum(-1)
 
 
 def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
@@ -64,7 +78,11 @@ def total_variation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
 
     Args: student_logits, teacher_logits: (B, T, V). Returns (B, T).
     """
-    log_q, log_p = log_probs_pair(student_logits, teacher_logits, temperature)
+    return total_variation_from_log_probs(*log_probs_pair(student_logits, teacher_logits, temperature))
+
+
+def total_variation_from_log_probs(log_q: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    """½ Σ_v |p_v − q_v| from log-probs (..., V) -> (...); on coarsened distributions a lower bound of the full TV."""
     return 0.5 * (log_p.exp() - log_q.exp()).abs().sum(-1)
 
 
@@ -73,7 +91,11 @@ def js_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *,
 
     Args: student_logits, teacher_logits: (B, T, V). Returns (B, T).
     """
-    log_q, log_p = log_probs_pair(student_logits, teacher_logits, temperature)
+    return js_from_log_probs(*log_probs_pair(student_logits, teacher_logits, temperature))
+
+
+def js_from_log_probs(log_q: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    """½ KL(p ‖ m) + ½ KL(q ‖ m) from log-probs (..., V) -> (...); on coarsened distributions a lower bound of the full JS."""
     log_m = log_mixture(log_p, log_q, 0.5)
     return 0.5 * kl_from_log_probs(log_p, log_m) + 0.5 * kl_from_log_probs(log_q, log_m)
 
@@ -83,7 +105,11 @@ def skew_forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
 
     Args: student_logits, teacher_logits: (B, T, V); alpha in [0, 1]. Returns (B, T).
     """
-    log_q, log_p = log_probs_pair(student_logits, teacher_logits, temperature)
+    return skew_forward_kl_from_log_probs(*log_probs_pair(student_logits, teacher_logits, temperature), alpha=alpha)
+
+
+def skew_forward_kl_from_log_probs(log_q: torch.Tensor, log_p: torch.Tensor, *, alpha: float) -> torch.Tensor:
+    """KL(p ‖ α·p + (1 − α)·q) from log-probs (..., V) -> (...); on coarsened distributions a lower bound of the full one."""
     return kl_from_log_probs(log_p, log_mixture(log_p, log_q, alpha))
 
 
@@ -92,7 +118,16 @@ def skew_reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
 
     Args: student_logits, teacher_logits: (B, T, V); alpha in [0, 1]. Returns (B, T).
     """
-    log_q, log_p = log_probs_pair(student_logits, teacher_logits, temperature)
+    return skew_reverse_kl_from_log_probs(*log_probs_pair(student_logits, teacher_logits, temperature), alpha=alpha)
+
+
+def skew_reverse_kl_from_log_probs(log_q: torch.Tensor, log_p: torch.Tensor, *, alpha: float) -> torch.Tensor:
+    """KL(q ‖ α·q + (1 − α)·p) from log-probs (..., V) -> (...); on coarsened distributions a lower bound of the full one.
+
+    With α = 0 (the reverse KL) it is +inf where q gives mass to an outcome p gives none: a
+    coarsened teacher whose top k hold all its mass (p_rest = 0) while k < V; and on a cached
+    top-k it reads log p_rest, known only to the cache's precision (`prefdistill.losses.topk.coarsen`).
+    """
     return kl_from_log_probs(log_q, log_mixture(log_q, log_p, alpha))
 
 
@@ -108,9 +143,19 @@ def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
 
     Args: student_logits, teacher_logits: (B, T, V); beta in [0, 1]. Returns (B, T).
     """
+    return generalized_jsd_from_log_probs(*log_probs_pair(student_logits, teacher_logits, temperature), beta=beta)
+
+
+def generalized_jsd_from_log_probs(log_q: torch.Tensor, log_p: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """`generalized_jsd` from log-probs (..., V) -> (...), with the same scaling.
+
+    On coarsened distributions a lower bound of the full one: each KL against the mixture
+    shrinks, the coarsened mixture being the mixture of the coarsened distributions. β = 1 is
+    the reverse KL, +inf where q gives mass to an outcome p gives none, and sensitive to the
+    precision of a cached p_rest (see `skew_reverse_kl_from_log_probs`).
+    """
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must lie in [0, 1], got {beta}")
-    log_q, log_p = log_probs_pair(student_logits, teacher_logits, temperature)
     if beta == 0.0:
         return kl_from_log_probs(log_p, log_q)
     if beta == 1.0:

@@ -2,16 +2,24 @@
 
     ids = completion_ids(student, texts)                  # text -> ids, EOS appended
     s, t, labels, mask = paired_logits(student, teacher, prompts, ids)
+    lp = teacher_student_log_probs(student, teacher, rows, prompts, ids, params, "gkd")   # live or from the top-k cache
 
 Student and teacher format the prompt each in their own way; the completion tokens are
 the same ids for both, so the two next-token distributions are over one vocabulary.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
 import torch
 
-from prefdistill.logprobs import completion_token_ids, pack_shared_prompt, shared_prompt_logps
+from prefdistill.errors import ConfigError
+from prefdistill.logprobs import completion_token_ids, masked_mean, pack_shared_prompt, shared_prompt_logps
+from prefdistill.losses import coarsen, log_probs_pair
 from prefdistill.pairs import PairRow, chosen_is_teacher, write_back
+from prefdistill.teacher_signal import load_topk
+from prefdistill.typed import AT_LEAST_1, opt
 
 # Training-log statistics with these prefixes are counts (tokens; samples drawn and oracle
 # calls): the loop adds them up over micro-batches (other statistics are averaged), and the
@@ -73,3 +81,79 @@ def paired_logits(policy, teacher, prompts: list[str], ids: list[list[int]]):
         t_logits, _, _ = teacher.completion_logits(prompts, ids)
     vocab = min(len(policy.tokenizer), s_logits.shape[-1], t_logits.shape[-1])
     return s_logits[..., :vocab], t_logits[..., :vocab].to(s_logits.device), labels, mask
+
+
+@dataclass
+class TeacherSignal:
+    """Where a token-level method reads the teacher's next-token distributions (the params of kd, distillm, gkd, fdistill).
+
+    live: the teacher runs in the training loop. topk: its top-k ids and log-probs at every
+    position the method trains on are cached once before training (`prefdistill.teacher_signal`,
+    the `teacher_topk` need), the teacher is not loaded for training, and the method's
+    divergence is that of the two distributions coarsened to the k ids and one bucket for the
+    rest (`prefdistill.losses.coarsen`): a lower bound of the full one, equal to it when k ≥ V.
+    """
+    signal: Literal["live", "topk"] = opt("live", "live: the teacher in the training loop; topk: its top-k log-probs, "
+                                                  "cached once before training (the teacher is not loaded for training)")
+    k: int = opt(20, "topk: teacher token ids kept per position", AT_LEAST_1)
+    topk_dtype: Literal["float16", "float32"] = opt("float16", "topk: how cached log-probs are stored (2 bytes, or exact)")
+
+    def teacher_need(self) -> str:
+        return "teacher_topk" if self.signal == "topk" else "teacher"
+
+    def refuse_fresh_samples(self, param: str, value) -> None:
+        """A cache made before training holds nothing for samples the student draws during it: refuse `param` = value."""
+        if self.signal == "topk" and value:
+            off = "false" if isinstance(value, bool) else "0"
+            raise ConfigError(f"distill.params.{param}: {value} trains on fresh student samples, which only the teacher itself "
+                              f"can score, but signal: topk reads the teacher from a cache made before training; "
+                              f"set {param}: {off}, or signal: live")
+
+
+class TeacherStudent(NamedTuple):
+    """Log-probs of one batch: over the vocabulary (B, C, V) with the live teacher, or (B, C, k + 1) from the cache."""
+    log_q: torch.Tensor  # the student's, with grad
+    log_p: torch.Tensor  # the teacher's
+    student_logits: torch.Tensor  # (B, C, V), with grad
+    labels: torch.Tensor  # (B, C)
+    mask: torch.Tensor  # (B, C)
+    stats: dict[str, float]
+
+
+def teacher_student_log_probs(policy, teacher, rows: list[dict], prompts: list[str], ids: list[list[int]], params,
+                              method: str) -> TeacherStudent:
+    """Student and teacher next-token log-probs at `params.temperature` on the completion `ids`, by `params.signal`.
+
+    live: both over the vocabulary, the teacher run now. topk: both coarsened to the cached
+    top-k of `rows` and a rest bucket (`coarsen`); the cache was made at this temperature.
+    A divergence's `*_from_log_probs` form takes either pair (`prefdistill.losses.divergences`).
+    """
+    if params.signal == "topk":
+        s, labels, mask, t_ids, t_logps, stats = cached_topk(policy, rows, prompts, ids, method)
+        log_p, log_q = coarsen(s / params.temperature, t_ids, t_logps)
+        return TeacherStudent(log_q, log_p, s, labels, mask, stats)
+    if teacher is None:
+        raise ValueError(f"{method} with signal: live needs the teacher in the training loop (or signal: topk and a cache)")
+    s, t, labels, mask = paired_logits(policy, teacher, prompts, ids)
+    log_q, log_p = log_probs_pair(s, t, params.temperature)
+    return TeacherStudent(log_q, log_p, s, labels, mask, {"tokens_teacher_scored": float(mask.sum())})
+
+
+def cached_topk(policy, rows: list[dict], prompts: list[str], ids: list[list[int]], method: str):
+    """(student logits (B, C, V) with grad, labels (B, C), mask (B, C), teacher ids (B, C, k), log-probs (B, C, k), stats).
+
+    The teacher's side comes from the cache `build_topk_cache` made for `rows` (their
+    `teacher_topk_key`); it must cover exactly the completion tokens `ids`.
+    """
+    if "teacher_topk_key" not in rows[0]:
+        raise ValueError(f"{method} with signal: topk trains from cached teacher top-k: build the cache for these rows first "
+                         "(prefdistill.teacher_signal.build_topk_cache; the pipeline does it before training)")
+    s, labels, mask = policy.completion_logits(prompts, ids)
+    s = s[..., :len(policy.tokenizer)]  # a padded output layer's extra entries are not tokens (as in paired_logits)
+    t_ids, t_logps, t_mask = load_topk(rows[0]["teacher_topk_path"], rows)  # (B, C, k), (B, C, k), (B, C)
+    if not torch.equal(t_mask.to(mask.device), mask):
+        raise ValueError(f"the cached teacher top-k ({rows[0]['teacher_topk_path']}) does not cover these rows' completion "
+                         "tokens; delete the file to recompute it")
+    t_ids, t_logps = t_ids.to(s.device), t_logps.to(s.device)
+    mass = masked_mean(t_logps.exp().sum(-1), mask)
+    return s, labels, mask, t_ids, t_logps, {"topk_teacher_mass": mass.item()}

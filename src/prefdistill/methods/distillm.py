@@ -4,6 +4,12 @@ Skew forward KL(p ‖ α·p + (1 − α)·q) or skew reverse KL(q ‖ α·q + (1
 reference prefixes, and on a share of batches made of fresh student samples (the paper's
 student-generated outputs). The paper grows that share adaptively from validation
 loss with a replay buffer; here it is a fixed share, which keeps the loop unchanged.
+
+`signal: topk` trains on the references from the teacher's top-k log-probs there, cached
+once before training, without the teacher in memory; the skew KL is then that of the two
+distributions coarsened to the k ids and a rest bucket (`prefdistill.losses.coarsen`), a
+lower bound of the full one, equal when k ≥ V. Student samples need the teacher to score
+them, so `student_fraction` must be 0 there (refused at config time otherwise).
 """
 from __future__ import annotations
 
@@ -13,36 +19,43 @@ from typing import Literal
 import torch
 
 from prefdistill.logprobs import masked_mean
-from prefdistill.losses import skew_forward_kl, skew_reverse_kl
-from prefdistill.methods.common import completion_ids, paired_logits
+from prefdistill.losses import skew_forward_kl_from_log_probs, skew_reverse_kl_from_log_probs
+from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_student_log_probs
 from prefdistill.methods.registry import register
 from prefdistill.typed import AT_LEAST_1, POSITIVE, SHARE, opt
 from prefdistill.rollout import rollout
 
-DIVERGENCES = {"skew_forward": skew_forward_kl, "skew_reverse": skew_reverse_kl}
+DIVERGENCES = {"skew_forward": skew_forward_kl_from_log_probs, "skew_reverse": skew_reverse_kl_from_log_probs}  # (log q, log p)
 
 
 @dataclass
-class DistiLLMParams:
+class DistiLLMParams(TeacherSignal):
     divergence: Literal["skew_forward", "skew_reverse"] = opt("skew_forward", "skew forward KL or skew reverse KL")
     alpha: float = opt(0.1, "skew α of the mixture αp + (1 − α)q", SHARE)
     temperature: float = opt(1.0, "softmax temperature of both distributions", POSITIVE)
-    student_fraction: float = opt(0.0, "share of batches made of fresh student samples", SHARE)
+    student_fraction: float = opt(0.0, "share of batches made of fresh student samples (0 with signal: topk)", SHARE)
     max_new_tokens: int = opt(48, "length of the student's samples", AT_LEAST_1)
+
+    def requirements(self) -> tuple[str, set[str]]:
+        return "targets", {self.teacher_need()}
+
+    def check(self, cfg=None) -> None:
+        self.refuse_fresh_samples("student_fraction", self.student_fraction)
 
 
 @register("distillm", consumes="targets", params=DistiLLMParams, needs=("teacher",), label="DistiLLM",
           summary="skew forward / reverse KL (α = 0.1) on references and optional student samples")
-def distillm(policy, rows: list[dict], params: DistiLLMParams, *, teacher):
+def distillm(policy, rows: list[dict], params: DistiLLMParams, *, teacher=None):
     """Mean skew KL over the tokens of the references (or, with probability student_fraction, student samples)."""
     prompts = [r["prompt"] for r in rows]
     stats = {}
     if params.student_fraction > 0 and bool(torch.rand(()) < params.student_fraction):
+        params.check()  # a cached teacher cannot score the student's fresh samples
         sampled = rollout(policy, prompts, max_new_tokens=params.max_new_tokens)
         ids = sampled.completions
         stats["tokens_student_generated"] = float(sampled.n_tokens)
     else:
         ids = completion_ids(policy, [r["target"] for r in rows])
-    s, t, _, mask = paired_logits(policy, teacher, prompts, ids)
-    loss = masked_mean(DIVERGENCES[params.divergence](s, t, alpha=params.alpha, temperature=params.temperature), mask)
-    return loss, {params.divergence: loss.item(), "tokens_teacher_scored": float(mask.sum()), **stats}
+    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "distillm")
+    loss = masked_mean(DIVERGENCES[params.divergence](lp.log_q, lp.log_p, alpha=params.alpha), lp.mask)
+    return loss, {params.divergence: loss.item(), **lp.stats, **stats}

@@ -4,6 +4,12 @@ The sequence-level f-divergence is decomposed into per-step divergences between 
 teacher's and student's next-token distributions, on prefixes sampled from both models:
 the teacher's samples (the teacher side of the pairs: the teacher is frozen, so these
 are exact samples of p) and fresh samples of the current student.
+
+`signal: topk` trains on the teacher's samples from the teacher's top-k log-probs there,
+cached once before training, without the teacher in memory; TV / JS are then those of the
+two distributions coarsened to the k ids and a rest bucket (`prefdistill.losses.coarsen`),
+lower bounds of the full ones, equal when k ≥ V. Student prefixes need the teacher to score
+fresh samples, so `student_prefixes` must be off there (refused at config time otherwise).
 """
 from __future__ import annotations
 
@@ -11,34 +17,42 @@ from dataclasses import dataclass
 from typing import Literal
 
 from prefdistill.logprobs import masked_mean
-from prefdistill.losses import js_divergence, total_variation
-from prefdistill.methods.common import completion_ids, paired_logits, teacher_side
+from prefdistill.losses import js_from_log_probs, total_variation_from_log_probs
+from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_side, teacher_student_log_probs
 from prefdistill.methods.registry import register
 from prefdistill.typed import AT_LEAST_1, POSITIVE, opt
 from prefdistill.rollout import rollout
 
-DIVERGENCES = {"tv": total_variation, "js": js_divergence}
+DIVERGENCES = {"tv": total_variation_from_log_probs, "js": js_from_log_probs}  # (log q, log p) -> (B, C)
 
 
 @dataclass
-class FDistillParams:
+class FDistillParams(TeacherSignal):
     divergence: Literal["tv", "js"] = opt("tv", "per-step total variation or Jensen–Shannon divergence")
     temperature: float = opt(1.0, "softmax temperature of both distributions", POSITIVE)
-    student_prefixes: bool = opt(True, "also on prefixes the current student samples (off: teacher samples only)")
+    student_prefixes: bool = opt(True, "also on prefixes the current student samples (off: teacher samples only; "
+                                       "off with signal: topk)")
     max_new_tokens: int = opt(48, "length of the student's samples", AT_LEAST_1)
+
+    def requirements(self) -> tuple[str, set[str]]:
+        return "pairs", {self.teacher_need(), "teacher_samples"}
+
+    def check(self, cfg=None) -> None:
+        self.refuse_fresh_samples("student_prefixes", self.student_prefixes)
 
 
 @register("fdistill", consumes="pairs", params=FDistillParams, needs=("teacher", "teacher_samples"), label="f-distill",
           summary="step-wise TV or JS divergence on teacher- and student-sampled prefixes")
-def fdistill(policy, rows: list[dict], params: FDistillParams, *, teacher):
+def fdistill(policy, rows: list[dict], params: FDistillParams, *, teacher=None):
     """Mean per-step divergence over the tokens of teacher samples and of fresh student samples."""
     prompts = [r["prompt"] for r in rows]
     ids = completion_ids(policy, [teacher_side(r) for r in rows])
     stats = {}
     if params.student_prefixes:
+        params.check()  # a cached teacher cannot score the student's fresh samples
         sampled = rollout(policy, prompts, max_new_tokens=params.max_new_tokens)
         ids, prompts = ids + sampled.completions, prompts + prompts
         stats["tokens_student_generated"] = float(sampled.n_tokens)
-    s, t, _, mask = paired_logits(policy, teacher, prompts, ids)
-    loss = masked_mean(DIVERGENCES[params.divergence](s, t, temperature=params.temperature), mask)
-    return loss, {params.divergence: loss.item(), "tokens_teacher_scored": float(mask.sum()), **stats}
+    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "fdistill")
+    loss = masked_mean(DIVERGENCES[params.divergence](lp.log_q, lp.log_p), lp.mask)
+    return loss, {params.divergence: loss.item(), **lp.stats, **stats}

@@ -30,7 +30,8 @@ NEEDS = {
     "student_samples": "the SFT student's samples on the distillation prompts (the pairs file)",
     "pair_scores": "scores of both sides of each pair (pairs.score)",
     "teacher_pair_logps": "the teacher's log-likelihoods of both samples of each pair, computed once and stored",
-    "teacher_topk": "the teacher's top-k ids and log-probs at each target position, cached once (params k, temperature, topk_dtype)",
+    "teacher_topk": "the teacher's top-k ids and log-probs at each position the method trains on (the reference targets, or the "
+                    "teacher's samples of the pairs), cached once (params signal: topk, k, temperature, topk_dtype)",
     "reference": "a frozen copy of the starting (SFT) student, π_ref",
     "oracle": "a preference oracle P(y ≻ y' | x) (oracle config)",
     "state": "a dict kept across the steps of one training run (anchors, moving averages)",
@@ -101,6 +102,11 @@ def method_params(cfg) -> Any:
 
 def build_params(spec: MethodSpec, params: dict, prefix: str) -> Any:
     """A method's params class from plain data: types, unknown keys and each field's rule (prefdistill.typed)."""
+    if isinstance(params, dict) and "signal" in params and "signal" not in {f.name for f in dataclasses.fields(spec.params_cls)}:
+        why = ("it needs the teacher itself in the training loop, to score the samples the student draws there, which no "
+               "cache made before training holds" if "teacher" in spec.needs else "it does not read the teacher's token distributions")
+        raise ConfigError(f"{prefix}.signal: {spec.name} has no signal option ({why}). Methods that train from a cached "
+                          f"teacher top-k (signal: topk): {', '.join(topk_signal())}")
     out = from_dict(spec.params_cls, params, prefix=prefix)
     check_fields(out, prefix)
     return out
@@ -133,6 +139,11 @@ def across_tokenizers() -> list[str]:
     The one list: error messages, `prefdistill methods` and the README (checked by tests/test_readme.py) use it.
     """
     return sorted(n for n, s in METHODS.items() if "teacher" not in s.needs)
+
+
+def topk_signal() -> list[str]:
+    """Methods that can train from the teacher's top-k cached before training (a `signal` parameter)."""
+    return sorted(n for n, s in METHODS.items() if "signal" in {f.name for f in dataclasses.fields(s.params_cls)})
 
 
 def text_only_teacher() -> list[str]:
