@@ -32,6 +32,41 @@ def tiny_assets(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def counting(tiny_assets):
+    """The tiny teacher (plain prompts), its vocabulary grown by the probe's words, trained to count as the probe does.
+
+    Served by `servers.LogitServer`, its right echoed log-probs pass `APILM`'s correctness probe and shifted ones fail it.
+    """
+    import torch
+
+    from prefdistill.config import ModelConfig
+    from prefdistill.models.api import PROBE_COMPLETION, PROBE_PROMPT
+    from prefdistill.models.common import plain_prompt
+    from prefdistill.models.hf import LocalLM
+    from prefdistill.tiny import _causal_tokenizer
+
+    lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["teacher"])), for_training=True)
+    text = plain_prompt(PROBE_PROMPT) + PROBE_COMPLETION
+    vocab = lm.tokenizer.get_vocab()
+    vocab.update({w: len(vocab) + i for i, w in enumerate(dict.fromkeys(w for w in text.split() if w not in vocab))})
+    tokenizer = _causal_tokenizer(vocab, chat=False)
+    model = lm.model
+    model.resize_token_embeddings(len(vocab))
+    ids = torch.tensor([tokenizer(text)["input_ids"]])
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(200):
+        optimizer.zero_grad()
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+    model.eval().requires_grad_(False)
+    lm = LocalLM(model, tokenizer, name="counting-teacher")
+    (per_token,), _ = lm.completion_logps([PROBE_PROMPT], [tokenizer(PROBE_COMPLETION)["input_ids"]])
+    assert per_token.mean() > -0.1  # it counts (then right echoed log-probs score about 0, shifted ones about -9)
+    return lm
+
+
+@pytest.fixture(scope="session")
 def _llama_server_slot():
     """Holds the one llama.cpp server of the session; `llama_server` replaces it when it has died."""
     slot = {"server": None}

@@ -43,6 +43,14 @@ def prompt_of(payload: dict) -> str:
     return payload.get("prompt", "")
 
 
+def api_lm(url: str, endpoint: str = "completions", **kw):
+    """An API teacher (`APILM`) on a stand-in server's `url`: quick timeouts, one retry."""
+    from prefdistill.api_client import APIClient
+    from prefdistill.models.api import APILM
+
+    return APILM(APIClient(url + "/v1", timeout_s=60.0, max_retries=1, backoff_s=0.05), "teacher", endpoint=endpoint, **kw)
+
+
 class FaultProxy:
     """A threaded HTTP proxy that forwards POSTs upstream, or injects the fault `plan` picks."""
 

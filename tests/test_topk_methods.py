@@ -222,7 +222,8 @@ def _config(tiny_assets, tmp_path, method, params, **changes):
     ("fdistill", {"signal": "topk"}, r"distill.params.student_prefixes: True .* set student_prefixes: false, or signal: live"),
     ("distillm", {"signal": "topk", "student_fraction": 0.25},
      r"distill.params.student_fraction: 0.25 .* set student_fraction: 0, or signal: live"),
-    ("minillm", {"signal": "topk"}, r"distill.params.signal: minillm has no signal option .*: distillm, fdistill, gkd, kd$"),
+    ("minillm", {"signal": "topk"}, r"distill.params.signal: minillm takes live or served, not topk: .*: distillm, fdistill, gkd, kd$"),
+    ("plad", {"signal": "topk"}, r"distill.params.signal: plad has no signal option .*: distillm, fdistill, gkd, kd$"),
 ])
 def test_what_a_cache_cannot_give_is_refused_when_the_config_loads(tiny_assets, tmp_path, method, params, message):
     from prefdistill.checks import load_config

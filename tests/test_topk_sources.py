@@ -5,7 +5,7 @@
 A stand-in server (`servers.LogitServer`) serves a tiny model's own log-probs; it is the tiny
 teacher with the probe's words added to its word-level vocabulary and trained for a moment to
 count, as any real language model can, so that right log-probs pass the correctness probe and
-shifted ones fail it. The real llama.cpp server (`llama_server`) is tested at the end.
+shifted ones fail it (conftest's `counting`). The real llama.cpp server (`llama_server`) is tested at the end.
 """
 import math
 
@@ -13,52 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-from prefdistill.config import ModelConfig, SamplingConfig
+from prefdistill.config import SamplingConfig
 from prefdistill.losses import topk_forward_kl
 from prefdistill.models.api import PROBE_COMPLETION, PROBE_PROMPT
 from prefdistill.models.api_topk import completion_pieces, echoed_topk, piece_ids
-from prefdistill.models.common import plain_prompt, topk_arrays
+from prefdistill.models.common import topk_arrays
 from prefdistill.teacher_signal import build_topk_cache, load_topk
 from prefdistill.tiny import tiny_rows
-from servers import FakeOpenAI, LogitServer
-
-
-def api_lm(url: str, endpoint: str = "completions", **kw):
-    from prefdistill.api_client import APIClient
-    from prefdistill.models.api import APILM
-
-    return APILM(APIClient(url + "/v1", timeout_s=60.0, max_retries=1, backoff_s=0.05), "teacher", endpoint=endpoint, **kw)
+from servers import FakeOpenAI, LogitServer, api_lm
 
 
 def _rows(n: int) -> list[dict]:
     return [{"prompt": f"Summarize : {r['document']}", "target": r["summary"]} for r in tiny_rows(n, seed=5)]
-
-
-@pytest.fixture(scope="module")
-def counting(tiny_assets):
-    """The tiny teacher (plain prompts), its vocabulary grown by the probe's words, trained to count as the probe does."""
-    from prefdistill.models.hf import LocalLM
-    from prefdistill.tiny import _causal_tokenizer
-
-    lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["teacher"])), for_training=True)
-    text = plain_prompt(PROBE_PROMPT) + PROBE_COMPLETION
-    vocab = lm.tokenizer.get_vocab()
-    vocab.update({w: len(vocab) + i for i, w in enumerate(dict.fromkeys(w for w in text.split() if w not in vocab))})
-    tokenizer = _causal_tokenizer(vocab, chat=False)
-    model = lm.model
-    model.resize_token_embeddings(len(vocab))
-    ids = torch.tensor([tokenizer(text)["input_ids"]])
-    torch.manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(200):
-        optimizer.zero_grad()
-        model(input_ids=ids, labels=ids).loss.backward()
-        optimizer.step()
-    model.eval().requires_grad_(False)
-    lm = LocalLM(model, tokenizer, name="counting-teacher")
-    (per_token,), _ = lm.completion_logps([PROBE_PROMPT], [tokenizer(PROBE_COMPLETION)["input_ids"]])
-    assert per_token.mean() > -0.1  # it counts (then right echoed log-probs score about 0, shifted ones about -9)
-    return lm
 
 
 # ----------------------------------------------------------------------------- (a) served = local

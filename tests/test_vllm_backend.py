@@ -154,6 +154,22 @@ def test_completion_topk_gives_the_local_models_cache(tiny_assets, fake_vllm, tm
         fake.completion_topk(["p"], [[1]], 2, tokenizer=local.tokenizer, temperature=2.0)
 
 
+def test_a_served_engine_gives_the_local_models_topk_and_token_logps(tiny_assets, fake_vllm):
+    """signal: served from vLLM (prefdistill.served): the engine's prompt log-probs, the tokens' own included."""
+    from prefdistill.served import served_topk
+
+    local, fake = _pair(tiny_assets["teacher"])
+    prompts = ["Summarize : the model learns", "the data"]
+    ids = [local.tokenizer(text, add_special_tokens=False)["input_ids"] for text in ("the model data </s>", "learns")]
+    want = served_topk(local, prompts, ids, 3, tokenizer=local.tokenizer)
+    got = served_topk(fake, prompts, ids, 3, tokenizer=local.tokenizer)
+    assert torch.equal(got.mask, want.mask) and got.ids.shape == want.ids.shape == (2, 4, 3)
+    on = want.mask.bool()
+    assert torch.equal(got.ids[on], want.ids[on])
+    assert torch.allclose(got.logprobs[on], want.logprobs[on], atol=1e-5)
+    assert torch.allclose(got.token_logps, want.token_logps, atol=1e-5) and (got.token_logps[on] < 0).all()
+
+
 def test_generate_shape_seeds_and_on_result(tiny_assets, fake_vllm):
     _, fake = _pair(tiny_assets["student"])
     seen = []

@@ -31,6 +31,7 @@ from prefdistill.pairs import load_pairs
 from prefdistill.rows import EVAL_ROWS
 from prefdistill.runfolder import RunFolder
 from prefdistill.sampling import SampleSet, sample_resumable
+from prefdistill.served import require_topk_of_text
 from prefdistill.teacher_signal import build_topk_cache
 from prefdistill.train import LOG_FILE, is_done, seed_everything, total_steps, train
 
@@ -160,6 +161,8 @@ class Pipeline:
         memory; sets each row's `teacher_topk_key` / `teacher_topk_path` (prefdistill.teacher_signal).
         A vLLM teacher gives the top-k from its engine (prompt log-probs) where the engine can: at
         temperature 1 and k up to vLLM's default max_logprobs; otherwise it is loaded through transformers.
+        A teacher behind an API (backend: openai) gives it from its echoed top_logprobs (`APILM.completion_topk`,
+        after the correctness probe), at temperature 1.
         """
         from prefdistill.models.vllm_backend import VLLM_MAX_LOGPROBS, release_engine
 
@@ -214,8 +217,9 @@ class Pipeline:
             return read_jsonl(out / LOG_FILE)
         extras = self._extras(needs)
         lm = self.load("student", parent, for_training=True)
-        if "teacher" in extras:
-            require_shared_vocabulary(spec, lm, extras["teacher"])
+        for role in ("teacher", "served_teacher"):  # a server has no tokenizer here: api_topk checks its tokens row by row
+            if hasattr(extras.get(role), "tokenizer"):
+                require_shared_vocabulary(spec, lm, extras[role])
         train_cfg = train_cfg or self.cfg.distill.train
         return train(lm, spec, params, rows, train_cfg, training_lora(self.cfg.student, train_cfg), out_dir=out, parent=parent,
                      seed=seed, desc=f"distill {spec.name}", extras=extras, on_step=on_step)
@@ -233,11 +237,22 @@ class Pipeline:
         """What a method's loss gets besides the student, one provider per need it declares."""
         providers = {
             "teacher": lambda: self.load("teacher", self.sft_checkpoint("teacher"), in_loop=True),
+            "served_teacher": self._served_teacher,
             "reference": lambda: self.load("student", self.sft_checkpoint("student"), in_loop=True),
             "oracle": lambda: build_oracle(self.cfg.oracle, self.training_judge),
             "state": dict,
         }
         return {name: make() for name, make in providers.items() if name in needs}
+
+    def _served_teacher(self):
+        """The teacher on its own backend (a server, a vLLM engine; hf loads it locally), never converted to transformers.
+
+        A server whose echoed log-probs fail the correctness probe is refused now, with the
+        probe's reason, before the student loads and any step is taken (`prefdistill.served`).
+        """
+        teacher = self.load("teacher", self.sft_checkpoint("teacher"))
+        require_topk_of_text(teacher)
+        return teacher
 
     def sample(self, role: str, ckpt: Path | None, examples: list[Example], sampling, folder: Path, *, seed: int,
                desc: str) -> SampleSet:

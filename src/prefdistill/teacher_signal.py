@@ -258,10 +258,8 @@ def _read_index(path: Path) -> dict[str, Record]:
 def load_topk(path: Path, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The cached top-k of a batch: ids (B, C, k) int64, log-probs (B, C, k) float32, mask (B, C).
 
-    Laid out like `completion_logits` of the same rows: C is the longest row, and row b's
-    n_b positions are the last n_b of its C (left padding). Outside a row the ids are 0 and
-    the log-probs (0, -inf, ...): a valid distribution, so a loss stays finite there before
-    the mask removes it. Each row names its record by `teacher_topk_key` (`build_topk_cache`).
+    Laid out like `completion_logits` of the same rows (`stack_topk`). Each row names its
+    record by `teacher_topk_key` (`build_topk_cache`).
     """
     path = Path(path)
     index = _read_index(path) if path.is_file() else {}
@@ -273,16 +271,26 @@ def load_topk(path: Path, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor,
     k = {ids.shape[1] for ids, _ in records}
     if len(k) > 1:
         raise ValueError(f"{path}: rows of one batch were cached with different k {sorted(k)}")
-    width, k = max(1, max(ids.shape[0] for ids, _ in records)), k.pop()
-    out_ids = torch.zeros((len(rows), width, k), dtype=torch.long)
-    out_logps = torch.full((len(rows), width, k), float("-inf"))
+    return stack_topk(records)
+
+
+def stack_topk(records: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows' top-k, ids (n_b, k) and log-probs (n_b, k) each, as one batch: ids (B, C, k) int64, log-probs (B, C, k)
+    float32, mask (B, C), laid out like `completion_logits` (C the longest row, row b in its last n_b positions).
+
+    Outside a row the ids are 0 and the log-probs (0, -inf, ...): a valid distribution, so a
+    loss stays finite there before the mask removes it.
+    """
+    width, k = max(1, max(ids.shape[0] for ids, _ in records)), records[0][0].shape[1]
+    out_ids = torch.zeros((len(records), width, k), dtype=torch.long)
+    out_logps = torch.full((len(records), width, k), float("-inf"))
     out_logps[..., 0] = 0.0
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(records), width), dtype=torch.long)
     for b, (ids, logps) in enumerate(records):
         n = ids.shape[0]
         if n:
-            out_ids[b, width - n:] = torch.from_numpy(ids)
-            out_logps[b, width - n:] = torch.from_numpy(logps)
+            out_ids[b, width - n:] = torch.as_tensor(ids, dtype=torch.long)
+            out_logps[b, width - n:] = torch.as_tensor(logps, dtype=torch.float32)
             mask[b, width - n:] = 1
     return out_ids, out_logps, mask
 

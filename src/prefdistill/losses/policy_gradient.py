@@ -2,6 +2,7 @@
 
     per_pos = minillm_loss(student_logits, teacher_logits, tokens, mask, importance=w)  # (B, T)
     loss = (per_pos * mask).sum() / mask.sum()
+    per_pos = minillm_loss_from_log_probs(log_q, log_p, token_log_q, token_log_p, mask)   # the same from log-probs
 
 The sequence-level objective is L(θ) = KL(q_θ ‖ p) over completions y ~ q_θ. With
 per-step rewards r_t = log p(y_t | y_<t) − log q_θ(y_t | y_<t), its gradient splits into
@@ -44,8 +45,23 @@ def minillm_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tok
     safe = tokens.masked_fill(mask == 0, 0).unsqueeze(-1)
     tok_q = log_q.gather(-1, safe).squeeze(-1)
     tok_p = log_p.gather(-1, safe).squeeze(-1)
-    returns = normalized_future_returns((tok_p - tok_q).detach(), mask)
-    w = torch.ones_like(tok_q) if importance is None else importance.to(tok_q.dtype)
+    return minillm_loss_from_log_probs(log_q, log_p, tok_q, tok_p, mask, importance=importance)
+
+
+def minillm_loss_from_log_probs(log_q: torch.Tensor, log_p: torch.Tensor, token_log_q: torch.Tensor, token_log_p: torch.Tensor,
+                                mask: torch.Tensor, *, importance: torch.Tensor | None = None) -> torch.Tensor:
+    """`minillm_loss` from log-probs: the single-step KL(q ‖ p) over any outcomes, the returns from the sampled tokens.
+
+    Args:
+        log_q, log_p: (B, T, K) student (with grad) and teacher log-probs over one set of outcomes:
+            the vocabulary, or the k + 1 of a teacher's top-k (`prefdistill.losses.coarsen`), where
+            the single-step part is the coarsened reverse KL, a lower bound, equal when k = V.
+        token_log_q: (B, T) the student's log q_θ(y_t), with grad; token_log_p: (B, T) the
+            teacher's log p(y_t), exact even where y_t is not among a top-k (a server's echo gives it).
+        mask, importance: as in `minillm_loss`. Returns (B, T).
+    """
+    returns = normalized_future_returns((token_log_p - token_log_q).detach(), mask)
+    w = torch.ones_like(token_log_q) if importance is None else importance.to(token_log_q.dtype)
     single = kl_from_log_probs(log_q, log_p)
-    per_pos = w * single - (w * returns) * tok_q
+    per_pos = w * single - (w * returns) * token_log_q
     return per_pos * mask.to(per_pos.dtype)

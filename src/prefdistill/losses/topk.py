@@ -19,8 +19,8 @@ from prefdistill.losses.divergences import kl_from_log_probs
 NEG_INF = float("-inf")
 
 
-def coarsen(student_logits: torch.Tensor, teacher_topk_ids: torch.Tensor,
-            teacher_topk_logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def coarsen(student_logits: torch.Tensor, teacher_topk_ids: torch.Tensor, teacher_topk_logprobs: torch.Tensor, *,
+            rest_floor: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p̄, log q̄), (B, T, k + 1) each: teacher and student over the k teacher ids and one bucket for the rest.
 
     p̄_i = exp(teacher_topk_logprobs_i), p̄_rest = max(0, 1 − Σ_i p̄_i); q = softmax(student_logits),
@@ -43,7 +43,9 @@ def coarsen(student_logits: torch.Tensor, teacher_topk_ids: torch.Tensor,
     with a share of q in the mixture) barely feels that, but the pure reverse KL (JSD_β at
     β = 1, skew reverse KL at α = 0) reads log p̄_rest weighted by q̄_rest, so where the
     teacher's rest mass is below that precision its value is off, and +inf where p̄_rest
-    rounds to 0 while the student keeps mass outside the ids.
+    rounds to 0 while the student keeps mass outside the ids. `rest_floor` > 0 clamps p̄_rest from
+    below (where there is a rest at all), so such a reverse KL stays finite at the price of a bias
+    of that size (MiniLLM with a served teacher: `prefdistill.methods.minillm`).
 
     Temperature is the caller's business, as for the other losses: the log-probs are taken
     as given. A cache holds log-probs at the temperature it was made with (1 by default,
@@ -72,7 +74,7 @@ def coarsen(student_logits: torch.Tensor, teacher_topk_ids: torch.Tensor,
     outside = logits.masked_fill(in_topk & ~covered, NEG_INF)  # (B, T, V)
     log_q_rest = torch.logsumexp(outside, -1, keepdim=True) - log_z.unsqueeze(-1)  # (B, T, 1)
     log_q_top = logits.gather(-1, ids) - log_z.unsqueeze(-1)  # (B, T, k)
-    p_rest = (1.0 - log_p.exp().sum(-1, keepdim=True)).clamp(min=0.0)  # (B, T, 1)
+    p_rest = (1.0 - log_p.exp().sum(-1, keepdim=True)).clamp(min=rest_floor)  # (B, T, 1)
     log_p_bar = torch.cat([log_p, torch.where(covered, NEG_INF, p_rest.log())], -1)
     log_q_bar = torch.cat([torch.where(valid, log_q_top, NEG_INF), torch.where(covered, NEG_INF, log_q_rest)], -1)
     return log_p_bar, log_q_bar

@@ -2,7 +2,7 @@
 
     ids = completion_ids(student, texts)                  # text -> ids, EOS appended
     s, t, labels, mask = paired_logits(student, teacher, prompts, ids)
-    lp = teacher_student_log_probs(student, teacher, rows, prompts, ids, params, "gkd")   # live or from the top-k cache
+    lp = teacher_student_log_probs(student, teacher, rows, prompts, ids, params, "gkd")   # live, cached or served top-k
 
 Student and teacher format the prompt each in their own way; the completion tokens are
 the same ids for both, so the two next-token distributions are over one vocabulary.
@@ -18,6 +18,7 @@ from prefdistill.errors import ConfigError
 from prefdistill.logprobs import completion_token_ids, masked_mean, pack_shared_prompt, shared_prompt_logps
 from prefdistill.losses import coarsen, log_probs_pair
 from prefdistill.pairs import PairRow, chosen_is_teacher, write_back
+from prefdistill.served import ServedTopk, served_topk
 from prefdistill.teacher_signal import load_topk
 from prefdistill.typed import AT_LEAST_1, opt
 
@@ -84,22 +85,36 @@ def paired_logits(policy, teacher, prompts: list[str], ids: list[list[int]]):
 
 
 @dataclass
-class TeacherSignal:
-    """Where a token-level method reads the teacher's next-token distributions (the params of kd, distillm, gkd, fdistill).
+class ServedSignal:
+    """Where a token-level method reads the teacher: live in the training loop, or served by its backend (MiniLLM's params).
 
-    live: the teacher runs in the training loop. topk: its top-k ids and log-probs at every
-    position the method trains on are cached once before training (`prefdistill.teacher_signal`,
-    the `teacher_topk` need), the teacher is not loaded for training, and the method's
+    served: the teacher is not loaded into training memory; at every step its backend (a server,
+    a vLLM engine: `prefdistill.served`, the `served_teacher` need) gives its top-k ids and
+    log-probs at the tokens trained on, fresh student samples included, and the method's
     divergence is that of the two distributions coarsened to the k ids and one bucket for the
     rest (`prefdistill.losses.coarsen`): a lower bound of the full one, equal to it when k ≥ V.
     """
-    signal: Literal["live", "topk"] = opt("live", "live: the teacher in the training loop; topk: its top-k log-probs, "
-                                                  "cached once before training (the teacher is not loaded for training)")
-    k: int = opt(20, "topk: teacher token ids kept per position", AT_LEAST_1)
-    topk_dtype: Literal["float16", "float32"] = opt("float16", "topk: how cached log-probs are stored (2 bytes, or exact)")
+    signal: Literal["live", "served"] = opt("live", "live: the teacher in the training loop; served: its top-k log-probs of "
+                                                    "the text trained on, asked of its backend (a server) at every step")
+    k: int = opt(20, "topk / served: teacher token ids kept per position", AT_LEAST_1)
 
     def teacher_need(self) -> str:
-        return "teacher_topk" if self.signal == "topk" else "teacher"
+        return {"topk": "teacher_topk", "served": "served_teacher"}.get(self.signal, "teacher")
+
+
+@dataclass
+class TeacherSignal(ServedSignal):
+    """`ServedSignal`, or the teacher's top-k cached once before training (the params of kd, distillm, gkd, fdistill).
+
+    topk: its top-k ids and log-probs at every position the method trains on are cached once
+    before training (`prefdistill.teacher_signal`, the `teacher_topk` need), the teacher is not
+    loaded for training, and the divergence is coarsened as with `served`. A cache holds nothing
+    for samples the student draws during training: those need `live` or `served`.
+    """
+    signal: Literal["live", "topk", "served"] = opt("live", "live: the teacher in the training loop; topk: its top-k "
+                                                            "log-probs, cached once before training; served: asked of its "
+                                                            "backend (a server) at every step (neither loads it for training)")
+    topk_dtype: Literal["float16", "float32"] = opt("float16", "topk: how cached log-probs are stored (2 bytes, or exact)")
 
     def refuse_fresh_samples(self, param: str, value) -> None:
         """A cache made before training holds nothing for samples the student draws during it: refuse `param` = value."""
@@ -107,11 +122,11 @@ class TeacherSignal:
             off = "false" if isinstance(value, bool) else "0"
             raise ConfigError(f"distill.params.{param}: {value} trains on fresh student samples, which only the teacher itself "
                               f"can score, but signal: topk reads the teacher from a cache made before training; "
-                              f"set {param}: {off}, or signal: live")
+                              f"set {param}: {off}, or signal: live or served (a server scores them during training)")
 
 
 class TeacherStudent(NamedTuple):
-    """Log-probs of one batch: over the vocabulary (B, C, V) with the live teacher, or (B, C, k + 1) from the cache."""
+    """Log-probs of one batch: over the vocabulary (B, C, V) with the live teacher, or (B, C, k + 1) from a cached or served top-k."""
     log_q: torch.Tensor  # the student's, with grad
     log_p: torch.Tensor  # the teacher's
     student_logits: torch.Tensor  # (B, C, V), with grad
@@ -121,22 +136,47 @@ class TeacherStudent(NamedTuple):
 
 
 def teacher_student_log_probs(policy, teacher, rows: list[dict], prompts: list[str], ids: list[list[int]], params,
-                              method: str) -> TeacherStudent:
+                              method: str, *, served_teacher=None) -> TeacherStudent:
     """Student and teacher next-token log-probs at `params.temperature` on the completion `ids`, by `params.signal`.
 
     live: both over the vocabulary, the teacher run now. topk: both coarsened to the cached
     top-k of `rows` and a rest bucket (`coarsen`); the cache was made at this temperature.
+    served: coarsened likewise to the top-k `served_teacher` gives now (`served_batch`).
     A divergence's `*_from_log_probs` form takes either pair (`prefdistill.losses.divergences`).
     """
     if params.signal == "topk":
         s, labels, mask, t_ids, t_logps, stats = cached_topk(policy, rows, prompts, ids, method)
-        log_p, log_q = coarsen(s / params.temperature, t_ids, t_logps)
-        return TeacherStudent(log_q, log_p, s, labels, mask, stats)
+    elif params.signal == "served":
+        s, labels, mask, top, stats = served_batch(policy, served_teacher, prompts, ids, params, method)
+        t_ids, t_logps = top.ids, top.logprobs
+    else:
+        if teacher is None:
+            raise ValueError(f"{method} with signal: live needs the teacher in the training loop (or signal: topk and a "
+                             "cache, or signal: served and a server)")
+        s, t, labels, mask = paired_logits(policy, teacher, prompts, ids)
+        log_q, log_p = log_probs_pair(s, t, params.temperature)
+        return TeacherStudent(log_q, log_p, s, labels, mask, {"tokens_teacher_scored": float(mask.sum())})
+    log_p, log_q = coarsen(s / params.temperature, t_ids, t_logps)
+    return TeacherStudent(log_q, log_p, s, labels, mask, stats)
+
+
+def served_batch(policy, teacher, prompts: list[str], ids: list[list[int]], params, method: str):
+    """(student logits (B, C, V) with grad, labels (B, C), mask (B, C), the teacher's `ServedTopk` of the same tokens, stats).
+
+    `teacher` is the served teacher (the `served_teacher` need, `prefdistill.served`), asked now
+    for its top-`params.k` at `params.temperature` at exactly the completion tokens `ids`.
+    """
     if teacher is None:
-        raise ValueError(f"{method} with signal: live needs the teacher in the training loop (or signal: topk and a cache)")
-    s, t, labels, mask = paired_logits(policy, teacher, prompts, ids)
-    log_q, log_p = log_probs_pair(s, t, params.temperature)
-    return TeacherStudent(log_q, log_p, s, labels, mask, {"tokens_teacher_scored": float(mask.sum())})
+        raise ValueError(f"{method} with signal: served needs the served teacher (the served_teacher need, which the "
+                         "pipeline loads with the teacher's backend)")
+    s, labels, mask = policy.completion_logits(prompts, ids)
+    s = s[..., :len(policy.tokenizer)]  # a padded output layer's extra entries are not tokens (as in paired_logits)
+    top = served_topk(teacher, prompts, ids, params.k, tokenizer=policy.tokenizer, temperature=params.temperature)
+    if not torch.equal(top.mask.to(mask.device), mask):
+        raise ValueError(f"{method}: the served teacher's top-k does not cover the completion tokens it was asked for")
+    top = ServedTopk(*(x.to(s.device) for x in top))
+    stats = {"tokens_teacher_scored": float(mask.sum()), "topk_teacher_mass": masked_mean(top.logprobs.exp().sum(-1), mask).item()}
+    return s, labels, mask, top, stats
 
 
 def cached_topk(policy, rows: list[dict], prompts: list[str], ids: list[list[int]], method: str):

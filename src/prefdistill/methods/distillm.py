@@ -9,7 +9,8 @@ loss with a replay buffer; here it is a fixed share, which keeps the loop unchan
 once before training, without the teacher in memory; the skew KL is then that of the two
 distributions coarsened to the k ids and a rest bucket (`prefdistill.losses.coarsen`), a
 lower bound of the full one, equal when k ≥ V. Student samples need the teacher to score
-them, so `student_fraction` must be 0 there (refused at config time otherwise).
+them, so `student_fraction` must be 0 there (refused at config time otherwise). `signal: served`
+asks the teacher's backend (a server) for its top-k at every step instead, student samples included.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ class DistiLLMParams(TeacherSignal):
 
 @register("distillm", consumes="targets", params=DistiLLMParams, needs=("teacher",), label="DistiLLM",
           summary="skew forward / reverse KL (α = 0.1) on references and optional student samples")
-def distillm(policy, rows: list[dict], params: DistiLLMParams, *, teacher=None):
+def distillm(policy, rows: list[dict], params: DistiLLMParams, *, teacher=None, served_teacher=None):
     """Mean skew KL over the tokens of the references (or, with probability student_fraction, student samples)."""
     prompts = [r["prompt"] for r in rows]
     stats = {}
@@ -56,6 +57,6 @@ def distillm(policy, rows: list[dict], params: DistiLLMParams, *, teacher=None):
         stats["tokens_student_generated"] = float(sampled.n_tokens)
     else:
         ids = completion_ids(policy, [r["target"] for r in rows])
-    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "distillm")
+    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "distillm", served_teacher=served_teacher)
     loss = masked_mean(DIVERGENCES[params.divergence](lp.log_q, lp.log_p, alpha=params.alpha), lp.mask)
     return loss, {params.divergence: loss.item(), **lp.stats, **stats}

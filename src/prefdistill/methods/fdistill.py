@@ -10,6 +10,8 @@ cached once before training, without the teacher in memory; TV / JS are then tho
 two distributions coarsened to the k ids and a rest bucket (`prefdistill.losses.coarsen`),
 lower bounds of the full ones, equal when k ≥ V. Student prefixes need the teacher to score
 fresh samples, so `student_prefixes` must be off there (refused at config time otherwise).
+`signal: served` asks the teacher's backend (a server) for its top-k at every step instead, on
+both kinds of prefixes.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ class FDistillParams(TeacherSignal):
 
 @register("fdistill", consumes="pairs", params=FDistillParams, needs=("teacher", "teacher_samples"), label="f-distill",
           summary="step-wise TV or JS divergence on teacher- and student-sampled prefixes")
-def fdistill(policy, rows: list[dict], params: FDistillParams, *, teacher=None):
+def fdistill(policy, rows: list[dict], params: FDistillParams, *, teacher=None, served_teacher=None):
     """Mean per-step divergence over the tokens of teacher samples and of fresh student samples."""
     prompts = [r["prompt"] for r in rows]
     ids = completion_ids(policy, [teacher_side(r) for r in rows])
@@ -53,6 +55,6 @@ def fdistill(policy, rows: list[dict], params: FDistillParams, *, teacher=None):
         sampled = rollout(policy, prompts, max_new_tokens=params.max_new_tokens)
         ids, prompts = ids + sampled.completions, prompts + prompts
         stats["tokens_student_generated"] = float(sampled.n_tokens)
-    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "fdistill")
+    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "fdistill", served_teacher=served_teacher)
     loss = masked_mean(DIVERGENCES[params.divergence](lp.log_q, lp.log_p), lp.mask)
     return loss, {params.divergence: loss.item(), **lp.stats, **stats}

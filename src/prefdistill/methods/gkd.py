@@ -10,7 +10,9 @@ distributions on those tokens; β = 0 is the forward KL, β = 1 the reverse KL (
 samples, cached once before training, without the teacher in memory; the JSD_β is then that
 of the two distributions coarsened to the k ids and a rest bucket (`prefdistill.losses.coarsen`),
 a lower bound of the full one, equal when k ≥ V. The on-policy share needs the teacher to
-score fresh samples, so it must be 0 there (refused at config time otherwise).
+score fresh samples, so it must be 0 there (refused at config time otherwise). `signal: served`
+asks the teacher's backend (a server) for its top-k at every step instead, on the teacher's
+samples and on the fresh ones alike, so the on-policy share may be anything there.
 """
 from __future__ import annotations
 
@@ -42,8 +44,8 @@ class GKDParams(TeacherSignal):
 
 @register("gkd", consumes="pairs", params=GKDParams, needs=("teacher", "teacher_samples"), label="GKD",
           summary="generalised JSD_β on student samples (share λ) or teacher samples")
-def gkd(policy, rows: list[dict], params: GKDParams, *, teacher=None):
-    """Mean JSD_β over the tokens of an on-policy or a teacher-sampled batch (coarsened to the top k with `signal: topk`)."""
+def gkd(policy, rows: list[dict], params: GKDParams, *, teacher=None, served_teacher=None):
+    """Mean JSD_β over the tokens of an on-policy or a teacher-sampled batch (coarsened to the top k with topk / served)."""
     prompts = [r["prompt"] for r in rows]
     stats = {}
     on_policy = bool(torch.rand(()) < params.on_policy_fraction)  # the loop seeds and checkpoints torch's RNG
@@ -54,6 +56,6 @@ def gkd(policy, rows: list[dict], params: GKDParams, *, teacher=None):
         stats["tokens_student_generated"] = float(sampled.n_tokens)
     else:
         ids = completion_ids(policy, [teacher_side(r) for r in rows])
-    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "gkd")
+    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "gkd", served_teacher=served_teacher)
     loss = masked_mean(generalized_jsd_from_log_probs(lp.log_q, lp.log_p, beta=params.beta), lp.mask)
     return loss, {"jsd": loss.item(), "on_policy": float(on_policy), **lp.stats, **stats}

@@ -8,6 +8,7 @@ independent of T), plus an optional cross-entropy on the target itself.
 (`prefdistill.teacher_signal`, the `teacher_topk` need), so the teacher is not loaded for
 training; the KL is then the exact one of the two distributions coarsened to the k ids
 and one bucket for the rest (`topk_forward_kl`), equal to the full one when k ≥ V.
+`signal: served` asks the teacher's backend (a server) for the same top-k at every step.
 """
 from __future__ import annotations
 
@@ -31,11 +32,11 @@ class KDParams(TeacherSignal):
 
 @register("kd", consumes="targets", params=KDParams, needs=("teacher",), label="KD",
           summary="forward KL to the teacher's token distributions on the reference prefixes")
-def kd(policy, rows: list[dict], params: KDParams, *, teacher=None):
-    """T²·mean over target tokens of KL(p ‖ q) (coarsened to the top k with `signal: topk`), + ce_weight·CE."""
+def kd(policy, rows: list[dict], params: KDParams, *, teacher=None, served_teacher=None):
+    """T²·mean over target tokens of KL(p ‖ q) (coarsened to the top k with topk / served), + ce_weight·CE."""
     prompts = [r["prompt"] for r in rows]
     ids = completion_ids(policy, [r["target"] for r in rows])
-    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "kd")
+    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "kd", served_teacher=served_teacher)
     kl = masked_mean(kl_from_log_probs(lp.log_p, lp.log_q), lp.mask) * params.temperature ** 2
     stats = {"forward_kl": kl.item(), **lp.stats}
     loss = kl

@@ -6,49 +6,68 @@ of `prefdistill.losses.minillm_loss` (single-step decomposition + length-normali
 returns, importance-weighted). The language-modelling term keeps the student close to
 text: cross-entropy on the teacher's samples (the paper uses a pre-training corpus).
 The paper's PPO-style clipping is not needed here: each sample is used for one update.
+
+`signal: served` reads the teacher from its backend (a server, `prefdistill.served`) instead
+of training memory. The single-step reverse KL is then that of the two distributions
+coarsened to the teacher's top-k ids and a rest bucket (`prefdistill.losses.coarsen`: a lower
+bound, equal when k ≥ V). The per-token rewards use the teacher's log-prob of each sampled
+token from the same reply as the top-k (the echo's `token_logprobs`, vLLM's entry for the
+token itself), which is exact whether or not the token is among the k; the top-k alone would
+know it only when it is. Teacher-mixed sampling needs the teacher's whole next-token
+distribution at every generation step, which a server gives only for text already written,
+so `mix_weight` must be 0 there (refused at config time).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
+from prefdistill.errors import ConfigError
 from prefdistill.logprobs import masked_mean, per_token_logps
-from prefdistill.losses import minillm_loss
-from prefdistill.methods.common import completion_ids, paired_logits, teacher_side
+from prefdistill.losses import coarsen, minillm_loss, minillm_loss_from_log_probs
+from prefdistill.methods.common import ServedSignal, paired_logits, served_batch, teacher_side
 from prefdistill.methods.registry import register
 from prefdistill.typed import AT_LEAST_1, HELD_OUT_SHARE, NON_NEGATIVE, POSITIVE, opt
 from prefdistill.rollout import rollout
 
+# signal: served clamps the teacher's rest mass p̄_rest from below here. The reverse KL weighs
+# log p̄_rest by the student's rest mass, and 1 − Σ of k float32 probabilities is known only to
+# about k·6e-8: where rounding leaves no rest at all the KL would be +inf (`coarsen`).
+REST_FLOOR = 1e-6
+
 
 @dataclass
-class MiniLLMParams:
-    mix_weight: float = opt(0.2, "α of teacher-mixed sampling", HELD_OUT_SHARE)
+class MiniLLMParams(ServedSignal):
+    mix_weight: float = opt(0.2, "α of teacher-mixed sampling (0 with signal: served)", HELD_OUT_SHARE)
     lm_weight: float = opt(1.0, "weight of the cross-entropy on the teacher's samples (0 turns it off)", NON_NEGATIVE)
     temperature: float = opt(1.0, "softmax temperature of both distributions", POSITIVE)
     max_new_tokens: int = opt(48, "length of the student's samples", AT_LEAST_1)
 
+    def requirements(self) -> tuple[str, set[str]]:
+        return "pairs", {self.teacher_need(), "teacher_samples"}
+
+    def check(self, cfg=None) -> None:
+        if self.signal == "served" and self.mix_weight > 0:
+            raise ConfigError(f"distill.params.mix_weight: {self.mix_weight:g} samples from the teacher-mixed policy, which needs "
+                              "the teacher's whole next-token distribution at every generation step, but signal: served asks a "
+                              "server for log-probs of text already written; set mix_weight: 0, or signal: live")
+
 
 @register("minillm", consumes="pairs", params=MiniLLMParams, needs=("teacher", "teacher_samples"), label="MiniLLM",
           summary="reverse KL by policy gradient on teacher-mixed student samples, plus an LM term")
-def minillm(policy, rows: list[dict], params: MiniLLMParams, *, teacher):
+def minillm(policy, rows: list[dict], params: MiniLLMParams, *, teacher=None, served_teacher=None):
     """Policy-gradient surrogate of KL(q_θ ‖ p) averaged over sampled tokens, + lm_weight·CE."""
     prompts = [r["prompt"] for r in rows]
+    params.check()  # a served teacher cannot mix into sampling
     sampled = rollout(policy, prompts, max_new_tokens=params.max_new_tokens, temperature=params.temperature,
                       mix=teacher, mix_weight=params.mix_weight)
-    s, t, labels, mask = paired_logits(policy, teacher, prompts, sampled.completions)
-    weights = torch.zeros(mask.shape, dtype=s.dtype, device=s.device)
-    for i, w in enumerate(sampled.importance):  # completions sit at the right edge of the batch
-        if w:
-            weights[i, -len(w):] = torch.tensor(w, dtype=s.dtype)
-    pg = masked_mean(minillm_loss(s, t, labels.clamp(min=0), mask, importance=weights, temperature=params.temperature), mask)
-    with torch.no_grad():
-        log_q = per_token_logps(s, labels)
-        log_p = per_token_logps(t, labels)
-        reward = masked_mean(log_p - log_q, mask)
-    # The teacher scores every sampled token twice: once while mixing, once for the loss.
-    stats = {"policy_loss": pg.item(), "mean_reward": reward.item(), "tokens_teacher_scored": float(mask.sum()) + sampled.n_tokens,
-             "tokens_student_generated": float(sampled.n_tokens)}
+    if params.signal == "served":
+        pg, reward, scored = _served_policy_gradient(policy, served_teacher, prompts, sampled, params)
+    else:
+        pg, reward, scored = _live_policy_gradient(policy, teacher, prompts, sampled, params)
+    stats = {"policy_loss": pg.item(), "mean_reward": reward.item(), **scored, "tokens_student_generated": float(sampled.n_tokens)}
     loss = pg
     if params.lm_weight > 0:
         lm_tok, lm_mask = policy.completion_logps(prompts, [teacher_side(r) for r in rows])
@@ -56,3 +75,39 @@ def minillm(policy, rows: list[dict], params: MiniLLMParams, *, teacher):
         loss = loss + params.lm_weight * ce
         stats["lm_ce"] = ce.item()
     return loss, stats
+
+
+def _live_policy_gradient(policy, teacher, prompts: list[str], sampled, params: MiniLLMParams):
+    """(policy-gradient loss, mean reward, teacher stats) with the teacher in memory, over the vocabulary."""
+    s, t, labels, mask = paired_logits(policy, teacher, prompts, sampled.completions)
+    weights = _importance(sampled, mask, s)
+    pg = masked_mean(minillm_loss(s, t, labels.clamp(min=0), mask, importance=weights, temperature=params.temperature), mask)
+    with torch.no_grad():
+        log_q = per_token_logps(s, labels)
+        log_p = per_token_logps(t, labels)
+        reward = masked_mean(log_p - log_q, mask)
+    # The teacher scores every sampled token twice: once while mixing, once for the loss.
+    return pg, reward, {"tokens_teacher_scored": float(mask.sum()) + sampled.n_tokens}
+
+
+def _served_policy_gradient(policy, teacher, prompts: list[str], sampled, params: MiniLLMParams):
+    """The same from a served teacher's top-k (the single-step KL, coarsened) and its log-probs of the sampled tokens."""
+    s, labels, mask, top, stats = served_batch(policy, teacher, prompts, sampled.completions, params, "minillm")
+    log_q = F.log_softmax(s.float() / params.temperature, -1)  # (B, C, V): the student's, as minillm_loss makes it
+    safe = labels.clamp(min=0).masked_fill(mask == 0, 0).unsqueeze(-1)
+    token_log_q = log_q.gather(-1, safe).squeeze(-1)  # (B, C), with grad
+    log_p_bar, log_q_bar = coarsen(s / params.temperature, top.ids, top.logprobs, rest_floor=REST_FLOOR)  # (B, C, k + 1)
+    per_pos = minillm_loss_from_log_probs(log_q_bar, log_p_bar, token_log_q, top.token_logps, mask,
+                                          importance=_importance(sampled, mask, s))
+    with torch.no_grad():
+        reward = masked_mean(top.token_logps - per_token_logps(s, labels), mask)
+    return masked_mean(per_pos, mask), reward, stats
+
+
+def _importance(sampled, mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B, C) importance weights q_θ(y_t) / p̃(y_t) of the sampled tokens, 0 off them."""
+    weights = torch.zeros(mask.shape, dtype=like.dtype, device=like.device)
+    for i, w in enumerate(sampled.importance):  # completions sit at the right edge of the batch
+        if w:
+            weights[i, -len(w):] = torch.tensor(w, dtype=like.dtype)
+    return weights

@@ -32,6 +32,8 @@ NEEDS = {
     "teacher_pair_logps": "the teacher's log-likelihoods of both samples of each pair, computed once and stored",
     "teacher_topk": "the teacher's top-k ids and log-probs at each position the method trains on (the reference targets, or the "
                     "teacher's samples of the pairs), cached once (params signal: topk, k, temperature, topk_dtype)",
+    "served_teacher": "the teacher behind its backend (a server, a vLLM engine), asked at every step for its top-k log-probs of "
+                      "the text trained on, fresh student samples included; never in training memory (params signal: served, k)",
     "reference": "a frozen copy of the starting (SFT) student, π_ref",
     "oracle": "a preference oracle P(y ≻ y' | x) (oracle config)",
     "state": "a dict kept across the steps of one training run (anchors, moving averages)",
@@ -102,14 +104,28 @@ def method_params(cfg) -> Any:
 
 def build_params(spec: MethodSpec, params: dict, prefix: str) -> Any:
     """A method's params class from plain data: types, unknown keys and each field's rule (prefdistill.typed)."""
-    if isinstance(params, dict) and "signal" in params and "signal" not in {f.name for f in dataclasses.fields(spec.params_cls)}:
-        why = ("it needs the teacher itself in the training loop, to score the samples the student draws there, which no "
-               "cache made before training holds" if "teacher" in spec.needs else "it does not read the teacher's token distributions")
-        raise ConfigError(f"{prefix}.signal: {spec.name} has no signal option ({why}). Methods that train from a cached "
-                          f"teacher top-k (signal: topk): {', '.join(topk_signal())}")
+    if isinstance(params, dict) and "signal" in params and params["signal"] not in signal_options(spec):
+        refuse_signal(spec, params["signal"], prefix)
     out = from_dict(spec.params_cls, params, prefix=prefix)
     check_fields(out, prefix)
     return out
+
+
+def refuse_signal(spec: MethodSpec, value, prefix: str) -> None:
+    """A `signal` the method does not take, refused naming the methods that take topk and served (other values: typed's error)."""
+    options = signal_options(spec)
+    if options and value not in ("topk", "served"):
+        return
+    if not options:
+        why = ("it needs the teacher itself in the training loop" if "teacher" in spec.needs
+               else "it does not read the teacher's token distributions")
+        head = f"{prefix}.signal: {spec.name} has no signal option ({why})"
+    else:  # takes live and served, not topk: what it trains on is drawn during training
+        head = (f"{prefix}.signal: {spec.name} takes {' or '.join(options)}, not {value}: it trains on samples the student "
+                "draws during training, which no cache made before training holds")
+    raise ConfigError(f"{head}. Methods that ask a served teacher during training (signal: served): "
+                      f"{', '.join(signal_methods('served'))}; that train from a cached teacher top-k (signal: topk): "
+                      f"{', '.join(signal_methods('topk'))}")
 
 
 def validate_method(cfg) -> None:
@@ -125,12 +141,37 @@ def validate_method(cfg) -> None:
     _, needs = requirements(spec, params)
     if "pair_scores" in needs and cfg.pairs.score == "none":
         raise ConfigError(f"distill.method={spec.name} needs pair scores: set pairs.score to rouge or judge")
-    if {"teacher", "teacher_topk"} & needs and cfg.teacher.backend == "openai":
-        raise ConfigError(f"distill.method={spec.name} reads the teacher's next-token distributions, which a "
-                          f"teacher behind an API (teacher.backend=openai) does not give. Methods that need only its text: "
-                          f"{', '.join(text_only_teacher())}.")
-    if {"teacher", "teacher_topk"} & needs:
-        check_shared_vocabulary(cfg, spec)
+    if "teacher" in needs and cfg.teacher.backend == "openai":
+        raise api_teacher_error(spec)
+    if {"teacher_topk", "served_teacher"} & needs:
+        check_teacher_signal(cfg, params, "served_teacher" in needs)
+    if {"teacher", "teacher_topk", "served_teacher"} & needs and cfg.teacher.backend != "openai":
+        check_shared_vocabulary(cfg, spec)  # a server's tokens are checked against the student's row by row (api_topk)
+
+
+def api_teacher_error(spec: MethodSpec) -> ConfigError:
+    """Why a teacher behind an API cannot run in the training loop, and what the method takes instead."""
+    ways = {"served": "signal: served (a server that returns top-k log-probs of given text, asked at every step)",
+            "topk": "signal: topk (a cache of them, built from the server before training)"}
+    ways = [w for o, w in ways.items() if o in signal_options(spec)]
+    instead = f"; set distill.params.{' or '.join(ways)}" if ways else ""
+    return ConfigError(f"distill.method={spec.name} reads the teacher's next-token distributions, which a teacher behind "
+                       f"an API (teacher.backend=openai) cannot give in the training loop{instead}. Methods that need only "
+                       f"its text: {', '.join(text_only_teacher())}.")
+
+
+def check_teacher_signal(cfg, params, served: bool) -> None:
+    """What a teacher's backend can give as top-k: a server and vLLM, log-probs at temperature 1; vLLM, at most max_logprobs."""
+    from prefdistill.models.vllm_backend import VLLM_MAX_LOGPROBS
+
+    backend = cfg.teacher.backend
+    if params.temperature != 1.0 and (backend == "openai" or (served and backend == "vllm")):
+        raise ConfigError(f"distill.params.temperature: {params.temperature:g} with signal: {params.signal}, but a teacher "
+                          f"served by {backend} gives log-probs at temperature 1 only (tempering needs its whole "
+                          "distribution); set temperature: 1, or teacher.backend: hf")
+    if served and backend == "vllm" and params.k > VLLM_MAX_LOGPROBS:
+        raise ConfigError(f"distill.params.k: {params.k} with signal: served, but a vLLM engine gives at most "
+                          f"{VLLM_MAX_LOGPROBS} log-probs per position (its max_logprobs); set k ≤ {VLLM_MAX_LOGPROBS}")
 
 
 def across_tokenizers() -> list[str]:
@@ -141,9 +182,17 @@ def across_tokenizers() -> list[str]:
     return sorted(n for n, s in METHODS.items() if "teacher" not in s.needs)
 
 
-def topk_signal() -> list[str]:
-    """Methods that can train from the teacher's top-k cached before training (a `signal` parameter)."""
-    return sorted(n for n, s in METHODS.items() if "signal" in {f.name for f in dataclasses.fields(s.params_cls)})
+def signal_options(spec: MethodSpec) -> tuple[str, ...]:
+    """The values of the method's `signal` parameter (live, topk, served), or () when it has none."""
+    import typing
+
+    field_types = typing.get_type_hints(spec.params_cls)
+    return typing.get_args(field_types["signal"]) if "signal" in field_types else ()
+
+
+def signal_methods(value: str) -> list[str]:
+    """Methods whose `signal` takes `value`: topk (train from a cached teacher top-k), served (ask a served teacher)."""
+    return sorted(n for n, s in METHODS.items() if value in signal_options(s))
 
 
 def text_only_teacher() -> list[str]:

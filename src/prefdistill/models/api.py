@@ -19,9 +19,10 @@ Top-k log-probs come two ways (`prefdistill.models.api_topk` reads them):
     lm.completion_topk(prompts, completion_ids, 20, tokenizer=student_tok, temperature=1.0)  # of given text (echo)
     lm.generate_topk(prompts, sampling, 20, seed=0)     # the server's own samples, top-k at each of their tokens
 
-The first passes the same probe as `score` first, so llama-cpp-python 0.3.x's shifted echo is
+The first passes the same probe as `score` first (`require_topk_of_text` raises its reason, e.g.
+before training from a served teacher starts), so llama-cpp-python 0.3.x's shifted echo is
 refused; the second has its own probe, `generated_topk_usable`: a server may get one right and
-not the other.
+not the other. `completion_topk(..., token_logps=True)` adds each given token's own log-prob.
 """
 from __future__ import annotations
 
@@ -208,19 +209,29 @@ class APILM:
 
     # ------------------------------------------------------------------ top-k
     def completion_topk(self, prompts: list[str], completions: list[list[int]], k: int, *, tokenizer,
-                        temperature: float = 1.0) -> list:
-        """The server's top-k at each of the student's completion tokens: per row ids (n, k) and log-probs (n, k).
+                        temperature: float = 1.0, token_logps: bool = False) -> list:
+        """The server's top-k at each of the student's completion tokens: per row ids (n, k) and log-probs (n, k)
+        (and, with `token_logps`, each token's own log-prob (n,), from the same reply's `token_logprobs`).
 
         One /v1/completions request per row: echo, logprobs=k, max_tokens=1, temperature 0, on
         plain_prompt(prompt) + the completion as the student's `tokenizer` decodes it. The server's
         tokens must be the student's (`api_topk.echoed_topk` checks it); entries whose text no single
         id decodes to are dropped and their slots padded with (0, -inf). Refused unless the echo
-        passes `can_score`'s probe, and at a temperature other than 1: a server's log-probs are
-        the model's distribution at temperature 1, and tempering needs the whole distribution.
+        passes `can_score`'s probe (`require_topk_of_text`), and at a temperature other than 1: a
+        server's log-probs are the model's distribution at temperature 1, and tempering needs the
+        whole distribution.
         """
         if temperature != 1.0:
             raise ValueError(f"{self.name}: a server's top-k log-probs are the model's distribution at temperature 1; "
                              f"temperature {temperature:g} needs a local (backend: hf) teacher")
+        self.require_topk_of_text()
+        pieces, texts = piece_ids(tokenizer), [completion_pieces(tokenizer, ids) for ids in completions]
+        fetch = lambda i: self._echo_topk(i, prompts[i], texts[i], k, pieces, len(tokenizer), token_logps)  # noqa: E731
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            return list(pool.map(fetch, range(len(prompts))))
+
+    def require_topk_of_text(self) -> None:
+        """Raise, with the probe's reason, when the server's echoed log-probs of given text fail `can_score`'s probe."""
         try:
             usable, why = self.can_score, self.score_unavailable
         except ValueError as e:  # api.logprobs: on, and the probe failed
@@ -229,17 +240,15 @@ class APILM:
             raise ValueError(f"{self.name}: echoed top-k log-probs of given text are refused: {why}. The top-k of the "
                              "server's own generated tokens (generate_topk) may still be usable: see generated_topk_usable. "
                              "A local (backend: hf) or vLLM (backend: vllm) teacher gives the top-k of given text.")
-        pieces, texts = piece_ids(tokenizer), [completion_pieces(tokenizer, ids) for ids in completions]
-        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
-            return list(pool.map(lambda i: self._echo_topk(i, prompts[i], texts[i], k, pieces, len(tokenizer)),
-                                 range(len(prompts))))
 
-    def _echo_topk(self, i: int, prompt: str, completion: tuple, k: int, pieces: dict[str, int], vocab: int):
+    def _echo_topk(self, i: int, prompt: str, completion: tuple, k: int, pieces: dict[str, int], vocab: int,
+                   token_logps: bool = False):
         """Row i's top-k from one echo request; completion: (text, spans) of `api_topk.completion_pieces`."""
         head = plain_prompt(prompt)
         reply = self.client.post("/completions", {"model": self.name, "prompt": head + completion[0], "max_tokens": 1,
                                                   "echo": True, "logprobs": k, "temperature": 0.0})
-        return echoed_topk(reply, len(head), completion, pieces, k, vocab, row=f"row {i} ({prompt[:40]!r}...)")
+        return echoed_topk(reply, len(head), completion, pieces, k, vocab, row=f"row {i} ({prompt[:40]!r}...)",
+                           token_logps=token_logps)
 
     @property
     def generated_topk_usable(self) -> bool:

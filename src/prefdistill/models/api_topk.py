@@ -3,6 +3,7 @@
     pieces = piece_ids(student_tokenizer)                          # token text -> id, built once per tokenizer
     text, spans = completion_pieces(student_tokenizer, ids)        # what to send, and where each token lies in it
     ids_k, logps_k = echoed_topk(reply, len(head), (text, spans), pieces, k, vocab, row="row 0")   # (n, k) each
+    ids_k, logps_k, token_logps = echoed_topk(..., token_logps=True)   # and log p of each of the n tokens itself (n,)
     text, tokens = generated_topk(reply, "completions")            # a sample and its top-k, token by token
 
 A server names tokens by their text, not by id. `echoed_topk` first checks that the server's
@@ -55,33 +56,37 @@ def completion_pieces(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, s
     return text, spans
 
 
-def echo_lists(reply: dict) -> tuple[list[str], list[int], list]:
-    """(tokens, text_offset, top_logprobs or Nones) of a /v1/completions reply with echo and logprobs."""
+def echo_lists(reply: dict) -> tuple[list[str], list[int], list, list]:
+    """(tokens, text_offset, top_logprobs or Nones, token_logprobs or Nones) of a /v1/completions reply with echo and logprobs."""
     try:
         lp = reply["choices"][0]["logprobs"]
         tokens, offsets = lp["tokens"], lp["text_offset"]
         tops = lp.get("top_logprobs") or [None] * len(tokens)
+        own = lp.get("token_logprobs") or [None] * len(tokens)
     except (KeyError, IndexError, TypeError, AttributeError):
         raise MalformedReply("reply has no choices[0].logprobs with tokens and text_offset") from None
-    if not (len(tokens) == len(offsets) == len(tops)):
+    if not (len(tokens) == len(offsets) == len(tops) == len(own)):
         raise MalformedReply("logprobs lists differ in length")
-    return tokens, offsets, tops
+    return tokens, offsets, tops, own
 
 
 def echoed_topk(reply: dict, start: int, completion: tuple[str, list[tuple[int, str]]], pieces: dict[str, int], k: int,
-                vocab: int, *, row: str) -> tuple[np.ndarray, np.ndarray]:
+                vocab: int, *, row: str, token_logps: bool = False) -> tuple[np.ndarray, ...]:
     """ids (n, k) and log-probs (n, k) at the n student tokens of `completion`, from an echo reply.
 
     completion: (text, spans) from `completion_pieces`; its text begins at character `start`
     of the text the server echoed. The server's tokens that reach into the completion (and
     begin before its end, so not the generated one) must be the student's, by offset and
     text, else a ValueError names `row` and the first token that differs. top_logprobs[t] is
-    the distribution that produced token t.
+    the distribution that produced token t. With `token_logps`, also each token's own log-prob (n,)
+    float32, read from the reply's `token_logprobs` at the same tokens: exact whether or not the
+    token is among the top k (a served MiniLLM's per-token reward).
     """
-    tokens, offsets, tops = echo_lists(reply)
+    tokens, offsets, tops, own = echo_lists(reply)
     text, spans = completion
     end = start + len(text)
-    served = [(o - start, t, top) for t, o, top in zip(tokens, offsets, tops) if o + len(t) > start and o < end]
+    kept = [(o - start, t, top, lp) for t, o, top, lp in zip(tokens, offsets, tops, own) if o + len(t) > start and o < end]
+    served = [x[:3] for x in kept]
     for t in range(max(len(served), len(spans))):
         mine = spans[t] if t < len(spans) else None
         theirs = served[t][:2] if t < len(served) else None
@@ -99,7 +104,11 @@ def echoed_topk(reply: dict, start: int, completion: tuple[str, list[tuple[int, 
     if served and most < min(k, vocab):
         raise MalformedReply(f"{row}: the server gave at most {most} top log-probs per token where {k} were asked for "
                              "(servers may cap `logprobs`); lower k")
-    return topk_arrays(positions, k, vocab)
+    if not token_logps:
+        return topk_arrays(positions, k, vocab)
+    if any(lp is None for *_, lp in kept):
+        raise MalformedReply(f"{row}: no token_logprobs for a completion token")
+    return (*topk_arrays(positions, k, vocab), np.array([float(lp) for *_, lp in kept], dtype=np.float32))
 
 
 def _describe(span: tuple[int, str] | None, side: str) -> str:

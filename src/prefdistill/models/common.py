@@ -30,10 +30,12 @@ class TopkTeacher(Protocol):
     completion_topk returns one (ids (n, k) int, log-probs (n, k) float) per row, n = len(that
     row's completion ids), position t holding the distribution that produced token t, most likely
     first, ids in the student's vocabulary, padded as `topk_arrays` pads (`prefdistill.teacher_signal`).
+    With `token_logps`, each row also holds log p(token t) of the given tokens themselves, (n,) float,
+    whether or not they are among the k (`prefdistill.served`, MiniLLM's per-token reward).
     """
 
     def completion_topk(self, prompts: list[str], completions: list[list[int]], k: int, *, tokenizer,
-                        temperature: float) -> list[tuple[np.ndarray, np.ndarray]]: ...
+                        temperature: float, token_logps: bool = False) -> list[tuple[np.ndarray, ...]]: ...
 
 
 def topk_arrays(positions: list[dict[int, float]], k: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:

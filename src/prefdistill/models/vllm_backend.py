@@ -19,6 +19,7 @@ import gc
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from prefdistill.assets import resolve_model_path
@@ -234,15 +235,17 @@ class VLLMLM:
                 for out, s, p in zip(outputs, sequences, prompt_ids)]
 
     def completion_topk(self, prompts: list[str], completions: list[list[int]], k: int, *, tokenizer,
-                        temperature: float = 1.0) -> list:
-        """The top-k at each completion token, per row ids (n, k) and log-probs (n, k), from vLLM's prompt log-probs.
+                        temperature: float = 1.0, token_logps: bool = False) -> list:
+        """The top-k at each completion token, per row ids (n, k) and log-probs (n, k), from vLLM's prompt log-probs
+        (and, with `token_logps`, each token's own log-prob (n,)).
 
         Each row is prompt (formatted as `prompt_ids`) + the completion's token ids, as LocalLM
         scores them. vLLM's prompt_logprobs[t] is {token id: Logprob} for the distribution that
         produced token t: its k best, plus token t itself when that is not among them (then k + 1
-        entries; `topk_arrays` keeps the k best). Ids past len(tokenizer) (a padded output layer)
-        are dropped. vLLM returns raw, untempered log-probs, so a temperature other than 1 is
-        refused; k is bounded by the engine's `max_logprobs` (VLLM_MAX_LOGPROBS by default).
+        entries; `topk_arrays` keeps the k best, and token t's own entry is its `token_logps`). Ids
+        past len(tokenizer) (a padded output layer) are dropped. vLLM returns raw, untempered
+        log-probs, so a temperature other than 1 is refused; k is bounded by the engine's
+        `max_logprobs` (VLLM_MAX_LOGPROBS by default).
         """
         from vllm import SamplingParams
 
@@ -253,4 +256,12 @@ class VLLMLM:
         sequences = [p + list(c) for p, c in zip(prompt_ids, completions)]
         params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=k, detokenize=False)
         outputs = self.llm.generate([{"prompt_token_ids": s} for s in sequences], params, use_tqdm=False)
-        return [topk_arrays(out.prompt_logprobs[len(p):], k, len(tokenizer)) for out, p in zip(outputs, prompt_ids)]
+        rows = []
+        for out, p, c in zip(outputs, prompt_ids, completions):
+            entries = out.prompt_logprobs[len(p):]
+            row = topk_arrays(entries, k, len(tokenizer))
+            if token_logps:
+                own = [float(getattr(e[t], "logprob", e[t])) for e, t in zip(entries, c)]
+                row = (*row, np.array(own, dtype=np.float32))
+            rows.append(row)
+        return rows
