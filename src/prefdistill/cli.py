@@ -68,7 +68,8 @@ def cmd_demo(args) -> int:
 def _config_source(name: str) -> Path | str:
     """A config path, or the name of a packaged config ("demo", "bench", ...)."""
     path = Path(name)
-    if not path.exists() and not path.suffix and packaged_config(name).is_file():
+    # A folder of that name (a run folder called "bench", say) does not hide the packaged config.
+    if not path.is_file() and not path.suffix and packaged_config(name).is_file():
         return packaged_config(name)
     return name
 
