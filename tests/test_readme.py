@@ -52,3 +52,14 @@ def test_quickstart_commands_in_quick_form(capsys):
     assert "beta: 0.5" in capsys.readouterr().out
     assert main(["methods"]) == 0
     assert "plad" in capsys.readouterr().out
+
+
+def test_a_folder_named_like_a_packaged_config_does_not_hide_it(tmp_path, monkeypatch):
+    """`prefdistill bench bench` run where the run folder `bench/` exists still means the packaged bench.yaml."""
+    from prefdistill.cli import _config_source
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bench").mkdir()
+    assert _config_source("bench") == packaged_config("bench")
+    (tmp_path / "mine.yaml").write_text("name: x\n")
+    assert _config_source("mine.yaml") == "mine.yaml"
