@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--tiny", action="store_true", help="tiny random models built offline: a smoke run of every method")
     p.add_argument("--quick", action="store_true", help="the same bench made small by the config's bench.quick overrides "
-                                                         "(own run folder NAME-quick; the packaged one: under 20 minutes)")
+                                                         "(its own run folder NAME-quick)")
     p.add_argument("--ignore-gap", action="store_true", help="go on when the teacher is not clearly better than the SFT "
                                                               "student on validation (the results then show little)")
     p.add_argument("--output-dir", default=None, help="where the run folder goes (default: the config's output_dir)")
