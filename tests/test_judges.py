@@ -132,6 +132,30 @@ def test_hf_judge_truncates_prompt_first_and_always_sees_response(tiny_rm):
     assert a != b  # the response is read even though the prompt alone overflows
 
 
+def test_frozen_encoder_encodes_each_prompt_once(tiny_encoder):
+    """A prompt seen before is not encoded again, and its features equal a fresh encoder's."""
+    from prefdistill.judges.reward_model import FrozenEncoder
+
+    def fresh():
+        return FrozenEncoder(str(tiny_encoder), prompt_max_length=24, prompt_opening_length=4, response_max_length=12,
+                             batch_size=2)
+
+    enc, calls = fresh(), []
+    forward = enc.model.forward
+    enc.model.forward = lambda *a, **kw: calls.append(kw["input_ids"].shape[0]) or forward(*a, **kw)
+    prompts = ["cats sleep on mats", "rivers run to seas", "cats sleep on mats"]
+    first = enc.encode(prompts, ["milk", "rain", "naps"])
+    assert sum(calls) == 2 + 3  # two distinct prompts, three responses
+    calls.clear()
+    second = enc.encode(prompts[:2] + ["trains run on rails"], ["fish", "snow", "rails"])
+    assert sum(calls) == 1 + 3  # only the new prompt is encoded; responses always are
+    reference = fresh().encode(prompts[:2] + ["trains run on rails"], ["fish", "snow", "rails"])
+    for text in reference.prompts:
+        torch.testing.assert_close(second.prompts[text], reference.prompts[text], atol=1e-5, rtol=1e-5)
+    assert set(second.prompts) == set(reference.prompts)
+    torch.testing.assert_close(second.prompts[prompts[0]], first.prompts[prompts[0]], atol=0, rtol=0)
+
+
 def test_hf_judge_refuses_non_reward_models(tmp_path):
     save_tiny_bert(tmp_path / "two", num_labels=2)
     with pytest.raises(ValueError, match="num_labels=2"):

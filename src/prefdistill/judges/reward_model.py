@@ -97,6 +97,9 @@ class FrozenEncoder:
         self.prompt_max_length, self.response_max_length = prompt_max_length, response_max_length
         self.prompt_opening_length = prompt_opening_length
         self.device, self.batch_size = device, batch_size
+        # A frozen encoder in eval mode gives a prompt the same features every time, and a bench
+        # scores the same prompts for every row and checkpoint: each is encoded once per encoder.
+        self._prompt_features: dict[str, torch.Tensor] = {}
 
     def _token_states(self, texts: list[str], max_length: int, desc: str):
         """Yield (text, states (T, H)) for each text, T = its own token count (no padding)."""
@@ -112,10 +115,12 @@ class FrozenEncoder:
                     yield text, states[real]  # (T, H), a copy: the batch is not kept alive
 
     def encode(self, prompts: list[str], responses: list[str]) -> Features:
-        """Features of every distinct prompt and response, each encoded once."""
+        """Features of every distinct prompt and response, each encoded once (a prompt once per encoder: `_prompt_features`)."""
         feats = Features()
-        for text, states in self._token_states(sorted(set(prompts)), self.prompt_max_length, "encoding prompts"):
-            feats.prompts[text] = torch.stack([states.mean(0), states[: self.prompt_opening_length].mean(0)])
+        new = sorted(set(prompts) - self._prompt_features.keys())
+        for text, states in self._token_states(new, self.prompt_max_length, "encoding prompts"):
+            self._prompt_features[text] = torch.stack([states.mean(0), states[: self.prompt_opening_length].mean(0)])
+        feats.prompts = {text: self._prompt_features[text] for text in set(prompts)}
         for text, states in self._token_states(sorted(set(responses)), self.response_max_length, "encoding responses"):
             feats.responses[text] = states
         return feats
