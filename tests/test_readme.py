@@ -2,6 +2,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 from prefdistill.cli import main, packaged_config
 from prefdistill.methods import METHODS
 
@@ -63,3 +65,15 @@ def test_a_folder_named_like_a_packaged_config_does_not_hide_it(tmp_path, monkey
     assert _config_source("bench") == packaged_config("bench")
     (tmp_path / "mine.yaml").write_text("name: x\n")
     assert _config_source("mine.yaml") == "mine.yaml"
+
+
+@pytest.mark.parametrize("name", ["bench", "bench_winrate", "bench_topk", "bench_tldr"])
+def test_packaged_bench_configs_pass_their_checks_in_full_and_quick_form(name):
+    """Every shipped bench config, and its --quick form where it has one, passes every config rule."""
+    from prefdistill.checks import load_bench_config
+
+    cfg, bench = load_bench_config(packaged_config(name))
+    assert bench.methods and cfg.name
+    if bench.quick:
+        quick_cfg, quick = load_bench_config(packaged_config(name), quick=True)
+        assert quick_cfg.name == f"{cfg.name}-quick" and [m.name for m in quick.methods] == [m.name for m in bench.methods]
