@@ -1,4 +1,4 @@
-# python benchmarks/trl_compare.py --steps 10 --warmup 2 --batch-size 4 --rows plad,sft,kd,dpkd   (--tiny: seconds, random model)
+# python benchmarks/trl_compare.py --steps 10 --warmup 2 --batch-size 4 --threads 1   (--tiny: seconds, random model)
 """Optimizer steps per second and peak memory of prefdistill's training against TRL's closest trainers.
 
 One invocation builds one set of rows and, for each benchmark row, runs prefdistill and
@@ -9,13 +9,16 @@ decay), full fine-tuning, no gradient checkpointing, and the same number of step
   plad  PLaD rank calibration (2B sequences)   vs  CPOTrainer, loss_type=simpo, cpo_alpha=0
   sft   SFT on the chosen completions          vs  SFTTrainer (completion-only loss)
   kd    word-level KD, forward KL, T=1         vs  GKDTrainer, lmbda=0, beta=0, temperature=1
+  kd_topk  the same KD from the teacher's cached top-k (--topk), the teacher not loaded  vs  the same GKDTrainer
   dpkd  DPKD, stored teacher log-probs         vs  DPOTrainer, ref_model=the teacher, sigmoid + 0.5·NLL
 
 Every prompt is cut to exactly --max-prompt-tokens tokens (chat template included) and every
 completion to exactly --max-completion-tokens (EOS included), so every batch has one shape on
 both sides and no padding. Chosen completions are ACLSum summaries of the prompt's paper,
 rejected ones summaries of another paper. The teacher (default: the model itself) scores the
-pairs once here, as prefdistill's pipeline does before training (`teacher_pair_logps`).
+pairs once here, as prefdistill's pipeline does before training (`teacher_pair_logps`), and
+for kd_topk caches its top-k at every completion token once here (`build_topk_cache`, float16),
+as the pipeline's teacher-signal stage does; the cache's size and build time are reported.
 
 prefdistill runs the step of `prefdistill.train.train` (see `run_prefdistill`); TRL runs
 `trainer.train()`. Steps/s counts --steps steps after --warmup steps.
@@ -44,6 +47,7 @@ ROWS = {  # row: (prefdistill side, TRL side)
     "sft": ("SFT", "SFTTrainer"),
     "kd": ("word-level KD (forward KL)", "GKD lmbda=0, beta=0"),
     "dpkd": ("DPKD, stored teacher log-probs", "DPO, teacher as ref_model"),
+    "kd_topk": ("word-level KD from cached teacher top-k", "GKD lmbda=0, beta=0"),
 }
 
 
@@ -54,7 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=4, help="rows (pairs for plad / dpkd) per optimizer step")
     p.add_argument("--max-prompt-tokens", type=int, default=128, help="every prompt is cut to exactly this (chat template included)")
     p.add_argument("--max-completion-tokens", type=int, default=48, help="every completion is cut to exactly this (EOS included)")
-    p.add_argument("--rows", default="plad,sft,kd,dpkd", help=f"comma-separated, from {','.join(ROWS)}")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {','.join(ROWS)}")
+    p.add_argument("--topk", type=int, default=20, help="kd_topk: teacher token ids cached per position")
     p.add_argument("--n-rows", type=int, default=32, help="data rows built (batches cycle through them)")
     p.add_argument("--repeats", type=int, default=1, help="run each (prefdistill, TRL) pair this many times; medians reported")
     p.add_argument("--lr", type=float, default=1e-5)
@@ -149,7 +154,16 @@ def build_rows(args, workdir: Path) -> dict:
         r.update(teacher_chosen_logp=tc, teacher_rejected_logp=tr, prompt_text=lm.format_prompt(r["prompt"]),
                  input_ids=batch["input_ids"][0].tolist(),
                  completion_mask=[0] * (batch["input_ids"].shape[1] - width) + batch["completion_mask"][0].tolist())
-    return {"model": model_path, "teacher": teacher_path, "rows": rows}
+    data = {"model": model_path, "teacher": teacher_path, "rows": rows}
+    if "kd_topk" in args.rows.split(","):
+        from prefdistill.teacher_signal import build_topk_cache
+
+        t0 = time.perf_counter()
+        stats = build_topk_cache(teacher, rows, args.topk, workdir / f"topk_k{args.topk}.bin", tokenizer=lm.tokenizer,
+                                 teacher_id=teacher_path, temperature=1.0, dtype="float16", text_key="target")
+        data["topk"] = {"k": args.topk, "dtype": "float16", "bytes_per_token": stats["bytes_per_token"],
+                        "build_s": round(time.perf_counter() - t0, 2)}
+    return data
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -209,9 +223,10 @@ def run_prefdistill(row: str, data: dict, args, device) -> dict:
     from prefdistill.methods.sft import SFTParams
 
     lm = load_model(data["model"], args, device)
-    extras = {"teacher": load_model(data["teacher"], args, device)} if row == "kd" else {}
+    extras = {"teacher": load_model(data["teacher"], args, device)} if row == "kd" else {}  # kd_topk: the cache instead
     method, params = {"plad": ("plad", PLaDParams(variant="rank", beta=1.0)), "sft": ("sft", SFTParams()),
-                      "kd": ("kd", KDParams(temperature=1.0)), "dpkd": ("dpkd", DPKDParams())}[row]
+                      "kd": ("kd", KDParams(temperature=1.0)), "dpkd": ("dpkd", DPKDParams()),
+                      "kd_topk": ("kd", KDParams(temperature=1.0, signal="topk", k=args.topk))}[row]
     spec, rows, steps = get_method(method), data["rows"], args.warmup + args.steps
     accelerator = Accelerator(mixed_precision="no", cpu=device.type == "cpu")
     model = lm.model.requires_grad_(True).train()
@@ -275,7 +290,7 @@ def trl_trainer(row: str, data: dict, args, device, out_dir: str):
         ds = Dataset.from_list([{"input_ids": r["input_ids"], "completion_mask": r["completion_mask"]} for r in rows])
         cfg = SFTConfig(**common, max_length=None, packing=False, completion_only_loss=True)
         return SFTTrainer(model=lm.model, args=cfg, train_dataset=ds, processing_class=lm.tokenizer)
-    if row == "kd":
+    if row in ("kd", "kd_topk"):  # TRL has no cached teacher: GKD holds it in memory
         from trl.experimental.gkd import GKDConfig, GKDTrainer
 
         ds = Dataset.from_list([{"input_ids": r["input_ids"], "completion_mask": r["completion_mask"]} for r in rows])
@@ -408,6 +423,7 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {k: getattr(args, k) for k in ("steps", "warmup", "batch_size", "max_prompt_tokens", "max_completion_tokens",
                                                    "n_rows", "repeats", "lr", "threads")},
         "rows": results,
+        **({"topk_cache": data["topk"]} if "topk" in data else {}),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": args.threads or torch.get_num_threads(),
                     "load_avg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
     }
@@ -427,11 +443,11 @@ def summarise(row: str, runs: dict) -> dict:
             "memory_ratio": round(med["prefdistill"]["peak_mb"] / max(med["trl"]["peak_mb"], 1e-9), 3)}
 
 
-HEADER = f"{'row':<6}{'pd steps/s':>11}{'TRL steps/s':>12}{'speed x':>9}{'pd peak MB':>12}{'TRL peak MB':>12}{'mem ratio':>10}"
+HEADER = f"{'row':<8}{'pd steps/s':>11}{'TRL steps/s':>12}{'speed x':>9}{'pd peak MB':>12}{'TRL peak MB':>12}{'mem ratio':>10}"
 
 
 def print_row(row: str, r: dict, flush: bool = False) -> None:
-    print(f"{row:<6}{r['prefdistill_steps_per_s']:>11.3f}{r['trl_steps_per_s']:>12.3f}{r['speed_ratio']:>9.2f}"
+    print(f"{row:<8}{r['prefdistill_steps_per_s']:>11.3f}{r['trl_steps_per_s']:>12.3f}{r['speed_ratio']:>9.2f}"
           f"{r['prefdistill_peak_mb']:>12.0f}{r['trl_peak_mb']:>12.0f}{r['memory_ratio']:>10.2f}", flush=flush)
 
 
