@@ -12,7 +12,9 @@ def test_tiny_run_writes_every_row(tmp_path, benchmark_script):
     result = json.loads(out.read_text())
     assert result["command"].startswith("python benchmarks/trl_compare.py --tiny")
     assert result["trl"] and result["device"] == "cpu"
-    assert set(result["rows"]) == {"plad", "sft", "kd", "dpkd"}
+    assert set(result["rows"]) == {"plad", "sft", "kd", "dpkd", "kd_topk"}
+    cache = result["topk_cache"]  # kd_topk's, built once before its timed steps
+    assert cache["k"] == 20 and cache["bytes_per_token"] > 0 and cache["build_s"] >= 0
     for row in result["rows"].values():
         for side in ("prefdistill", "trl"):
             (run,) = row["runs"][side]
