@@ -140,6 +140,24 @@ class FaultProxy:
         self.server.server_close()
 
 
+def json_server(reply) -> tuple[ThreadingHTTPServer, str]:
+    """(a threaded local server, its url): each POST's JSON payload is answered 200 with `reply(handler, payload)` as JSON."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            FaultProxy._reply(self, 200, json.dumps(reply(self, payload)).encode(), {})
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    server.daemon_threads = True
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 class FakeOpenAI:
     """A stand-in server for fast tests: answers "reply to: PROMPT"; echoes word-level log-probs (`word_logp`
     per word) when `logprobs` is true, else returns `logprobs: null` like a chat-only server."""
@@ -147,22 +165,12 @@ class FakeOpenAI:
     def __init__(self, *, logprobs: bool = True, word_logp: float = -1.0):
         self.logprobs, self.word_logp = logprobs, word_logp
         self.headers_seen: list[dict] = []
-        fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def reply(h: BaseHTTPRequestHandler, payload: dict) -> dict:
+            self.headers_seen.append(dict(h.headers))
+            return self.answer(h.path, payload)
 
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                fake.headers_seen.append(dict(self.headers))
-                FaultProxy._reply(self, 200, json.dumps(fake.answer(self.path, payload)).encode(), {})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server, self.url = json_server(reply)
 
     def answer(self, path: str, payload: dict) -> dict:
         text = "reply to: " + prompt_of(payload).strip()
@@ -178,7 +186,6 @@ class FakeOpenAI:
 
     __enter__ = FaultProxy.__enter__
     __exit__ = FaultProxy.__exit__
-
 
 
 class LogitServer:
@@ -197,24 +204,13 @@ class LogitServer:
         self.lm, self.shift_echo, self.shift_generated = lm, shift_echo, shift_generated
         self.payloads: list[dict] = []
         self._lock = threading.Lock()
-        fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def reply(h: BaseHTTPRequestHandler, payload: dict) -> dict:
+            with self._lock:
+                self.payloads.append(payload)
+                return self.answer(h.path, payload)
 
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                with fake._lock:
-                    fake.payloads.append(payload)
-                    reply = fake.answer(self.path, payload)
-                FaultProxy._reply(self, 200, json.dumps(reply).encode(), {})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server, self.url = json_server(reply)
 
     def run(self, text: str, max_tokens: int, temperature: float, seed: int):
         """(ids, character offsets, prompt tokens, log-probs (T, V) of the whole sequence) of `text` and its continuation."""
