@@ -11,7 +11,7 @@ Parts (each in its own try/except: one failing part keeps the others' numbers):
                 over the bf16 matmul rate measured here; the profiler's top kernels where MFU < 40%
   generation    `LocalLM.generate` against one-prompt HF `generate` (benchmarks/generation_throughput.py)
   distributed   `accelerate launch --num_processes 1` runs 4 PLaD steps through `train`
-  trl           the four rows of benchmarks/trl_compare.py (its functions) on a random SmolLM2-135M-shaped model
+  trl           the rows of benchmarks/trl_compare.py, kd_topk included (its functions), on a random SmolLM2-135M-shaped model
 Models are built from configs with random weights (no download). Parts run in the order above;
 once --time-budget seconds have passed, the parts and rows left are skipped with a note.
 The JSON goes to $OUT/gpu_check.json when OUT is set, else to --out.
@@ -362,7 +362,7 @@ def dist_child(args) -> None:
 
 
 def part_trl(ctx: Context) -> dict:
-    """benchmarks/trl_compare.py's four rows, with its functions, on a random model of SmolLM2-135M's shape."""
+    """benchmarks/trl_compare.py's rows (kd_topk included), with its functions, on a random model of SmolLM2-135M's shape."""
     missing = [m for m in ("trl", "datasets") if package_version(m) is None]
     if missing:
         return {"status": f"skipped: {' and '.join(missing)} not installed"}

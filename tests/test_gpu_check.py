@@ -87,7 +87,7 @@ def test_generation_distributed_and_trl(smoke):
     assert "FSDP" in dist["not_checked"]
     trl = smoke["parts"]["trl"]
     if _installed("trl") and _installed("datasets"):
-        assert trl["status"] == "ok" and set(trl["rows"]) == {"plad", "sft", "kd", "dpkd"}
+        assert trl["status"] == "ok" and set(trl["rows"]) == {"plad", "sft", "kd", "dpkd", "kd_topk"}
     else:
         assert trl["status"].startswith("skipped: ") and "not installed" in trl["status"]
 
