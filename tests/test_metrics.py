@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from prefdistill.metrics import (bootstrap_ci, length_buckets, pairwise_outcomes, rouge, rouge_per_example,
-                                 summarize_generations, word_count)
+                                 summarize_generations, win_rate, win_rate_with_ci, word_count)
 
 
 def test_word_count():
@@ -51,6 +51,13 @@ def test_pairwise_outcomes_with_ties():
     assert pairwise_outcomes([1.0], [0.9], tie_tol=0.2) == [0.5]
     with pytest.raises(ValueError):
         pairwise_outcomes([1.0], [1.0, 2.0])
+
+
+def test_win_rate_counts_ties_half_and_is_the_point_of_its_ci():
+    scores, ref = [2.0, 1.0, 0.5, 3.0], [1.0, 2.0, 0.5, 0.0]  # win, loss, tie, win
+    assert win_rate(scores, ref) == pytest.approx(62.5)
+    rate, (low, high) = win_rate_with_ci([scores], ref, n_boot=200)
+    assert rate == pytest.approx(win_rate(scores, ref)) and low <= rate <= high
 
 
 def test_bootstrap_constant_input_has_zero_width():

@@ -16,7 +16,7 @@ import numpy as np
 
 from prefdistill.bench_plan import collapse
 from prefdistill.metrics import (detection_limit, paired_difference, paired_difference_seeds, pairwise_outcomes, rouge_per_example,
-                                 summarize_generations, summarize_seeds)
+                                 summarize_generations, summarize_seeds, win_rate)
 
 # The papers' orderings the report checks: (paper, better, worse, metric); a name is a method, SFT the SFT student.
 KD_BASELINES = ("kd", "seqkd", "fdistill", "minillm", "gkd", "distillm")
@@ -32,7 +32,7 @@ def summarize(cfg, bench, scored: dict) -> dict:
         length_edges=cfg.eval.length_buckets, **opts)} for row, gens in base.items()}
     if "training" in scores:
         for row in base:
-            base_rows[row]["training_judge_win_rate"] = _rate(scores["training"][row], scores["training"]["reference"])
+            base_rows[row]["training_judge_win_rate"] = win_rate(scores["training"][row], scores["training"]["reference"])
     outcomes = {"SFT": _outcomes(scored, [{"judge_scores": scores["eval"]["student_sft"], "generations": base["student_sft"]}])}
     rows, costs = [], {}
     for entry in bench.methods:
@@ -57,10 +57,6 @@ def summarize(cfg, bench, scored: dict) -> dict:
     }
 
 
-def _rate(scores: list[float], reference: list[float]) -> float:
-    return 100 * statistics.fmean(pairwise_outcomes(scores, reference))
-
-
 def _outcomes(scored: dict, tests: list[dict]) -> dict[str, np.ndarray]:
     """(seeds, prompts) arrays: win against the reference (1 / ½ / 0) by the grader, and ROUGE-L (×1)."""
     ref_scores, refs = scored["scores"]["eval"]["reference"], scored["references"]
@@ -73,7 +69,7 @@ def _method_row(cfg, bench, entry, runs: list[dict], scored: dict, opts: dict) -
     row = {"name": entry.name, "label": runs[0]["label"], "method": entry.method, **summarize_seeds(
         [r["test"]["generations"] for r in runs], refs, [r["test"]["judge_scores"] for r in runs], scores["eval"]["reference"],
         opponent_scores=scores["eval"]["teacher"], length_edges=cfg.eval.length_buckets, **opts)}
-    row["per_seed_win_rate"] = [_rate(r["test"]["judge_scores"], scores["eval"]["reference"]) for r in runs]
+    row["per_seed_win_rate"] = [win_rate(r["test"]["judge_scores"], scores["eval"]["reference"]) for r in runs]
     if "training" in scores and all(r["test"].get("training_judge_scores") for r in runs):
         training = np.array([pairwise_outcomes(r["test"]["training_judge_scores"], scores["training"]["reference"]) for r in runs])
         sft = np.array([pairwise_outcomes(scores["training"]["student_sft"], scores["training"]["reference"])])

@@ -142,6 +142,11 @@ def _wins(judge_scores: Sequence[Sequence[float]], reference_scores: Sequence[fl
     return np.array([pairwise_outcomes(sc, reference_scores) for sc in judge_scores])
 
 
+def win_rate(judge_scores: Sequence[float], reference_scores: Sequence[float]) -> float:
+    """Win rate ×100 of one set of generations against the references (ties half), without a CI."""
+    return 100.0 * float(np.mean(pairwise_outcomes(judge_scores, reference_scores)))
+
+
 def win_rate_with_ci(judge_scores: Sequence[Sequence[float]], reference_scores: Sequence[float], *, n_boot: int = 1000,
                      seed: int = 0) -> tuple[float, list[float]]:
     """(win rate ×100, [low, high]) against the references, pooled over seeds: the `win_rate` of `summarize_seeds`
