@@ -29,6 +29,8 @@ from pathlib import Path
 
 from prefdistill.bench_plan import (LR, Job, apply_setting, as_setting, choose, scored_steps, seed_jobs, seeds_of, selection_jobs,
                                     settings_hash, subset)
+from prefdistill.bench_numbers import summarize
+from prefdistill.bench_report import console_summary, write_bench_report
 from prefdistill.bench_resources import data_tokens, peak_memory, reset_peak_memory
 from prefdistill.config import BenchConfig, BenchMethod, RunConfig
 from prefdistill.errors import ConfigError, TeacherGapError
@@ -87,9 +89,6 @@ class Bench:
         for i, job in enumerate(jobs):
             print(f"[prefdistill] bench job {i + 1}/{len(jobs)}: {job.key}", flush=True)
             self.test_result(job, chosen[job.entry]["step"])
-        from prefdistill.bench_numbers import summarize
-        from prefdistill.bench_report import console_summary, write_bench_report
-
         results = summarize(self.cfg, self.bench, self.scored(jobs, chosen, gap, val_reference))
         results["judges"] = self.pipe.judges_info()
         results["timings_s"] = self.pipe.folder.timings()
