@@ -15,14 +15,13 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from prefdistill.bench import Bench
+from prefdistill.bench_numbers import seed_outcomes
 from prefdistill.bench_plan import seeds_of, settings_hash
 from prefdistill.checks import load_bench_config
 from prefdistill.cli import packaged_config
 from prefdistill.io import read_json, write_json
-from prefdistill.metrics import paired_difference_seeds, pairwise_outcomes, rouge_per_example
+from prefdistill.metrics import paired_difference_seeds
 from prefdistill.teacher_signal import bytes_per_token
 
 FULL = "kd"
@@ -50,8 +49,7 @@ def main() -> None:
         for seed in seeds_of(entry, bench):
             (folder,) = (b.dir / "runs").glob(f"{entry.name}-{settings_hash(entry)}-lr{lr:g}-seed{seed}-*")
             tests.append(read_json(folder / f"test_step{chosen['step']}.json"))
-        outcomes[entry.name] = {"win_rate": np.array([pairwise_outcomes(t["judge_scores"], ref_scores) for t in tests]),
-                                "rougeL": np.array([rouge_per_example(t["generations"], refs, "rougeL") for t in tests])}
+        outcomes[entry.name] = seed_outcomes(tests, ref_scores, refs)
         k = entry.params.get("k") if entry.params.get("signal") == "topk" else None
         cache = cfg.run_dir / "teacher_signal" / f"topk_k{k}.bin"
         rows[entry.name] = {"k": k, "lr": lr, "step": chosen["step"], "seeds": len(tests),

@@ -15,8 +15,8 @@ import statistics
 import numpy as np
 
 from prefdistill.bench_plan import collapse
-from prefdistill.metrics import (detection_limit, paired_difference, paired_difference_seeds, pairwise_outcomes, rouge_per_example,
-                                 summarize_generations, summarize_seeds, win_rate)
+from prefdistill.metrics import (detection_limit, paired_difference, paired_difference_seeds, rouge_per_example,
+                                 summarize_generations, summarize_seeds, win_rate, wins_per_seed)
 
 # The papers' orderings the report checks: (paper, better, worse, metric); a name is a method, SFT the SFT student.
 KD_BASELINES = ("kd", "seqkd", "fdistill", "minillm", "gkd", "distillm")
@@ -58,9 +58,13 @@ def summarize(cfg, bench, scored: dict) -> dict:
 
 
 def _outcomes(scored: dict, tests: list[dict]) -> dict[str, np.ndarray]:
-    """(seeds, prompts) arrays: win against the reference (1 / ½ / 0) by the grader, and ROUGE-L (×1)."""
-    ref_scores, refs = scored["scores"]["eval"]["reference"], scored["references"]
-    return {"win_rate": np.array([pairwise_outcomes(t["judge_scores"], ref_scores) for t in tests]),
+    return seed_outcomes(tests, scored["scores"]["eval"]["reference"], scored["references"])
+
+
+def seed_outcomes(tests: list[dict], ref_scores: list[float], refs: list[str]) -> dict[str, np.ndarray]:
+    """(seeds, prompts) arrays from each seed's test result ({"judge_scores", "generations"}): win against the
+    reference (1 / ½ / 0) by the grader, and ROUGE-L (×1)."""
+    return {"win_rate": wins_per_seed([t["judge_scores"] for t in tests], ref_scores),
             "rougeL": np.array([rouge_per_example(t["generations"], refs, "rougeL") for t in tests])}
 
 
@@ -71,8 +75,8 @@ def _method_row(cfg, bench, entry, runs: list[dict], scored: dict, opts: dict) -
         opponent_scores=scores["eval"]["teacher"], length_edges=cfg.eval.length_buckets, **opts)}
     row["per_seed_win_rate"] = [win_rate(r["test"]["judge_scores"], scores["eval"]["reference"]) for r in runs]
     if "training" in scores and all(r["test"].get("training_judge_scores") for r in runs):
-        training = np.array([pairwise_outcomes(r["test"]["training_judge_scores"], scores["training"]["reference"]) for r in runs])
-        sft = np.array([pairwise_outcomes(scores["training"]["student_sft"], scores["training"]["reference"])])
+        training = wins_per_seed([r["test"]["training_judge_scores"] for r in runs], scores["training"]["reference"])
+        sft = wins_per_seed([scores["training"]["student_sft"]], scores["training"]["reference"])
         row["training_judge_win_rate"] = 100 * float(training.mean())
         row["vs_sft_training_judge"] = paired_difference_seeds(training, sft, **opts)
     row["selected"] = {"setting": chosen["setting"], "step": chosen["step"], "val": chosen["val"]}

@@ -137,7 +137,7 @@ def length_buckets(lengths: Sequence[int], outcomes: Sequence[float], edges: Seq
     return rows
 
 
-def _wins(judge_scores: Sequence[Sequence[float]], reference_scores: Sequence[float]) -> np.ndarray:
+def wins_per_seed(judge_scores: Sequence[Sequence[float]], reference_scores: Sequence[float]) -> np.ndarray:
     """(S, N) outcomes of S seeds' generations against the references (1 win, ½ tie, 0 loss)."""
     return np.array([pairwise_outcomes(sc, reference_scores) for sc in judge_scores])
 
@@ -151,7 +151,7 @@ def win_rate_with_ci(judge_scores: Sequence[Sequence[float]], reference_scores: 
                      seed: int = 0) -> tuple[float, list[float]]:
     """(win rate ×100, [low, high]) against the references, pooled over seeds: the `win_rate` of `summarize_seeds`
     without the rest of its row (ROUGE, lengths), for grading with a second judge."""
-    return _rate_with_ci(_wins(judge_scores, reference_scores), n_boot, seed)
+    return _rate_with_ci(wins_per_seed(judge_scores, reference_scores), n_boot, seed)
 
 
 def _rate_with_ci(outcomes, n_boot: int, seed: int) -> tuple[float, list[float]]:
@@ -213,7 +213,7 @@ def summarize_seeds(
     if len(judge_scores) != s:
         raise ValueError(f"summarize_seeds: {len(judge_scores)} seeds of judge scores for {s} seeds of generations")
     lengths = [word_count(g) for gens in generations for g in gens]
-    wins = _wins(judge_scores, reference_scores)  # (S, N)
+    wins = wins_per_seed(judge_scores, reference_scores)  # (S, N)
     per_seed_rouge = [rouge(gens, references) for gens in generations]
     row: dict = {"n": n, "seeds": s, "word_count": float(np.mean(lengths))}
     row.update({k: float(np.mean([r[k] for r in per_seed_rouge])) for k in ROUGE_KEYS})
