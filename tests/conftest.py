@@ -33,31 +33,36 @@ def tiny_assets(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def counting(tiny_assets):
-    """The tiny teacher (plain prompts), its vocabulary grown by the probe's words, trained to count as the probe does.
+    """The tiny teacher (plain prompts), its vocabulary grown by the probe's words, trained to count as the probe does
+    and to pick one of three colours where the probe's uncertain text asks for one at random (a real model is unsure there).
 
     Served by `servers.LogitServer`, its right echoed log-probs pass `APILM`'s correctness probe and shifted ones fail it.
     """
     import torch
 
     from prefdistill.config import ModelConfig
-    from prefdistill.models.api import PROBE_COMPLETION, PROBE_PROMPT
+    from prefdistill.models.api import PROBE_COMPLETION, PROBE_GUESS_PROMPT, PROBE_PROMPT
     from prefdistill.models.common import plain_prompt
     from prefdistill.models.hf import LocalLM
     from prefdistill.tiny import _causal_tokenizer
 
     lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["teacher"])), for_training=True)
     text = plain_prompt(PROBE_PROMPT) + PROBE_COMPLETION
+    # Unequal shares (1/2, 1/3, 1/6), so no two colours tie anywhere: top-k orders stay stable across batch shapes.
+    guesses = [plain_prompt(PROBE_GUESS_PROMPT) + f" {colour}" for colour in ("blue",) * 3 + ("green",) * 2 + ("red",)]
     vocab = lm.tokenizer.get_vocab()
-    vocab.update({w: len(vocab) + i for i, w in enumerate(dict.fromkeys(w for w in text.split() if w not in vocab))})
+    words = dict.fromkeys(w for t in [text, *guesses] for w in t.split() if w not in vocab)
+    vocab.update({w: len(vocab) + i for i, w in enumerate(words)})
     tokenizer = _causal_tokenizer(vocab, chat=False)
     model = lm.model
     model.resize_token_embeddings(len(vocab))
     ids = torch.tensor([tokenizer(text)["input_ids"]])
+    guess_ids = torch.tensor([tokenizer(t)["input_ids"] for t in guesses])  # (6, T): one colour each
     torch.manual_seed(0)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(200):
         optimizer.zero_grad()
-        model(input_ids=ids, labels=ids).loss.backward()
+        (model(input_ids=ids, labels=ids).loss + model(input_ids=guess_ids, labels=guess_ids).loss).backward()
         optimizer.step()
     model.eval().requires_grad_(False)
     lm = LocalLM(model, tokenizer, name="counting-teacher")

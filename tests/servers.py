@@ -160,7 +160,7 @@ def json_server(reply) -> tuple[ThreadingHTTPServer, str]:
 
 class FakeOpenAI:
     """A stand-in server for fast tests: answers "reply to: PROMPT"; echoes word-level log-probs (`word_logp`
-    per word) when `logprobs` is true, else returns `logprobs: null` like a chat-only server."""
+    per word, each word its own top-1 entry) when `logprobs` is true, else returns `logprobs: null` like a chat-only server."""
 
     def __init__(self, *, logprobs: bool = True, word_logp: float = -1.0):
         self.logprobs, self.word_logp = logprobs, word_logp
@@ -181,7 +181,8 @@ class FakeOpenAI:
         prompt = payload["prompt"]
         found = list(re.finditer(r"\s*\S+", prompt))  # a "token" is a word with the whitespace before it
         words, offsets = [m.group() for m in found], [m.start() for m in found]
-        logprobs = {"tokens": words, "token_logprobs": [None] + [self.word_logp] * (len(words) - 1), "text_offset": offsets}
+        logprobs = {"tokens": words, "token_logprobs": [None] + [self.word_logp] * (len(words) - 1), "text_offset": offsets,
+                    "top_logprobs": [None] + [{w: self.word_logp} for w in words[1:]]}
         return {"choices": [{"text": prompt, "logprobs": logprobs if self.logprobs else None}]}
 
     __enter__ = FaultProxy.__enter__
@@ -198,10 +199,16 @@ class LogitServer:
     are joined by spaces (a word-level tokenizer's text). Token i's log-probs come from the
     distribution that produced it or, with `shift_echo` (echoed tokens) / `shift_generated`,
     from the next position's, as llama-cpp-python 0.3.x reports echoed text of a model without BOS.
+    Log-probs are the model's at temperature 1 whatever the request says, or, with
+    `logprob_temperature`, scaled by the request's temperature ("request", as providers whose
+    log-probs follow it do: one-hot at 0) or by a fixed one (0: greedy log-probs). `tamper(logprobs)`
+    edits each /v1/completions reply's logprobs in place (a server's bugs).
     """
 
-    def __init__(self, lm, *, shift_echo: bool = False, shift_generated: bool = False):
+    def __init__(self, lm, *, shift_echo: bool = False, shift_generated: bool = False,
+                 logprob_temperature: str | float | None = None, tamper=None):
         self.lm, self.shift_echo, self.shift_generated = lm, shift_echo, shift_generated
+        self.logprob_temperature, self.tamper = logprob_temperature, tamper
         self.payloads: list[dict] = []
         self._lock = threading.Lock()
 
@@ -213,7 +220,10 @@ class LogitServer:
         self.server, self.url = json_server(reply)
 
     def run(self, text: str, max_tokens: int, temperature: float, seed: int):
-        """(ids, character offsets, prompt tokens, log-probs (T, V) of the whole sequence) of `text` and its continuation."""
+        """(ids, character offsets, prompt tokens, log-probs (T, V) of the whole sequence) of `text` and its continuation.
+
+        The log-probs are at temperature 1, or at `logprob_temperature` (0 taken as 1e-4: one-hot).
+        """
         import torch
 
         tok = self.lm.tokenizer
@@ -230,7 +240,9 @@ class LogitServer:
                 end += 1 + len(tok.decode([nxt]))
                 if nxt == tok.eos_token_id:
                     break
-            logps = torch.log_softmax(self.lm.model(torch.tensor([ids])).logits[0].float(), -1)  # (T, V)
+            scale = {None: 1.0, "request": temperature}.get(self.logprob_temperature, self.logprob_temperature)
+            logits = self.lm.model(torch.tensor([ids])).logits[0].float()  # (T, V)
+            logps = torch.log_softmax(logits / max(float(scale), 1e-4), -1)
         return ids, offsets, n_prompt, logps
 
     def step(self, ids, logps, a: int, k: int, shift: bool) -> tuple[str, float | None, dict | None]:
@@ -261,6 +273,8 @@ class LogitServer:
             return {"choices": [{"message": {"role": "assistant", "content": generated}, "logprobs": logprobs}]}
         logprobs = {"tokens": [p for p, _, _ in steps], "token_logprobs": [lp for _, lp, _ in steps],
                     "top_logprobs": [top for _, _, top in steps], "text_offset": [offsets[a] for a in shown]}
+        if self.tamper is not None:
+            self.tamper(logprobs)
         return {"choices": [{"text": (text if echo else "") + generated, "logprobs": logprobs if k else None}]}
 
     __enter__ = FaultProxy.__enter__

@@ -72,7 +72,7 @@ def test_gkd_on_policy_from_a_served_teacher_equals_live_at_k_equal_v_and_bounds
     torch.manual_seed(0)
     torch.rand(())  # GKD's coin
     sampled = rollout(student, [r["prompt"] for r in rows], max_new_tokens=6)
-    probe, *asked = server.payloads
+    asked = server.payloads[2:]  # after the probe's two echoes
     sent = [plain_prompt(r["prompt"]) + completion_pieces(student.tokenizer, ids)[0] for r, ids in zip(rows, sampled.completions)]
     assert len(asked) == 6 and sorted(p["prompt"] for p in asked[:3]) == sorted(sent) == sorted(p["prompt"] for p in asked[3:])
     assert all(p["echo"] and p["logprobs"] == vocab for p in asked[:3]) and all(p["logprobs"] == 3 for p in asked[3:])
@@ -147,7 +147,7 @@ def test_served_training_never_holds_the_teacher(tiny_assets, tmp_path, counting
     assert loaded == [("teacher", "APILM"), ("student", "LocalLM")]
     assert len(log) == 2 and all(math.isfinite(r["loss"]) and r["on_policy"] == 1.0 for r in log)
     assert sum(r["tokens_teacher_scored"] for r in log) > 0
-    assert len(server.payloads) == 1 + 2 * 2  # the probe, then one echo request per fresh sample (2 steps of 2 rows)
+    assert len(server.payloads) == 2 + 2 * 2  # the probe's two echoes, then one per fresh sample (2 steps of 2 rows)
 
 
 def test_a_shifted_echo_is_refused_with_the_probes_reason_before_any_step(tiny_assets, tmp_path, counting, student_dir,
@@ -173,7 +173,7 @@ def test_the_pipeline_builds_a_topk_cache_from_a_server(tiny_assets, tmp_path, c
         rows = pipe.distill_rows(spec, params)
         asked = len(server.payloads)
         log = pipe.train_student(spec, params, rows, tmp_path / "ckpt", seed=0)
-    assert asked == 1 + len(rows) == len(server.payloads)  # the probe, one echo per row; none during training
+    assert asked == 2 + len(rows) == len(server.payloads)  # the probe's two echoes, one per row; none during training
     assert loaded == [("teacher", "APILM"), ("student", "LocalLM")]
     assert len(log) == 2 and all(math.isfinite(r["loss"]) and 0 < r["topk_teacher_mass"] <= 1 for r in log)
 

@@ -15,7 +15,7 @@ import torch
 
 from prefdistill.config import SamplingConfig
 from prefdistill.losses import topk_forward_kl
-from prefdistill.models.api import PROBE_COMPLETION, PROBE_PROMPT
+from prefdistill.models.api import PROBE_COMPLETION, PROBE_GUESS, PROBE_PROMPT, PROBE_TOPK
 from prefdistill.models.api_topk import completion_pieces, echoed_topk, piece_ids
 from prefdistill.models.common import topk_arrays
 from prefdistill.teacher_signal import build_topk_cache, load_topk
@@ -37,8 +37,9 @@ def test_a_served_teacher_gives_the_same_cache_as_the_local_model(counting, tmp_
         stats = build_topk_cache(lm, served_rows, k, tmp_path / "served.bin", tokenizer=counting.tokenizer,
                                  teacher_id="t", batch_size=2)
     assert stats["computed"] == 5
-    probe, *asked = server.payloads
-    assert probe["prompt"].endswith(PROBE_COMPLETION) and probe["logprobs"] == 1  # the probe, before any top-k request
+    counting, guess, *asked = server.payloads  # the probe's two echoes, before any top-k request
+    assert counting["prompt"].endswith(PROBE_COMPLETION) and guess["prompt"].endswith(PROBE_GUESS)
+    assert counting["logprobs"] == guess["logprobs"] == PROBE_TOPK and counting["temperature"] == 1.0
     assert len(asked) == 5 and all(p["echo"] and p["logprobs"] == k and p["max_tokens"] == 1 for p in asked)
     ids_l, logps_l, mask_l = load_topk(tmp_path / "local.bin", local_rows)
     ids_s, logps_s, mask_s = load_topk(tmp_path / "served.bin", served_rows)
@@ -63,6 +64,54 @@ def test_a_shifted_echo_is_refused_by_the_probe_with_its_reason(counting):
     assert "generate_topk" in message and "backend: hf" in message and "vLLM" in message
     assert asked == 1  # the probe only: no top-k request was sent
     assert usable and lm.generated_topk_unavailable is None
+
+
+def test_echoes_are_scored_at_temperature_1_so_a_server_that_scales_by_it_gives_the_models_distribution(counting):
+    """A provider whose log-probs follow the request's temperature returns near one-hot top-k at temperature 0."""
+    tok, prompt = counting.tokenizer, "Summarize : the data"
+    ids = tok("the model learns </s>")["input_ids"]
+    with LogitServer(counting, logprob_temperature="request") as server:
+        ((got_ids, got_logps),) = api_lm(server.url).completion_topk([prompt], [ids], 4, tokenizer=tok, temperature=1.0)
+    logits, _, _ = counting.completion_logits([prompt], [ids])  # (1, C, V)
+    want_logps, want_ids = torch.log_softmax(logits[0].float(), -1).topk(4)
+    assert np.allclose(got_logps, want_logps.numpy(), atol=1e-4) and got_ids.tolist() == want_ids.tolist()
+    assert {p["temperature"] for p in server.payloads} == {1.0}  # the probe's requests too
+
+
+def test_a_server_whose_topk_is_one_hot_where_a_model_is_uncertain_is_refused_with_the_reason(counting):
+    ids = counting.tokenizer("the model learns </s>")["input_ids"]
+    with LogitServer(counting, logprob_temperature=0.0) as server:  # greedy log-probs, whatever the request asks
+        lm = api_lm(server.url)
+        with pytest.raises(ValueError) as err:
+            lm.completion_topk(["Summarize : the data"], [ids], 4, tokenizer=counting.tokenizer, temperature=1.0)
+        asked = len(server.payloads)
+    assert "near one-hot" in str(err.value) and "Pick a colour at random" in str(err.value)
+    assert not lm.can_score and "near one-hot" in lm.score_unavailable  # scoring (DPKD) is refused as well
+    assert asked == 2  # the probe's two requests: no top-k request was sent
+
+
+def _reorder(lp):  # each list least likely first
+    lp["top_logprobs"] = [top and dict(sorted(top.items(), key=lambda e: e[1])) for top in lp["top_logprobs"]]
+
+
+def _double(lp):  # the most likely entry twice, under two texts: the list's probabilities sum to nearly 2
+    lp["top_logprobs"] = [top and {**dict([max(top.items(), key=lambda e: e[1])]), "\u2060": max(top.values()), **top}
+                          for top in lp["top_logprobs"]]
+
+
+def _shift_own(lp):  # each token's own log-prob half a nat below its entry in the list
+    lp["token_logprobs"] = [v if v is None else v - 0.5 for v in lp["token_logprobs"]]
+
+
+@pytest.mark.parametrize("tamper, reason", [(_reorder, "not sorted"), (_double, "sum to"), (_shift_own, "its own log-prob")],
+                         ids=["unsorted", "over_one", "own_logprob"])
+def test_topk_lists_a_server_gets_wrong_are_refused_with_the_reason(counting, tamper, reason):
+    ids = counting.tokenizer("the model learns </s>")["input_ids"]
+    with LogitServer(counting, tamper=tamper) as server:
+        lm = api_lm(server.url)
+        with pytest.raises(ValueError, match="echoed top-k lists fail a sanity check") as err:
+            lm.completion_topk(["Summarize : the data"], [ids], 4, tokenizer=counting.tokenizer, temperature=1.0)
+    assert reason in str(err.value)
 
 
 @pytest.mark.parametrize("endpoint", ["completions", "chat"])

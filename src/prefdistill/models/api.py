@@ -11,8 +11,9 @@ whose request still fails, or whose reply holds no usable text, comes back as a
 `GenerationFailure` instead of crashing the run: the caller records it with its prompt.
 
 Log-probabilities of given text (`score`, used by DPKD) need `/v1/completions` with
-`echo` and `logprobs`; `can_score` probes the server once and, when the server does not
-give them, says why in `score_unavailable`.
+`echo` and `logprobs`, asked at temperature 1; `can_score` probes the server once
+(`api_topk.echo_probe_fault`) and, when the server does not give them right, says why in
+`score_unavailable`.
 
 Top-k log-probs come two ways (`prefdistill.models.api_topk` reads them):
 
@@ -35,7 +36,9 @@ from prefdistill.progress import bar as progress_bar
 
 from prefdistill.api_client import APIClient, MalformedReply, RequestFailed
 from prefdistill.config import ModelConfig, SamplingConfig
-from prefdistill.models.api_topk import completion_pieces, echoed_topk, generated_topk, piece_ids, top1_misses
+from prefdistill.models.api_topk import (ECHO_TEMPERATURE, PROBE_COMPLETION, PROBE_GUESS, PROBE_GUESS_PROMPT,  # noqa: F401
+                                         PROBE_PROMPT, PROBE_TOPK, completion_pieces, echo_probe_fault, echoed_topk,
+                                         generated_topk, piece_ids, top1_misses)
 from prefdistill.models.common import plain_prompt
 
 
@@ -47,10 +50,6 @@ class GenerationFailure:
     error: str
     attempts: int
 
-
-PROBE_PROMPT, PROBE_COMPLETION = "Count: 1, 2, 3, 4,", " 5, 6, 7, 8, 9, 10, 11, 12"
-PROBE_MIN_MEAN_LOGP = -3.0  # nats per token; SmolLM2-135M and Gemma-3-270M score the probe at about −0.4
-PROBE_TOPK = 5  # generated_topk_usable: top log-probs asked per generated token, and tokens generated (greedy)
 
 
 class APILM:
@@ -178,19 +177,21 @@ class APILM:
     def can_score(self) -> bool:
         """Whether the server returns usable log-probs of given text; probed once (api.logprobs: auto).
 
-        The probe scores an obvious continuation (counting). Any language model puts it
-        near certainty, so a low score means the server's echoed log-probs are wrong, not
-        the model: llama-cpp-python 0.3.x, for one, scores each echoed token under the
-        distribution of the *next* position. Such a server counts as text-only.
+        The probe echoes two texts at temperature 1 with their top-k (`api_topk.echo_probe_fault`).
+        An obvious continuation (counting): any language model puts it near certainty, so a low
+        score means the server's echoed log-probs are wrong, not the model (llama-cpp-python 0.3.x
+        scores each echoed token under the distribution of the *next* position). Then a colour
+        picked at random, where any model is unsure: a near one-hot top-k there means log-probs
+        tempered below 1 (or greedy). Every top-k list must be sorted, sum to at most 1 and agree
+        with the scored token's own log-prob. A server that fails counts as text-only.
         """
         if self._can_score is None:
             try:
-                (logps,) = self._echo_logps([PROBE_PROMPT], [PROBE_COMPLETION])
-                mean = sum(logps) / len(logps)
-                if mean < PROBE_MIN_MEAN_LOGP:
-                    raise MalformedReply(f"its echoed log-probs fail a sanity check: counting '{PROBE_COMPLETION}' after "
-                                     f"'{PROBE_PROMPT}' got {mean:.1f} nats per token, where any model gives more than "
-                                     f"{PROBE_MIN_MEAN_LOGP:g} (llama-cpp-python 0.3.x shifts echoed log-probs by one token)")
+                for prompt, completion, guess in ((PROBE_PROMPT, PROBE_COMPLETION, False), (PROBE_GUESS_PROMPT, PROBE_GUESS, True)):
+                    reply, start, end = self._echo(prompt, completion, PROBE_TOPK)
+                    fault = echo_probe_fault(reply, start, end, guess=guess)
+                    if fault:
+                        raise MalformedReply(fault)
                 self._can_score = True
             except (RequestFailed, MalformedReply) as e:
                 if self.logprobs == "on":
@@ -213,7 +214,7 @@ class APILM:
         """The server's top-k at each of the student's completion tokens: per row ids (n, k) and log-probs (n, k)
         (and, with `token_logps`, each token's own log-prob (n,), from the same reply's `token_logprobs`).
 
-        One /v1/completions request per row: echo, logprobs=k, max_tokens=1, temperature 0, on
+        One /v1/completions request per row: echo, logprobs=k, max_tokens=1, temperature 1, on
         plain_prompt(prompt) + the completion as the student's `tokenizer` decodes it. The server's
         tokens must be the student's (`api_topk.echoed_topk` checks it); entries whose text no single
         id decodes to are dropped and their slots padded with (0, -inf). Refused unless the echo
@@ -244,10 +245,8 @@ class APILM:
     def _echo_topk(self, i: int, prompt: str, completion: tuple, k: int, pieces: dict[str, int], vocab: int,
                    token_logps: bool = False):
         """Row i's top-k from one echo request; completion: (text, spans) of `api_topk.completion_pieces`."""
-        head = plain_prompt(prompt)
-        reply = self.client.post("/completions", {"model": self.name, "prompt": head + completion[0], "max_tokens": 1,
-                                                  "echo": True, "logprobs": k, "temperature": 0.0})
-        return echoed_topk(reply, len(head), completion, pieces, k, vocab, row=f"row {i} ({prompt[:40]!r}...)",
+        reply, start, _ = self._echo(prompt, completion[0], k)
+        return echoed_topk(reply, start, completion, pieces, k, vocab, row=f"row {i} ({prompt[:40]!r}...)",
                            token_logps=token_logps)
 
     @property
@@ -273,15 +272,17 @@ class APILM:
             self._generated_topk_ok, self.generated_topk_unavailable = why is None, why
         return self._generated_topk_ok
 
+    def _echo(self, prompt: str, completion: str, k: int) -> tuple[dict, int, int]:
+        """(reply, start, end): one /v1/completions echo of plain_prompt(prompt) + completion with the top-k log-probs of
+        each token, at ECHO_TEMPERATURE; the completion is the reply's text[start:end] (the one generated token is not)."""
+        head = plain_prompt(prompt)
+        reply = self.client.post("/completions", {"model": self.name, "prompt": head + completion, "max_tokens": 1,
+                                                  "echo": True, "logprobs": k, "temperature": ECHO_TEMPERATURE})
+        return reply, len(head), len(head) + len(completion)
+
     def _echo_logps(self, prompts: list[str], completions: list[str]) -> list[list[float]]:
         """Per-token log-probs of each completion, from /v1/completions with echo (no new tokens)."""
-        out = []
-        for prompt, completion in zip(prompts, completions):
-            head = plain_prompt(prompt)
-            reply = self.client.post("/completions", {"model": self.name, "prompt": head + completion, "max_tokens": 1,
-                                                      "echo": True, "logprobs": 1, "temperature": 0.0})
-            out.append(completion_token_logps(reply, len(head), len(head) + len(completion)))
-        return out
+        return [completion_token_logps(*self._echo(prompt, completion, 1)) for prompt, completion in zip(prompts, completions)]
 
 
 def request_seed(seed: int, prompt: str, k: int) -> int:

@@ -5,6 +5,7 @@
     ids_k, logps_k = echoed_topk(reply, len(head), (text, spans), pieces, k, vocab, row="row 0")   # (n, k) each
     ids_k, logps_k, token_logps = echoed_topk(..., token_logps=True)   # and log p of each of the n tokens itself (n,)
     text, tokens = generated_topk(reply, "completions")            # a sample and its top-k, token by token
+    why = echo_probe_fault(counting, guess)                       # None when the probe's two echo replies are right
 
 A server names tokens by their text, not by id. `echoed_topk` first checks that the server's
 echoed tokens over the completion's characters are the student's tokens one for one (same
@@ -13,15 +14,31 @@ character offset, same text), then maps each `top_logprobs` entry to the student
 of a split character, say) is ambiguous and dropped, like text no id decodes to: the
 probability of a dropped entry stays in the 'rest' bucket of the coarsened KL
 (`prefdistill.losses.topk_forward_kl`), which then only gets coarser.
+
+Echoes are scored at temperature 1 (`ECHO_TEMPERATURE`): with max_tokens 1 the sampled token
+is thrown away, and a provider whose log-probs follow the request's temperature would give
+near one-hot top-k at temperature 0. `echo_probe_fault` judges the correctness probe's replies:
+an obvious continuation (counting) must score near certainty, every top-k list must be sorted,
+hold at most probability 1 and agree with the scored token's own log-prob, and on a text where
+any model is unsure (a colour picked at random) the top-k must not be near one-hot.
 """
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
 from prefdistill.api_client import MalformedReply
 from prefdistill.models.common import topk_arrays
+
+ECHO_TEMPERATURE = 1.0  # every echo request: the model's own distribution, whether or not the server tempers log-probs
+PROBE_PROMPT, PROBE_COMPLETION = "Count: 1, 2, 3, 4,", " 5, 6, 7, 8, 9, 10, 11, 12"
+PROBE_GUESS_PROMPT, PROBE_GUESS = "Pick a colour at random:", " blue"  # a model is unsure of the colour it is asked for
+PROBE_MIN_MEAN_LOGP = -3.0  # nats per token; SmolLM2-135M and Gemma-3-270M score the probe at about −0.4
+PROBE_MAX_TOP1 = 0.9  # most likely entry's probability at the guess; SmolLM2-135M gives under 0.5 after "...random:\n"
+PROBE_TOPK = 5  # top log-probs asked per probe token (generated_topk_usable: also the tokens it generates, greedily)
+PROBE_TOLERANCE = 1e-3  # what rounding a server may do (float32 log-probs, JSON): nats, and probability mass over 1
 
 
 @functools.lru_cache(maxsize=4)
@@ -68,6 +85,56 @@ def echo_lists(reply: dict) -> tuple[list[str], list[int], list, list]:
     if not (len(tokens) == len(offsets) == len(tops) == len(own)):
         raise MalformedReply("logprobs lists differ in length")
     return tokens, offsets, tops, own
+
+
+def echoed_tokens(reply: dict, start: int, end: int) -> list[tuple[str, float | None, dict | None]]:
+    """(text, own log-prob, top-k dict) of the echoed tokens that reach into text[start:end] (the generated one is left out)."""
+    tokens, offsets, tops, own = echo_lists(reply)
+    return [(t, lp, top) for t, o, top, lp in zip(tokens, offsets, tops, own) if o < end and o + len(t) > start]
+
+
+def echo_probe_fault(reply: dict, start: int, end: int, *, guess: bool) -> str | None:
+    """Why one probe reply shows wrong log-probs of given text, or None; the probe's completion is text[start:end].
+
+    Every top-k list of the echoed text must be sorted, sum to at most 1 and hold the scored
+    token's own log-prob where it lists the token. Then the counting completion (guess false)
+    must score at least PROBE_MIN_MEAN_LOGP nats per token, and at the guess (guess true) the
+    most likely entry must hold less than PROBE_MAX_TOP1 of the probability.
+    """
+    echoed = echoed_tokens(reply, 0, end)
+    lists = [(t, lp, top) for t, lp, top in echoed if isinstance(top, dict) and top]
+    if not lists:
+        return f"its echo reply has no top_logprobs (asked for logprobs: {PROBE_TOPK})"
+    for token, lp, top in lists:
+        fault = _list_fault(token, lp, {str(k): float(v) for k, v in top.items() if v is not None})
+        if fault:
+            return f"its echoed top-k lists fail a sanity check: at echoed token {token!r}, {fault}"
+    completion = echoed_tokens(reply, start, end)
+    if guess:
+        top1 = min((math.exp(max(top.values())) for _, _, top in completion if isinstance(top, dict) and top), default=1.0)
+        return None if top1 < PROBE_MAX_TOP1 else (
+            f"its echoed top-k is near one-hot where a model is uncertain: at '{PROBE_GUESS}' after '{PROBE_GUESS_PROMPT}' "
+            f"its most likely entry holds {top1:.3f} of the probability, where a model at temperature 1 gives less than "
+            f"{PROBE_MAX_TOP1:g} (the server's log-probs follow a sampling temperature below 1, or are greedy)")
+    logps = [float(lp) for _, lp, _ in completion if lp is not None]
+    mean = sum(logps) / len(logps) if logps else -math.inf
+    return None if mean >= PROBE_MIN_MEAN_LOGP else (
+        f"its echoed log-probs fail a sanity check: counting '{PROBE_COMPLETION}' after '{PROBE_PROMPT}' got {mean:.1f} "
+        f"nats per token, where any model gives more than {PROBE_MIN_MEAN_LOGP:g} (llama-cpp-python 0.3.x shifts echoed "
+        "log-probs by one token)")
+
+
+def _list_fault(token: str, own: float | None, top: dict[str, float]) -> str | None:
+    """What is wrong with one position's top-k list, or None."""
+    values = list(top.values())
+    if any(b > a + PROBE_TOLERANCE for a, b in zip(values, values[1:])):
+        return f"the list is not sorted, most likely first: {[round(v, 3) for v in values]}"
+    mass = sum(math.exp(v) for v in values)
+    if mass > 1 + PROBE_TOLERANCE:
+        return f"its probabilities sum to {mass:.3f}, more than 1"
+    if own is not None and token in top and abs(top[token] - float(own)) > PROBE_TOLERANCE * max(1.0, abs(float(own))):
+        return f"its own log-prob {float(own):.4f} is not its entry {top[token]:.4f} in the list"
+    return None
 
 
 def echoed_topk(reply: dict, start: int, completion: tuple[str, list[tuple[int, str]]], pieces: dict[str, int], k: int,
