@@ -227,7 +227,7 @@ def test_train_rows_repeating_a_held_out_prompt_are_dropped(n_train, shared, cap
                 return
     used = {e.prompt for e in s.sft + s.distill + s.validation}
     assert not used & {r["prompt"] for r in test}
-    assert (f"dropped {len(shared)} train row(s) whose prompt is also in the 'test' split" in " ".join(warnings_of(caplog))) \
+    assert (f"dropped {len(shared)} train row(s) whose prompt or group is also in the 'test' split" in " ".join(warnings_of(caplog))) \
         == bool(shared)
 
 

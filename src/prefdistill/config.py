@@ -89,6 +89,8 @@ class ColumnMap:
     prompt: str = opt("prompt", "column holding the model input (or read by data.template)")
     target: str = opt("target", "column holding the reference output")
     id: str | None = opt(None, "optional column of stable row ids")
+    group: str | None = opt(None, "column tying rows together (a paper, a conversation): whole groups stay on one side of "
+                                  "every split, judge half and bootstrap draw; None: the column `group` when present")
 
 
 @dataclass
@@ -115,6 +117,9 @@ class DataConfig:
     max_val: int | None = opt(None, "cap on validation rows (None: all)", NON_NEGATIVE)
     max_test: int | None = opt(None, "cap on test rows (None: all)", NON_NEGATIVE)
     distill_fraction: float = opt(1.0, "share of the distillation half used for pairs", OPEN_SHARE)
+    held_out_overlap: Literal["error", "drop_from_validation"] = opt(
+        "error", "official validation and test splits sharing a prompt or group: error stops, naming them; "
+                 "drop_from_validation removes the shared rows from validation with a logged warning")
 
 
 @dataclass

@@ -13,16 +13,25 @@ Sources (`data.source`, read by prefdistill.sources):
                     of train.* / validation.* (val.*, dev.*) / test.* files.
   anything else     a `datasets` hub name: `datasets.load_dataset(source, subset)`.
 
-`prepare_splits` runs: raw rows -> Examples (column map + template) -> validation / test
-carved out of train when the source lacks them -> train shuffled with `seed` -> caps ->
-train halved into `sft` / `distill` (the PLaD paper's supervised and distillation
-halves) -> first `distill_fraction` of distill kept -> prompts truncated.
+`prepare_splits` runs: raw rows -> Examples (column map + template) -> train rows that
+share a prompt or group with an official validation / test split dropped -> the held-out
+splits the source lacks carved out of what is left of train -> validation and test
+checked disjoint -> train shuffled with `seed` -> caps -> train halved into `sft` /
+`distill` (the PLaD paper's supervised and distillation halves) -> first
+`distill_fraction` of distill kept -> prompts truncated.
 
-Groups. A `group` column (meta["group"]: a paper, a conversation) ties rows together;
-a row without one is its own group. Carving, shuffling and halving move whole groups,
-so no source document is on both sides of the sft / distill cut or of a carved
-train / held-out cut. Caps count rows and take them in (shuffled) group order, so at
-most the last group kept is cut short; its dropped rows are simply not used.
+Groups. A group column (`data.columns.group`; by default a column named `group`, kept
+as meta["group"]: a paper, a conversation) ties rows together; a row without one is its
+own group. The key is `io.group_of`, the same for the splits, the judges' halves and
+every bootstrap. Carving, shuffling and halving move whole groups, so no source document
+is on both sides of the sft / distill cut or of a carved train / held-out cut. Caps
+count rows and take them in (shuffled) group order, so at most the last group kept is
+cut short; its dropped rows are simply not used.
+
+Leakage. Settings are chosen on validation and reported on test, so the two never share
+a prompt or a group: carved splits are disjoint by construction, and two official ones
+that overlap stop loading with the count and some ids (or, with
+`data.held_out_overlap: drop_from_validation`, lose the shared rows from validation).
 
 Bad rows. Every row needs its prompt (or template columns) and target as non-empty
 text: a missing column lists the available ones, and a missing, None, non-text or
@@ -30,8 +39,7 @@ blank value stops loading with the row's index, id and column; nothing is droppe
 silently. A JSONL line that is not UTF-8, JSON or an object is refused with its file
 and line. Duplicates (prompts compared with whitespace collapsed) are repaired, with a
 logged warning: a row repeating an earlier row's prompt and target is dropped; rows
-sharing a prompt with different targets are kept and their groups merged; train rows
-whose prompt is in an official validation / test split are dropped. Long prompts are
+sharing a prompt with different targets are kept and their groups merged. Long prompts are
 cut by `data.truncation`; targets are not cut here (a model refuses, naming itself, a
 prompt and completion longer than its context).
 """
@@ -46,7 +54,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from prefdistill.config import DataConfig
-from prefdistill.io import Example
+from prefdistill.io import SELF_GROUP_PREFIX, Example, group_of, text_key
 from prefdistill.sources import load_raw, stable_hash
 
 log = logging.getLogger(__name__)
@@ -82,7 +90,7 @@ def to_examples(rows: list[dict], cfg: DataConfig, split: str) -> list[Example]:
                              "of column names to values")
     available = list(dict.fromkeys(k for row in rows for k in row))  # every row's columns, in first-seen order
     _check_columns(cfg, split, available, fields)
-    skip = ({cols.prompt, cols.target, cols.id} | fields) - {"group"}  # already in prompt/target/id
+    skip = ({cols.prompt, cols.target, cols.id, cols.group} | fields) - {"group"}  # already in prompt/target/id/group
     examples, seen = [], set()
     for i, row in enumerate(rows):
         row_id = f"{split}-{i}" if cols.id is None else str(row.get(cols.id))
@@ -98,6 +106,8 @@ def to_examples(rows: list[dict], cfg: DataConfig, split: str) -> list[Example]:
         prompt = _render(cfg.template, values, where)
         target = _text(row, cols.target, where, "data.columns.target")  # SFT and eval need it
         meta = {k: v for k, v in row.items() if k not in skip and isinstance(v, (str, int, float, bool))}
+        if cols.group is not None:
+            meta["group"] = _group_value(row, cols.group, where)
         examples.append(Example(id=row_id, prompt=prompt, target=target, meta=meta))
     return examples
 
@@ -125,8 +135,9 @@ def _check_columns(cfg: DataConfig, split: str, available: list[str], fields: se
     cols = cfg.columns
     needed = [(cols.prompt, "data.columns.prompt")] if "prompt" in fields else []  # else: template
     needed.append((cols.target, "data.columns.target"))
-    if cols.id is not None:
-        needed.append((cols.id, "data.columns.id"))
+    for column, key in ((cols.id, "data.columns.id"), (cols.group, "data.columns.group")):
+        if column is not None:
+            needed.append((column, key))
     for column, key in needed:
         if column not in available:
             alternative = " (or write data.template over the columns)" if key.endswith("prompt") else ""
@@ -136,6 +147,14 @@ def _check_columns(cfg: DataConfig, split: str, available: list[str], fields: se
     if unknown:
         raise ValueError(f"data.template {cfg.template!r} reads unknown column(s) {unknown}; "
                          f"the {split!r} split of {cfg.source!r} has {available}")
+
+
+def _group_value(row: dict, column: str, where: str) -> str:
+    value = row.get(column)
+    if not isinstance(value, (str, int)) or isinstance(value, bool) or not str(value).strip():
+        raise ValueError(f"{where}: column {column!r} (data.columns.group) must be a non-empty text or integer group id, "
+                         f"got {value!r:.80}; give the row a group, or unset data.columns.group to make each row its own")
+    return str(value)
 
 
 def _text(row: dict, column: str, where: str, key: str) -> str:
@@ -192,17 +211,17 @@ def prepare_splits(cfg: DataConfig, seed: int, tokenizer=None) -> Splits:
                          f"it has {sorted(raw)}")
     train = deduplicate(to_examples(raw[names.train], cfg, names.train), names.train, cfg.source)
     n_source = len(train)
-    held_out = {}
-    for role, name, fraction in (("test", names.test, cfg.test_fraction),
-                                 ("validation", names.validation, cfg.val_fraction)):
-        if name is not None and name in raw:
-            held_out[role] = deduplicate(to_examples(raw[name], cfg, name), name, cfg.source)
-            train = _without_prompts_of(train, held_out[role], name, cfg.source)
+    held_out = _official_held_out(raw, cfg)
+    for role, examples in held_out.items():  # before any carving: no official held-out prompt is ever carved
+        train = _without_overlap(train, examples, getattr(names, role), cfg.source)
+    for role, fraction in (("test", cfg.test_fraction), ("validation", cfg.val_fraction)):
+        if role in held_out:
             continue
-        if name is not None:
-            log.info("%s has no split %r: carving %.0f%% of train", cfg.source, name, 100 * fraction)
+        if getattr(names, role) is not None:
+            log.info("%s has no split %r: carving %.0f%% of train", cfg.source, getattr(names, role), 100 * fraction)
         n_rows = max(1, round(fraction * n_source)) if fraction > 0 else 0
         train, held_out[role] = _carve(train, n_rows, salt=role)
+    held_out["validation"] = _disjoint_validation(held_out["validation"], held_out["test"], cfg)
 
     train = _shuffle_groups(train, seed)[: cfg.max_train]
     validation = held_out["validation"][: cfg.max_val]  # source order: the same for every seed
@@ -218,10 +237,6 @@ def prepare_splits(cfg: DataConfig, seed: int, tokenizer=None) -> Splits:
     if tokenizer is not None:  # after the caps: rows never used are never tokenised
         parts = [[_truncated(e, tokenizer, cfg) for e in part] for part in parts]
     return Splits(*parts)
-
-
-def _prompt_key(text: str) -> str:
-    return " ".join(text.split())  # "a  b\n" and "a b" are the same prompt to a reader
 
 
 def deduplicate(examples: list[Example], split: str, source: str) -> list[Example]:
@@ -241,56 +256,90 @@ def deduplicate(examples: list[Example], split: str, source: str) -> list[Exampl
 
     seen, first_group, kept, dropped = set(), {}, [], []
     for e in examples:
-        prompt = _prompt_key(e.prompt)
-        if (prompt, _prompt_key(e.target)) in seen:
+        prompt = text_key(e.prompt)
+        if (prompt, text_key(e.target)) in seen:
             dropped.append(e.id)
             continue
-        seen.add((prompt, _prompt_key(e.target)))
+        seen.add((prompt, text_key(e.target)))
         kept.append(e)
-        a, b = root(first_group.setdefault(prompt, _group_key(e))), root(_group_key(e))
+        a, b = root(first_group.setdefault(prompt, group_of(e))), root(group_of(e))
         if a != b:
             parent[b] = a
     if dropped:
         log.warning("%s split of %s: dropped %d row(s) repeating an earlier row's prompt and target (ids %s)",
                     split, source, len(dropped), _some(dropped))
-    moved = {e.id for e in kept if root(_group_key(e)) != _group_key(e)}
+    moved = {e.id for e in kept if root(group_of(e)) != group_of(e)}
     if moved:
         log.warning("%s split of %s: %d row(s) share a prompt with a row of another group; their groups are merged so "
                     "the prompt stays on one side of every cut (ids %s)", split, source, len(moved), _some(sorted(moved)))
-        kept = [replace(e, meta={**e.meta, "group": root(_group_key(e))}) if e.id in moved else e for e in kept]
+        kept = [replace(e, meta={**e.meta, "group": root(group_of(e))}) if e.id in moved else e for e in kept]
     return kept
 
 
-def _without_prompts_of(train: list[Example], held_out: list[Example], name: str, source: str) -> list[Example]:
-    """Train rows whose prompt is also in a held-out split are dropped: evaluating on them would flatter the model."""
-    prompts = {_prompt_key(e.prompt) for e in held_out}
-    leaked = [e.id for e in train if _prompt_key(e.prompt) in prompts]
+def _official_held_out(raw: dict[str, list[dict]], cfg: DataConfig) -> dict[str, list[Example]]:
+    """{role: examples} of the held-out splits the source has ("test", "validation")."""
+    out = {}
+    for role in ("test", "validation"):
+        name = getattr(cfg.splits, role)
+        if name is not None and name in raw:
+            out[role] = deduplicate(to_examples(raw[name], cfg, name), name, cfg.source)
+    return out
+
+
+def _source_groups(examples: list[Example]) -> set[str]:
+    """Groups named by the source's group column. A row's own group ("id:<id>") is left out: ids may repeat
+    across split files, and rows merged for sharing a prompt are caught by their prompt."""
+    return {g for g in map(group_of, examples) if not g.startswith(SELF_GROUP_PREFIX)}
+
+
+def _shared(examples: list[Example], other: list[Example]) -> list[Example]:
+    """The rows of `examples` whose prompt or source group is also in `other`."""
+    prompts, groups = {text_key(e.prompt) for e in other}, _source_groups(other)
+    return [e for e in examples if text_key(e.prompt) in prompts or group_of(e) in groups]
+
+
+def _without_overlap(train: list[Example], held_out: list[Example], name: str, source: str) -> list[Example]:
+    """Train rows sharing a prompt or group with a held-out split are dropped: evaluating on them would flatter the model."""
+    leaked = {e.id for e in _shared(train, held_out)}
     if leaked:
-        log.warning("%s: dropped %d train row(s) whose prompt is also in the %r split (ids %s)",
-                    source, len(leaked), name, _some(leaked))
-    return [e for e in train if _prompt_key(e.prompt) not in prompts]
+        log.warning("%s: dropped %d train row(s) whose prompt or group is also in the %r split (ids %s)",
+                    source, len(leaked), name, _some(sorted(leaked)))
+    return [e for e in train if e.id not in leaked]
+
+
+def _disjoint_validation(validation: list[Example], test: list[Example], cfg: DataConfig) -> list[Example]:
+    """Validation chooses settings, test reports them: a prompt or group in both would choose on test."""
+    shared = _shared(validation, test)
+    if not shared:
+        return validation
+    names = cfg.splits
+    ids = [e.id for e in shared]
+    what = (f"the validation split ({names.validation!r}) and the test split ({names.test!r}) of {cfg.source!r} share "
+            f"{len(shared)} validation row(s) by prompt or group (ids {_some(ids)})")
+    if cfg.held_out_overlap == "error":
+        raise ValueError(f"{what}: settings chosen on validation would be chosen on test. Fix the data, or set "
+                         "data.held_out_overlap=drop_from_validation to drop those rows from validation")
+    log.warning("%s: dropped them from validation (data.held_out_overlap=drop_from_validation)", what)
+    dropped = set(ids)
+    return [e for e in validation if e.id not in dropped]
 
 
 def _some(ids: list[str], n: int = 5) -> str:
     return ", ".join(ids[:n]) + (f" and {len(ids) - n} more" if len(ids) > n else "")
 
 
-def _group_key(example: Example) -> str:
-    return str(example.meta.get("group", f"id:{example.id}"))
-
-
 def _groups(examples: list[Example]) -> list[list[Example]]:
     """Examples grouped by meta["group"], groups in order of first appearance."""
     groups: dict[str, list[Example]] = {}
     for e in examples:
-        groups.setdefault(_group_key(e), []).append(e)
+        groups.setdefault(group_of(e), []).append(e)
     return list(groups.values())
 
 
 def _carve(examples: list[Example], n_rows: int, salt: str) -> tuple[list[Example], list[Example]]:
     """Move whole groups, picked by hash (not by seed), out of `examples` until `n_rows`."""
     # Independent of the seed, so runs with different seeds are evaluated on the same rows.
-    order = sorted(_groups(examples), key=lambda g: stable_hash(f"{salt}:{_group_key(g[0])}"))
+    order = sorted(_groups(examples), key=lambda g: stable_hash(f"{salt}:{group_of(g[0])}"))
     carved_ids: set[str] = set()
     for group in order:
         if len(carved_ids) >= n_rows:

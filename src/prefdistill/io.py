@@ -25,6 +25,25 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def text_key(text: str) -> str:
+    """Text with white space collapsed: "a  b\n" and "a b" are the same prompt (or reference) to a reader."""
+    return " ".join(text.split())
+
+
+SELF_GROUP_PREFIX = "id:"  # the group of a row that has none: "id:<its id>"
+
+
+def group_of(example: Example) -> str:
+    """The one group key: rows that share it (a paper, a conversation, one prompt's references) are correlated.
+
+    meta["group"] when the source has a group column (or deduplication merged rows that
+    share a prompt), else "id:<id>": the row is its own group. Splits keep groups whole,
+    the two judges learn from disjoint groups, and every bootstrap resamples groups.
+    """
+    group = example.meta.get("group")
+    return f"{SELF_GROUP_PREFIX}{example.id}" if group is None else str(group)
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w"):
     """Open a temporary sibling of `path` for writing; rename it into place on success.

@@ -17,15 +17,15 @@ import random
 import re
 from typing import Callable, Optional
 
-from prefdistill.io import Example
+from prefdistill.io import Example, group_of, text_key
 
 # Sentence ends: ".", "!" or "?" followed by white space (good enough for copying a lead).
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def document_of(ex: Example) -> str:
-    """Examples of one document share meta["group"] (e.g. a paper id); default: their own id."""
-    return str(ex.meta.get("group", ex.id))
+    """The example's document: its group (`io.group_of`), the key the data splits and the bootstrap use too."""
+    return group_of(ex)
 
 
 def source_text(ex: Example) -> str:
@@ -42,13 +42,19 @@ def source_text(ex: Example) -> str:
 
 
 class _Pool:
-    """Index of the examples that have a reference, by group."""
+    """Index of the examples that have a reference, by group, and every prompt's valid references."""
 
     def __init__(self, examples: list[Example]):
         self.examples = examples
         self.by_group: dict[str, list[int]] = {}
+        self.references: dict[str, set[str]] = {}  # text_key(prompt) -> text_key of each of its references
         for i, ex in enumerate(examples):
             self.by_group.setdefault(document_of(ex), []).append(i)
+            self.references.setdefault(text_key(ex.prompt), set()).add(text_key(ex.target))
+
+    def is_reference(self, i: int, text: str) -> bool:
+        """Whether `text` is a valid reference of example i's prompt (multi-reference data has several)."""
+        return text_key(text) in self.references[text_key(self.examples[i].prompt)]
 
 
 def _mismatched(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
@@ -66,9 +72,10 @@ def _mismatched(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
 
 
 def _sibling(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
-    """The reference of another example of the same document (e.g. another aspect)."""
+    """The reference of another prompt about the same document (e.g. another aspect); never another reference of this prompt."""
     ex = pool.examples[i]
-    siblings = [j for j in pool.by_group[document_of(ex)] if j != i and pool.examples[j].target != ex.target]
+    siblings = [j for j in pool.by_group[document_of(ex)]
+                if text_key(pool.examples[j].prompt) != text_key(ex.prompt) and not pool.is_reference(i, pool.examples[j].target)]
     return pool.examples[rng.choice(siblings)].target if siblings else None
 
 
@@ -142,7 +149,7 @@ def make_preference_pairs(examples: list[Example], kinds: list[str], seed: int) 
         for kind in kinds:
             rng = random.Random(f"{seed}:{ex.id}:{kind}")  # str seeds are stable across processes
             rejected = NEGATIVE_KINDS[kind](i, pool, rng)
-            if rejected is None or rejected.strip() == ex.target.strip():
+            if rejected is None or pool.is_reference(i, rejected):  # a valid reference is never a negative
                 continue
             rows.append({"prompt": ex.prompt, "chosen": ex.target, "rejected": rejected, "kind": kind})
     return rows
