@@ -323,6 +323,58 @@ def test_the_pipeline_caches_once_and_trains_without_loading_the_teacher(tiny_as
     assert len(log) == 2 and loaded == ["student"]
 
 
+def test_the_cache_key_follows_the_teachers_weights_and_chat_template(tiny_assets, tmp_path):
+    """A teacher retrained into the same folder, or its chat template edited, gets new keys (and is run again);
+    unchanged, the cache is reused without loading it."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from prefdistill.checks import load_config
+    from prefdistill.methods import get_method, method_params
+    from prefdistill.pipeline import Pipeline
+    from prefdistill.tiny import CHAT_TEMPLATE, tiny_config
+
+    folder = tmp_path / "teacher"
+    shutil.copytree(tiny_assets["teacher"], folder)
+    raw = tiny_config(tiny_assets, tmp_path, name="kd-key")
+    raw["teacher"]["name_or_path"] = str(folder)
+    raw["sft"] = {"teacher": {"enabled": False}, "student": {"enabled": False}}
+    raw["distill"] = {**raw["distill"], "method": "kd", "params": {"signal": "topk", "k": 4}}
+
+    def keys() -> tuple[list[str], list[str]]:
+        pipe, loaded = Pipeline(load_config(raw)), []
+
+        def load(role, *a, **k):
+            loaded.append(role)
+            return Pipeline.load(pipe, role, *a, **k)
+
+        pipe.load = load
+        return [r["teacher_topk_key"] for r in pipe.distill_rows(get_method("kd"), method_params(pipe.cfg))], loaded
+
+    first, loaded = keys()
+    assert loaded == ["teacher"]
+    assert keys() == (first, [])  # unchanged: every record reused, the teacher not loaded
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.save_pretrained(folder)  # "retrained" into the same folder: same path, config and prompt format
+    retrained, loaded = keys()
+    assert set(retrained).isdisjoint(first) and loaded == ["teacher"]
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.chat_template = CHAT_TEMPLATE  # prompt_format auto: the teacher now formats prompts with it
+    tok.save_pretrained(folder)
+    chat, loaded = keys()
+    assert set(chat).isdisjoint(retrained) and loaded == ["teacher"]
+    tok.chat_template = CHAT_TEMPLATE.replace("<|assistant|> ", "<|assistant|> Summary: ")
+    tok.save_pretrained(folder)
+    edited, loaded = keys()
+    assert set(edited).isdisjoint(chat) and loaded == ["teacher"]
+    assert keys() == (edited, [])
+
+
 def test_a_topk_teacher_of_another_vocabulary_is_refused(tiny_assets, tmp_path):
     from prefdistill.checks import load_config
     from prefdistill.errors import ConfigError

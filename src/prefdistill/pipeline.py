@@ -32,6 +32,7 @@ from prefdistill.rows import EVAL_ROWS
 from prefdistill.runfolder import RunFolder
 from prefdistill.sampling import SampleSet, sample_resumable
 from prefdistill.served import require_topk_of_text
+from prefdistill.teacher_fingerprint import teacher_fingerprint
 from prefdistill.teacher_signal import build_topk_cache
 from prefdistill.train import LOG_FILE, is_done, seed_everything, total_steps, train
 
@@ -167,7 +168,7 @@ class Pipeline:
         from prefdistill.models.vllm_backend import VLLM_MAX_LOGPROBS, release_engine
 
         ckpt, cfg = self.sft_checkpoint("teacher"), self.cfg.teacher
-        teacher_id = f"teacher:{cfg.name_or_path}:{self.folder.relative(ckpt)}:{cfg.prompt_format}:{cfg.dtype}"
+        teacher_id = teacher_fingerprint(cfg, ckpt)  # a hash of its weights and rendered prompt format, not its path
         path = self.run_dir / "teacher_signal" / f"topk_k{params.k}.bin"
         engine = cfg.backend == "vllm" and params.temperature == 1.0 and params.k <= VLLM_MAX_LOGPROBS
         stats = build_topk_cache(lambda: self.load("teacher", ckpt, in_loop=not engine), rows, params.k, path,

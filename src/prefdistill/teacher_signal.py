@@ -27,9 +27,12 @@ one write and fsynced, like the sampling journal (`prefdistill.sampling`):
 so a row costs 32 + n·k·(id bytes + log-prob bytes) bytes: 4k + 32/n bytes per token for a
 small vocabulary, 6k + 32/n for a large one (float16). A record cut short by a crash (or a
 last record whose checksum fails) is dropped when the cache is opened for writing, and a
-rerun computes only the rows missing. The key is a hash of the teacher's identity (name and
-checkpoint), k, the temperature, the storage dtype, the prompt text and the completion's
-token ids, so a rerun, or another run over the same rows, reuses every record.
+rerun computes only the rows missing. The key is a hash of the teacher's identity, k, the
+temperature, the storage dtype, the prompt text and the completion's token ids, so a rerun, or
+another run over the same rows, reuses every record. The pipeline's identity of a teacher
+(`prefdistill.teacher_fingerprint`) hashes its weight files (and its LoRA adapters') and its
+prompt format rendered through its chat template: a teacher retrained into the same folder, or
+an edited template, computes new records; a teacher behind an API is known by its server and name.
 """
 from __future__ import annotations
 
