@@ -29,13 +29,10 @@ LIBRARIES = ("transformers", "peft", "accelerate")
 CATEGORIES = (DeprecationWarning, FutureWarning, PendingDeprecationWarning)
 # (message pattern, library that warns, library whose call makes it warn). Only a warning that one
 # library raises because of another library's call, which no argument of ours changes, belongs here.
-ALLOWED = [
-    # peft 0.21's PeftModel.__init__ reads `model.is_gradient_checkpointing` (peft_model.py) to decide whether
-    # to prepare the model for checkpointing; transformers 5.24 deprecates that property in favour of
-    # `is_activation_checkpointing`. It runs inside get_peft_model and PeftModel.from_pretrained whatever
-    # LoraConfig or checkpoint we pass: peft has to read the new name.
-    (r"`is_gradient_checkpointing` is deprecated", "transformers", "peft"),
-]
+ALLOWED: list[tuple[str, str, str]] = []
+# peft 0.21 (the newest) reads `model.is_gradient_checkpointing`, deprecated by transformers 5.24, inside
+# get_peft_model and PeftModel.from_pretrained: prefdistill.models.common.peft_call hides exactly that
+# message around our two peft calls, so it is not allowed here: a peft call of ours outside peft_call fails.
 PROMPTS = ["Summarize : the model learns data", "Summarize : we propose a small teacher method better"]
 
 
@@ -66,8 +63,10 @@ class Caught:
         return "?"
 
     def from_libraries(self) -> bool:
+        """A deprecation raised by a library, or by anything our own code called (FutureWarning included)."""
+        ours = any(f"{os.sep}prefdistill{os.sep}" in f.filename for f in self.stack)
         return issubclass(self.category, CATEGORIES) and (
-            self.origin is not None or _library(self.filename) is not None
+            self.origin is not None or _library(self.filename) is not None or ours
             or re.search(rf"\b({'|'.join(LIBRARIES)})\b", self.message) is not None)
 
     def allowed(self) -> bool:
@@ -171,3 +170,29 @@ def test_the_recorder_sees_a_deprecated_call_of_ours(tiny_assets):
     bad = [c for c in caught if c.from_libraries() and not c.allowed()]
     assert any(c.message.startswith("`past_key_values` is deprecated") and c.trigger == __file__ for c in bad)  # the keyword
     assert any(c.message.startswith("`past_key_values`/`cache_params` are") and c.trigger == __file__ for c in bad)  # the field (logged)
+
+
+def test_the_demo_path_raises_no_deprecation(tmp_path):
+    """`prefdistill demo --tiny`: every stage (judges, SFT with LoRA, pairs, distillation, adapter reloads, eval).
+
+    Before peft_call, this printed transformers' FutureWarning about `is_gradient_checkpointing` at every LoRA wrap
+    and adapter load (peft's read, made by our get_peft_model / PeftModel.from_pretrained calls).
+    """
+    from prefdistill.cli import main
+
+    with recorded() as caught:
+        assert main(["demo", "--tiny", "--output-dir", str(tmp_path)]) == 0
+    assert_no_library_deprecations(caught)
+
+
+def test_peft_call_hides_only_peft_s_read():
+    from prefdistill.models.common import peft_call
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with peft_call():
+            warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
+            warnings.warn("`other_argument` is deprecated", FutureWarning)
+            warnings.warn("`is_gradient_checkpointing` is deprecated", DeprecationWarning)
+    assert [(w.category, str(w.message)) for w in seen] == [(FutureWarning, "`other_argument` is deprecated"),
+                                                            (DeprecationWarning, "`is_gradient_checkpointing` is deprecated")]

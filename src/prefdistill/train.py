@@ -88,9 +88,12 @@ def _wrap_lora(model, lora: LoraConfig):
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
+    from prefdistill.models.common import peft_call
+
     target = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
     peft_cfg = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=target, task_type="CAUSAL_LM")
-    return get_peft_model(model, peft_cfg)
+    with peft_call():
+        return get_peft_model(model, peft_cfg)
 
 
 def _save_checkpoint(accelerator, model, tokenizer, out_dir: Path, meta: dict, log: list[dict]) -> None:

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import functools
+import warnings
+from contextlib import contextmanager
 from typing import Protocol
 
 import numpy as np
@@ -88,3 +90,17 @@ def tokenizer_mismatch(tok_a, tok_b, name_a: str, name_b: str) -> str | None:
         return None
     differ = sum(1 for tok, i in va.items() if vb.get(tok) != i) + sum(1 for tok in vb if tok not in va)
     return f"{name_a} has {len(va):,} tokens, {name_b} has {len(vb):,}; {differ:,} token ids differ"
+
+
+# peft (0.21, the newest) reads `model.is_gradient_checkpointing` in PeftModel.__init__, which transformers 5.2x
+# deprecates for `is_activation_checkpointing` with a FutureWarning on every LoRA wrap and adapter load. No argument
+# of ours avoids the read, so exactly that message, and only around our two peft calls, is not shown to the user.
+_PEFT_READS_OLD_NAME = r"`is_gradient_checkpointing` is deprecated"
+
+
+@contextmanager
+def peft_call():
+    """Around get_peft_model / PeftModel.from_pretrained: hides the one warning peft's own read raises, nothing else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_PEFT_READS_OLD_NAME, category=FutureWarning)
+        yield

@@ -14,7 +14,7 @@ from prefdistill.progress import bar as progress_bar
 
 from prefdistill.assets import load_pretrained, resolve_model_path
 from prefdistill.config import ModelConfig, SamplingConfig
-from prefdistill.models.common import plain_prompt
+from prefdistill.models.common import peft_call, plain_prompt
 from prefdistill.logprobs import (accepts_logits_to_keep, cache_kwarg, completion_logits, encode_completions, output_cache,
                                   pack_completions, per_token_logps, sequence_logps)
 
@@ -97,7 +97,8 @@ class LocalLM:
         for adapter in chain:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+            with peft_call():
+                model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
         model.to(pick_device(cfg.device))
         model.train(for_training)
         if not for_training:
