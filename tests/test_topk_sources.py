@@ -8,6 +8,7 @@ count, as any real language model can, so that right log-probs pass the correctn
 shifted ones fail it (conftest's `counting`). The real llama.cpp server (`llama_server`) is tested at the end.
 """
 import math
+import re
 
 import numpy as np
 import pytest
@@ -16,8 +17,8 @@ import torch
 from prefdistill.config import SamplingConfig
 from prefdistill.losses import topk_forward_kl
 from prefdistill.models.api import PROBE_COMPLETION, PROBE_GUESS, PROBE_PROMPT, PROBE_TOPK
-from prefdistill.models.api_topk import completion_pieces, echoed_topk, piece_ids
-from prefdistill.models.common import topk_arrays
+from prefdistill.models.api_topk import Misaligned, completion_pieces, echoed_topk, piece_ids
+from prefdistill.models.common import TopkFailure, topk_arrays
 from prefdistill.teacher_signal import build_topk_cache, load_topk
 from prefdistill.tiny import tiny_rows
 from servers import FakeOpenAI, LogitServer, api_lm
@@ -134,22 +135,24 @@ def test_generated_topk_and_its_probe(counting, endpoint):
 
 
 # ----------------------------------------------------------------------------- (d) misalignment, (e) temperature
-def test_tokens_that_do_not_line_up_are_refused_naming_the_row(counting):
+def test_tokens_that_do_not_line_up_fail_their_row_naming_it(counting):
     # FakeOpenAI's tokens carry the whitespace before them: its first completion token is "\nthe", which begins
-    # inside the prompt, where the student's begins the completion.
+    # inside the prompt, where the student's begins the completion. The row is a TopkFailure (its caller records it
+    # and leaves it out: tests/test_signal_failures.py), not an error that stops the run.
     tok = counting.tokenizer
     completions = [tok("the model </s>")["input_ids"], tok("data </s>")["input_ids"]]
     with FakeOpenAI() as server:
         lm = api_lm(server.url)
-        with pytest.raises(ValueError, match=r"row 0 \('Summarize : first'\.\.\.\).*completion token 0: the student has "
-                                             r"'the' at character 0, the server '\\nthe' at character -1"):
-            lm.completion_topk(["Summarize : first", "Summarize : second"], completions, 2, tokenizer=tok, temperature=1.0)
+        out = lm.completion_topk(["Summarize : first", "Summarize : second"], completions, 2, tokenizer=tok, temperature=1.0)
+    assert all(isinstance(row, TopkFailure) for row in out)
+    assert re.match(r"row 0 \('Summarize : first'\.\.\.\).*completion token 0: the student has 'the' at character 0, "
+                    r"the server '\\nthe' at character -1", out[0].reason)
     # The same check further in: the server splits "model" where the student has one token.
     head, text = "p\n", "the model"
     reply = {"choices": [{"logprobs": {"tokens": ["p", "\n", "the", " mod", "el"], "text_offset": [0, 1, 2, 5, 9],
                                        "top_logprobs": [None, {}, {}, {}, {}]}}]}
     spans = [(0, "the"), (4, "model")]
-    with pytest.raises(ValueError, match=r"row 7: .* at completion token 1: the student has 'model' at character 4, "
+    with pytest.raises(Misaligned, match=r"row 7: .* at completion token 1: the student has 'model' at character 4, "
                                          r"the server ' mod' at character 3"):
         echoed_topk(reply, len(head), (text, spans), {"the": 0, "model": 1}, 2, 3, row="row 7")
 

@@ -167,6 +167,13 @@ class DistillConfig:
     method: str = opt("plad", "a registered method (`prefdistill methods`)")
     params: dict[str, Any] = opt(None, "the method's parameters, checked by its params class", factory=dict)
     train: TrainConfig = opt(None, "the distillation training run", factory=TrainConfig)
+    signal_max_failed_fraction: float = opt(
+        0.05, "signal topk / served: share of the rows (cached, or scored in the run) whose teacher top-k cannot be had "
+              "(a server's tokens that do not line up with the student's) before the run stops naming them; each is "
+              "listed with its reason (teacher_signal/topk_kK.failures.jsonl, CHECKPOINT.signal_failures.jsonl) and left "
+              "out of the distillation term", SHARE)
+    signal_retry_failed: bool = opt(False, "ask the teacher again for rows listed as failed (else a rerun keeps the record; "
+                                           "deleting the file does the same)")
 
 
 @dataclass

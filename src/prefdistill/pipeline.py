@@ -31,7 +31,7 @@ from prefdistill.pairs import load_pairs
 from prefdistill.rows import EVAL_ROWS
 from prefdistill.runfolder import RunFolder
 from prefdistill.sampling import SampleSet, sample_resumable
-from prefdistill.served import require_topk_of_text
+from prefdistill.served import recorded_teacher, require_topk_of_text
 from prefdistill.teacher_fingerprint import teacher_fingerprint
 from prefdistill.teacher_signal import build_topk_cache
 from prefdistill.train import LOG_FILE, is_done, seed_everything, total_steps, train
@@ -115,7 +115,7 @@ class Pipeline:
         """The training rows of a method: reference targets, distillation prompts, or the pairs."""
         consumes, needs = requirements(spec, params)
         if consumes == "targets":
-            rows = [{"prompt": e.prompt, "target": e.target} for e in self.splits["sft"]]
+            rows = [{"id": e.id, "prompt": e.prompt, "target": e.target} for e in self.splits["sft"]]
             if "teacher_topk" in needs:
                 self.teacher_topk(rows, params)
             return rows
@@ -173,7 +173,9 @@ class Pipeline:
         engine = cfg.backend == "vllm" and params.temperature == 1.0 and params.k <= VLLM_MAX_LOGPROBS
         stats = build_topk_cache(lambda: self.load("teacher", ckpt, in_loop=not engine), rows, params.k, path,
                                  tokenizer=self._student_tokenizer(), teacher_id=teacher_id, temperature=params.temperature,
-                                 dtype=params.topk_dtype, text_key=text, desc=f"teacher top-{params.k}")
+                                 dtype=params.topk_dtype, text_key=text, desc=f"teacher top-{params.k}",
+                                 max_failed_fraction=self.cfg.distill.signal_max_failed_fraction,
+                                 retry_failed=self.cfg.distill.signal_retry_failed)
         if engine:
             release_engine()  # the engine holds gpu_memory_utilization of the GPU; training comes next
         return stats
@@ -217,11 +219,16 @@ class Pipeline:
         if is_done(out):
             return read_jsonl(out / LOG_FILE)
         extras = self._extras(needs)
+        train_cfg = train_cfg or self.cfg.distill.train
+        if "served_teacher" in extras:  # a row it cannot give is listed beside the checkpoint, left out, and limited
+            scored = total_steps(train_cfg, len(rows)) * train_cfg.batch_size * train_cfg.grad_accum
+            d = self.cfg.distill
+            extras["served_teacher"] = recorded_teacher(extras["served_teacher"], out, scored, retry_failed=d.signal_retry_failed,
+                                                        max_failed_fraction=d.signal_max_failed_fraction)
         lm = self.load("student", parent, for_training=True)
         for role in ("teacher", "served_teacher"):  # a server has no tokenizer here: api_topk checks its tokens row by row
             if hasattr(extras.get(role), "tokenizer"):
                 require_shared_vocabulary(spec, lm, extras[role])
-        train_cfg = train_cfg or self.cfg.distill.train
         return train(lm, spec, params, rows, train_cfg, training_lora(self.cfg.student, train_cfg), out_dir=out, parent=parent,
                      seed=seed, desc=f"distill {spec.name}", extras=extras, on_step=on_step)
 

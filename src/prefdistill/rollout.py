@@ -9,6 +9,12 @@ On-policy methods (GKD, MiniLLM, f-distill) sample inside the training loop and 
 score exactly the sampled tokens under student and teacher, so the result is token ids,
 never re-tokenised text. Each model formats the prompt its own way (chat or plain); the
 completion tokens are shared, which is why these methods need one vocabulary.
+
+    out = canonical(out, student.tokenizer)    # with a served teacher: each sample's text, tokenised as the tokenizer does
+
+A served teacher (`signal: served`) receives the text and tokenises it itself, so a sampled
+split that is not the tokenizer's own ("t" "h" "e" for "the") would not line up with it: the
+methods re-tokenise the sample first and train on those ids, which both sides then see.
 """
 from __future__ import annotations
 
@@ -101,3 +107,22 @@ def rollout(policy, prompts: list[str], *, max_new_tokens: int, temperature: flo
     finally:
         for m, mode in zip(models, modes):
             m.train(mode)
+
+
+def canonical(sampled: Rollout, tokenizer) -> Rollout:
+    """The samples re-tokenised: each decoded and encoded again (its EOS kept), the ids a tokenizer gives its text.
+
+    A row that changes gets importance weights 1; only unmixed samples (weights all 1) may change,
+    since the weights of teacher-mixed ones belong to the tokens that were sampled.
+    """
+    eos = tokenizer.eos_token_id
+    completions, importance = [], []
+    for ids, weights in zip(sampled.completions, sampled.importance):
+        ended = bool(ids) and ids[-1] == eos
+        text = tokenizer.decode(ids[:-1] if ended else ids, clean_up_tokenization_spaces=False)
+        again = tokenizer(text, add_special_tokens=False)["input_ids"] + ([eos] if ended else [])
+        if again != ids and any(w != 1.0 for w in weights):
+            raise ValueError("teacher-mixed samples cannot be re-tokenised: their importance weights belong to the sampled tokens")
+        completions.append(again)
+        importance.append(weights if again == ids else [1.0] * len(again))
+    return Rollout(completions, importance)

@@ -50,8 +50,10 @@ import torch.nn.functional as F
 
 from prefdistill.io import is_main_process
 from prefdistill.logprobs import completion_token_ids
+from prefdistill.models.common import TopkFailure
 from prefdistill.progress import bar
 from prefdistill.sampling import wait_for_everyone
+from prefdistill.signal_failures import SignalFailures
 
 MAGIC = b"TOPK"
 HEADER = struct.Struct("<4s16sIHBB")
@@ -116,7 +118,7 @@ def scan(path: Path) -> tuple[dict[str, Record], int, Record | None]:
             rec = Record(offset, n, k, id_bytes, lp_bytes)
             if offset + rec.size > size:
                 break
-            index.setdefault(key.hex(), rec)
+            index[key.hex()] = rec  # the last record of a key wins (a failed row asked again)
             offset, last = offset + rec.size, rec
     return index, offset, last
 
@@ -163,7 +165,7 @@ class TopkJournal:
 
 def build_topk_cache(teacher, rows: list[dict], k: int, path: Path, *, tokenizer, teacher_id: str, temperature: float = 1.0,
                      dtype: str = "float16", text_key: str | Callable[[dict], str] = "target", batch_size: int = 8,
-                     desc: str = "teacher top-k") -> dict:
+                     desc: str = "teacher top-k", max_failed_fraction: float = 0.05, retry_failed: bool = False) -> dict:
     """Cache the teacher's top-k at every completion position of `rows`; set each row's `teacher_topk_key` / `_path`.
 
     rows: dicts with a "prompt" and the completion text under `text_key` (or `text_key(row)`,
@@ -172,7 +174,13 @@ def build_topk_cache(teacher, rows: list[dict], k: int, path: Path, *, tokenizer
     with `completion_topk` (a server or vLLM gives the top-k itself) or `completion_logits`, or
     a function that loads one, called only when some row is missing, so a rerun never loads it.
     Logits past len(tokenizer) (a padded output layer) are cut, as `paired_logits` cuts them. Under `accelerate launch` the main process computes
-    the missing rows and the others wait for it. Returns {"rows", "computed", "bytes_per_token"}.
+    the missing rows and the others wait for it. Returns {"rows", "computed", "failed", "bytes_per_token"}.
+
+    A row the teacher cannot give (`TopkFailure`: a server's tokens that do not line up) gets a
+    record of 0 positions, which `load_topk` gives an empty mask (the row is left out of the
+    distillation term), and a line with its id and reason in `failures_path(path)`; a rerun does
+    not ask for it again unless `retry_failed` (or its line is deleted). Above
+    `max_failed_fraction` of `rows` failed, `SignalFailuresExceeded` names them.
     """
     if dtype not in LOGPROB_DTYPES:
         raise ValueError(f"dtype must be one of {list(LOGPROB_DTYPES)}, got {dtype!r}")
@@ -183,37 +191,54 @@ def build_topk_cache(teacher, rows: list[dict], k: int, path: Path, *, tokenizer
     computed = 0
     if is_main_process():
         journal = TopkJournal(path)
-        todo = {key: (r["prompt"], i) for key, r, i in zip(keys, rows, ids) if key not in journal.index}
+        failures = SignalFailures(failures_path(path), max_fraction=max_failed_fraction, total=len(rows))
+        todo = {key: (r["prompt"], i, str(r.get("id", f"row {n}"))) for n, (key, r, i) in enumerate(zip(keys, rows, ids))
+                if key not in journal.index or (journal.index[key].n == 0 and (retry_failed or not failures.reason(key)))}
+        failures.forget(todo)
         if todo:
             model = teacher() if callable(teacher) else teacher
-            computed = _compute(model, list(todo.items()), journal, k, tokenizer=tokenizer, temperature=temperature,
-                                dtype=dtype, batch_size=batch_size, desc=desc)
+            computed = _compute(model, list(todo.items()), (journal, failures), k, tokenizer=tokenizer,
+                                temperature=temperature, dtype=dtype, batch_size=batch_size, desc=desc)
     wait_for_everyone()  # the cache is complete on disk before any process reads it
     for r, key in zip(rows, keys):
         r["teacher_topk_key"], r["teacher_topk_path"] = key, str(path)
-    return {"rows": len(rows), "computed": computed, "bytes_per_token": bytes_per_token(path)}
+    index = _read_index(path) if path.is_file() else {}
+    failed = [key for key in keys if key in index and index[key].n == 0]
+    if failed:  # every process reads the same record, so all stop alike
+        SignalFailures(failures_path(path), max_fraction=max_failed_fraction, total=len(rows)).check(set(failed))
+    return {"rows": len(rows), "computed": computed, "failed": len(failed), "bytes_per_token": bytes_per_token(path)}
+
+
+def failures_path(path: Path) -> Path:
+    """Where a cache lists the rows it holds no top-k for (`prefdistill.signal_failures`): topk_k20.failures.jsonl."""
+    return Path(path).with_suffix(".failures.jsonl")
 
 
 @torch.no_grad()
-def _compute(teacher, todo: list[tuple[str, tuple[str, list[int]]]], journal: TopkJournal, k: int, *, tokenizer,
+def _compute(teacher, todo: list[tuple[str, tuple[str, list[int], str]]], record: tuple, k: int, *, tokenizer,
              temperature: float, dtype: str, batch_size: int, desc: str) -> int:
-    """Run the teacher on the (key, (prompt, completion ids)) still missing; append one record per row as it is done.
+    """Run the teacher on the (key, (prompt, completion ids, row id)) still missing; append one record per row as it is done.
 
     A teacher with `completion_topk` (a server, vLLM: `prefdistill.models.common.TopkTeacher`)
-    gives the top-k itself; any other is asked for `completion_logits`.
+    gives the top-k itself; any other is asked for `completion_logits`. record: (journal, failures),
+    where a row the teacher could not give gets an empty record and a failure line.
     """
+    journal, failures = record
     progress = bar(total=len(todo), desc=desc, unit="row")
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
-        prompts, completions = [p for _, (p, _) in chunk], [ids for _, (_, ids) in chunk]
+        prompts, completions = [p for _, (p, _, _) in chunk], [ids for _, (_, ids, _) in chunk]
         if hasattr(teacher, "completion_topk"):
             rows, vocab = _served_topk(teacher, prompts, completions, k, tokenizer=tokenizer, temperature=temperature,
                                        dtype=dtype)
         else:
             rows, vocab = _local_topk(teacher, prompts, completions, k, vocab=len(tokenizer), temperature=temperature,
                                       dtype=dtype)
-        for (key, _), (top_ids, top_logps) in zip(chunk, rows):
-            journal.append(key, encode_record(key, top_ids, top_logps, vocab))
+        for (key, (prompt, _, row_id)), row in zip(chunk, rows):
+            if isinstance(row, TopkFailure):
+                failures.record(key, row_id, prompt, row.reason)
+                row = (torch.zeros((0, min(k, vocab)), dtype=torch.int32), torch.zeros((0, min(k, vocab)), dtype=getattr(torch, dtype)))
+            journal.append(key, encode_record(key, *row, vocab))
         progress.update(len(chunk))
     progress.close()
     return len(todo)
@@ -233,11 +258,15 @@ def _local_topk(teacher, prompts: list[str], completions: list[list[int]], k: in
 
 
 def _served_topk(teacher, prompts: list[str], completions: list[list[int]], k: int, *, tokenizer, temperature: float,
-                 dtype: str) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
-    """The same from a teacher that gives its top-k itself; its log-probs are rounded to `dtype` here."""
+                 dtype: str) -> tuple[list[tuple[torch.Tensor, torch.Tensor] | TopkFailure], int]:
+    """The same from a teacher that gives its top-k itself (or a `TopkFailure` for a row it cannot); log-probs rounded to `dtype`."""
     out = teacher.completion_topk(prompts, completions, k, tokenizer=tokenizer, temperature=temperature)
     rows = []
-    for i, ((ids, logps), completion) in enumerate(zip(out, completions)):
+    for i, (row, completion) in enumerate(zip(out, completions)):
+        if isinstance(row, TopkFailure):  # recorded by the caller
+            rows.append(row)
+            continue
+        ids, logps = row
         if ids.shape != logps.shape or ids.shape[0] != len(completion):
             raise ValueError(f"{getattr(teacher, 'name', 'the teacher')}: top-k of row {i} ({prompts[i][:40]!r}...) has "
                              f"ids {ids.shape} and log-probs {logps.shape} for {len(completion)} completion tokens")
@@ -300,6 +329,6 @@ def stack_topk(records: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tens
 
 def bytes_per_token(path: Path) -> float:
     """Bytes on disk per cached position: the records' sizes (headers and checksums included) over their positions."""
-    records = scan(Path(path))[0].values()
+    records = [r for r in scan(Path(path))[0].values() if r.n]  # not the empty records of failed rows
     tokens = sum(r.n for r in records)
     return sum(r.size for r in records) / tokens if tokens else 0.0

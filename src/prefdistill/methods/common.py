@@ -15,7 +15,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from prefdistill.errors import ConfigError
-from prefdistill.logprobs import completion_token_ids, masked_mean, pack_shared_prompt, shared_prompt_logps
+from prefdistill.logprobs import IGNORE_INDEX, completion_token_ids, masked_mean, pack_shared_prompt, shared_prompt_logps
 from prefdistill.losses import coarsen, log_probs_pair
 from prefdistill.pairs import PairRow, chosen_is_teacher, write_back
 from prefdistill.served import ServedTopk, served_topk
@@ -131,8 +131,9 @@ class TeacherStudent(NamedTuple):
     log_p: torch.Tensor  # the teacher's
     student_logits: torch.Tensor  # (B, C, V), with grad
     labels: torch.Tensor  # (B, C)
-    mask: torch.Tensor  # (B, C)
+    mask: torch.Tensor  # (B, C): the tokens of the distillation term (not those of a row the teacher could not give)
     stats: dict[str, float]
+    completion_mask: torch.Tensor | None = None  # (B, C): every completion token (terms without the teacher: a CE)
 
 
 def teacher_student_log_probs(policy, teacher, rows: list[dict], prompts: list[str], ids: list[list[int]], params,
@@ -143,11 +144,12 @@ def teacher_student_log_probs(policy, teacher, rows: list[dict], prompts: list[s
     top-k of `rows` and a rest bucket (`coarsen`); the cache was made at this temperature.
     served: coarsened likewise to the top-k `served_teacher` gives now (`served_batch`).
     A divergence's `*_from_log_probs` form takes either pair (`prefdistill.losses.divergences`).
+    A row whose cached or served top-k could not be had is out of `mask` (`completion_mask` keeps it).
     """
     if params.signal == "topk":
         s, labels, mask, t_ids, t_logps, stats = cached_topk(policy, rows, prompts, ids, method)
     elif params.signal == "served":
-        s, labels, mask, top, stats = served_batch(policy, served_teacher, prompts, ids, params, method)
+        s, labels, mask, top, stats = served_batch(policy, served_teacher, rows, prompts, ids, params, method)
         t_ids, t_logps = top.ids, top.logprobs
     else:
         if teacher is None:
@@ -155,27 +157,33 @@ def teacher_student_log_probs(policy, teacher, rows: list[dict], prompts: list[s
                              "cache, or signal: served and a server)")
         s, t, labels, mask = paired_logits(policy, teacher, prompts, ids)
         log_q, log_p = log_probs_pair(s, t, params.temperature)
-        return TeacherStudent(log_q, log_p, s, labels, mask, {"tokens_teacher_scored": float(mask.sum())})
+        return TeacherStudent(log_q, log_p, s, labels, mask, {"tokens_teacher_scored": float(mask.sum())}, mask)
     log_p, log_q = coarsen(s / params.temperature, t_ids, t_logps)
-    return TeacherStudent(log_q, log_p, s, labels, mask, stats)
+    return TeacherStudent(log_q, log_p, s, labels, mask, stats, (labels != IGNORE_INDEX).to(mask.dtype))
 
 
-def served_batch(policy, teacher, prompts: list[str], ids: list[list[int]], params, method: str):
+def served_batch(policy, teacher, rows: list[dict], prompts: list[str], ids: list[list[int]], params, method: str):
     """(student logits (B, C, V) with grad, labels (B, C), mask (B, C), the teacher's `ServedTopk` of the same tokens, stats).
 
     `teacher` is the served teacher (the `served_teacher` need, `prefdistill.served`), asked now
-    for its top-`params.k` at `params.temperature` at exactly the completion tokens `ids`.
+    for its top-`params.k` at `params.temperature` at exactly the completion tokens `ids`. A row
+    it could not give is out of the mask returned (`top.failed`), counted in the stats.
     """
     if teacher is None:
         raise ValueError(f"{method} with signal: served needs the served teacher (the served_teacher need, which the "
                          "pipeline loads with the teacher's backend)")
     s, labels, mask = policy.completion_logits(prompts, ids)
     s = s[..., :len(policy.tokenizer)]  # a padded output layer's extra entries are not tokens (as in paired_logits)
-    top = served_topk(teacher, prompts, ids, params.k, tokenizer=policy.tokenizer, temperature=params.temperature)
-    if not torch.equal(top.mask.to(mask.device), mask):
+    row_ids = [str(rows[i % len(rows)].get("id", f"row {i}")) for i in range(len(prompts))]  # f-distill: each row twice
+    top = served_topk(teacher, prompts, ids, params.k, tokenizer=policy.tokenizer, temperature=params.temperature,
+                      row_ids=row_ids)
+    ok = ~top.failed.to(mask.device)
+    if not torch.equal(top.mask.to(mask.device)[ok], mask[ok]):
         raise ValueError(f"{method}: the served teacher's top-k does not cover the completion tokens it was asked for")
     top = ServedTopk(*(x.to(s.device) for x in top))
-    stats = {"tokens_teacher_scored": float(mask.sum()), "topk_teacher_mass": masked_mean(top.logprobs.exp().sum(-1), mask).item()}
+    mask = top.mask.to(mask.dtype)
+    stats = {"tokens_teacher_scored": float(mask.sum()), "topk_teacher_mass": masked_mean(top.logprobs.exp().sum(-1), mask).item(),
+             "count_signal_failed_rows": float(top.failed.sum())}
     return s, labels, mask, top, stats
 
 
@@ -183,7 +191,8 @@ def cached_topk(policy, rows: list[dict], prompts: list[str], ids: list[list[int
     """(student logits (B, C, V) with grad, labels (B, C), mask (B, C), teacher ids (B, C, k), log-probs (B, C, k), stats).
 
     The teacher's side comes from the cache `build_topk_cache` made for `rows` (their
-    `teacher_topk_key`); it must cover exactly the completion tokens `ids`.
+    `teacher_topk_key`); it must cover exactly the completion tokens `ids`, but for a row it holds
+    no top-k for (an empty record: the teacher could not give it), which leaves the mask.
     """
     if "teacher_topk_key" not in rows[0]:
         raise ValueError(f"{method} with signal: topk trains from cached teacher top-k: build the cache for these rows first "
@@ -191,9 +200,13 @@ def cached_topk(policy, rows: list[dict], prompts: list[str], ids: list[list[int
     s, labels, mask = policy.completion_logits(prompts, ids)
     s = s[..., :len(policy.tokenizer)]  # a padded output layer's extra entries are not tokens (as in paired_logits)
     t_ids, t_logps, t_mask = load_topk(rows[0]["teacher_topk_path"], rows)  # (B, C, k), (B, C, k), (B, C)
-    if not torch.equal(t_mask.to(mask.device), mask):
+    t_mask = t_mask.to(mask.device)
+    ok = t_mask.sum(-1) > 0  # (B,): a row the teacher could not give has an empty record (prefdistill.teacher_signal)
+    if not torch.equal(t_mask[ok], mask[ok]):
         raise ValueError(f"the cached teacher top-k ({rows[0]['teacher_topk_path']}) does not cover these rows' completion "
                          "tokens; delete the file to recompute it")
     t_ids, t_logps = t_ids.to(s.device), t_logps.to(s.device)
+    mask = mask * ok[:, None].to(mask.dtype)  # the failed rows leave the distillation term
     mass = masked_mean(t_logps.exp().sum(-1), mask)
-    return s, labels, mask, t_ids, t_logps, {"topk_teacher_mass": mass.item()}
+    stats = {"topk_teacher_mass": mass.item(), "count_signal_failed_rows": float((~ok).sum())}
+    return s, labels, mask, t_ids, t_logps, stats

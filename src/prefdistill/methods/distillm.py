@@ -24,7 +24,7 @@ from prefdistill.losses import skew_forward_kl_from_log_probs, skew_reverse_kl_f
 from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_student_log_probs
 from prefdistill.methods.registry import register
 from prefdistill.typed import AT_LEAST_1, POSITIVE, SHARE, opt
-from prefdistill.rollout import rollout
+from prefdistill.rollout import canonical, rollout
 
 DIVERGENCES = {"skew_forward": skew_forward_kl_from_log_probs, "skew_reverse": skew_reverse_kl_from_log_probs}  # (log q, log p)
 
@@ -53,6 +53,8 @@ def distillm(policy, rows: list[dict], params: DistiLLMParams, *, teacher=None, 
     if params.student_fraction > 0 and bool(torch.rand(()) < params.student_fraction):
         params.check()  # a cached teacher cannot score the student's fresh samples
         sampled = rollout(policy, prompts, max_new_tokens=params.max_new_tokens)
+        if params.signal == "served":  # the server tokenises the text itself: train on the ids it will see
+            sampled = canonical(sampled, policy.tokenizer)
         ids = sampled.completions
         stats["tokens_student_generated"] = float(sampled.n_tokens)
     else:

@@ -23,7 +23,7 @@ from prefdistill.losses import js_from_log_probs, total_variation_from_log_probs
 from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_side, teacher_student_log_probs
 from prefdistill.methods.registry import register
 from prefdistill.typed import AT_LEAST_1, POSITIVE, opt
-from prefdistill.rollout import rollout
+from prefdistill.rollout import canonical, rollout
 
 DIVERGENCES = {"tv": total_variation_from_log_probs, "js": js_from_log_probs}  # (log q, log p) -> (B, C)
 
@@ -53,6 +53,8 @@ def fdistill(policy, rows: list[dict], params: FDistillParams, *, teacher=None, 
     if params.student_prefixes:
         params.check()  # a cached teacher cannot score the student's fresh samples
         sampled = rollout(policy, prompts, max_new_tokens=params.max_new_tokens)
+        if params.signal == "served":  # the server tokenises the text itself: train on the ids it will see
+            sampled = canonical(sampled, policy.tokenizer)
         ids, prompts = ids + sampled.completions, prompts + prompts
         stats["tokens_student_generated"] = float(sampled.n_tokens)
     lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "fdistill", served_teacher=served_teacher)

@@ -25,7 +25,7 @@ from prefdistill.losses import generalized_jsd_from_log_probs
 from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_side, teacher_student_log_probs
 from prefdistill.methods.registry import register
 from prefdistill.typed import AT_LEAST_1, POSITIVE, SHARE, opt
-from prefdistill.rollout import rollout
+from prefdistill.rollout import canonical, rollout
 
 
 @dataclass
@@ -52,6 +52,8 @@ def gkd(policy, rows: list[dict], params: GKDParams, *, teacher=None, served_tea
     if on_policy:
         params.check()  # a cached teacher cannot score the student's fresh samples
         sampled = rollout(policy, prompts, max_new_tokens=params.max_new_tokens, temperature=params.temperature)
+        if params.signal == "served":  # the server tokenises the text itself: train on the ids it will see
+            sampled = canonical(sampled, policy.tokenizer)
         ids = sampled.completions
         stats["tokens_student_generated"] = float(sampled.n_tokens)
     else:

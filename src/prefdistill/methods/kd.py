@@ -41,7 +41,7 @@ def kd(policy, rows: list[dict], params: KDParams, *, teacher=None, served_teach
     stats = {"forward_kl": kl.item(), **lp.stats}
     loss = kl
     if params.ce_weight > 0:
-        ce = -masked_mean(per_token_logps(lp.student_logits, lp.labels), lp.mask)
+        ce = -masked_mean(per_token_logps(lp.student_logits, lp.labels), lp.completion_mask)  # every row, failed ones too
         loss = loss + params.ce_weight * ce
         stats["ce"] = ce.item()
     return loss, stats

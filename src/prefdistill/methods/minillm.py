@@ -30,7 +30,7 @@ from prefdistill.losses import coarsen, minillm_loss, minillm_loss_from_log_prob
 from prefdistill.methods.common import ServedSignal, paired_logits, served_batch, teacher_side
 from prefdistill.methods.registry import register
 from prefdistill.typed import AT_LEAST_1, HELD_OUT_SHARE, NON_NEGATIVE, POSITIVE, opt
-from prefdistill.rollout import rollout
+from prefdistill.rollout import canonical, rollout
 
 # signal: served clamps the teacher's rest mass p̄_rest from below here. The reverse KL weighs
 # log p̄_rest by the student's rest mass, and 1 − Σ of k float32 probabilities is known only to
@@ -63,8 +63,9 @@ def minillm(policy, rows: list[dict], params: MiniLLMParams, *, teacher=None, se
     params.check()  # a served teacher cannot mix into sampling
     sampled = rollout(policy, prompts, max_new_tokens=params.max_new_tokens, temperature=params.temperature,
                       mix=teacher, mix_weight=params.mix_weight)
-    if params.signal == "served":
-        pg, reward, scored = _served_policy_gradient(policy, served_teacher, prompts, sampled, params)
+    if params.signal == "served":  # the server tokenises the text itself: train on the ids it will see
+        sampled = canonical(sampled, policy.tokenizer)
+        pg, reward, scored = _served_policy_gradient(policy, served_teacher, rows, sampled, params)
     else:
         pg, reward, scored = _live_policy_gradient(policy, teacher, prompts, sampled, params)
     stats = {"policy_loss": pg.item(), "mean_reward": reward.item(), **scored, "tokens_student_generated": float(sampled.n_tokens)}
@@ -90,9 +91,12 @@ def _live_policy_gradient(policy, teacher, prompts: list[str], sampled, params: 
     return pg, reward, {"tokens_teacher_scored": float(mask.sum()) + sampled.n_tokens}
 
 
-def _served_policy_gradient(policy, teacher, prompts: list[str], sampled, params: MiniLLMParams):
-    """The same from a served teacher's top-k (the single-step KL, coarsened) and its log-probs of the sampled tokens."""
-    s, labels, mask, top, stats = served_batch(policy, teacher, prompts, sampled.completions, params, "minillm")
+def _served_policy_gradient(policy, teacher, rows: list[dict], sampled, params: MiniLLMParams):
+    """The same from a served teacher's top-k (the single-step KL, coarsened) and its log-probs of the sampled tokens.
+
+    A row the teacher could not give is left out of the loss and the reward (`served_batch` masks it)."""
+    s, labels, mask, top, stats = served_batch(policy, teacher, rows, [r["prompt"] for r in rows], sampled.completions, params,
+                                               "minillm")
     log_q = F.log_softmax(s.float() / params.temperature, -1)  # (B, C, V): the student's, as minillm_loss makes it
     safe = labels.clamp(min=0).masked_fill(mask == 0, 0).unsqueeze(-1)
     token_log_q = log_q.gather(-1, safe).squeeze(-1)  # (B, C), with grad

@@ -37,9 +37,9 @@ from prefdistill.progress import bar as progress_bar
 from prefdistill.api_client import APIClient, MalformedReply, RequestFailed
 from prefdistill.config import ModelConfig, SamplingConfig
 from prefdistill.models.api_topk import (ECHO_TEMPERATURE, PROBE_COMPLETION, PROBE_GUESS, PROBE_GUESS_PROMPT,  # noqa: F401
-                                         PROBE_PROMPT, PROBE_TOPK, completion_pieces, echo_probe_fault, echoed_topk,
-                                         generated_topk, piece_ids, top1_misses)
-from prefdistill.models.common import plain_prompt
+                                         PROBE_PROMPT, PROBE_TOPK, Misaligned, completion_pieces, echo_probe_fault,
+                                         echoed_topk, generated_topk, piece_ids, top1_misses)
+from prefdistill.models.common import TopkFailure, plain_prompt
 
 
 @dataclass
@@ -216,8 +216,10 @@ class APILM:
 
         One /v1/completions request per row: echo, logprobs=k, max_tokens=1, temperature 1, on
         plain_prompt(prompt) + the completion as the student's `tokenizer` decodes it. The server's
-        tokens must be the student's (`api_topk.echoed_topk` checks it); entries whose text no single
-        id decodes to are dropped and their slots padded with (0, -inf). Refused unless the echo
+        tokens must be the student's (`api_topk.echoed_topk` checks it): a row whose tokens differ is
+        a `TopkFailure` naming the row and the first token that differs, for the caller to record and
+        leave out. Entries whose text no single id decodes to are dropped and their slots padded with
+        (0, -inf). Refused unless the echo
         passes `can_score`'s probe (`require_topk_of_text`), and at a temperature other than 1: a
         server's log-probs are the model's distribution at temperature 1, and tempering needs the
         whole distribution.
@@ -246,8 +248,11 @@ class APILM:
                    token_logps: bool = False):
         """Row i's top-k from one echo request; completion: (text, spans) of `api_topk.completion_pieces`."""
         reply, start, _ = self._echo(prompt, completion[0], k)
-        return echoed_topk(reply, start, completion, pieces, k, vocab, row=f"row {i} ({prompt[:40]!r}...)",
-                           token_logps=token_logps)
+        try:
+            return echoed_topk(reply, start, completion, pieces, k, vocab, row=f"row {i} ({prompt[:40]!r}...)",
+                               token_logps=token_logps)
+        except Misaligned as e:
+            return TopkFailure(str(e))
 
     @property
     def generated_topk_usable(self) -> bool:

@@ -5,12 +5,13 @@
     ids_k, logps_k = echoed_topk(reply, len(head), (text, spans), pieces, k, vocab, row="row 0")   # (n, k) each
     ids_k, logps_k, token_logps = echoed_topk(..., token_logps=True)   # and log p of each of the n tokens itself (n,)
     text, tokens = generated_topk(reply, "completions")            # a sample and its top-k, token by token
-    why = echo_probe_fault(counting, guess)                       # None when the probe's two echo replies are right
+    why = echo_probe_fault(reply, start, end, guess=False)        # None when a probe reply is right
 
 A server names tokens by their text, not by id. `echoed_topk` first checks that the server's
 echoed tokens over the completion's characters are the student's tokens one for one (same
 character offset, same text), then maps each `top_logprobs` entry to the student's id whose
-`tokenizer.decode([id])` is that text. Text that several ids decode to (byte-fallback pieces
+`tokenizer.decode([id])` is that text; tokens that differ raise `Misaligned` (the caller fails
+that row: `prefdistill.teacher_signal`, `prefdistill.served`). Text that several ids decode to (byte-fallback pieces
 of a split character, say) is ambiguous and dropped, like text no id decodes to: the
 probability of a dropped entry stays in the 'rest' bucket of the coarsened KL
 (`prefdistill.losses.topk_forward_kl`), which then only gets coarser.
@@ -39,6 +40,10 @@ PROBE_MIN_MEAN_LOGP = -3.0  # nats per token; SmolLM2-135M and Gemma-3-270M scor
 PROBE_MAX_TOP1 = 0.9  # most likely entry's probability at the guess; SmolLM2-135M gives under 0.5 after "...random:\n"
 PROBE_TOPK = 5  # top log-probs asked per probe token (generated_topk_usable: also the tokens it generates, greedily)
 PROBE_TOLERANCE = 1e-3  # what rounding a server may do (float32 log-probs, JSON): nats, and probability mass over 1
+
+
+class Misaligned(ValueError):
+    """A row whose tokens the server splits otherwise than the student (a non-canonical split, a character in byte tokens)."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -144,7 +149,7 @@ def echoed_topk(reply: dict, start: int, completion: tuple[str, list[tuple[int, 
     completion: (text, spans) from `completion_pieces`; its text begins at character `start`
     of the text the server echoed. The server's tokens that reach into the completion (and
     begin before its end, so not the generated one) must be the student's, by offset and
-    text, else a ValueError names `row` and the first token that differs. top_logprobs[t] is
+    text, else `Misaligned` (a ValueError) names `row` and the first token that differs. top_logprobs[t] is
     the distribution that produced token t. With `token_logps`, also each token's own log-prob (n,)
     float32, read from the reply's `token_logprobs` at the same tokens: exact whether or not the
     token is among the top k (a served MiniLLM's per-token reward).
@@ -158,7 +163,7 @@ def echoed_topk(reply: dict, start: int, completion: tuple[str, list[tuple[int, 
         mine = spans[t] if t < len(spans) else None
         theirs = served[t][:2] if t < len(served) else None
         if mine != theirs:
-            raise ValueError(f"{row}: the server's tokens of the completion do not line up with the student's at completion "
+            raise Misaligned(f"{row}: the server's tokens of the completion do not line up with the student's at completion "
                              f"token {t}: the student has {_describe(mine, 'student')}, the server "
                              f"{_describe(theirs, 'server')}. Top-k of given text needs a server that tokenises it as the "
                              "student does; a local (backend: hf) or vLLM teacher needs no such match")

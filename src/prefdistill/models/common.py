@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -26,6 +27,13 @@ class LanguageModel(Protocol):
     def score(self, prompts: list[str], completions: list[str], *, normalize: bool = False) -> list[float]: ...
 
 
+@dataclass
+class TopkFailure:
+    """A row whose top-k a teacher cannot give (a server's tokens of it do not line up with the student's): why."""
+
+    reason: str
+
+
 class TopkTeacher(Protocol):
     """A teacher that gives its top-k at given completion tokens itself (a server, vLLM), not as logits.
 
@@ -33,11 +41,12 @@ class TopkTeacher(Protocol):
     row's completion ids), position t holding the distribution that produced token t, most likely
     first, ids in the student's vocabulary, padded as `topk_arrays` pads (`prefdistill.teacher_signal`).
     With `token_logps`, each row also holds log p(token t) of the given tokens themselves, (n,) float,
-    whether or not they are among the k (`prefdistill.served`, MiniLLM's per-token reward).
+    whether or not they are among the k (`prefdistill.served`, MiniLLM's per-token reward). A row it
+    cannot give is a `TopkFailure` instead; callers record it and leave the row out.
     """
 
     def completion_topk(self, prompts: list[str], completions: list[list[int]], k: int, *, tokenizer,
-                        temperature: float, token_logps: bool = False) -> list[tuple[np.ndarray, ...]]: ...
+                        temperature: float, token_logps: bool = False) -> list[tuple[np.ndarray, ...] | TopkFailure]: ...
 
 
 def topk_arrays(positions: list[dict[int, float]], k: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:
