@@ -256,6 +256,8 @@ def gap_stop(tiny_assets, tmp_path_factory):
     """The tiny bench with the gap check on: the tiny teacher is no better than the SFT student, so it stops."""
     out = tmp_path_factory.mktemp("bench")
     data = _bench_cfg(tiny_assets, out, **E2E)
+    for role in ("teacher", "student"):  # each SFT evaluated at steps 1 and 2: its step is chosen too
+        data["sft"][role]["eval_every"] = 1
     config = out / "bench.yaml"
     config.write_text(yaml.safe_dump(data))
     cfg, bench = load_bench_config(config)
@@ -417,6 +419,38 @@ def test_tiny_bench_chooses_the_validation_argmax_and_trains_it_on_the_second_se
     assert sorted(t["job"].rsplit("-", 2)[1:] for t in sweeps) == [["data0.5", "relabel0"], ["data1", "relabel1"]]
     assert all(t["lr"] == chosen_plad for t in sweeps)
     assert len(trained) == len({t["job"] for t in trained}) == 6 + 3 + 2  # nothing trained twice
+
+
+def test_tiny_bench_keeps_each_sft_step_by_the_select_metric_as_for_every_method(tiny_bench):
+    """The SFT baselines get their best step chosen as every method's: `choose` on bench.select_metric of the same
+    validation scores (same prompts, sampling and grader), among their evaluations."""
+    results, cfg, bench = tiny_bench["results"], tiny_bench["cfg"], tiny_bench["bench"]
+    for role in ("teacher", "student"):
+        choice = read_json(cfg.run_dir / "checkpoints" / f"{role}_sft" / "choice.json")
+        assert choice["criterion"] == bench.select_metric == "win_rate" and choice["rule"] == {"val_prompts": bench.val_prompts}
+        assert [c["step"] for c in choice["curve"]] == [1, 2] and choice["budget"] == 2
+        assert all(set(c["val"]) == {"loss", "win_rate", "rougeL", "word_count"} for c in choice["curve"])
+        assert choice["step"] == choose(choice["curve"], bench.select_metric)["step"], role
+        assert results["sft"][role]["kept_step"] == choice["step"] and results["sft"][role]["curve"] == choice["curve"]
+    # Those are the bench's validation scores of the kept weights: the SFT row's validation reference, generated from the
+    # kept checkpoint, is the kept evaluation's.
+    student = read_json(cfg.run_dir / "checkpoints" / "student_sft" / "choice.json")
+    kept = next(c["val"] for c in student["curve"] if c["step"] == student["step"])
+    reference = results["val_reference"]["student_sft"]
+    assert {k: reference[k] for k in ("win_rate", "rougeL")} == pytest.approx({k: kept[k] for k in ("win_rate", "rougeL")})
+    report = (cfg.run_dir / "bench" / "main" / "report.md").read_text()
+    assert f"| student | 2 | {student['step']} (win_rate) |" in report
+
+
+def test_the_bench_chooses_the_sft_step_by_its_select_metric_unless_sft_select_says_otherwise(tiny_assets, tmp_path):
+    cfg, bench = _load(tiny_assets, tmp_path, select_metric="rougeL", val_prompts=3)
+    selection = Bench(cfg, bench).pipe.sft_selection()
+    assert selection.record() == {"criterion": "rougeL", "val_prompts": 3} and selection.score is not None
+    candidates = [{"step": 1, "val": {"rougeL": 5.0, "win_rate": 90.0}}, {"step": 2, "val": {"rougeL": 5.0, "win_rate": 10.0}}]
+    assert selection.pick(candidates) is candidates[0]  # choose's rule: the metric, then ROUGE-L, then the earliest
+    cfg, bench = load_bench_config(_bench_cfg(tiny_assets, tmp_path / "v", select_metric="rougeL"), ["sft.select=val_loss"])
+    assert Bench(cfg, bench).pipe.sft_selection().record() == {"criterion": "val_loss"}
+    assert Pipeline(cfg).sft_selection().record() == {"criterion": "val_loss"}
 
 
 def test_tiny_bench_resume_retrains_only_the_lost_job(tiny_bench):

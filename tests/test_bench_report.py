@@ -64,7 +64,9 @@ def results():
                             "vs_seqkd": {"significant_at": 7.4, "detectable_with_power": 10.6, "power": 0.8, "level": 0.95, "n": 2}},
         "orderings": [{"paper": "PLaD", "claim": "PLaD > SeqKD", "metric": "win_rate", "diff": 3.1, "ci": [-2.0, 8.0], "verdict": "not separable"},
                       {"paper": "SPPO", "claim": "SPPO > SFT", "metric": "rougeL", "diff": -9.5, "ci": [-12.0, -7.0], "verdict": "reversed"}],
-        "sft": {"teacher": {"steps": 40, "val_loss_initial": 3.2, "val_loss": [[20, 2.1], [40, 2.3]]},
+        "sft": {"teacher": {"steps": 40, "val_loss_initial": 3.2, "val_loss": [[20, 2.1], [40, 2.3]], "kept_step": 20,
+                            "criterion": "win_rate", "curve": [{"step": 20, "val": {"loss": 2.1, "win_rate": 45.0, "rougeL": 20.0}},
+                                                               {"step": 40, "val": {"loss": 2.3, "win_rate": 41.0, "rougeL": 21.0}}]},
                 "student": {"steps": 60, "val_loss_initial": None, "val_loss": [[30, 2.9], [60, 2.6]]}},
         "data_sweep": {"plad": [{"share": 0.5, "win_rate": 39.0, "win_rate_ci": [33.0, 45.0], "word_count": 20.0},
                                 {"share": 1.0, "win_rate": 42.0, "win_rate_ci": [36.0, 48.0], "word_count": 21.0}]},
@@ -100,8 +102,11 @@ def test_full_report(results, tmp_path):
     assert "| lr 1e-4, beta 0.5 ✓ | 41.0 / 21.0 | **42.0 / 22.0** |" in report
     assert "| lr 2e-4, beta 1 | 36.0 / 21.0 | 37.0 / 22.0 |" in report
     assert "Step 0 (SFT student): 34.0 / 19.0; initial student: 28.0 / 4.6." in report
-    # SFT warm-up: initial, last and best validation loss; a missing initial loss is a dash.
-    assert "| teacher | 40 | 3.200 | 2.300 | 2.100 (step 20) |" in report and "| student | 60 | — | 2.600 | 2.600 (step 60) |" in report
+    # SFT warm-up: budget, the kept step and its criterion, validation loss initial / kept / last / lowest, and the curve of
+    # the criterion with the kept step in bold; a missing initial loss is a dash, results without a choice kept the last step.
+    assert "| teacher | 40 | 20 (win_rate) | 3.200 | 2.100 | 2.300 | 2.100 (step 20) |" in report
+    assert "| student | 60 | 60 (last: no choice recorded) | — | 2.600 | 2.600 | 2.600 (step 60) |" in report
+    assert "- teacher, validation win rate (%) at each evaluation (step: value): **20: 45.0**, 40: 41.0" in report
     assert "all told 455 s" in report and "## Cost" in report
     sections = ["Teacher–student gap", "Table 1 analogue", "Against SFT and SeqKD", "Detection limit", "Which orderings held",
                 "Settings chosen on validation", "Validation curves", "Figure 2 analogue", "Figure 3 analogue", "Figure 4 analogue",

@@ -47,6 +47,17 @@ def test_overrides_parse_yaml_values():
     assert cfg.distill.train.lr == 5e-5 and cfg.seed == 3 and cfg.data.max_test is None and not cfg.student.lora.enabled
 
 
+def test_sft_select_takes_only_its_values_before_any_model_loads():
+    """sft.select: which evaluation's weights each SFT keeps; a bad value fails at load, naming the key and the choices."""
+    assert load_config(BASE).sft.select == "auto"
+    for value in ("auto", "val_loss", "last"):
+        assert load_config(BASE, [f"sft.select={value}"]).sft.select == value
+    with pytest.raises(ConfigError, match=r"sft\.select: must be one of \['auto', 'val_loss', 'last'\], got 'best'"):
+        load_config(BASE, ["sft.select=best"])
+    with pytest.raises(ConfigError, match=r"sft\.select: must be one of"):
+        load_config({**BASE, "sft": {"select": "win_rate"}})  # the bench's metrics come through `auto`, not here
+
+
 def test_method_params_validated_by_method():
     with pytest.raises(ConfigError, match="distill.params.betta"):
         load_config(BASE, ["distill.params.betta=1"])

@@ -4,7 +4,10 @@
     cfg, bench = load_bench_config("configs/bench.yaml")   # the run config, and its own `bench:` section
     results = Bench(cfg, bench).run()                      # -> RUN/bench/<report>/{results.json,report.md}
 
-1. The shared stages (reward, sft) run once in the run folder, as in `prefdistill run`.
+1. The shared stages (reward, sft) run once in the run folder, as in `prefdistill run`;
+   each SFT (teacher and student) keeps the step a method would: the best
+   `bench.select_metric` on the same validation prompts, by the same `choose`, among its
+   `sft.ROLE.eval_every` evaluations and its last step (`Bench.sft_selection`).
 2. The teacher and the SFT student answer the validation prompts; unless the teacher wins
    clearly more often (paired CI above 0 and a gap of at least `bench.gap_floor` points)
    the bench stops, since no distillation method could then show anything.
@@ -32,6 +35,7 @@ from prefdistill.bench_plan import (LR, Job, apply_setting, as_setting, choose, 
 from prefdistill.bench_numbers import summarize
 from prefdistill.bench_report import console_summary, write_bench_report
 from prefdistill.bench_resources import data_tokens, peak_memory, reset_peak_memory
+from prefdistill.best_checkpoint import Selection
 from prefdistill.config import BenchConfig, BenchMethod, RunConfig
 from prefdistill.errors import ConfigError, TeacherGapError
 from prefdistill.evaluation import score_all
@@ -61,7 +65,8 @@ class Bench:
             raise ConfigError("bench.methods: list the methods to compare (see configs/bench.yaml)")
         self.cfg, self.bench, self.ignore_gap, self.config_name = cfg, bench, ignore_gap, config_name or cfg.name
         self.entries: dict[str, BenchMethod] = {m.name: m for m in bench.methods}
-        self.pipe = Pipeline(cfg, allow_config_change=allow_config_change, methods=[entry_params(m)[:2] for m in bench.methods])
+        self.pipe = Pipeline(cfg, allow_config_change=allow_config_change, methods=[entry_params(m)[:2] for m in bench.methods],
+                             sft_selection=self.sft_selection())
         self.dir = self.pipe.folder.bench
         self.out = self.dir / bench.report
         self._graders: dict | None = None
@@ -125,6 +130,13 @@ class Bench:
         return {**gap, "floor": floor, "passed": passed, "ignored": not passed}
 
     # ------------------------------------------------------------------ validation
+    def sft_selection(self) -> Selection:
+        """The SFT baselines' step, chosen as every method's: bench.select_metric of `val_scores` on the same validation
+        prompts, by `choose` (teacher and student, at each sft.ROLE.eval_every step and the last; under sft.select auto)."""
+        metric = self.bench.select_metric
+        return Selection(metric, lambda candidates: choose(candidates, metric), score=lambda lm: self.val_scores(self.val_generate(lm)),
+                         rule={"val_prompts": self.bench.val_prompts})
+
     @property
     def val_examples(self):
         val = self.pipe.splits["validation"]
@@ -138,6 +150,10 @@ class Bench:
                                   desc=f"validation {row}")
         result.require_all(f"validation {row}")
         return [result.samples[e.id][0] for e in examples]
+
+    def val_generate(self, lm) -> list[str]:
+        """`lm`'s generations (eval.sampling) on the validation prompts that choose: every candidate step of SFT and methods."""
+        return [c[0] for c in lm.generate([e.prompt for e in self.val_examples], self.cfg.eval.sampling, seed=self.cfg.seed, desc="")]
 
     def val_wins(self, generations: list[str], examples=None) -> list[float]:
         """Win (1 / ½ / 0) of each generation against its validation reference, by the evaluation judge."""
@@ -239,8 +255,7 @@ class Bench:
             path = folder / f"val_step{step}.json"
             if step not in scored or path.is_file():
                 return None
-            gens = [c[0] for c in lm.generate([e.prompt for e in self.val_examples], self.cfg.eval.sampling, seed=self.cfg.seed,
-                                              desc="")]
+            gens = self.val_generate(lm)
             scores = self.val_scores(gens)
             if step < steps:
                 snapshot(folder / f"step{step}")
@@ -283,4 +298,4 @@ class Bench:
         return {"references": refs, "jobs": jobs, "runs": runs, "grid": grid, "chosen": chosen, "base": base,
                 "labels": {r: self.pipe.row_label(r) for r in base}, "scores": score_all(self.graders, prompts, refs, base),
                 "gap_validation": gap, "val_reference": val_reference, "n_val": len(self.val_examples),
-                "sft_logs": self.pipe.sft_logs()}
+                "sft_logs": self.pipe.sft_logs(), "sft_choices": self.pipe.sft_choices()}

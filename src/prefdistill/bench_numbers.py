@@ -17,6 +17,7 @@ import numpy as np
 from prefdistill.bench_plan import collapse
 from prefdistill.metrics import (detection_limit, paired_difference, paired_difference_seeds, rouge_per_example,
                                  summarize_generations, summarize_seeds, win_rate, wins_per_seed)
+from prefdistill.report_sft import sft_summary
 
 # The papers' orderings the report checks: (paper, better, worse, metric); a name is a method, SFT the SFT student.
 KD_BASELINES = ("kd", "seqkd", "fdistill", "minillm", "gkd", "distillm")
@@ -51,7 +52,7 @@ def summarize(cfg, bench, scored: dict) -> dict:
         "select_metric": bench.select_metric, "teacher_gap": {"diff": gap["diff"], "ci": gap["ci"], "n": gap["n"]},
         "teacher_gap_validation": scored["gap_validation"], "base_rows": base_rows, "rows": rows, "costs": costs,
         "val_reference": scored["val_reference"], "detection_limit": _detection(rows),
-        "orderings": _orderings(rows, outcomes, opts), "sft": _sft(scored["sft_logs"]), **_sweeps(scored, bench, refs, opts),
+        "orderings": _orderings(rows, outcomes, opts), "sft": _sft(scored["sft_logs"], scored["sft_choices"]), **_sweeps(scored, bench, refs, opts),
         "wall_s": {"jobs": round(sum(r["cost"]["train_wall_s"] + r["test"]["eval_wall_s"] for r in scored["runs"].values())
                                  + sum(r["cost"]["train_wall_s"] for k, r in scored["grid"].items() if k not in scored["runs"]), 1)},
     }
@@ -141,13 +142,9 @@ def _cost(runs: list[dict]) -> dict:
             **{k: statistics.fmean(r["cost"].get(k, 0) for r in runs) for k in sorted(numeric)}}
 
 
-def _sft(logs: dict[str, list[dict]]) -> dict:
-    out = {}
-    for role, log in logs.items():
-        first = next((r["val_loss_initial"] for r in log if "val_loss_initial" in r), None)
-        out[role] = {"steps": len(log), "val_loss_initial": first,
-                     "val_loss": [[r["step"], r["val_loss"]] for r in log if "val_loss" in r]}
-    return out
+def _sft(logs: dict[str, list[dict]], choices: dict[str, dict]) -> dict:
+    """Each SFT's budget (steps), validation-loss curve and the step it kept, chosen how, with every evaluation's scores."""
+    return {role: sft_summary(log, choices.get(role)) for role, log in logs.items()}
 
 
 def _sweeps(scored: dict, bench, refs: list[str], opts: dict) -> dict:

@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 
 from prefdistill.io import atomic_write_text
+from prefdistill.report_sft import curve_lines, sft_table
 from prefdistill.report import (
     DASH, _ci, _fmt, _fmt_rate, _label, _md_table, _new_figure, _num, _save, console_table, length_table, plot_length_buckets,
     plot_win_rates, render_table,
@@ -167,6 +168,9 @@ def plot_sft_loss(sft: dict, path) -> Path | None:
         ax = fig.add_subplot(1, len(models), i + 1)
         pts = _loss_points(log)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color=f"C{i}")
+        if log.get("kept_step") is not None:  # the weights every later stage starts from
+            ax.axvline(log["kept_step"], color="grey", ls=":", lw=1.0, label=f"kept: step {log['kept_step']}")
+            ax.legend(fontsize=8)
         ax.set(title=f"{name} SFT", xlabel="step", ylabel="validation loss")
     fig.tight_layout()
     return _save(fig, path)
@@ -325,15 +329,10 @@ def _sft_section(results: dict, plots: Path) -> list[str]:
     sft = {k: v for k, v in (results.get("sft") or {}).items() if isinstance(v, dict)}
     if not sft:
         return []
-    body = []
-    for name, log in sft.items():
-        losses = [(s, v) for s, v in (log.get("val_loss") or []) if _num(v) is not None]
-        best = min(losses, key=lambda p: p[1]) if losses else None
-        body.append([name, str(log.get("steps", DASH)), _fmt(log.get("val_loss_initial"), 3), _fmt(losses[-1][1], 3) if losses else DASH,
-                     f"{best[1]:.3f} (step {best[0]})" if best else DASH])
-    out = ["## SFT warm-up", "", "Each model was fine-tuned on the references before distillation; validation loss before "
-           "(initial), after the last step, and at its best.", "",
-           _md_table(["Model", "SFT steps", "Val. loss initial", "Val. loss last", "Best (step)"], body), ""]
+    out = ["## SFT warm-up", "", "Each model was fine-tuned on the references before distillation and kept its best "
+           "evaluation's weights (the chosen step, out of its budget, by the criterion shown: under the bench, the select "
+           "metric that chooses every method's step); validation loss before (initial), at the kept step, after the last "
+           "step, and at its lowest.", "", _md_table(*sft_table(sft)), "", *curve_lines(sft), ""]
     if plot_sft_loss(sft, plots / "sft_val_loss.png"):
         out += ["![SFT validation loss](plots/sft_val_loss.png)", ""]
     return out

@@ -149,6 +149,11 @@ class TrainConfig:
 class SFTConfig:
     teacher: TrainConfig = opt(None, "supervised fine-tuning of the teacher on the supervised half", factory=TrainConfig)
     student: TrainConfig = opt(None, "supervised fine-tuning of the student (the SFT row)", factory=TrainConfig)
+    select: Literal["auto", "val_loss", "last"] = opt(
+        "auto", "which evaluation's weights each SFT keeps (early stopping), among every sft.ROLE.eval_every steps and the "
+                "last (no eval_every: the last): val_loss: the lowest validation loss; last: the last step; auto: val_loss "
+                "under `prefdistill run`, and under `prefdistill bench` bench.select_metric on bench.val_prompts, as for "
+                "every method. Later stages and methods all start from the kept weights")
 
 
 @dataclass

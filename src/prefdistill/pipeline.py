@@ -12,11 +12,12 @@ distillation method, or a bench's entries).
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
 from prefdistill import judges, report
+from prefdistill.best_checkpoint import LAST, VAL_LOSS, Selection, read_choice
 from prefdistill.config import STAGES, RunConfig, resolved_eval_judge, to_dict, training_lora
 from prefdistill.data import prepare_splits
 from prefdistill.errors import ConfigError
@@ -42,9 +43,12 @@ DISTRIBUTED_STAGES = ("sft", "pairs", "distill", "eval")  # the reward stage is 
 
 
 class Pipeline:
-    def __init__(self, cfg: RunConfig, *, allow_config_change: bool = False, methods: list[tuple] | None = None):
-        """`methods`: (spec, params) of every method that will train here (default: cfg.distill's)."""
+    def __init__(self, cfg: RunConfig, *, allow_config_change: bool = False, methods: list[tuple] | None = None,
+                 sft_selection: Selection | None = None):
+        """`methods`: (spec, params) of every method that will train here (default: cfg.distill's); `sft_selection`: how
+        the SFT stage keeps its step under sft.select auto (default: the lowest validation loss; the bench gives its own)."""
         self.cfg = cfg
+        self._auto_selection = sft_selection or VAL_LOSS
         self.run_dir = cfg.run_dir
         self.folder = RunFolder(cfg.run_dir)
         self.methods = methods if methods is not None else [(get_method(cfg.distill.method), method_params(cfg))]
@@ -189,6 +193,15 @@ class Pipeline:
             cfg = replace(cfg, backend="hf")
         return load_model(cfg, checkpoint=checkpoint, for_training=for_training)
 
+    def sft_selection(self) -> Selection:
+        """How each SFT keeps its step: sft.select, with auto resolved (the bench's rule under the bench, else val_loss)."""
+        return {"auto": self._auto_selection, "val_loss": VAL_LOSS, "last": LAST}[self.cfg.sft.select]
+
+    def sft_choices(self) -> dict[str, dict]:
+        """{role: the kept step, the budget, the criterion and the curve} of each SFT checkpoint here (best_checkpoint.Choice)."""
+        choices = {role: read_choice(self.folder.checkpoint(f"{role}_sft")) for role in ("teacher", "student")}
+        return {role: asdict(c) for role, c in choices.items() if c is not None}
+
     def sft_checkpoint(self, role: str) -> Path | None:
         """The SFT checkpoint of `role`, or None when its SFT is disabled (the base model stands in)."""
         if not getattr(self.cfg.sft, role).enabled:
@@ -237,7 +250,8 @@ class Pipeline:
         return total_steps(train_cfg, n_rows)
 
     def sft_logs(self) -> dict[str, list[dict]]:
-        """{role: its SFT training log} for each model fine-tuned here (val_loss lines when sft.ROLE.eval_every is set)."""
+        """{role: its SFT training log, to the budget's last step} for each model fine-tuned here (val_loss lines when
+        sft.ROLE.eval_every is set); the step it kept: `sft_choices`."""
         return {role: read_jsonl(self.folder.checkpoint(f"{role}_sft") / LOG_FILE) for role in ("teacher", "student")
                 if (self.folder.checkpoint(f"{role}_sft") / LOG_FILE).is_file()}
 
@@ -331,6 +345,7 @@ class Pipeline:
             if log.is_file():
                 training["distill" if name == "student_distill" else f"sft_{name.split('_')[0]}"] = read_jsonl(log)
         metrics["training"] = training
+        metrics["sft"] = self.sft_choices()
         if folder.pairs_file("summary.json").is_file():
             metrics["pairs"] = read_json(folder.pairs_file("summary.json"))
         timings = folder.timings()

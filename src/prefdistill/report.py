@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from prefdistill.io import atomic_open, atomic_write_text
+from prefdistill.report_sft import curve_lines, run_summaries, sft_sentence, sft_table
 
 ROW_ORDER = ("teacher", "student_init", "student_sft", "student_distill")
 COLUMNS = ("Model", "Words", "ROUGE-1", "ROUGE-2", "ROUGE-L", "Win rate vs ref. (95% CI)", "T-S win rate")
@@ -164,30 +165,8 @@ def verdict(metrics: dict, method_row: str = "student_distill", baseline_row: st
     paired = metrics.get("comparison")
     if isinstance(paired, dict) and paired.get("method_row") == method_row and paired.get("baseline_row") == baseline_row:
         sentences.append(_paired_sentence(paired, ml, bl))
-    sft = sft_sentence((metrics.get("training") or {}).get("sft_student") or [], ml)
+    sft = sft_sentence((metrics.get("training") or {}).get("sft_student") or [], ml, ((metrics.get("sft") or {}).get("student") or {}).get("step"))
     return " ".join(sentences + ([sft] if sft else []))
-
-
-SFT_LEARNT = 0.02  # the SFT student learnt when its validation loss fell by at least this share
-
-
-def sft_sentence(log: list[dict], method_label: str = "the distilled student") -> str | None:
-    """Whether the SFT student learnt, from the validation losses its log holds (None without them).
-
-    An SFT student whose validation loss barely moved is under-trained: a distilled student
-    that beats it may only have trained longer, so the sentence says so.
-    """
-    first = next((r["val_loss_initial"] for r in log if "val_loss_initial" in r), None)
-    losses = [(r["step"], r["val_loss"]) for r in log if "val_loss" in r]
-    if first is None or not losses:
-        return None
-    best_step, best = min(losses, key=lambda x: x[1])
-    last_step, last = losses[-1]
-    moved = f"validation loss {first:.3f} -> {last:.3f} over {last_step} steps (best {best:.3f} at step {best_step})"
-    if best <= first * (1 - SFT_LEARNT):
-        return f"The SFT student learnt: {moved}."
-    return (f"The SFT student is under-trained ({moved}): a gain of {method_label} over it may only mean more training; "
-            "compare with SeqKD, the budget-matched control (prefdistill bench bench --quick).")
 
 
 def _paired_sentence(paired: dict, ml: str, bl: str) -> str:
@@ -377,6 +356,8 @@ def build_report(run_dir: Path, metrics: dict) -> str:
         out += ["## Preference pairs", "", "Teacher generation = chosen, student generation = rejected "
                 "(PLaD step 2); relabelled/swapped count pairs changed by the reward model.", "",
                 _kv_table([(str(k), str(v)) for k, v in metrics["pairs"].items()], ("Pairs", "Count")), ""]
+    if metrics.get("sft"):  # the step each SFT kept, of its budget, and its validation curve
+        out += ["## SFT: the kept checkpoints", "", _md_table(*sft_table(sft := run_summaries(metrics))), "", *curve_lines(sft), ""]
     if metrics.get("training"):
         out += ["## Training curves", ""]
         if plot_training(metrics, plots / "training.png"):

@@ -3,7 +3,7 @@
     STAGE_FUNCTIONS["pairs"](pipe)     # what `pipe.run(["pairs"])` calls, timed, in pipeline order
 
 reward   train the judges (the training judge and the held-out grader) on the task's references
-sft      supervised fine-tuning of teacher and student on the supervised half
+sft      supervised fine-tuning of teacher and student on the supervised half, each keeping its best evaluation
 pairs    teacher and student samples on the distillation half, and the pairs; only when a method consumes pairs
 distill  train the SFT student with the configured method
 eval     every row's test generations, graded by the evaluation judge (and the training judge)
@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from prefdistill import evaluation, judges
+from prefdistill.best_checkpoint import INITIAL, BestCheckpoint, log_fields, require_rule
 from prefdistill.config import resolved_eval_judge, training_lora
 from prefdistill.io import Example, is_main_process, write_json, write_jsonl
 from prefdistill.methods import get_method, method_params
@@ -45,38 +46,54 @@ def stage_reward(pipe) -> bool:
 
 
 def stage_sft(pipe) -> bool:
-    """Supervised fine-tuning of teacher and student on the supervised half."""
-    cfg, folder = pipe.cfg, pipe.folder
-    todo = [r for r in ("teacher", "student") if getattr(cfg.sft, r).enabled and not folder.is_done(f"{r}_sft")]
+    """Supervised fine-tuning of teacher and student on the supervised half, each keeping its best evaluation's weights
+    (`sft.select`; prefdistill.best_checkpoint)."""
+    cfg, folder, selection = pipe.cfg, pipe.folder, pipe.sft_selection()
+    roles = [r for r in ("teacher", "student") if getattr(cfg.sft, r).enabled]
+    for role in (r for r in roles if folder.is_done(f"{r}_sft")):
+        require_rule(folder.checkpoint(f"{role}_sft"), selection)
+    todo = [r for r in roles if not folder.is_done(f"{r}_sft")]
     if not todo:
         return False
     rows = [{"prompt": e.prompt, "target": e.target} for e in pipe.splits["sft"]]
     val = [{"prompt": e.prompt, "target": e.target} for e in pipe.splits["validation"]]
-    spec = get_method("sft")
     with stage_bar("sft", total=len(todo), unit="model") as progress:
         for role in todo:
-            lm, train_cfg = pipe.load(role, for_training=True), getattr(cfg.sft, role)
-            train(lm, spec, spec.params_cls(), rows, train_cfg, training_lora(getattr(cfg, role), train_cfg),
-                  out_dir=folder.checkpoint(f"{role}_sft"), parent=None, seed=cfg.seed, desc=f"sft {role}",
-                  on_step=validation_loss_hook(lm, spec, val, train_cfg, len(rows)))
-            del lm
+            train_sft(pipe, role, rows, val, selection)
             progress.update()
     return True
 
 
-def validation_loss_hook(lm, spec, val: list[dict], train_cfg, n_rows: int):
-    """Log the SFT loss on the validation split every `eval_every` steps and at the last one, and the untrained
-    model's on step 1 (`val_loss_initial`), so the curve shows whether the model learnt (None when eval_every is
-    unset or there is no validation split)."""
+def train_sft(pipe, role: str, rows: list[dict], val: list[dict], selection) -> None:
+    """One model's SFT into RUN/checkpoints/ROLE_sft.last, then its kept step installed as ROLE_sft."""
+    cfg, spec, train_cfg = pipe.cfg, get_method("sft"), getattr(pipe.cfg.sft, role)
+    keeper = BestCheckpoint(pipe.folder.checkpoint(f"{role}_sft"), selection, total_steps(train_cfg, len(rows)))
+    lm = pipe.load(role, for_training=True)
+    log = train(lm, spec, spec.params_cls(), rows, train_cfg, training_lora(getattr(cfg, role), train_cfg),
+                out_dir=keeper.last_dir, parent=None, seed=cfg.seed, desc=f"sft {role}",
+                on_step=validation_hook(keeper, lm, spec, val, train_cfg, selection.score))
+    del lm
+    choice = keeper.install(log)
+    if is_main_process():
+        print(f"[prefdistill] sft {role}: kept step {choice.step} of {choice.budget} "
+              f"({choice.criterion}, {len(choice.curve)} evaluations)", flush=True)
+
+
+def validation_hook(keeper: BestCheckpoint, lm, spec, val: list[dict], train_cfg, score=None):
+    """Evaluate on the validation split every `eval_every` steps and at the last one: the SFT loss (val_loss) and, when
+    given, `score(lm)` (the bench's validation win rate and ROUGE-L); the untrained model's loss on step 1
+    (`val_loss_initial`). Each evaluation goes to `keeper`. None when eval_every is unset or there is no validation split."""
     if not train_cfg.eval_every or not val:
         return None
-    params, last = spec.params_cls(), total_steps(train_cfg, n_rows)
+    params = spec.params_cls()
     initial = mean_loss(lm, spec, params, val, train_cfg.batch_size)
 
     def hook(step, lm, snapshot):
-        out = {"val_loss_initial": initial} if step == 1 else {}
-        if step % train_cfg.eval_every == 0 or step == last:
-            out["val_loss"] = mean_loss(lm, spec, params, val, train_cfg.batch_size)
+        out = {INITIAL: initial} if step == 1 else {}
+        if step % train_cfg.eval_every == 0 or step == keeper.budget:
+            val_scores = {"loss": mean_loss(lm, spec, params, val, train_cfg.batch_size), **(score(lm) if score else {})}
+            keeper.consider(step, val_scores, snapshot)
+            out.update(log_fields(val_scores))
         return out
     return hook
 

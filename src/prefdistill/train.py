@@ -43,6 +43,13 @@ from prefdistill.models.hf import CHECKPOINT_META
 from prefdistill.train_state import capture_rng, load_state, restore_rng, resumable, save_state, stop_nonfinite
 
 LOG_FILE = "train_log.jsonl"
+SNAPSHOT_RECORD = "snapshot.json"  # what the caller of snapshot(path, record) saved with the weights
+
+
+def state_file(out_dir: Path) -> Path:
+    """The resumable training state of the run that will finish as `out_dir` (there until that run finishes)."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".state.pt")
 
 
 def seed_everything(seed: int) -> None:
@@ -96,8 +103,8 @@ def _wrap_lora(model, lora: LoraConfig):
         return get_peft_model(model, peft_cfg)
 
 
-def _save_checkpoint(accelerator, model, tokenizer, out_dir: Path, meta: dict, log: list[dict]) -> None:
-    """Weights, metadata and loss log appear together or not at all (`is_done` trusts them).
+def _save_checkpoint(accelerator, model, tokenizer, out_dir: Path, meta: dict, log: list[dict], record: dict | None = None) -> None:
+    """Weights, metadata, loss log (and `record`, as SNAPSHOT_RECORD) appear together or not at all (`is_done` trusts them).
 
     Every process calls this: sharded weights (FSDP, ZeRO-3) are first gathered by all of
     them; the main process writes.
@@ -111,6 +118,8 @@ def _save_checkpoint(accelerator, model, tokenizer, out_dir: Path, meta: dict, l
                 tokenizer.save_pretrained(tmp)
             write_jsonl(tmp / LOG_FILE, log)
             write_json(tmp / CHECKPOINT_META, meta)
+            if record is not None:
+                write_json(tmp / SNAPSHOT_RECORD, record)
     accelerator.wait_for_everyone()
 
 
@@ -230,9 +239,9 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
     `on_step(step, lm, snapshot) -> dict | None`, when given, is called after every step
     (1-based) in eval mode, without gradients and with every RNG restored afterwards, so
     it can evaluate (validation loss, validation generations) without changing training:
-    the same weights come out with or without it. `snapshot(path)` writes the current
-    weights as a checkpoint (parent and kind as the final one). The dict it returns is
-    added to that step's log line (e.g. {"val_loss": ...}).
+    the same weights come out with or without it. `snapshot(path, record=None)` writes the current
+    weights as a checkpoint (parent and kind as the final one), with `record` (JSON) in the same atomic
+    write; every process takes the same snapshots. Its dict is added to that step's log line.
     """
     out_dir = Path(out_dir)
     if is_done(out_dir):
@@ -242,7 +251,7 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
     extras = extras or {}
     accelerator, model, optimizer, scheduler, steps = _prepare(lm, cfg, lora, len(rows), seed)
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    state_path, method_state = out_dir.with_name(out_dir.name + ".state.pt"), {k: v for k, v in extras.items() if isinstance(v, dict)}
+    state_path, method_state = state_file(out_dir), {k: v for k, v in extras.items() if isinstance(v, dict)}
     start, log, counters = _resume(state_path, accelerator, model, optimizer, scheduler, method_state, f"{desc} (of {steps} steps)")
     save = partial(save_state, state_path, accelerator, accelerator.unwrap_model(model), optimizer, scheduler, method_state=method_state)
     good = {"step": start, "rng": capture_rng()}  # the last step whose update was applied
@@ -284,8 +293,8 @@ def _meta(spec: MethodSpec, lora: LoraConfig, parent: Path | None, steps: int, r
 
 
 def _snapshot(accelerator, model, lm, meta: dict):
-    """snapshot(path): the current weights as a checkpoint folder with `meta` (as the final checkpoint's)."""
-    return lambda path: _save_checkpoint(accelerator, model, lm.tokenizer, Path(path), meta, [])
+    """snapshot(path, record=None): the current weights as a checkpoint folder with `meta` (as the final checkpoint's)."""
+    return lambda path, record=None: _save_checkpoint(accelerator, model, lm.tokenizer, Path(path), meta, [], record)
 
 
 def _checked_hook(on_step, step: int, lm, model, snapshot) -> dict | None:
