@@ -16,7 +16,7 @@ from pathlib import Path
 from prefdistill.bench import Bench
 from prefdistill.checks import load_bench_config
 from prefdistill.cli import packaged_config
-from prefdistill.io import write_json
+from prefdistill.io import group_of, write_json
 from prefdistill.metrics import paired_difference
 
 PAIRS = [("teacher_full", "student_full"), ("teacher_quick", "student_quick"), ("teacher_full", "teacher_quick"),
@@ -45,7 +45,8 @@ def main() -> None:
                                "prefdistill_checkpoint.json").read_text())["steps"] for name, folder in folders.items()}
     result = {"n_val": len(val), "judge": "the full bench's evaluation judge", "sft_steps": steps,
               "win_rate": {name: 100 * sum(w) / len(w) for name, w in wins.items()},
-              "differences": {f"{a} - {c}": paired_difference(wins[a], wins[c], n_boot=cfg.eval.n_bootstrap, seed=cfg.seed)
+              "differences": {f"{a} - {c}": paired_difference(wins[a], wins[c], n_boot=cfg.eval.n_bootstrap, seed=cfg.seed,
+                                                                 groups=[group_of(e) for e in val])
                               for a, c in PAIRS}}
     write_json(args.out, result)
     print(json.dumps(result, indent=1))

@@ -4,8 +4,8 @@ Reads the bench's run folder: each entry's chosen (setting, step) from RUN/bench
 selection.json, its test generations and evaluation-judge scores at that step for every
 seed, and each cache's size (RUN/teacher_signal/topk_kK.bin). The references are scored
 once more by the same evaluation judge. For every top-k entry: win rate and ROUGE-L, and
-the paired difference to full KD on both (two-level bootstrap over seeds and prompts, as
-the bench's other comparisons). Writes benchmarks/results/topk_quality.json.
+the paired difference to full KD on both (two-level bootstrap over seeds and whole groups
+of prompts, as the bench's other comparisons). Writes benchmarks/results/topk_quality.json.
 
     HF_HUB_OFFLINE=1 python benchmarks/topk_quality.py --run runs/bench
 """
@@ -20,7 +20,7 @@ from prefdistill.bench_numbers import seed_outcomes
 from prefdistill.bench_plan import seeds_of, settings_hash
 from prefdistill.checks import load_bench_config
 from prefdistill.cli import packaged_config
-from prefdistill.io import read_json, write_json
+from prefdistill.io import group_of, read_json, write_json
 from prefdistill.metrics import paired_difference_seeds
 from prefdistill.teacher_signal import bytes_per_token
 
@@ -38,7 +38,7 @@ def main() -> None:
     refs = [e.target for e in test]
     ref_scores = b.graders["eval"].score([e.prompt for e in test], refs)
     selection = read_json(b.out / "selection.json")
-    opts = dict(n_boot=cfg.eval.n_bootstrap, seed=cfg.seed)
+    opts = dict(n_boot=cfg.eval.n_bootstrap, seed=cfg.seed, groups=[group_of(e) for e in test])  # whole groups resampled
     outcomes, rows = {}, {}
     for entry in bench.methods:
         if entry.method != "kd":

@@ -10,7 +10,7 @@ do not depend on the fixes). Every row of both runs is graded by the `after` run
 evaluation judge, and by the oracle that row's own run trained against (`before`: the one
 judge of the old code, trained on all the reward data; `after`: the training judge, on the
 other half of the documents). Paired differences against the SFT student, per prompt, with
-95% bootstrap intervals.
+95% bootstrap intervals over whole groups of prompts (`io.group_of`).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import json
 import statistics
 from pathlib import Path
 
-from prefdistill.io import read_examples, read_json, read_jsonl
+from prefdistill.io import group_of, read_examples, read_json, read_jsonl
 from prefdistill.judges import TrainedRewardJudge
 from prefdistill.metrics import bootstrap_ci, paired_difference, pairwise_outcomes
 
@@ -38,12 +38,13 @@ def sft_generations(run: Path, n: int) -> list[str]:
     return [rows[e.id] for e in test]
 
 
-def graded(judge, prompts, refs, generations, sft) -> dict:
+def graded(judge, prompts, refs, generations, sft, groups) -> dict:
     ref = judge.score(prompts, refs)
     wins = pairwise_outcomes(judge.score(prompts, generations), ref)
     sft_wins = pairwise_outcomes(judge.score(prompts, sft), ref)
-    rate, low, high = bootstrap_ci(wins, n_boot=2000, seed=0)
-    return {"win_rate": 100 * rate, "ci": [100 * low, 100 * high], "vs_sft": paired_difference(wins, sft_wins, n_boot=2000, seed=0),
+    rate, low, high = bootstrap_ci(wins, n_boot=2000, seed=0, groups=groups)
+    return {"win_rate": 100 * rate, "ci": [100 * low, 100 * high],
+            "vs_sft": paired_difference(wins, sft_wins, n_boot=2000, seed=0, groups=groups),
             "sft_win_rate": 100 * statistics.fmean(sft_wins)}
 
 
@@ -56,6 +57,7 @@ def main() -> None:
     test = read_examples(args.after / "data" / "test.jsonl")
     assert [e.id for e in test] == [e.id for e in read_examples(args.before / "data" / "test.jsonl")], "different test splits"
     prompts, refs = [e.prompt for e in test], [e.target for e in test]
+    groups = [group_of(e) for e in test]  # the intervals resample whole groups (a paper's prompts together)
     sft = sft_generations(args.after, len(test))
     assert sft == sft_generations(args.before, len(test)), "the two runs' SFT students differ"
     evaluation = TrainedRewardJudge(args.after / "reward" / "heldout" / "model", name="heldout")
@@ -69,8 +71,8 @@ def main() -> None:
                 continue
             gens = result["generations"]
             rows.append({"version": version, "method": method, "label": result["label"], "train_wall_s": result["cost"]["train_wall_s"],
-                         "eval_judge": graded(evaluation, prompts, refs, gens, sft),
-                         "own_oracle": graded(oracles[version], prompts, refs, gens, sft)})
+                         "eval_judge": graded(evaluation, prompts, refs, gens, sft, groups),
+                         "own_oracle": graded(oracles[version], prompts, refs, gens, sft, groups)})
             r = rows[-1]
             print(f"{version:6s} {r['label']:8s} eval judge {r['eval_judge']['win_rate']:5.1f} "
                   f"(vs SFT {r['eval_judge']['vs_sft']['diff']:+5.1f} [{r['eval_judge']['vs_sft']['ci'][0]:+.1f}, {r['eval_judge']['vs_sft']['ci'][1]:+.1f}])  "

@@ -391,6 +391,24 @@ def _candidates(bench, run_dir, entry):
     return out
 
 
+def test_tiny_bench_intervals_resample_the_test_and_validation_groups(tiny_bench):
+    """Every interval (rows, paired differences, teacher gap on test and on validation) resamples io.group_of's groups."""
+    from prefdistill.io import group_of
+
+    results, cfg = tiny_bench["results"], tiny_bench["cfg"]
+    splits = Pipeline(cfg).splits
+    n, g = len(splits["test"]), len({group_of(e) for e in splits["test"]})
+    assert results["resampled"] == f"groups ({n} prompts in {g} groups) and seeds (2)"
+    assert results["teacher_gap"]["groups"] == g
+    val = results["teacher_gap_validation"]
+    assert val["groups"] == len({group_of(e) for e in splits["validation"]}) and val["resampled"].startswith("groups (")
+    for row in results["rows"]:
+        assert row["groups"] == g and row["resampled"] == f"groups ({n} prompts in {g} groups) and seeds (2)"
+        assert all(row[k]["groups"] == g for k in ("vs_sft", "rougeL_vs_sft"))
+    assert all(r["groups"] == g for r in results["base_rows"].values())
+    assert "resampled here: groups (" in (cfg.run_dir / "bench" / "main" / "report.md").read_text()
+
+
 def test_tiny_bench_chooses_the_validation_argmax_and_trains_it_on_the_second_seed(tiny_bench):
     results, cfg, bench, trained = tiny_bench["results"], tiny_bench["cfg"], tiny_bench["bench"], tiny_bench["trained"]
     selection = read_json(cfg.run_dir / "bench" / "main" / "selection.json")

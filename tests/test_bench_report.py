@@ -82,7 +82,7 @@ def test_full_report(results, tmp_path):
     report = path.read_text()
     assert path == tmp_path / "report.md"
     for text in ("+13.4 [6.2, 20.6] points on 64 prompts", "+11.7 [3.3, 19.9] points on 32 prompts (floor 5.0: passed)",
-                 "32 validation prompts", "16 steps × batch 4", "LoRA r 8, alpha 32, dropout 0.1", "two-level bootstrap over seeds and prompts",
+                 "32 validation prompts", "16 steps × batch 4", "LoRA r 8, alpha 32, dropout 0.1", "two-level bootstrap over seeds and whole groups of prompts",
                  "Win rate, training judge", "Δ vs SFT by the training judge", "Δ vs SeqKD [95% CI]", "Δ ROUGE-L vs SFT [95% CI]"):
         assert text in report, text
     # Selected settings, per-seed win rates and paired differences.
@@ -165,3 +165,13 @@ def test_budget_and_sweep_plots_skip_without_data(results, tmp_path):
     assert plot_budget({**results, "costs": {}}, tmp_path / "none.png") is None
     assert plot_sweep({"plad": []}, {}, tmp_path / "sweep.png", xlabel="x", title="t") is None
     assert not (tmp_path / "none.png").exists() and not (tmp_path / "sweep.png").exists()
+
+
+def test_report_says_what_the_intervals_resampled(results, tmp_path):
+    grouped = {**copy.deepcopy(results), "resampled": "groups (64 prompts in 22 groups) and seeds (3)"}
+    grouped["teacher_gap"]["groups"], grouped["teacher_gap_validation"]["groups"] = 22, 11
+    report = build_bench_report(tmp_path, grouped)
+    assert "resampled here: groups (64 prompts in 22 groups) and seeds (3)." in report
+    assert "+11.7 [3.3, 19.9] points on 32 prompts in 11 groups (floor 5.0: passed)" in report
+    assert "+13.4 [6.2, 20.6] points on 64 prompts in 22 groups" in report
+    assert "resampling whole groups of prompts once for both sides and each side's seeds" in report

@@ -45,6 +45,20 @@ def test_metrics_table_rows(tiny_run):
     assert metrics["comparison"]["win_rate_diff"]["n"] == metrics["n_test"]
 
 
+def test_eval_intervals_resample_the_test_groups(tiny_run):
+    """The eval stage passes the test examples' io.group_of to every interval, and the report says so."""
+    from prefdistill.io import group_of, read_examples
+
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    test = read_examples(tiny_run / "data" / "test.jsonl")
+    groups = len({group_of(e) for e in test})
+    assert metrics["resampled"] == f"groups ({len(test)} prompts in {groups} groups)"
+    assert all(row["groups"] == groups for row in metrics["rows"].values())
+    for key in ("comparison", "training_judge_comparison"):
+        assert metrics[key]["win_rate_diff"]["groups"] == metrics[key]["head_to_head"]["groups"] == groups
+    assert f"Every interval in this report resampled groups ({len(test)} prompts" in (tiny_run / "report.md").read_text()
+
+
 def test_rows_are_graded_by_a_held_out_judge_and_by_the_training_judge(tiny_run):
     """The grader is not the judge training used: two reward models from disjoint documents, both in the report."""
     metrics = json.loads((tiny_run / "metrics.json").read_text())

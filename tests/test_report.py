@@ -147,3 +147,15 @@ def test_verdict_uses_paired_comparison_when_present():
     assert "Paired over the same 40 prompts" in neither and "significantly" not in neither
     worse = verdict({"rows": rows, "comparison": comparison(-9.0, -1.0, 30.0, 45.0)})
     assert worse.count("significantly in favour of SFT student") == 2
+
+
+
+def test_report_says_what_the_intervals_resampled(tmp_path, metrics):
+    grouped = {**copy.deepcopy(metrics), "resampled": "groups (72 prompts in 24 groups)"}
+    text = write_report(tmp_path, grouped).read_text()
+    assert "Every interval in this report resampled groups (72 prompts in 24 groups)." in text
+    assert "resamples whole groups of test prompts" in text
+    assert "Every interval in this report" not in write_report(tmp_path, metrics).read_text()  # an old metrics.json says nothing
+    paired = {"method_row": "student_distill", "baseline_row": "student_sft", "win_rate_diff": {"n": 72, "groups": 24, "diff": 5.0,
+              "ci": [-1.0, 11.0]}, "head_to_head": {"win_rate": 55.0, "ci": [45.0, 65.0]}}
+    assert "Paired over the same 72 prompts in 24 groups" in verdict({**metrics, "comparison": paired})

@@ -39,11 +39,11 @@ from prefdistill.best_checkpoint import Selection
 from prefdistill.config import BenchConfig, BenchMethod, RunConfig
 from prefdistill.errors import ConfigError, TeacherGapError
 from prefdistill.evaluation import score_all
-from prefdistill.io import read_json, write_json, write_jsonl
+from prefdistill.io import group_of, read_json, write_json, write_jsonl
 from prefdistill.methods import get_method
 from prefdistill.methods.common import COUNT_PREFIX
 from prefdistill.methods.registry import build_params, requirements
-from prefdistill.metrics import paired_difference, pairwise_outcomes, rouge, word_count
+from prefdistill.metrics import paired_difference, pairwise_outcomes, resampled, rouge, word_count
 from prefdistill.pairs import load_pairs, relabel
 from prefdistill.pipeline import Pipeline
 from prefdistill.rows import BASE_ROWS
@@ -114,11 +114,15 @@ class Bench:
         else:
             val = self.pipe.splits["validation"]  # all of it: the gap decides whether the bench runs at all
             wins = {row: self.val_wins(self.val_generations(row, val), val) for row in ("teacher", "student_sft")}
-            gap = paired_difference(wins["teacher"], wins["student_sft"], n_boot=self.cfg.eval.n_bootstrap, seed=self.cfg.seed)
+            groups = [group_of(e) for e in val]  # the interval resamples whole groups (a paper's prompts together)
+            gap = paired_difference(wins["teacher"], wins["student_sft"], n_boot=self.cfg.eval.n_bootstrap, seed=self.cfg.seed,
+                                    groups=groups)
+            gap = {**gap, "resampled": resampled(len(val), groups)}
             write_json(path, gap)
         floor = self.bench.gap_floor
         passed = gap["ci"][0] > 0 and gap["diff"] >= floor
-        print(f"[prefdistill] teacher − SFT student on {gap['n']} validation prompts: {gap['diff']:+.1f} points of win rate "
+        unit = f" in {gap['groups']} groups" if "groups" in gap else " (resampled one by one: an old file)"
+        print(f"[prefdistill] teacher − SFT student on {gap['n']} validation prompts{unit}: {gap['diff']:+.1f} points of win rate "
               f"[{gap['ci'][0]:.1f}, {gap['ci'][1]:.1f}] (floor {floor:g})", flush=True)
         if not passed and not self.ignore_gap:
             raise TeacherGapError(
@@ -295,7 +299,8 @@ class Bench:
         base = {row: self.pipe.row_generations(row) for row in BASE_ROWS}
         runs = {j.key: {**read_json(self.result_path(j)), "test": self.test_result(j, chosen[j.entry]["step"])} for j in jobs}
         grid = {j.key: read_json(self.result_path(j)) for j in selection_jobs(self.bench)}
-        return {"references": refs, "jobs": jobs, "runs": runs, "grid": grid, "chosen": chosen, "base": base,
+        return {"references": refs, "groups": [group_of(e) for e in test], "jobs": jobs, "runs": runs, "grid": grid,
+                "chosen": chosen, "base": base,
                 "labels": {r: self.pipe.row_label(r) for r in base}, "scores": score_all(self.graders, prompts, refs, base),
                 "gap_validation": gap, "val_reference": val_reference, "n_val": len(self.val_examples),
                 "sft_logs": self.pipe.sft_logs(), "sft_choices": self.pipe.sft_choices()}

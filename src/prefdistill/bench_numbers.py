@@ -4,9 +4,11 @@
 
 Each method row pools the test generations of its chosen setting over every seed. Its
 comparisons with the SFT student and with SeqKD (the budget-matched control) are paired
-on the same test prompts, with a two-level bootstrap: prompts resampled once for both
-sides, each side's seeds resampled on their own (`metrics.paired_difference_seeds`).
-The detection limit is read off those intervals' half-widths (`metrics.detection_limit`).
+on the same test prompts, with a two-level bootstrap: whole groups of prompts (a paper's
+prompts together, `io.group_of`) resampled once for both sides, each side's seeds resampled
+on their own (`metrics.paired_difference_seeds`). Every other interval here (rows, sweeps,
+the teacher gap) resamples the same groups. The detection limit is read off the paired
+intervals' half-widths (`metrics.detection_limit`), so it too counts groups, not prompts.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import statistics
 import numpy as np
 
 from prefdistill.bench_plan import collapse
-from prefdistill.metrics import (detection_limit, paired_difference, paired_difference_seeds, rouge_per_example,
+from prefdistill.metrics import (detection_limit, paired_difference, paired_difference_seeds, resampled, rouge_per_example,
                                  summarize_generations, summarize_seeds, win_rate, wins_per_seed)
 from prefdistill.report_sft import sft_summary
 
@@ -27,7 +29,7 @@ ORDERINGS = ([("PLaD", "plad", b, "win_rate") for b in KD_BASELINES] + [("PLaD",
 
 def summarize(cfg, bench, scored: dict) -> dict:
     refs, scores, base = scored["references"], scored["scores"], scored["base"]
-    opts = dict(n_boot=cfg.eval.n_bootstrap, seed=cfg.seed)
+    opts = dict(n_boot=cfg.eval.n_bootstrap, seed=cfg.seed, groups=scored["groups"])  # every interval: whole groups
     base_rows = {row: {"label": scored["labels"][row], **summarize_generations(
         gens, refs, scores["eval"][row], scores["eval"]["reference"], opponent_scores=None if row == "teacher" else scores["eval"]["teacher"],
         length_edges=cfg.eval.length_buckets, **opts)} for row, gens in base.items()}
@@ -47,9 +49,10 @@ def summarize(cfg, bench, scored: dict) -> dict:
     gap = paired_difference(teacher["win_rate"][0], outcomes["SFT"]["win_rate"][0], **opts)
     return {
         "config": cfg.name, "task": cfg.data.source, "teacher": cfg.teacher.name_or_path, "student": cfg.student.name_or_path,
-        "n_test": len(refs), "n_val": scored["n_val"], "seeds": list(bench.seeds), "steps": cfg.distill.train.steps,
+        "n_test": len(refs), "n_val": scored["n_val"], "resampled": resampled(len(refs), scored["groups"], len(bench.seeds)),
+        "seeds": list(bench.seeds), "steps": cfg.distill.train.steps,
         "batch_size": cfg.distill.train.batch_size, "lora": {k: getattr(cfg.student.lora, k) for k in ("enabled", "r", "alpha", "dropout")},
-        "select_metric": bench.select_metric, "teacher_gap": {"diff": gap["diff"], "ci": gap["ci"], "n": gap["n"]},
+        "select_metric": bench.select_metric, "teacher_gap": {k: gap[k] for k in ("diff", "ci", "n", "groups")},
         "teacher_gap_validation": scored["gap_validation"], "base_rows": base_rows, "rows": rows, "costs": costs,
         "val_reference": scored["val_reference"], "detection_limit": _detection(rows),
         "orderings": _orderings(rows, outcomes, opts), "sft": _sft(scored["sft_logs"], scored["sft_choices"]), **_sweeps(scored, bench, refs, opts),

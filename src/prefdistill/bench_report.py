@@ -13,8 +13,8 @@ from pathlib import Path
 from prefdistill.io import atomic_write_text
 from prefdistill.report_sft import curve_lines, sft_table
 from prefdistill.report import (
-    DASH, _ci, _fmt, _fmt_rate, _label, _md_table, _new_figure, _num, _save, console_table, length_table, plot_length_buckets,
-    plot_win_rates, render_table,
+    DASH, _ci, _fmt, _fmt_rate, _in_groups, _label, _md_table, _new_figure, _num, _save, console_table, length_table,
+    plot_length_buckets, plot_win_rates, render_table,
 )
 
 METRIC_NAMES = {"win_rate": "win rate", "rougeL": "ROUGE-L", "word_count": "words"}
@@ -198,9 +198,9 @@ def _gap_line(results: dict) -> str:
     if isinstance(val, dict) and _num(val.get("diff")) is not None:
         status = "passed" if val.get("passed") else "not met, ignored as configured" if val.get("ignored") else "not met"
         floor = f" (floor {_fmt(val.get('floor'), 1)}: {status})" if _num(val.get("floor")) is not None else ""
-        parts.append(f"validation {_diff(val)} points on {val.get('n')} prompts{floor}")
+        parts.append(f"validation {_diff(val)} points on {val.get('n')} prompts{_in_groups(val)}{floor}")
     if isinstance(test, dict) and _num(test.get("diff")) is not None:
-        parts.append(f"test {_diff(test)} points on {test.get('n')} prompts")
+        parts.append(f"test {_diff(test)} points on {test.get('n')} prompts{_in_groups(test)}")
     return ("Teacher − SFT student win rate (paired): " + "; ".join(parts) + ".") if parts else ""
 
 
@@ -210,13 +210,14 @@ def _gap_section(results: dict) -> list[str]:
             "student only by closing part of it, so a gap whose interval reaches 0 leaves a method nothing to win.", ""] if line else []
 
 
-def _table1(view: dict) -> list[str]:
+def _table1(view: dict, resampled: str | None = None) -> list[str]:
     rows = view["rows"].values()
     judge = (" The last column grades with the training judge (the oracle the win-rate methods optimised)."
              if any("training_judge_win_rate" in r for r in rows) else "")
     return ["## Table 1 analogue", "", render_table(view), "",
             "Win rates: the evaluation judge's score above the reference's (ties half). Method rows pool every training "
-            "seed; their 95% intervals are a two-level bootstrap over seeds and prompts (base rows: over prompts)." + judge, ""]
+            "seed; their 95% intervals are a two-level bootstrap over seeds and whole groups of prompts (base rows: over "
+            "groups), since one document's prompts fail together" + (f"; resampled here: {resampled}." if resampled else ".") + judge, ""]
 
 
 def _per_seed(row: dict) -> str:
@@ -237,8 +238,8 @@ def _paired_section(results: dict) -> list[str]:
             + [_diff(r.get("rougeL_vs_sft"))] + ([_diff(r.get("vs_sft_training_judge"))] if judge else []) + [_collapse(r)]
             for k, r in rows.items()]
     out = ["## Against SFT and SeqKD (paired, two-level bootstrap)", "", _md_table(header, body), "",
-           "Each Δ compares a method with the baseline on the same test prompts, resampling prompts together and each "
-           "side's seeds (points). It is significant when its interval excludes 0.", ""]
+           "Each Δ compares a method with the baseline on the same test prompts, resampling whole groups of prompts once "
+           "for both sides and each side's seeds (points). It is significant when its interval excludes 0.", ""]
     events = [(k, r, c) for k, r in rows.items() for c in (r.get("collapse") or [])]
     if events:
         out += ["Collapse: a run (a grid point on the first seed, or the chosen setting on another seed) scored below the "
@@ -364,7 +365,7 @@ def _cost_sections(results: dict) -> list[str]:
 def build_bench_report(folder: Path, results: dict) -> str:
     """The report's markdown; draws the figures under folder/plots/ as a side effect."""
     plots, view = Path(folder) / "plots", table_view(results)
-    lines = _intro(results) + _gap_section(results) + _table1(view) + _paired_section(results)
+    lines = _intro(results) + _gap_section(results) + _table1(view, results.get("resampled")) + _paired_section(results)
     detection = _detection_lines(results)
     if detection:
         lines += ["## Detection limit", "", " ".join(detection), ""]

@@ -43,6 +43,11 @@ def _ci(ci) -> tuple[float, float] | None:
     return None
 
 
+def _in_groups(d: dict) -> str:
+    """" in G groups" for a result that says how many groups its interval resampled, else ""."""
+    return f" in {d['groups']} groups" if _num(d.get("groups")) is not None else ""
+
+
 def _fmt_rate(rate, ci) -> str:
     if _num(rate) is None:
         return DASH
@@ -182,7 +187,7 @@ def _paired_sentence(paired: dict, ml: str, bl: str) -> str:
             return f"excludes {null:g}: significantly in favour of {bl}"
         return f"includes {null:g}: not significant"
 
-    return (f"Paired over the same {wr['n']} prompts, the win-rate difference is {wr['diff']:+.2f} points "
+    return (f"Paired over the same {wr['n']} prompts{_in_groups(wr)}, the win-rate difference is {wr['diff']:+.2f} points "
             f"(95% CI [{lo:.2f}, {hi:.2f}], which {outcome(lo, hi, 0)}); head to head, the judge prefers "
             f"{ml}'s generation to {bl}'s on {h2h['win_rate']:.1f}% of prompts "
             f"(95% CI [{hlo:.1f}, {hhi:.1f}], ties half, which {outcome(hlo, hhi, 50)}).")
@@ -274,8 +279,9 @@ def plot_win_rates(metrics: dict, path) -> Path | None:
 HOW_TO_READ = """\
 - **Win rate vs ref.**: the share of test prompts on which the judge scores the model's
   generation above the dataset's reference answer; ties count half. The bracket is a
-  percentile-bootstrap 95% interval over test examples: when two rows' intervals overlap,
-  this test set is too small to tell them apart.
+  percentile-bootstrap 95% interval that resamples whole groups of test prompts (one
+  document's prompts together: a model that misreads a paper misses all of them): when two
+  rows' intervals overlap, this test set is too small to tell them apart.
 - **T-S win rate**: the share of test prompts on which the judge prefers this row's
   generation over the teacher's generation for the same prompt (ties half).
 - **ROUGE-1/2/L**: F1 ×100 of word overlap with the reference (Porter stemming).
@@ -341,6 +347,8 @@ def build_report(run_dir: Path, metrics: dict) -> str:
     if plot_win_rates(metrics, plots / "win_rates.png"):
         out += ["![Win rate vs reference](plots/win_rates.png)", ""]
     out += ["## How to read the table", "", HOW_TO_READ, ""]
+    if metrics.get("resampled"):
+        out += [f"Every interval in this report resampled {metrics['resampled']}.", ""]
     lengths = length_table(metrics)
     if lengths:
         out += ["## Win rate by generation length", "",

@@ -15,8 +15,9 @@ from dataclasses import asdict
 from prefdistill import evaluation, judges
 from prefdistill.best_checkpoint import INITIAL, BestCheckpoint, log_fields, require_rule
 from prefdistill.config import resolved_eval_judge, training_lora
-from prefdistill.io import Example, is_main_process, write_json, write_jsonl
+from prefdistill.io import Example, group_of, is_main_process, write_json, write_jsonl
 from prefdistill.methods import get_method, method_params
+from prefdistill.metrics import resampled
 from prefdistill.models.hf import pick_device
 from prefdistill.pairs import attach_scores, build_pairs, record_failures, relabel
 from prefdistill.progress import stage_bar
@@ -179,8 +180,10 @@ def grade_and_write(pipe, generations: dict[str, list[str]]) -> None:
     if "training" in scores:
         write_json(folder.eval_file("training_judge_scores.json"), scores["training"])
     labels = {row: pipe.row_label(row) for row in generations}
-    opts = dict(n_boot=cfg.eval.n_bootstrap, seed=cfg.seed)
-    result = {"rows": evaluation.summarize_rows(generations, refs, scores, labels, length_edges=cfg.eval.length_buckets, **opts)}
+    groups = [group_of(e) for e in test]  # every interval resamples whole groups (a paper's prompts together)
+    opts = dict(n_boot=cfg.eval.n_bootstrap, seed=cfg.seed, groups=groups)
+    result = {"rows": evaluation.summarize_rows(generations, refs, scores, labels, length_edges=cfg.eval.length_buckets, **opts),
+              "resampled": resampled(len(test), groups)}
     write_jsonl(folder.eval_file("generations.jsonl"),
                 [{"id": e.id, "prompt": e.prompt, "reference": e.target, **{r: generations[r][i] for r in generations}}
                  for i, e in enumerate(test)])
