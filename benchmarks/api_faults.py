@@ -5,7 +5,7 @@ llama-cpp-python serves SmolLM2-135M on loopback; the proxy (tests/servers.py) g
 second distinct request one fault on its first try, the kinds in turn (dropped connection,
 HTTP 500, 429 with Retry-After, a stall past the client's deadline, truncated JSON, an
 empty completion), and answers every request for one "poisoned" prompt with HTTP 500.
-The API teacher samples every prompt through `prefdistill.sampling.sample_resumable`;
+The API teacher samples every prompt through `prefdistill.data.sampling.sample_resumable`;
 the script prints what was sent, injected, retried and lost, and writes a JSON.
 """
 from __future__ import annotations
@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from servers import FAULTS, FaultProxy, LlamaServer, smollm2_gguf  # noqa: E402
 
-from prefdistill.api_client import APIClient  # noqa: E402
-from prefdistill.config import SamplingConfig  # noqa: E402
+from prefdistill.config.schema import SamplingConfig  # noqa: E402
+from prefdistill.data.sampling import sample_resumable  # noqa: E402
 from prefdistill.io import Example, read_jsonl  # noqa: E402
 from prefdistill.models.api import APILM  # noqa: E402
-from prefdistill.sampling import sample_resumable  # noqa: E402
-from prefdistill.tiny import tiny_rows  # noqa: E402
+from prefdistill.models.api_client import APIClient  # noqa: E402
+from prefdistill.models.tiny import tiny_rows  # noqa: E402
 
 
 def one_fault_per_request(poison: str):

@@ -49,10 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def load(args, workdir: Path):
     """(LocalLM, prompts): the demo's ACLSum prompts, or the tiny assets' synthetic ones."""
     from prefdistill.cli import packaged_config
-    from prefdistill.checks import load_config
-    from prefdistill.data import prepare_splits
+    from prefdistill.config.checks import load_config
+    from prefdistill.data.splits import prepare_splits
     from prefdistill.models.hf import LocalLM
-    from prefdistill.tiny import make_tiny_assets, tiny_config
+    from prefdistill.models.tiny import make_tiny_assets, tiny_config
 
     if args.tiny:
         cfg = load_config(tiny_config(make_tiny_assets(workdir / "tiny"), workdir))
@@ -148,7 +148,7 @@ def arm_stats(wall: float, n_prompts: int, n_samples: int, rec: Recorder) -> dic
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from prefdistill.config import SamplingConfig
+    from prefdistill.config.schema import SamplingConfig
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,7 +3,7 @@
 
 Parts (each in its own try/except: one failing part keeps the others' numbers):
   correctness   every registered method (+ KD from the top-k cache) trains 2 steps on the tiny models
-                with `prefdistill.train.train`, on the CPU in fp32 (the reference) and on the device in
+                with `prefdistill.training.loop.train`, on the CPU in fp32 (the reference) and on the device in
                 fp32 and under bf16 autocast; the step-1 losses must agree within TOLERANCES
   throughput    SFT, PLaD, DPKD (stored teacher log-probs), KD (live teacher and top-k cache) and GKD
                 on-policy on a ~0.85B Llama-shaped student (2.8B teacher), random weights, bf16,
@@ -122,10 +122,10 @@ def benchmark_module(name: str):
 
 def quiet_training_bars() -> None:
     """The train loop's progress bars off (it asks for them explicitly): the JSON and the table are the output."""
-    import prefdistill.train
+    import prefdistill.training.loop
 
-    shown = prefdistill.train.progress_bar
-    prefdistill.train.progress_bar = lambda *a, **k: shown(*a, **{**k, "disable": True})
+    shown = prefdistill.training.loop.progress_bar
+    prefdistill.training.loop.progress_bar = lambda *a, **k: shown(*a, **{**k, "disable": True})
 
 
 # ----------------------------------------------------------------------------- correctness
@@ -135,8 +135,8 @@ EXTRA_VARIANTS = {"kd[topk]": ("kd", {"signal": "topk", "k": 8, "topk_dtype": "f
 
 @functools.lru_cache(maxsize=None)
 def method_tests():
-    """tests/test_methods.py: its ROWS, PARAMS (each method's loss active on those rows) and WordCountJudge, defined once there."""
-    spec = importlib.util.spec_from_file_location("test_methods", HERE.parent / "tests" / "test_methods.py")
+    """tests/methods/test_methods.py: its ROWS, PARAMS (each method's loss active on those rows) and WordCountJudge, defined once there."""
+    spec = importlib.util.spec_from_file_location("test_methods", HERE.parent / "tests" / "methods" / "test_methods.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -156,7 +156,7 @@ def rollouts(record: list, replay: list | None):
     The real sampler still runs (its draws advance the RNG as usual and are recorded), so a
     device run scores exactly the CPU's rows even where a sample came out differently.
     """
-    from prefdistill.rollout import rollout
+    from prefdistill.models.rollout import rollout
 
     mods = [m for n, m in list(sys.modules.items()) if n.startswith("prefdistill.methods.") and getattr(m, "rollout", None) is rollout]
     queue = list(replay or [])
@@ -177,10 +177,10 @@ def rollouts(record: list, replay: list | None):
 
 def method_extras(needs: frozenset, assets: dict, device: str, rows: list[dict], params, student, folder: Path) -> dict:
     """What the pipeline passes for each need, on the tiny models (and the top-k cache built on `device`)."""
-    from prefdistill.config import ModelConfig
+    from prefdistill.config.schema import ModelConfig
     from prefdistill.models.hf import LocalLM
-    from prefdistill.oracles import BradleyTerryOracle
-    from prefdistill.teacher_signal import build_topk_cache
+    from prefdistill.judges.oracles import BradleyTerryOracle
+    from prefdistill.signal.topk_cache import build_topk_cache
 
     load = lambda role: LocalLM.load(ModelConfig(name_or_path=str(assets[role]), device=device))  # noqa: E731
     providers = {"teacher": lambda: load("teacher"), "reference": lambda: load("student"),
@@ -193,11 +193,11 @@ def method_extras(needs: frozenset, assets: dict, device: str, rows: list[dict],
 
 def two_steps(label: str, assets: dict, device: str, precision: str, folder: Path, replay: list | None = None) -> dict:
     """Losses of 2 steps of `train` (seed 0) and the samples drawn, on `device` under `precision`."""
-    from prefdistill.config import LoraConfig, ModelConfig, TrainConfig
+    from prefdistill.config.schema import LoraConfig, ModelConfig, TrainConfig
     from prefdistill.methods import get_method
     from prefdistill.methods.registry import build_params, requirements
     from prefdistill.models.hf import LocalLM
-    from prefdistill.train import train
+    from prefdistill.training.loop import train
 
     method, raw = variants()[label]
     spec = get_method(method)
@@ -228,7 +228,7 @@ def compare(ref: dict, run: dict, tol: dict | None) -> dict:
 
 
 def part_correctness(ctx: Context) -> dict:
-    from prefdistill.tiny import make_tiny_assets
+    from prefdistill.models.tiny import make_tiny_assets
 
     assets = make_tiny_assets(ctx.tmp / "tiny")
     bf16 = bf16_support(ctx.device)
@@ -282,7 +282,7 @@ def part_generation(ctx: Context) -> dict:
     """benchmarks/generation_throughput.py's naive and batched arms on a random model of SmolLM2-135M's shape."""
     import random
 
-    from prefdistill.config import SamplingConfig
+    from prefdistill.config.schema import SamplingConfig
 
     gt = benchmark_module("generation_throughput")
     g = ctx.size["gen"]
@@ -326,7 +326,7 @@ def part_distributed(ctx: Context) -> dict:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=ctx.timeout(180))
     result = {"command": "accelerate launch --num_processes 1 benchmarks/gpu_check.py --dist-child OUT",
               "wall_s": round(time.perf_counter() - t0, 2), "not_checked": NOT_CHECKED,
-              "process_group": "none with one process; tests/test_distributed.py runs 2 CPU processes over gloo"}
+              "process_group": "none with one process; tests/training/test_distributed.py runs 2 CPU processes over gloo"}
     if done.returncode != 0 or not out.is_file():
         return {**result, "status": "error", "error": (done.stdout[-1500:] + done.stderr[-2500:]).strip().splitlines()[-15:]}
     child = json.loads(out.read_text())
@@ -336,12 +336,12 @@ def part_distributed(ctx: Context) -> dict:
 
 def dist_child(args) -> None:
     """Run under accelerate launch: 4 PLaD steps on the tiny models; write the losses and what accelerate set up."""
-    from prefdistill.config import LoraConfig, ModelConfig, TrainConfig
+    from prefdistill.config.schema import LoraConfig, ModelConfig, TrainConfig
     from prefdistill.methods import get_method
     from prefdistill.methods.plad import PLaDParams
     from prefdistill.models.hf import CHECKPOINT_META, LocalLM
-    from prefdistill.tiny import make_tiny_assets
-    from prefdistill.train import train
+    from prefdistill.models.tiny import make_tiny_assets
+    from prefdistill.training.loop import train
 
     with tempfile.TemporaryDirectory() as tmp:
         assets = make_tiny_assets(Path(tmp) / "tiny")

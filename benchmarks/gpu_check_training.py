@@ -1,7 +1,7 @@
 # part of benchmarks/gpu_check.py: python benchmarks/gpu_check.py --parts throughput   (--cpu-smoke: toy sizes on the CPU)
 """gpu_check's training throughput and MFU, and the random-weight models and rows its parts share.
 
-Each row times optimizer steps as `prefdistill.train.train` takes them (`run_steps`: the method's
+Each row times optimizer steps as `prefdistill.training.loop.train` takes them (`run_steps`: the method's
 own loss, backward, clip, AdamW, scheduler) on a Llama built from a config with random weights
 (`random_lm`) and rows of random words whose lengths are exact (`synthetic_rows`). A forward
 hook on the model counts the token positions it runs (`TokenCounter`); MFU divides their model
@@ -49,7 +49,7 @@ def fresh_accelerate_state() -> None:
 
 def word_tokenizer(vocab_size: int):
     """A word-level chat tokenizer of exactly `vocab_size` ids: one token per word w0, w1, ... (exact lengths)."""
-    from prefdistill.tiny import _causal_tokenizer
+    from prefdistill.models.tiny import _causal_tokenizer
 
     specials = ["<pad>", "<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>"]
     words = specials + [f"w{i}" for i in range(vocab_size - len(specials))]
@@ -167,7 +167,7 @@ class TokenCounter:
 
 
 def run_steps(lm, spec, params, rows, extras, warmup: int, steps: int, batch: int, device, on_warm=None) -> float:
-    """Seconds taken by `steps` optimizer steps after `warmup` untimed ones, each as `prefdistill.train.train` takes it.
+    """Seconds taken by `steps` optimizer steps after `warmup` untimed ones, each as `prefdistill.training.loop.train` takes it.
 
     Each step: the method's loss on `batch` rows, backward, clip 1.0, AdamW, scheduler, zero_grad,
     and the loss's .item() (train() logs it; on CUDA it also waits for the step). `on_warm()` runs
@@ -285,7 +285,7 @@ def throughput_numbers(seconds: float, steps: int, counter: TokenCounter, teache
 
 def topk_cache(rows: list[dict], params, models: dict, ctx: Context) -> None:
     """The teacher's top-k of `rows`, cached once before the timed steps (as the pipeline does before training)."""
-    from prefdistill.teacher_signal import build_topk_cache
+    from prefdistill.signal.topk_cache import build_topk_cache
 
     build_topk_cache(models["teacher"], rows, params.k, ctx.tmp / f"topk_{params.k}.bin", tokenizer=models["student"].tokenizer,
                      teacher_id="random-teacher", temperature=params.temperature, dtype=params.topk_dtype)

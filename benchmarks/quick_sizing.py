@@ -13,11 +13,11 @@ import argparse
 import json
 from pathlib import Path
 
-from prefdistill.bench import Bench
-from prefdistill.checks import load_bench_config
+from prefdistill.bench.runner import Bench
 from prefdistill.cli import packaged_config
+from prefdistill.config.checks import load_bench_config
+from prefdistill.evaluation.metrics import paired_difference
 from prefdistill.io import group_of, write_json
-from prefdistill.metrics import paired_difference
 
 PAIRS = [("teacher_full", "student_full"), ("teacher_quick", "student_quick"), ("teacher_full", "teacher_quick"),
          ("student_quick", "student_full"), ("teacher_full", "student_quick")]

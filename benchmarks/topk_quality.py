@@ -15,14 +15,14 @@ import argparse
 import json
 from pathlib import Path
 
-from prefdistill.bench import Bench
-from prefdistill.bench_numbers import seed_outcomes
-from prefdistill.bench_plan import seeds_of, settings_hash
-from prefdistill.checks import load_bench_config
+from prefdistill.bench.numbers import seed_outcomes
+from prefdistill.bench.plan import seeds_of, settings_hash
+from prefdistill.bench.runner import Bench
 from prefdistill.cli import packaged_config
+from prefdistill.config.checks import load_bench_config
+from prefdistill.evaluation.metrics import paired_difference_seeds
 from prefdistill.io import group_of, read_json, write_json
-from prefdistill.metrics import paired_difference_seeds
-from prefdistill.teacher_signal import bytes_per_token
+from prefdistill.signal.topk_cache import bytes_per_token
 
 FULL = "kd"
 

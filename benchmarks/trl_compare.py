@@ -20,7 +20,7 @@ pairs once here, as prefdistill's pipeline does before training (`teacher_pair_l
 for kd_topk caches its top-k at every completion token once here (`build_topk_cache`, float16),
 as the pipeline's teacher-signal stage does; the cache's size and build time are reported.
 
-prefdistill runs the step of `prefdistill.train.train` (see `run_prefdistill`); TRL runs
+prefdistill runs the step of `prefdistill.training.loop.train` (see `run_prefdistill`); TRL runs
 `trainer.train()`. Steps/s counts --steps steps after --warmup steps.
 Peak memory is measured from just before the models load: on CPU the peak resident set
 (VmHWM, reset through /proc/self/clear_refs) minus the resident set then; on CUDA
@@ -107,11 +107,11 @@ def source_examples(args, workdir: Path) -> tuple[str, str, list[tuple[str, str]
     """(model path, teacher path, [(prompt, summary)]) from the tiny assets or the demo's ACLSum splits."""
     from dataclasses import replace
 
-    from prefdistill.assets import resolve_model_path
+    from prefdistill.models.assets import resolve_model_path
     from prefdistill.cli import packaged_config
-    from prefdistill.checks import load_config
-    from prefdistill.data import prepare_splits
-    from prefdistill.tiny import make_tiny_assets, tiny_rows
+    from prefdistill.config.checks import load_config
+    from prefdistill.data.splits import prepare_splits
+    from prefdistill.models.tiny import make_tiny_assets, tiny_rows
 
     if args.tiny:
         paths = make_tiny_assets(workdir / "tiny")
@@ -126,7 +126,7 @@ def source_examples(args, workdir: Path) -> tuple[str, str, list[tuple[str, str]
 
 def build_rows(args, workdir: Path) -> dict:
     """Rows of exact prompt / completion lengths, with the teacher's summed log-probs of both sides."""
-    from prefdistill.config import ModelConfig
+    from prefdistill.config.schema import ModelConfig
     from prefdistill.models.hf import LocalLM
 
     model_path, teacher_path, examples = source_examples(args, workdir)
@@ -156,7 +156,7 @@ def build_rows(args, workdir: Path) -> dict:
                  completion_mask=[0] * (batch["input_ids"].shape[1] - width) + batch["completion_mask"][0].tolist())
     data = {"model": model_path, "teacher": teacher_path, "rows": rows}
     if "kd_topk" in args.rows.split(","):
-        from prefdistill.teacher_signal import build_topk_cache
+        from prefdistill.signal.topk_cache import build_topk_cache
 
         t0 = time.perf_counter()
         stats = build_topk_cache(teacher, rows, args.topk, workdir / f"topk_k{args.topk}.bin", tokenizer=lm.tokenizer,
@@ -196,7 +196,7 @@ def read_peak(device) -> float:
 
 def load_model(path: str, args, device):
     """The one way both sides load a model (so both start from the same resident weights)."""
-    from prefdistill.config import ModelConfig
+    from prefdistill.config.schema import ModelConfig
     from prefdistill.models.hf import LocalLM
 
     return LocalLM.load(ModelConfig(name_or_path=path, dtype=args.dtype, device=str(device)))
@@ -206,7 +206,7 @@ def load_model(path: str, args, device):
 
 
 def run_prefdistill(row: str, data: dict, args, device) -> dict:
-    """The step `prefdistill.train.train` takes, on the same accelerate / AdamW / schedule / clipping.
+    """The step `prefdistill.training.loop.train` takes, on the same accelerate / AdamW / schedule / clipping.
 
     The loop is spelled out here rather than called so that its clock stops after each
     optimizer step (train() also writes a checkpoint and is being extended in parallel);

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import torch
 
-from prefdistill.config import DataConfig, ModelConfig, SamplingConfig, VLLMConfig
+from prefdistill.config.schema import DataConfig, ModelConfig, SamplingConfig, VLLMConfig
 from prefdistill.models import load_model, load_tokenizer
 
 
 def bench_prompts(tokenizer, n: int) -> tuple[list[str], str]:
     """n prompts (cut to 512 tokens) and where they came from."""
     try:
-        from prefdistill.data import prepare_splits
+        from prefdistill.data.splits import prepare_splits
 
         splits = prepare_splits(DataConfig(source="builtin:aclsum", max_test=n), seed=0, tokenizer=tokenizer)
         prompts = [ex.prompt for ex in splits.test + splits.validation + splits.distill][:n]

@@ -19,9 +19,9 @@ import json
 import statistics
 from pathlib import Path
 
+from prefdistill.evaluation.metrics import bootstrap_ci, paired_difference, pairwise_outcomes
 from prefdistill.io import group_of, read_examples, read_json, read_jsonl
 from prefdistill.judges import TrainedRewardJudge
-from prefdistill.metrics import bootstrap_ci, paired_difference, pairwise_outcomes
 
 METHODS = ("wind", "sppo", "bond", "jbond")
 

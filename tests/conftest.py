@@ -26,7 +26,7 @@ def benchmark_script():
 
 @pytest.fixture(scope="session")
 def tiny_assets(tmp_path_factory):
-    from prefdistill.tiny import make_tiny_assets
+    from prefdistill.models.tiny import make_tiny_assets
 
     return make_tiny_assets(tmp_path_factory.mktemp("tiny_assets"))
 
@@ -40,11 +40,11 @@ def counting(tiny_assets):
     """
     import torch
 
-    from prefdistill.config import ModelConfig
+    from prefdistill.config.schema import ModelConfig
     from prefdistill.models.api import PROBE_COMPLETION, PROBE_GUESS_PROMPT, PROBE_PROMPT
     from prefdistill.models.common import plain_prompt
     from prefdistill.models.hf import LocalLM
-    from prefdistill.tiny import _causal_tokenizer
+    from prefdistill.models.tiny import _causal_tokenizer
 
     lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["teacher"])), for_training=True)
     text = plain_prompt(PROBE_PROMPT) + PROBE_COMPLETION
@@ -89,7 +89,7 @@ def llama_server(_llama_server_slot):
     One server serves the session; a test that needs it after it died gets a fresh one, and a test
     during which it died gets an error with the exit status and the tail of the server's log.
     """
-    from prefdistill.llama_server import death_message
+    from prefdistill.models.llama_server import death_message
     from servers import LlamaServer, smollm2_gguf
 
     gguf = smollm2_gguf()

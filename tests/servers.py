@@ -1,7 +1,7 @@
 """Loopback servers for the API-teacher tests: a real llama.cpp server, a fault-injecting proxy, and stand-ins
 (FakeOpenAI: canned word log-probs; LogitServer: a local model's own log-probs and top-k).
 
-    with LlamaServer(gguf_path) as server:                      # prefdistill.llama_server
+    with LlamaServer(gguf_path) as server:                      # prefdistill.models.llama_server
         with FaultProxy(server.url, plan) as proxy:             # client -> proxy -> server
             APIClient(proxy.url + "/v1", ...)
 
@@ -20,8 +20,8 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from prefdistill.llama_server import LlamaServer, free_port  # noqa: F401  (re-exported for the tests)
 from prefdistill.models.common import plain_prompt
+from prefdistill.models.llama_server import LlamaServer, free_port  # noqa: F401  (re-exported for the tests)
 
 FAULTS = ("drop", "http_500", "rate_limited", "stall", "truncated", "empty")  # what a flaky server does
 STATUS = {"http_500": 500, "rate_limited": 429, "http_400": 400}  # faults answered with an error status
@@ -45,7 +45,7 @@ def prompt_of(payload: dict) -> str:
 
 def api_lm(url: str, endpoint: str = "completions", **kw):
     """An API teacher (`APILM`) on a stand-in server's `url`: quick timeouts, one retry."""
-    from prefdistill.api_client import APIClient
+    from prefdistill.models.api_client import APIClient
     from prefdistill.models.api import APILM
 
     return APILM(APIClient(url + "/v1", timeout_s=60.0, max_retries=1, backoff_s=0.05), "teacher", endpoint=endpoint, **kw)

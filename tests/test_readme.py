@@ -70,7 +70,7 @@ def test_a_folder_named_like_a_packaged_config_does_not_hide_it(tmp_path, monkey
 @pytest.mark.parametrize("name", ["bench", "bench_winrate", "bench_topk", "bench_tldr"])
 def test_packaged_bench_configs_pass_their_checks_in_full_and_quick_form(name):
     """Every shipped bench config, and its --quick form where it has one, passes every config rule."""
-    from prefdistill.checks import load_bench_config
+    from prefdistill.config.checks import load_bench_config
 
     cfg, bench = load_bench_config(packaged_config(name))
     assert bench.methods and cfg.name

@@ -7,12 +7,12 @@
     cfg, bench = pd.load_bench_config("bench.yaml")
     results = pd.Bench(cfg, bench).run()      # every method in the bench section, one budget
 """
-from prefdistill.config import RunConfig
+from prefdistill.config.schema import RunConfig
 from prefdistill.errors import ConfigError
 
 __version__ = "0.1.0"
-_LAZY = {"Pipeline": "prefdistill.pipeline", "run_stages": "prefdistill.pipeline", "Bench": "prefdistill.bench",
-         "load_config": "prefdistill.checks", "load_bench_config": "prefdistill.checks"}
+_LAZY = {"Pipeline": "prefdistill.run.pipeline", "run_stages": "prefdistill.run.pipeline", "Bench": "prefdistill.bench.runner",
+         "load_config": "prefdistill.config.checks", "load_bench_config": "prefdistill.config.checks"}
 
 
 def __getattr__(name):  # heavy imports (torch, transformers) only when used

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import yaml
 
-from prefdistill.config import STAGES, ConfigError, to_dict
+from prefdistill.config.checks import load_bench_config, load_config
+from prefdistill.config.schema import STAGES, ConfigError, to_dict
+from prefdistill.data.sampling import IncompleteSampling
 from prefdistill.errors import TeacherGapError
-from prefdistill.checks import load_bench_config, load_config
-from prefdistill.sampling import IncompleteSampling
-from prefdistill.train_state import NonFiniteLossError
+from prefdistill.training.state import NonFiniteLossError
 
 
 def packaged_config(name: str) -> Path:
@@ -40,7 +40,7 @@ def _stages(text: str | None) -> list[str] | None:
 
 
 def cmd_run(args) -> int:
-    from prefdistill.pipeline import run_stages
+    from prefdistill.run.pipeline import run_stages
 
     cfg = load_config(_config_source(args.config), args.overrides)
     run_stages(cfg, _stages(args.stages), allow_config_change=args.allow_config_change)
@@ -49,10 +49,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from prefdistill.pipeline import run_stages
+    from prefdistill.run.pipeline import run_stages
 
     if args.tiny:
-        from prefdistill.tiny import make_tiny_assets, tiny_config
+        from prefdistill.models.tiny import make_tiny_assets, tiny_config
 
         root = Path(args.output_dir)
         data = tiny_config(make_tiny_assets(root / "_tiny_assets"), root, name="demo-tiny")
@@ -77,7 +77,7 @@ def _config_source(name: str) -> Path | str:
 def tiny_bench_config(output_dir: Path) -> dict:
     """Every registered distillation method on the tiny offline models, with small sweeps."""
     from prefdistill.methods import METHODS
-    from prefdistill.tiny import make_tiny_assets, tiny_config
+    from prefdistill.models.tiny import make_tiny_assets, tiny_config
 
     data = tiny_config(make_tiny_assets(output_dir / "_tiny_assets"), output_dir, name="bench-tiny")
     short = {"max_new_tokens": 6}
@@ -89,7 +89,7 @@ def tiny_bench_config(output_dir: Path) -> dict:
 
 
 def cmd_bench(args) -> int:
-    from prefdistill.bench import Bench
+    from prefdistill.bench.runner import Bench
 
     if args.tiny:  # random tiny models have no teacher-student gap to check
         cfg, bench = load_bench_config(tiny_bench_config(Path(args.output_dir or "runs")), args.overrides)
@@ -114,7 +114,7 @@ def cmd_config(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from prefdistill import report
+    from prefdistill.reporting import run_report as report
     from prefdistill.io import read_json
 
     run = Path(args.run_dir)
@@ -126,7 +126,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_export_pairs(args) -> int:
-    from prefdistill.pairs import load_pairs, pairs_dataset
+    from prefdistill.data.pairs import load_pairs, pairs_dataset
 
     run = Path(args.run_dir)
     ds = pairs_dataset(load_pairs(run / "pairs" / "pairs.jsonl"))  # typed columns: bool, float64, sampling structs
@@ -168,7 +168,7 @@ def cmd_serve(args) -> int:
     """Serve a GGUF model (a file or builtin:NAME) with llama-cpp-python's OpenAI-compatible server."""
     import importlib.util
 
-    from prefdistill.assets import builtin_gguf
+    from prefdistill.models.assets import builtin_gguf
 
     if importlib.util.find_spec("llama_cpp") is None:
         raise FileNotFoundError("prefdistill serve needs llama-cpp-python's server, built portably: bash scripts/setup.sh --server")
@@ -187,7 +187,7 @@ def supervise(cmd: list[str]) -> int:
     import signal
     import subprocess
 
-    from prefdistill.llama_server import REINSTALL_HINT, describe_exit
+    from prefdistill.models.llama_server import REINSTALL_HINT, describe_exit
 
     tail: collections.deque[str] = collections.deque(maxlen=25)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")

@@ -145,3 +145,16 @@ def write_examples(path: str | Path, examples: Iterable[Example]) -> None:
 
 def read_examples(path: str | Path) -> list[Example]:
     return [Example(**r) for r in read_jsonl(path)]
+
+
+def wait_for_everyone() -> None:
+    """A barrier across the processes of `accelerate launch`; nothing when run plainly."""
+    if n_processes() > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():  # sampling may come before any training set the group up
+            from accelerate import PartialState
+
+            PartialState(cpu=not torch.cuda.is_available())  # gloo on CPUs: a plain PartialState() stays single-process
+        dist.barrier()

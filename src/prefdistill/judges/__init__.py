@@ -18,9 +18,9 @@ trained reward model that learned from the other half of the documents (`train_j
 from prefdistill.judges.base import Judge
 from prefdistill.judges.build import build_eval_judge, build_judge
 from prefdistill.judges.callable_judge import CallableJudge
+from prefdistill.judges.heldout import judges_metrics, train_judges
 from prefdistill.judges.hf import HFRewardJudge
 from prefdistill.judges.negatives import NEGATIVE_KINDS, make_preference_pairs
-from prefdistill.judges.heldout import judges_metrics, train_judges
 from prefdistill.judges.reward import MEASURES, train_reward_model
 from prefdistill.judges.reward_model import RewardHead, TrainedRewardJudge
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefdistill.config import JudgeConfig, RunConfig, resolved_eval_judge
+from prefdistill.config.schema import JudgeConfig, RunConfig, resolved_eval_judge
 from prefdistill.judges.base import Judge
 from prefdistill.judges.callable_judge import CallableJudge
 from prefdistill.judges.hf import HFRewardJudge
@@ -46,7 +46,7 @@ def build_judge(cfg: JudgeConfig, run_dir: Path, device: str = "cpu") -> Judge:
                 "(judge.name_or_path) or 'callable' (judge.callable)"
             )
         return TrainedRewardJudge(path, batch_size=cfg.batch_size, device=device)
-    if cfg.kind == "hf":  # name_or_path / callable presence: checked with the config (prefdistill.checks)
+    if cfg.kind == "hf":  # name_or_path / callable presence: checked with the config (prefdistill.config.checks)
         return HFRewardJudge(cfg.name_or_path, batch_size=cfg.batch_size, max_length=cfg.max_length, device=device)
     if cfg.kind == "callable":
         return CallableJudge(cfg.callable)

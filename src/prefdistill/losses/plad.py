@@ -4,7 +4,7 @@
 
 `chosen` is the teacher's output y⁺, `rejected` the student's y⁻ (pseudo-preference pair).
 Callers pass length-normalised sequence log-likelihoods ℓ(y) = log q_θ(y|x) / |y| when the
-method normalises (PLaD does); see prefdistill.logprobs.sequence_logps.
+method normalises (PLaD does); see prefdistill.models.logprobs.sequence_logps.
 """
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def coarsen(student_logits: torch.Tensor, teacher_topk_ids: torch.Tensor, teache
       -inf (p̄_rest from rounded log-probs is dropped too), with finite gradients;
     - a slot whose log-prob is -inf is padding, not an outcome: its id (any id, repeats
       allowed) stays in the rest bucket and both of its slots are -inf (a served teacher's
-      ids that the student's vocabulary lacks are stored as (0, -inf), `prefdistill.teacher_signal`).
+      ids that the student's vocabulary lacks are stored as (0, -inf), `prefdistill.signal.topk_cache`).
     Outcomes of probability 0 are -inf; the divergences count them as 0·log 0 = 0.
 
     p̄_rest is known only to the precision of the stored log-probs (about 1e-7 in float32,
@@ -49,7 +49,7 @@ def coarsen(student_logits: torch.Tensor, teacher_topk_ids: torch.Tensor, teache
 
     Temperature is the caller's business, as for the other losses: the log-probs are taken
     as given. A cache holds log-probs at the temperature it was made with (1 by default,
-    `prefdistill.teacher_signal`); to distil at temperature T, make the cache at T and pass
+    `prefdistill.signal.topk_cache`); to distil at temperature T, make the cache at T and pass
     student_logits / T. The teacher's log-probs are constants (no gradient flows to them).
 
     Args: student_logits (B, T, V); teacher_topk_ids (B, T, k) int64, distinct at each position

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from prefdistill.config.typed import AT_LEAST_1, AT_LEAST_2, POSITIVE, SHARE, opt
 from prefdistill.losses import jeffreys_loss, kl_regularised_returns, log_quantile_reward
 from prefdistill.methods.registry import register
-from prefdistill.typed import AT_LEAST_1, AT_LEAST_2, POSITIVE, SHARE, opt
 from prefdistill.methods.selfplay import (
     anchor_weights, init_anchor, oracle_delta, refuse_tempered_sampling, reset_anchor, sample_group, scored_without_dropout,
     sequence_logps_of,

@@ -14,13 +14,13 @@ from typing import Literal, NamedTuple
 
 import torch
 
+from prefdistill.config.typed import AT_LEAST_1, opt
+from prefdistill.data.pairs import PairRow, chosen_is_teacher, write_back
 from prefdistill.errors import ConfigError
-from prefdistill.logprobs import IGNORE_INDEX, completion_token_ids, masked_mean, pack_shared_prompt, shared_prompt_logps
 from prefdistill.losses import coarsen, log_probs_pair
-from prefdistill.pairs import PairRow, chosen_is_teacher, write_back
-from prefdistill.served import ServedTopk, served_topk
-from prefdistill.teacher_signal import load_topk
-from prefdistill.typed import AT_LEAST_1, opt
+from prefdistill.models.logprobs import IGNORE_INDEX, completion_token_ids, masked_mean, pack_shared_prompt, shared_prompt_logps
+from prefdistill.signal.served import ServedTopk, served_topk
+from prefdistill.signal.topk_cache import load_topk
 
 # Training-log statistics with these prefixes are counts (tokens; samples drawn and oracle
 # calls): the loop adds them up over micro-batches (other statistics are averaged), and the
@@ -36,7 +36,7 @@ def pair_logps(policy, prompts: list[str], chosen: list[str], rejected: list[str
     """(per-token log-probs (2B, C), completion mask (2B, C)): rows :B the chosen, B: the rejected completions.
 
     Each prompt runs through the model once for both of its completions
-    (`prefdistill.logprobs.shared_prompt_logps`), not once per completion.
+    (`prefdistill.models.logprobs.shared_prompt_logps`), not once per completion.
     """
     tok = policy.tokenizer
     prompt_ids = [policy.prompt_ids(p) for p in prompts]
@@ -89,7 +89,7 @@ class ServedSignal:
     """Where a token-level method reads the teacher: live in the training loop, or served by its backend (MiniLLM's params).
 
     served: the teacher is not loaded into training memory; at every step its backend (a server,
-    a vLLM engine: `prefdistill.served`, the `served_teacher` need) gives its top-k ids and
+    a vLLM engine: `prefdistill.signal.served`, the `served_teacher` need) gives its top-k ids and
     log-probs at the tokens trained on, fresh student samples included, and the method's
     divergence is that of the two distributions coarsened to the k ids and one bucket for the
     rest (`prefdistill.losses.coarsen`): a lower bound of the full one, equal to it when k ≥ V.
@@ -107,7 +107,7 @@ class TeacherSignal(ServedSignal):
     """`ServedSignal`, or the teacher's top-k cached once before training (the params of kd, distillm, gkd, fdistill).
 
     topk: its top-k ids and log-probs at every position the method trains on are cached once
-    before training (`prefdistill.teacher_signal`, the `teacher_topk` need), the teacher is not
+    before training (`prefdistill.signal.topk_cache`, the `teacher_topk` need), the teacher is not
     loaded for training, and the divergence is coarsened as with `served`. A cache holds nothing
     for samples the student draws during training: those need `live` or `served`.
     """
@@ -165,7 +165,7 @@ def teacher_student_log_probs(policy, teacher, rows: list[dict], prompts: list[s
 def served_batch(policy, teacher, rows: list[dict], prompts: list[str], ids: list[list[int]], params, method: str):
     """(student logits (B, C, V) with grad, labels (B, C), mask (B, C), the teacher's `ServedTopk` of the same tokens, stats).
 
-    `teacher` is the served teacher (the `served_teacher` need, `prefdistill.served`), asked now
+    `teacher` is the served teacher (the `served_teacher` need, `prefdistill.signal.served`), asked now
     for its top-`params.k` at `params.temperature` at exactly the completion tokens `ids`. A row
     it could not give is out of the mask returned (`top.failed`), counted in the stats.
     """
@@ -196,12 +196,12 @@ def cached_topk(policy, rows: list[dict], prompts: list[str], ids: list[list[int
     """
     if "teacher_topk_key" not in rows[0]:
         raise ValueError(f"{method} with signal: topk trains from cached teacher top-k: build the cache for these rows first "
-                         "(prefdistill.teacher_signal.build_topk_cache; the pipeline does it before training)")
+                         "(prefdistill.signal.topk_cache.build_topk_cache; the pipeline does it before training)")
     s, labels, mask = policy.completion_logits(prompts, ids)
     s = s[..., :len(policy.tokenizer)]  # a padded output layer's extra entries are not tokens (as in paired_logits)
     t_ids, t_logps, t_mask = load_topk(rows[0]["teacher_topk_path"], rows)  # (B, C, k), (B, C, k), (B, C)
     t_mask = t_mask.to(mask.device)
-    ok = t_mask.sum(-1) > 0  # (B,): a row the teacher could not give has an empty record (prefdistill.teacher_signal)
+    ok = t_mask.sum(-1) > 0  # (B,): a row the teacher could not give has an empty record (prefdistill.signal.topk_cache)
     if not torch.equal(t_mask[ok], mask[ok]):
         raise ValueError(f"the cached teacher top-k ({rows[0]['teacher_topk_path']}) does not cover these rows' completion "
                          "tokens; delete the file to recompute it")

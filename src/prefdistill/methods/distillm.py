@@ -19,12 +19,12 @@ from typing import Literal
 
 import torch
 
-from prefdistill.logprobs import masked_mean
+from prefdistill.config.typed import AT_LEAST_1, POSITIVE, SHARE, opt
 from prefdistill.losses import skew_forward_kl_from_log_probs, skew_reverse_kl_from_log_probs
 from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_student_log_probs
 from prefdistill.methods.registry import register
-from prefdistill.typed import AT_LEAST_1, POSITIVE, SHARE, opt
-from prefdistill.rollout import canonical, rollout
+from prefdistill.models.logprobs import masked_mean
+from prefdistill.models.rollout import canonical, rollout
 
 DIVERGENCES = {"skew_forward": skew_forward_kl_from_log_probs, "skew_reverse": skew_reverse_kl_from_log_probs}  # (log q, log p)
 

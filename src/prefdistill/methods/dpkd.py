@@ -25,13 +25,13 @@ from typing import Literal
 
 import torch
 
-from prefdistill.logprobs import masked_mean, per_token_logps, sequence_logps
-from prefdistill.losses import dpkd_ipo_loss, dpkd_loss, simpo_loss, token_argmax_dpkd_loss
+from prefdistill.config.typed import NON_NEGATIVE, POSITIVE, SHARE, opt
+from prefdistill.data.pairs import chosen_is_teacher
 from prefdistill.errors import ConfigError
+from prefdistill.losses import dpkd_ipo_loss, dpkd_loss, simpo_loss, token_argmax_dpkd_loss
 from prefdistill.methods.common import completion_ids, pair_logps, paired_logits, teacher_side
 from prefdistill.methods.registry import register
-from prefdistill.pairs import chosen_is_teacher
-from prefdistill.typed import NON_NEGATIVE, POSITIVE, SHARE, opt
+from prefdistill.models.logprobs import masked_mean, per_token_logps, sequence_logps
 
 # The Table 2 forms, by name: (q_c, q_r, p_c, p_r, params) -> (B,) losses.
 SEQUENCE_LOSSES = {

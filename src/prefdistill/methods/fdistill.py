@@ -18,12 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from prefdistill.logprobs import masked_mean
+from prefdistill.config.typed import AT_LEAST_1, POSITIVE, opt
 from prefdistill.losses import js_from_log_probs, total_variation_from_log_probs
 from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_side, teacher_student_log_probs
 from prefdistill.methods.registry import register
-from prefdistill.typed import AT_LEAST_1, POSITIVE, opt
-from prefdistill.rollout import canonical, rollout
+from prefdistill.models.logprobs import masked_mean
+from prefdistill.models.rollout import canonical, rollout
 
 DIVERGENCES = {"tv": total_variation_from_log_probs, "js": js_from_log_probs}  # (log q, log p) -> (B, C)
 

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import torch
 
-from prefdistill.logprobs import masked_mean
+from prefdistill.config.typed import AT_LEAST_1, POSITIVE, SHARE, opt
 from prefdistill.losses import generalized_jsd_from_log_probs
 from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_side, teacher_student_log_probs
 from prefdistill.methods.registry import register
-from prefdistill.typed import AT_LEAST_1, POSITIVE, SHARE, opt
-from prefdistill.rollout import canonical, rollout
+from prefdistill.models.logprobs import masked_mean
+from prefdistill.models.rollout import canonical, rollout
 
 
 @dataclass

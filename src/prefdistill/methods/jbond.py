@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
+from prefdistill.config.typed import AT_LEAST_1, NON_NEGATIVE, OPEN_SHARE, POSITIVE, SHARE, opt
 from prefdistill.losses import jeffreys_loss, kl_regularised_returns
 from prefdistill.methods.registry import register
-from prefdistill.typed import AT_LEAST_1, NON_NEGATIVE, OPEN_SHARE, POSITIVE, SHARE, opt
 from prefdistill.methods.selfplay import (
     anchor_weights, ema_anchor, init_anchor, oracle_delta, refuse_tempered_sampling, sample_group, scored_without_dropout,
     sequence_logps_of,

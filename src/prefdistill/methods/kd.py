@@ -5,7 +5,7 @@ T²·KL(p_T(·|x, y_<t) ‖ q_T(·|x, y_<t)) at temperature T (the T² keeps gra
 independent of T), plus an optional cross-entropy on the target itself.
 
 `signal: topk` trains from the teacher's top-k log-probs, cached once before training
-(`prefdistill.teacher_signal`, the `teacher_topk` need), so the teacher is not loaded for
+(`prefdistill.signal.topk_cache`, the `teacher_topk` need), so the teacher is not loaded for
 training; the KL is then the exact one of the two distributions coarsened to the k ids
 and one bucket for the rest (`topk_forward_kl`), equal to the full one when k ≥ V.
 `signal: served` asks the teacher's backend (a server) for the same top-k at every step.
@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefdistill.logprobs import masked_mean, per_token_logps
+from prefdistill.config.typed import NON_NEGATIVE, POSITIVE, opt
 from prefdistill.losses import kl_from_log_probs
 from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_student_log_probs
 from prefdistill.methods.registry import register
-from prefdistill.typed import NON_NEGATIVE, POSITIVE, opt
+from prefdistill.models.logprobs import masked_mean, per_token_logps
 
 
 @dataclass

@@ -7,7 +7,7 @@ returns, importance-weighted). The language-modelling term keeps the student clo
 text: cross-entropy on the teacher's samples (the paper uses a pre-training corpus).
 The paper's PPO-style clipping is not needed here: each sample is used for one update.
 
-`signal: served` reads the teacher from its backend (a server, `prefdistill.served`) instead
+`signal: served` reads the teacher from its backend (a server, `prefdistill.signal.served`) instead
 of training memory. The single-step reverse KL is then that of the two distributions
 coarsened to the teacher's top-k ids and a rest bucket (`prefdistill.losses.coarsen`: a lower
 bound, equal when k ≥ V). The per-token rewards use the teacher's log-prob of each sampled
@@ -24,13 +24,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from prefdistill.config.typed import AT_LEAST_1, HELD_OUT_SHARE, NON_NEGATIVE, POSITIVE, opt
 from prefdistill.errors import ConfigError
-from prefdistill.logprobs import masked_mean, per_token_logps
 from prefdistill.losses import coarsen, minillm_loss, minillm_loss_from_log_probs
 from prefdistill.methods.common import ServedSignal, paired_logits, served_batch, teacher_side
 from prefdistill.methods.registry import register
-from prefdistill.typed import AT_LEAST_1, HELD_OUT_SHARE, NON_NEGATIVE, POSITIVE, opt
-from prefdistill.rollout import canonical, rollout
+from prefdistill.models.logprobs import masked_mean, per_token_logps
+from prefdistill.models.rollout import canonical, rollout
 
 # signal: served clamps the teacher's rest mass p̄_rest from below here. The reverse KL weighs
 # log p̄_rest by the student's rest mass, and 1 − Σ of k float32 probabilities is known only to

@@ -10,12 +10,12 @@ from typing import Literal
 
 import torch
 
-from prefdistill.logprobs import masked_mean, sequence_logps
+from prefdistill.config.typed import NON_NEGATIVE, opt
+from prefdistill.errors import ConfigError
 from prefdistill.losses import plad_margin_loss, plad_rank_loss
 from prefdistill.methods.common import pair_logps
 from prefdistill.methods.registry import register
-from prefdistill.errors import ConfigError
-from prefdistill.typed import NON_NEGATIVE, opt
+from prefdistill.models.logprobs import masked_mean, sequence_logps
 
 
 @dataclass

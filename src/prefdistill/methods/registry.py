@@ -19,9 +19,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
+from prefdistill.config.typed import check_fields, from_dict
 from prefdistill.errors import ConfigError
 from prefdistill.models.common import tokenizer_mismatch, vocabulary_mismatch
-from prefdistill.typed import check_fields, from_dict
 
 CONSUMES = ("targets", "prompts", "pairs")
 NEEDS = {
@@ -103,7 +103,7 @@ def method_params(cfg) -> Any:
 
 
 def build_params(spec: MethodSpec, params: dict, prefix: str) -> Any:
-    """A method's params class from plain data: types, unknown keys and each field's rule (prefdistill.typed)."""
+    """A method's params class from plain data: types, unknown keys and each field's rule (prefdistill.config.typed)."""
     if isinstance(params, dict) and "signal" in params and params["signal"] not in signal_options(spec):
         refuse_signal(spec, params["signal"], prefix)
     out = from_dict(spec.params_cls, params, prefix=prefix)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from prefdistill.errors import ConfigError
-from prefdistill.logprobs import no_dropout, sequence_logps
-from prefdistill.rollout import rollout
+from prefdistill.models.logprobs import no_dropout, sequence_logps
+from prefdistill.models.rollout import rollout
 
 
 @dataclass

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefdistill.logprobs import masked_mean, sequence_logps
 from prefdistill.methods.registry import register
+from prefdistill.models.logprobs import masked_mean, sequence_logps
 
 
 @dataclass

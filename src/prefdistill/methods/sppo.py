@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prefdistill.config.typed import AT_LEAST_1, AT_LEAST_2, POSITIVE, opt
 from prefdistill.methods.registry import register
 from prefdistill.methods.selfplay import refuse_tempered_sampling
-from prefdistill.typed import AT_LEAST_1, AT_LEAST_2, POSITIVE, opt
 from prefdistill.methods.wind import WINDParams, wind_step
 
 

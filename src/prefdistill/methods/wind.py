@@ -17,11 +17,11 @@ from typing import Literal
 import numpy as np
 import torch
 
-from prefdistill.losses import wind_kl_loss, wind_nce_loss, wind_squared_loss
+from prefdistill.config.typed import AT_LEAST_1, AT_LEAST_2, NON_NEGATIVE, POSITIVE, opt
 from prefdistill.errors import ConfigError
+from prefdistill.losses import wind_kl_loss, wind_nce_loss, wind_squared_loss
 from prefdistill.methods.registry import register
 from prefdistill.methods.selfplay import oracle_delta, refuse_tempered_sampling, sample_group, scored_without_dropout
-from prefdistill.typed import AT_LEAST_1, AT_LEAST_2, NON_NEGATIVE, POSITIVE, opt
 
 LOSSES = {"squared": wind_squared_loss, "kl": wind_kl_loss, "nce": wind_nce_loss}
 

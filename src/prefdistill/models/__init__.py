@@ -19,7 +19,7 @@ it finishes, so callers can store finished work before a long call returns.
 """
 from __future__ import annotations
 
-from prefdistill.config import ModelConfig
+from prefdistill.config.schema import ModelConfig
 from prefdistill.models.common import (LanguageModel, load_tokenizer, plain_prompt, tokenizer_mismatch,  # noqa: F401 (the interface)
                                        vocabulary_mismatch)
 

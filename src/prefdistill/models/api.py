@@ -6,7 +6,7 @@
       api: {base_url: "https://api.openai.com/v1", api_key_env: OPENAI_API_KEY, endpoint: chat}
 
 Each completion is one request (servers differ on `n`), sent by `max_concurrency`
-worker threads through `prefdistill.api_client` (deadline, retries, backoff). A prompt
+worker threads through `prefdistill.models.api_client` (deadline, retries, backoff). A prompt
 whose request still fails, or whose reply holds no usable text, comes back as a
 `GenerationFailure` instead of crashing the run: the caller records it with its prompt.
 
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 from prefdistill.progress import bar as progress_bar
 
-from prefdistill.api_client import APIClient, MalformedReply, RequestFailed
-from prefdistill.config import ModelConfig, SamplingConfig
+from prefdistill.config.schema import ModelConfig, SamplingConfig
+from prefdistill.models.api_client import APIClient, MalformedReply, RequestFailed
 from prefdistill.models.api_topk import (ECHO_TEMPERATURE, PROBE_COMPLETION, PROBE_GUESS, PROBE_GUESS_PROMPT,  # noqa: F401
                                          PROBE_PROMPT, PROBE_TOPK, Misaligned, completion_pieces, echo_probe_fault,
                                          echoed_topk, generated_topk, piece_ids, top1_misses)

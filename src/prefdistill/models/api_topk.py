@@ -11,7 +11,7 @@ A server names tokens by their text, not by id. `echoed_topk` first checks that 
 echoed tokens over the completion's characters are the student's tokens one for one (same
 character offset, same text), then maps each `top_logprobs` entry to the student's id whose
 `tokenizer.decode([id])` is that text; tokens that differ raise `Misaligned` (the caller fails
-that row: `prefdistill.teacher_signal`, `prefdistill.served`). Text that several ids decode to (byte-fallback pieces
+that row: `prefdistill.signal.topk_cache`, `prefdistill.signal.served`). Text that several ids decode to (byte-fallback pieces
 of a split character, say) is ambiguous and dropped, like text no id decodes to: the
 probability of a dropped entry stays in the 'rest' bucket of the coarsened KL
 (`prefdistill.losses.topk_forward_kl`), which then only gets coarser.
@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-from prefdistill.api_client import MalformedReply
+from prefdistill.models.api_client import MalformedReply
 from prefdistill.models.common import topk_arrays
 
 ECHO_TEMPERATURE = 1.0  # every echo request: the model's own distribution, whether or not the server tempers log-probs

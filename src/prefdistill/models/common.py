@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from prefdistill.config import ModelConfig, SamplingConfig
+from prefdistill.config.schema import ModelConfig, SamplingConfig
 
 
 class LanguageModel(Protocol):
@@ -39,9 +39,9 @@ class TopkTeacher(Protocol):
 
     completion_topk returns one (ids (n, k) int, log-probs (n, k) float) per row, n = len(that
     row's completion ids), position t holding the distribution that produced token t, most likely
-    first, ids in the student's vocabulary, padded as `topk_arrays` pads (`prefdistill.teacher_signal`).
+    first, ids in the student's vocabulary, padded as `topk_arrays` pads (`prefdistill.signal.topk_cache`).
     With `token_logps`, each row also holds log p(token t) of the given tokens themselves, (n,) float,
-    whether or not they are among the k (`prefdistill.served`, MiniLLM's per-token reward). A row it
+    whether or not they are among the k (`prefdistill.signal.served`, MiniLLM's per-token reward). A row it
     cannot give is a `TopkFailure` instead; callers record it and leave the row out.
     """
 
@@ -81,7 +81,7 @@ def load_tokenizer(cfg: ModelConfig):
 def _tokenizer(name_or_path: str, gguf_file: str | None, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
-    from prefdistill.assets import resolve_model_path
+    from prefdistill.models.assets import resolve_model_path
 
     return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path, gguf_file), trust_remote_code=trust_remote_code)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from prefdistill.progress import bar as progress_bar
 
-from prefdistill.assets import load_pretrained, resolve_model_path
-from prefdistill.config import ModelConfig, SamplingConfig
+from prefdistill.config.schema import ModelConfig, SamplingConfig
+from prefdistill.models.assets import load_pretrained, resolve_model_path
 from prefdistill.models.common import peft_call, plain_prompt
-from prefdistill.logprobs import (accepts_logits_to_keep, cache_kwarg, completion_logits, encode_completions, output_cache,
+from prefdistill.models.logprobs import (accepts_logits_to_keep, cache_kwarg, completion_logits, encode_completions, output_cache,
                                   pack_completions, per_token_logps, sequence_logps)
 
 CHECKPOINT_META = "prefdistill_checkpoint.json"

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prefdistill.assets import resolve_model_path
-from prefdistill.config import ModelConfig, SamplingConfig
+from prefdistill.config.schema import ModelConfig, SamplingConfig
 from prefdistill.io import atomic_dir
-from prefdistill.logprobs import completion_token_ids
+from prefdistill.models.assets import resolve_model_path
 from prefdistill.models.common import topk_arrays
 from prefdistill.models.hf import checkpoint_chain, format_prompt, resolve_prompt_format, uses_special_tokens
+from prefdistill.models.logprobs import completion_token_ids
 
 MERGED_DIR = "merged_for_vllm"
 INSTALL_HINT = "pip install 'prefdistill[vllm]' (needs a CUDA GPU)"

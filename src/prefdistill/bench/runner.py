@@ -1,0 +1,306 @@
+"""`prefdistill bench CONFIG`: every method from one SFT student, one budget, settings chosen on validation.
+
+    from prefdistill.bench.runner import Bench
+    cfg, bench = load_bench_config("configs/bench.yaml")   # the run config, and its own `bench:` section
+    results = Bench(cfg, bench).run()                      # -> RUN/bench/<report>/{results.json,report.md}
+
+1. The shared stages (reward, sft) run once in the run folder, as in `prefdistill run`;
+   each SFT (teacher and student) keeps the step a method would: the best
+   `bench.select_metric` on the same validation prompts, by the same `choose`, among its
+   `sft.ROLE.eval_every` evaluations and its last step (`Bench.sft_selection`).
+2. The teacher and the SFT student answer the validation prompts; unless the teacher wins
+   clearly more often (paired CI above 0 and a gap of at least `bench.gap_floor` points)
+   the bench stops, since no distillation method could then show anything.
+3. The pairs stage runs; then every grid point of every method trains a copy of the SFT
+   student on the first seed (same steps, batch size, pairs and prompts for all) and is
+   scored on validation at `bench.checkpoints` and its last step. The best (setting,
+   step) of each method is its choice (RUN/bench/<report>/selection.json).
+4. The choice trains on the other seeds; every chosen (method, seed) generates on the test
+   prompts from the chosen step's weights and is judged.
+
+A job is one (method, setting, seed, data share, relabel share): its training log, its
+validation scores and costs land in RUN/bench/runs/KEY/result.json, test generations in
+RUN/bench/runs/KEY/test_stepN/. Nothing finished is redone and a crashed job resumes
+from its training state, so an interrupted bench picks up where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+from prefdistill.bench.numbers import summarize
+from prefdistill.bench.plan import (LR, Job, apply_setting, as_setting, choose, scored_steps, seed_jobs, seeds_of, selection_jobs,
+                                    settings_hash, subset)
+from prefdistill.bench.resources import data_tokens, peak_memory, reset_peak_memory
+from prefdistill.config.eval_rows import BASE_ROWS
+from prefdistill.config.schema import BenchConfig, BenchMethod, RunConfig
+from prefdistill.data.pairs import load_pairs, relabel
+from prefdistill.errors import ConfigError, TeacherGapError
+from prefdistill.evaluation.grading import score_all
+from prefdistill.evaluation.metrics import paired_difference, pairwise_outcomes, resampled, rouge, word_count
+from prefdistill.io import group_of, read_json, write_json, write_jsonl
+from prefdistill.methods import get_method
+from prefdistill.methods.common import COUNT_PREFIX
+from prefdistill.methods.registry import build_params, requirements
+from prefdistill.reporting.bench_report import console_summary, write_bench_report
+from prefdistill.run.pipeline import Pipeline
+from prefdistill.training.best_checkpoint import Selection
+
+
+def entry_params(entry: BenchMethod, setting: tuple = ()):
+    """(spec, params, lr or None) of an entry at a grid point."""
+    spec = get_method(entry.method)
+    params, _ = apply_setting(entry, setting, 0.0)
+    return spec, build_params(spec, params, f"bench.methods.{entry.name}.params"), dict(setting).get(LR)
+
+
+class Bench:
+    def __init__(self, cfg: RunConfig, bench: BenchConfig, *, allow_config_change: bool = False, ignore_gap: bool = False,
+                 config_name: str | None = None):
+        """`config_name`: the bench config's name (its file's stem, `_quick` added under --quick); the results are
+        also written as RUN/bench/<report>/bench_<config_name>.json, the file benchmarks/results/ keeps."""
+        if not bench.methods:
+            raise ConfigError("bench.methods: list the methods to compare (see configs/bench.yaml)")
+        self.cfg, self.bench, self.ignore_gap, self.config_name = cfg, bench, ignore_gap, config_name or cfg.name
+        self.entries: dict[str, BenchMethod] = {m.name: m for m in bench.methods}
+        self.pipe = Pipeline(cfg, allow_config_change=allow_config_change, methods=[entry_params(m)[:2] for m in bench.methods],
+                             sft_selection=self.sft_selection())
+        self.dir = self.pipe.folder.bench
+        self.out = self.dir / bench.report
+        self._graders: dict | None = None
+        self._val_refs: list[float] = []
+
+    @property
+    def graders(self) -> dict:
+        """{"eval": the grader of every row, "training": the judge training used, when it is another one}."""
+        if self._graders is None:
+            self._graders = self.pipe.graders()
+        return self._graders
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict:
+        t0 = time.time()
+        self.pipe.run(["reward", "sft"])
+        gap = self.check_gap()
+        self.pipe.run(["pairs"])
+        write_json(self.out / "bench.json", dataclasses.asdict(self.bench))  # the bench's own settings
+        val_reference = {row: self.val_scores(self.val_generations(row)) for row in ("student_init", "student_sft")}
+        chosen = self.select()
+        points = {name: as_setting(c["setting"]) for name, c in chosen.items()}
+        jobs = [Job(m.name, seeds_of(m, self.bench)[0], points[m.name], settings=settings_hash(m)) for m in self.bench.methods]
+        jobs += seed_jobs(self.bench, points)
+        for i, job in enumerate(jobs):
+            print(f"[prefdistill] bench job {i + 1}/{len(jobs)}: {job.key}", flush=True)
+            self.test_result(job, chosen[job.entry]["step"])
+        results = summarize(self.cfg, self.bench, self.scored(jobs, chosen, gap, val_reference))
+        results["judges"] = self.pipe.judges_info()
+        results["timings_s"] = self.pipe.folder.timings()
+        results["wall_s"]["this_invocation"] = round(time.time() - t0, 1)
+        results["config"] = self.config_name
+        write_json(self.out / "results.json", results)
+        write_json(self.out / f"bench_{self.config_name}.json", results)
+        report = write_bench_report(self.out, results)
+        print(console_summary(results), flush=True)
+        print(f"[prefdistill] bench report: {report}", flush=True)
+        return results
+
+    def check_gap(self) -> dict:
+        """Teacher − SFT student on validation (paired win-rate difference, points); stop when it shows no real gap."""
+        path = self.dir / "gap_validation.json"
+        if path.is_file():
+            gap = read_json(path)
+        else:
+            val = self.pipe.splits["validation"]  # all of it: the gap decides whether the bench runs at all
+            wins = {row: self.val_wins(self.val_generations(row, val), val) for row in ("teacher", "student_sft")}
+            groups = [group_of(e) for e in val]  # the interval resamples whole groups (a paper's prompts together)
+            gap = paired_difference(wins["teacher"], wins["student_sft"], n_boot=self.cfg.eval.n_bootstrap, seed=self.cfg.seed,
+                                    groups=groups)
+            gap = {**gap, "resampled": resampled(len(val), groups)}
+            write_json(path, gap)
+        floor = self.bench.gap_floor
+        passed = gap["ci"][0] > 0 and gap["diff"] >= floor
+        unit = f" in {gap['groups']} groups" if "groups" in gap else " (resampled one by one: an old file)"
+        print(f"[prefdistill] teacher − SFT student on {gap['n']} validation prompts{unit}: {gap['diff']:+.1f} points of win rate "
+              f"[{gap['ci'][0]:.1f}, {gap['ci'][1]:.1f}] (floor {floor:g})", flush=True)
+        if not passed and not self.ignore_gap:
+            raise TeacherGapError(
+                f"the teacher is not clearly better than the SFT student ({gap['diff']:+.1f} points [{gap['ci'][0]:.1f}, "
+                f"{gap['ci'][1]:.1f}] on validation; the bench needs a CI above 0 and at least bench.gap_floor={floor:g}). "
+                "No distillation method can show anything with this pair. Give the teacher more SFT (sft.teacher.steps, "
+                "lr), use a stronger teacher or a weaker student, or pass --ignore-gap to run anyway. Everything computed "
+                f"so far is kept in {self.pipe.run_dir}.")
+        return {**gap, "floor": floor, "passed": passed, "ignored": not passed}
+
+    # ------------------------------------------------------------------ validation
+    def sft_selection(self) -> Selection:
+        """The SFT baselines' step, chosen as every method's: bench.select_metric of `val_scores` on the same validation
+        prompts, by `choose` (teacher and student, at each sft.ROLE.eval_every step and the last; under sft.select auto)."""
+        metric = self.bench.select_metric
+        return Selection(metric, lambda candidates: choose(candidates, metric), score=lambda lm: self.val_scores(self.val_generate(lm)),
+                         rule={"val_prompts": self.bench.val_prompts})
+
+    @property
+    def val_examples(self):
+        val = self.pipe.splits["validation"]
+        return val[:self.bench.val_prompts] if self.bench.val_prompts else val
+
+    def val_generations(self, row: str, examples=None) -> list[str]:
+        """A base row's greedy generations on validation prompts (default: those that choose; cached in RUN/bench/val/ROW)."""
+        role, ckpt = self.pipe.eval_model(row)
+        examples = examples if examples is not None else self.val_examples
+        result = self.pipe.sample(role, ckpt, examples, self.cfg.eval.sampling, self.dir / "val" / row, seed=self.cfg.seed,
+                                  desc=f"validation {row}")
+        result.require_all(f"validation {row}")
+        return [result.samples[e.id][0] for e in examples]
+
+    def val_generate(self, lm) -> list[str]:
+        """`lm`'s generations (eval.sampling) on the validation prompts that choose: every candidate step of SFT and methods."""
+        return [c[0] for c in lm.generate([e.prompt for e in self.val_examples], self.cfg.eval.sampling, seed=self.cfg.seed, desc="")]
+
+    def val_wins(self, generations: list[str], examples=None) -> list[float]:
+        """Win (1 / ½ / 0) of each generation against its validation reference, by the evaluation judge."""
+        examples = examples if examples is not None else self.val_examples
+        prompts = [e.prompt for e in examples]
+        if len(self._val_refs) < len(examples):  # the references' scores, for the longest prefix asked so far
+            self._val_refs = self.graders["eval"].score(prompts, [e.target for e in examples])
+        return pairwise_outcomes(self.graders["eval"].score(prompts, generations), self._val_refs[:len(examples)])
+
+    def val_scores(self, generations: list[str]) -> dict:
+        wins = self.val_wins(generations)
+        refs = [e.target for e in self.val_examples]
+        return {"win_rate": 100 * sum(wins) / len(wins), "rougeL": rouge(generations, refs)["rougeL"],
+                "word_count": sum(word_count(g) for g in generations) / len(generations)}
+
+    # ------------------------------------------------------------------ choice
+    def select(self) -> dict[str, dict]:
+        """Every grid point of every entry on the first seed, scored on validation; the best (setting, step) per entry."""
+        path = self.out / "selection.json"
+        jobs = selection_jobs(self.bench)
+        known = read_json(path) if path.is_file() else {}
+        rule = {"select_metric": self.bench.select_metric, "val_prompts": len(self.val_examples)}
+        if known.get("_rule", rule) != rule:
+            raise ConfigError(f"{path} chose with {known['_rule']}, this config with {rule}: the jobs' validation scores "
+                              "were made the old way. Use another bench.report (and run folder) or delete RUN/bench/runs.")
+        if known and all(k in known for k in self.entries) and all(self.done(j) for j in jobs):
+            return {k: v for k, v in known.items() if k in self.entries}
+        for i, job in enumerate(jobs):
+            print(f"[prefdistill] bench grid {i + 1}/{len(jobs)}: {job.key}", flush=True)
+            self.run_job(job)
+        chosen = {}
+        for name in self.entries:
+            candidates = [{"setting": j.setting, "step": int(step), "val": val, "job": j}
+                          for j in jobs if j.entry == name for step, val in read_json(self.result_path(j))["val"].items()]
+            best = choose(candidates, self.bench.select_metric)
+            chosen[name] = {"setting": dict(best["setting"]), "step": best["step"], "val": best["val"]}
+            for j in jobs:  # only the chosen job's weights are still needed (for its test generations)
+                if j.entry == name and j != best["job"]:
+                    self.drop_weights(j)
+        write_json(path, {"_rule": rule, **chosen})
+        return chosen
+
+    # ------------------------------------------------------------------ jobs
+    def job_dir(self, job: Job) -> Path:
+        return self.dir / "runs" / job.key
+
+    def result_path(self, job: Job) -> Path:
+        return self.job_dir(job) / "result.json"
+
+    def done(self, job: Job) -> bool:
+        return self.result_path(job).is_file()
+
+    def job_rows(self, job: Job, spec, params) -> list[dict]:
+        rows = self.pipe.distill_rows(spec, params, self.pairs_file(job.relabel_share))
+        return subset(rows, job.data_share, self.cfg.seed) if job.data_share < 1.0 else rows
+
+    def pairs_file(self, relabel_share: float) -> Path:
+        """The pairs, with a share of them ordered by the judge (written once per share)."""
+        base = self.pipe.folder.pairs
+        if relabel_share == 0.0:
+            return base
+        path = self.dir / "pairs" / f"relabel{relabel_share:g}.jsonl"
+        if not path.is_file():
+            pairs = load_pairs(base)
+            relabel(pairs, self.pipe.training_judge(), relabel_share, self.cfg.seed)
+            write_jsonl(path, pairs)
+        return path
+
+    def run_job(self, job: Job) -> dict:
+        """Train one job, scoring validation at its scored steps (weights of each kept as stepN/); its result.json."""
+        if self.done(job):
+            return read_json(self.result_path(job))
+        entry, folder = self.entries[job.entry], self.job_dir(job)
+        spec, params, lr = entry_params(entry, job.setting)
+        rows = self.job_rows(job, spec, params)
+        train_cfg = self.cfg.distill.train if lr is None else dataclasses.replace(self.cfg.distill.train, lr=lr)
+        steps = self.pipe.distill_steps(train_cfg, len(rows))
+        scored = scored_steps(self.bench, steps)
+        reset_peak_memory()
+        t0 = time.time()
+        log = self.pipe.train_student(spec, params, rows, folder / "checkpoint", seed=job.seed, train_cfg=train_cfg,
+                                      on_step=self.val_hook(folder, scored, steps))
+        train_s, memory = time.time() - t0, peak_memory()
+        val = {str(s): read_json(folder / f"val_step{s}.json")["scores"] for s in scored}
+        result = {
+            "job": {**dataclasses.asdict(job), "setting": dict(job.setting)}, "method": entry.method,
+            "label": entry.label or spec.label, "steps": steps, "val": val,
+            "cost": {"rows": len(rows), "steps": len(log), "train_wall_s": round(train_s, 1), "peak_memory_mb": round(memory["mb"], 1),
+                     "memory_kind": memory["kind"], **data_tokens(self.cfg, requirements(spec, params)[1], rows),
+                     **{k: sum(r.get(k, 0.0) for r in log) for k in {k for r in log for k in r if k.startswith(COUNT_PREFIX)}}},
+            "final_loss": log[-1]["loss"] if log else None,
+        }
+        write_json(self.result_path(job), result)
+        return result
+
+    def val_hook(self, folder: Path, scored: list[int], steps: int):
+        """Score the weights on validation at each scored step (once: a resumed run finds the file); keep them as stepN/."""
+        def hook(step, lm, snapshot):
+            path = folder / f"val_step{step}.json"
+            if step not in scored or path.is_file():
+                return None
+            gens = self.val_generate(lm)
+            scores = self.val_scores(gens)
+            if step < steps:
+                snapshot(folder / f"step{step}")
+            write_json(path, {"scores": scores, "generations": gens})
+            return {f"val_{k}": v for k, v in scores.items()}
+        return hook
+
+    def test_result(self, job: Job, step: int) -> dict:
+        """The job's test generations from the weights at `step`, judged; the kept weights are then dropped."""
+        result = self.run_job(job)
+        folder = self.job_dir(job)
+        path = folder / f"test_step{step}.json"
+        if path.is_file():
+            self.drop_weights(job)  # a job retrained on resume (its result.json was lost) must not keep its weights
+            return read_json(path)
+        ckpt = folder / "checkpoint" if step == result["steps"] else folder / f"step{step}"
+        t0 = time.time()
+        gens = self.pipe.test_generations("student", ckpt, folder / f"test_step{step}", desc=f"eval {job.key}")
+        prompts = [e.prompt for e in self.pipe.splits["test"]]
+        scores = {role: judge.score(prompts, gens) for role, judge in self.graders.items()}
+        test = {"step": step, "generations": gens, "judge_scores": scores["eval"], "training_judge_scores": scores.get("training"),
+                "eval_wall_s": round(time.time() - t0, 1)}
+        write_json(path, test)
+        self.drop_weights(job)
+        return test
+
+    def drop_weights(self, job: Job) -> None:
+        if not self.bench.keep_checkpoints:
+            for kept in [self.job_dir(job) / "checkpoint", *self.job_dir(job).glob("step*")]:
+                shutil.rmtree(kept, ignore_errors=True)
+
+    # ------------------------------------------------------------------ what the numbers need
+    def scored(self, jobs: list[Job], chosen: dict, gap: dict, val_reference: dict) -> dict:
+        """Everything `bench_numbers.summarize` needs, judged here: no model or judge runs there."""
+        test = self.pipe.splits["test"]
+        prompts, refs = [e.prompt for e in test], [e.target for e in test]
+        base = {row: self.pipe.row_generations(row) for row in BASE_ROWS}
+        runs = {j.key: {**read_json(self.result_path(j)), "test": self.test_result(j, chosen[j.entry]["step"])} for j in jobs}
+        grid = {j.key: read_json(self.result_path(j)) for j in selection_jobs(self.bench)}
+        return {"references": refs, "groups": [group_of(e) for e in test], "jobs": jobs, "runs": runs, "grid": grid,
+                "chosen": chosen, "base": base,
+                "labels": {r: self.pipe.row_label(r) for r in base}, "scores": score_all(self.graders, prompts, refs, base),
+                "gap_validation": gap, "val_reference": val_reference, "n_val": len(self.val_examples),
+                "sft_logs": self.pipe.sft_logs(), "sft_choices": self.pipe.sft_choices()}

@@ -1,0 +1,1 @@
+"""Markdown reports, console tables and plots of a run, its SFT choices and a bench."""

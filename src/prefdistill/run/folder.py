@@ -1,0 +1,125 @@
+"""The run folder's public face: where every stage's output lives, and the bookkeeping they share.
+
+    run = RunFolder(cfg.run_dir)
+    run.checkpoint("student_sft"); run.samples("teacher"); run.pairs; run.eval_samples("teacher")
+    run.check_config(to_dict(cfg), allow_change=False)     # one folder, one configuration
+    run.timed("pairs", fn)                                  # adds fn's wall time to timings.json
+
+    RUN/config.yaml                 the resolved configuration
+    RUN/data/{sft,distill,validation,test}.jsonl   the splits (the training set halved)
+    RUN/reward/                     the trained judges (training, and heldout/ for grading) and their accuracy
+    RUN/checkpoints/{teacher_sft,student_sft,student_distill}/
+    RUN/samples/{teacher,student}/  resumable samples on the distillation half (one line per prompt)
+    RUN/pairs/pairs.jsonl           pseudo-preference pairs (prompt / chosen / rejected)
+    RUN/pairs/failures.jsonl        prompts a teacher or student could not answer (an API that kept failing)
+    RUN/eval/samples/ROW/           generations on the test split
+    RUN/metrics.json, RUN/report.md, RUN/plots/*.png
+    RUN/bench/                      `prefdistill bench`: its own config, jobs and reports
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+
+from prefdistill.errors import ConfigError
+from prefdistill.io import atomic_write_text, is_main_process, read_json, write_json
+from prefdistill.training.loop import is_done
+
+
+class RunFolder:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    # ------------------------------------------------------------------ where things are
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    def split(self, name: str) -> Path:
+        return self.root / "data" / f"{name}.jsonl"
+
+    @property
+    def reward(self) -> Path:
+        return self.root / "reward"
+
+    def checkpoint(self, name: str) -> Path:
+        return self.root / "checkpoints" / name
+
+    def samples(self, role: str) -> Path:
+        return self.root / "samples" / role
+
+    @property
+    def pairs(self) -> Path:
+        return self.root / "pairs" / "pairs.jsonl"
+
+    def pairs_file(self, name: str) -> Path:
+        """Files beside the pairs: summary.json, failures.jsonl, teacher_logps.jsonl."""
+        return self.root / "pairs" / name
+
+    def eval_file(self, name: str) -> Path:
+        """eval/rows.json, eval/judge_scores.json, eval/generations.jsonl, ..."""
+        return self.root / "eval" / name
+
+    def eval_samples(self, row: str) -> Path:
+        return self.root / "eval" / "samples" / row
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def bench(self) -> Path:
+        return self.root / "bench"
+
+    def relative(self, path: Path | None) -> str:
+        """A path inside the run folder as text relative to it ('base' for None), so the folder can move."""
+        return Path(path).relative_to(self.root).as_posix() if path else "base"
+
+    def is_done(self, checkpoint: str) -> bool:
+        return is_done(self.checkpoint(checkpoint))
+
+    # ------------------------------------------------------------------ bookkeeping
+    def check_config(self, current: dict, *, allow_change: bool) -> None:
+        """Refuse to mix outputs of different configurations in one folder; then record this one."""
+        if self.config.is_file() and not allow_change:
+            stored = yaml.safe_load(self.config.read_text()) or {}
+            stored.pop("bench", None)  # folders made before the bench had its own section
+            diff = sorted(d for d in diff_keys(stored, current) if d != "stages")
+            if diff:
+                raise ConfigError(
+                    f"{self.root} was made with another configuration (differs in: {', '.join(diff[:8])}). "
+                    "Use a new name=..., or pass --allow-config-change to reuse its outputs anyway."
+                )
+        if is_main_process():
+            atomic_write_text(self.config, yaml.safe_dump(current, sort_keys=False))
+
+    def timed(self, stage: str, fn) -> None:
+        """Run fn; add its wall time to timings.json unless it found its output and did nothing (returned False).
+
+        Times add up over attempts, so a stage resumed after a crash reports all it cost.
+        """
+        t0 = time.time()
+        if fn() is False:
+            print(f"[prefdistill] {stage}: output exists, skipped", flush=True)
+            return
+        if not is_main_process():
+            return
+        timings = self.timings()
+        timings[stage] = round(timings.get(stage, 0.0) + time.time() - t0, 1)
+        write_json(self.root / "timings.json", timings)
+
+    def timings(self) -> dict[str, float]:
+        path = self.root / "timings.json"
+        return read_json(path) if path.is_file() else {}
+
+
+def diff_keys(a, b, prefix: str = "") -> set[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = set()
+        for k in set(a) | set(b):
+            out |= diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+        return out
+    return set() if a == b else {prefix}
