@@ -127,7 +127,16 @@ def test_a_row_the_server_cannot_align_is_left_out_of_the_distillation_term(bpe,
     assert both[1]["tokens_teacher_scored"] == alone[1]["tokens_teacher_scored"]  # the failed row's tokens are not counted
 
 
-def _pipeline(tiny_assets, tmp_path, name, student_dir, url, monkeypatch, **distill):
+def test_a_batch_of_one_failed_row_has_no_distillation_term_and_finite_gradients(bpe, teacher, student):
+    params = GKDParams(signal="served", k=4, on_policy_fraction=0.0)
+    with LogitServer(teacher) as server:
+        loss, stats = _loss(student, _pairs([BAD]), params, served_teacher=_served(server))
+    assert loss == 0.0 and stats["count_signal_failed_rows"] == 1 and stats["tokens_teacher_scored"] == 0
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in student.model.parameters())
+    assert all(p.grad is None or not p.grad.any() for p in student.model.parameters())  # nothing pulls the weights
+
+
+def _pipeline(tiny_assets, tmp_path, name, student_dir, url, monkeypatch, batch_size=2, grad_accum=1, **distill):
     from prefdistill.config.checks import load_config
     from prefdistill.models.api import APILM
     from prefdistill.run.pipeline import Pipeline
@@ -140,19 +149,22 @@ def _pipeline(tiny_assets, tmp_path, name, student_dir, url, monkeypatch, **dist
     raw["student"] = {"name_or_path": str(student_dir), "prompt_format": "plain"}
     raw["sft"] = {"teacher": {**raw["sft"]["teacher"], "enabled": False}, "student": {**raw["sft"]["student"], "enabled": False}}
     raw["distill"] = {"method": "gkd", "params": {"signal": "served", "k": 4, "on_policy_fraction": 0.0},
-                      "train": {**raw["distill"]["train"], "steps": 10, "save_every": 100}, **distill}
+                      "train": {**raw["distill"]["train"], "steps": 10, "save_every": 100, "batch_size": batch_size,
+                                "grad_accum": grad_accum}, **distill}
     return Pipeline(load_config(raw))
 
 
+@pytest.mark.parametrize("batch_size, grad_accum", [(2, 1), (1, 2)])
 def test_served_training_records_the_rows_counts_them_and_stops_above_the_share(tiny_assets, tmp_path, bpe, teacher, student,
-                                                                               monkeypatch):
+                                                                               monkeypatch, batch_size, grad_accum):
     student_dir = tmp_path / "student"
     student.model.save_pretrained(student_dir)
     bpe.save_pretrained(student_dir)
     spec, params, rows = get_method("gkd"), GKDParams(signal="served", k=4, on_policy_fraction=0.0), _pairs(_many(19, BAD))
     with LogitServer(teacher) as server:
         url = server.url + "/v1"
-        pipe = _pipeline(tiny_assets, tmp_path, "ok", student_dir, url, monkeypatch)  # the default share: 0.05
+        pipe = _pipeline(tiny_assets, tmp_path, "ok", student_dir, url, monkeypatch, batch_size=batch_size,
+                         grad_accum=grad_accum)  # the default share: 0.05
         log = pipe.train_student(spec, params, rows, tmp_path / "ckpt" / "ok", seed=0)  # 10 steps of 2 rows: each row once
         strict = _pipeline(tiny_assets, tmp_path, "strict", student_dir, url, monkeypatch,
                            signal_max_failed_fraction=0.01)
