@@ -184,10 +184,10 @@ def method_extras(needs: frozenset, assets: dict, device: str, rows: list[dict],
 
     load = lambda role: LocalLM.load(ModelConfig(name_or_path=str(assets[role]), device=device))  # noqa: E731
     providers = {"teacher": lambda: load("teacher"), "reference": lambda: load("student"),
-                 "oracle": lambda: BradleyTerryOracle(method_tests().WordCountJudge()), "state": dict}
-    if "teacher_topk" in needs:
-        build_topk_cache(load("teacher"), rows, params.k, folder / "topk.bin", tokenizer=student.tokenizer, teacher_id="tiny",
-                         temperature=params.temperature, dtype=params.topk_dtype)
+                 "oracle": lambda: BradleyTerryOracle(method_tests().WordCountJudge()), "state": dict,
+                 "teacher_topk": lambda: build_topk_cache(load("teacher"), rows, params.k, folder / "topk.bin",
+                                                          tokenizer=student.tokenizer, teacher_id="tiny",
+                                                          temperature=params.temperature, dtype=params.topk_dtype)}
     return {name: make() for name, make in providers.items() if name in needs}
 
 

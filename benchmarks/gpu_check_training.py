@@ -233,7 +233,7 @@ def throughput_row(name: str, ctx: Context, models: dict, peak: float, checkpoin
     student, counter = models["student"], models["counter"]
     extras = {"teacher": models["teacher"]} if teacher == "live" else {}
     if teacher == "cache":
-        topk_cache(rows, params, models, ctx)
+        extras = {"teacher_topk": topk_cache(rows, params, models, ctx)}
     student.model.train()
     checkpointing(student.model, checkpointed)
     warmup, steps = (s["sampled_warmup"], s["sampled_steps"]) if sampled else (s["warmup"], s["steps"])
@@ -283,11 +283,11 @@ def throughput_numbers(seconds: float, steps: int, counter: TokenCounter, teache
             "mfu": round((exact + t_exact) / seconds / peak, 6), "mfu_6N": round((plain + t_plain) / seconds / peak, 6)}
 
 
-def topk_cache(rows: list[dict], params, models: dict, ctx: Context) -> None:
-    """The teacher's top-k of `rows`, cached once before the timed steps (as the pipeline does before training)."""
+def topk_cache(rows: list[dict], params, models: dict, ctx: Context):
+    """The teacher's top-k of `rows`, cached once before the timed steps (as the pipeline does before training): its TopkSignal."""
     from prefdistill.signal.topk_cache import build_topk_cache
 
-    build_topk_cache(models["teacher"], rows, params.k, ctx.tmp / f"topk_{params.k}.bin", tokenizer=models["student"].tokenizer,
+    return build_topk_cache(models["teacher"], rows, params.k, ctx.tmp / f"topk_{params.k}.bin", tokenizer=models["student"].tokenizer,
                      teacher_id="random-teacher", temperature=params.temperature, dtype=params.topk_dtype)
 
 

@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg, bench = load_bench_config(packaged_config("bench"), [f"output_dir={args.full.parent}", f"name={args.full.name}"])
     b = Bench(cfg, bench, config_name="bench")
-    val = b.pipe.splits["validation"]
+    val = b.pipe.artifacts.splits["validation"]
     ids = [e.id for e in val]
     folders = {"teacher_full": args.full / "bench/val/teacher", "student_full": args.full / "bench/val/student_sft",
                "teacher_quick": args.quick / "bench/val/teacher", "student_quick": args.quick / "bench/val/student_sft"}

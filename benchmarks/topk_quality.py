@@ -34,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg, bench = load_bench_config(packaged_config("bench_topk"), [f"output_dir={args.run.parent}", f"name={args.run.name}"])
     b = Bench(cfg, bench, config_name="bench_topk")
-    test = b.pipe.splits["test"]
+    test = b.pipe.artifacts.splits["test"]
     refs = [e.target for e in test]
     ref_scores = b.graders["eval"].score([e.prompt for e in test], refs)
     selection = read_json(b.out / "selection.json")
@@ -60,7 +60,7 @@ def main() -> None:
         if name != FULL:
             row["vs_full_kd"] = paired_difference_seeds(outcomes[name]["win_rate"], outcomes[FULL]["win_rate"], **opts)
             row["rougeL_vs_full_kd"] = paired_difference_seeds(outcomes[name]["rougeL"], outcomes[FULL]["rougeL"], **opts)
-    vocab = b.pipe.load("student").tokenizer.__len__()
+    vocab = b.pipe.artifacts.load("student").tokenizer.__len__()
     result = {"config": "bench_topk", "n_test": len(test), "judge": "the bench's evaluation judge (held-out)",
               "full_vocabulary_float16_bytes_per_token": 2 * vocab, "rows": rows}
     write_json(args.out, result)

@@ -159,10 +159,10 @@ def build_rows(args, workdir: Path) -> dict:
         from prefdistill.signal.topk_cache import build_topk_cache
 
         t0 = time.perf_counter()
-        stats = build_topk_cache(teacher, rows, args.topk, workdir / f"topk_k{args.topk}.bin", tokenizer=lm.tokenizer,
+        cache = build_topk_cache(teacher, rows, args.topk, workdir / f"topk_k{args.topk}.bin", tokenizer=lm.tokenizer,
                                  teacher_id=teacher_path, temperature=1.0, dtype="float16", text_key="target")
-        data["topk"] = {"k": args.topk, "dtype": "float16", "bytes_per_token": stats["bytes_per_token"],
-                        "build_s": round(time.perf_counter() - t0, 2)}
+        data["topk"] = {"k": args.topk, "dtype": "float16", "bytes_per_token": cache.stats["bytes_per_token"],
+                        "build_s": round(time.perf_counter() - t0, 2), "path": str(cache.path), "teacher_id": cache.teacher_id}
     return data
 
 
@@ -223,7 +223,12 @@ def run_prefdistill(row: str, data: dict, args, device) -> dict:
     from prefdistill.methods.sft import SFTParams
 
     lm = load_model(data["model"], args, device)
-    extras = {"teacher": load_model(data["teacher"], args, device)} if row == "kd" else {}  # kd_topk: the cache instead
+    extras = {"teacher": load_model(data["teacher"], args, device)} if row == "kd" else {}
+    if row == "kd_topk":  # the cache instead of the teacher
+        from prefdistill.signal.topk_cache import TopkSignal
+
+        t = data["topk"]
+        extras = {"teacher_topk": TopkSignal(Path(t["path"]), t["teacher_id"], t["k"], 1.0, t["dtype"])}
     method, params = {"plad": ("plad", PLaDParams(variant="rank", beta=1.0)), "sft": ("sft", SFTParams()),
                       "kd": ("kd", KDParams(temperature=1.0)), "dpkd": ("dpkd", DPKDParams()),
                       "kd_topk": ("kd", KDParams(temperature=1.0, signal="topk", k=args.topk))}[row]

@@ -114,12 +114,13 @@ def cmd_config(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from prefdistill.reporting import run_report as report
     from prefdistill.io import read_json
+    from prefdistill.reporting import run_report as report
+    from prefdistill.run.folder import RunFolder
 
-    run = Path(args.run_dir)
-    metrics = read_json(run / "metrics.json")
-    path = report.write_report(run, metrics)
+    run = RunFolder(Path(args.run_dir))
+    metrics = read_json(run.metrics)
+    path = report.write_report(run.root, metrics)
     print(report.console_table(metrics))
     print(f"[prefdistill] wrote {path}")
     return 0
@@ -127,10 +128,11 @@ def cmd_report(args) -> int:
 
 def cmd_export_pairs(args) -> int:
     from prefdistill.data.pairs import load_pairs, pairs_dataset
+    from prefdistill.run.folder import RunFolder
 
-    run = Path(args.run_dir)
-    ds = pairs_dataset(load_pairs(run / "pairs" / "pairs.jsonl"))  # typed columns: bool, float64, sampling structs
-    out = Path(args.out or run / "pairs" / f"pairs.{args.format}")
+    run = RunFolder(Path(args.run_dir))
+    ds = pairs_dataset(load_pairs(run.pairs))  # typed columns: bool, float64, sampling structs
+    out = Path(args.out or run.pairs_file(f"pairs.{args.format}"))
     if args.format == "parquet":
         ds.to_parquet(str(out))
     elif args.format == "csv":

@@ -9,6 +9,7 @@ import yaml
 
 from prefdistill.bench.plan import (Job, as_setting, choose, collapse, scored_steps, seed_jobs, selection_jobs, settings,
                                     settings_hash, subset)
+from prefdistill.bench import runner
 from prefdistill.bench.runner import Bench
 from prefdistill.cli import main
 from prefdistill.config.checks import load_bench_config
@@ -278,7 +279,7 @@ def test_gap_check_stops_the_bench_and_keeps_what_it_computed(gap_stop):
         assert (run / "checkpoints" / f"{role}_sft" / "prefdistill_checkpoint.json").is_file(), role
     assert (run / "reward" / "metrics.json").is_file()
     gap = read_json(run / "bench" / "gap_validation.json")
-    assert gap["n"] == len(Pipeline(cfg).splits["validation"])
+    assert gap["n"] == len(Pipeline(cfg).artifacts.splits["validation"])
     assert not (gap["ci"][0] > 0 and gap["diff"] >= gap_stop["bench"].gap_floor)
     # It stopped before spending anything on pairs or on the methods.
     assert not (run / "pairs" / "pairs.jsonl").exists() and not (run / "bench" / "runs").exists()
@@ -315,14 +316,14 @@ def tiny_bench(gap_stop):
     """The same bench through `prefdistill bench CONFIG --ignore-gap`, reusing what the stopped run computed;
     records the learning rate and seed every training got."""
     trained = []
-    real = Pipeline.train_student
+    real = runner.train_job
 
-    def recording(self, spec, params, rows, out, *, seed, train_cfg=None, on_step=None):
-        trained.append({"job": Path(out).parent.name, "lr": (train_cfg or self.cfg.distill.train).lr, "seed": seed})
-        return real(self, spec, params, rows, out, seed=seed, train_cfg=train_cfg, on_step=on_step)
+    def recording(job, art):
+        trained.append({"job": Path(job.out).parent.name, "lr": job.train.lr, "seed": job.seed})
+        return real(job, art)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Pipeline, "train_student", recording)
+        mp.setattr(runner, "train_job", recording)
         assert main(["bench", str(gap_stop["config"]), "--ignore-gap"]) == 0
     cfg = gap_stop["cfg"]
     return {**gap_stop, "trained": trained, "results": read_json(cfg.run_dir / "bench" / "main" / "results.json")}
@@ -334,7 +335,7 @@ def test_tiny_bench_results_shape(tiny_bench):
     assert isinstance(rows, list) and [r["name"] for r in rows] == ["kd", "plad", "seqkd"]
     assert [r["method"] for r in rows] == ["kd", "plad", "seqkd"]
     assert set(results["base_rows"]) == {"teacher", "student_init", "student_sft"}
-    n_test = len(Pipeline(cfg).splits["test"])
+    n_test = len(Pipeline(cfg).artifacts.splits["test"])
     assert results["n_test"] == n_test and results["seeds"] == [0, 1]
     assert set(results["teacher_gap"]) >= {"diff", "ci"} and len(results["teacher_gap"]["ci"]) == 2
     assert results["teacher_gap_validation"]["ignored"] is True and results["teacher_gap_validation"]["passed"] is False
@@ -396,7 +397,7 @@ def test_tiny_bench_intervals_resample_the_test_and_validation_groups(tiny_bench
     from prefdistill.io import group_of
 
     results, cfg = tiny_bench["results"], tiny_bench["cfg"]
-    splits = Pipeline(cfg).splits
+    splits = Pipeline(cfg).artifacts.splits
     n, g = len(splits["test"]), len({group_of(e) for e in splits["test"]})
     assert results["resampled"] == f"groups ({n} prompts in {g} groups) and seeds (2)"
     assert results["teacher_gap"]["groups"] == g
@@ -462,13 +463,13 @@ def test_tiny_bench_keeps_each_sft_step_by_the_select_metric_as_for_every_method
 
 def test_the_bench_chooses_the_sft_step_by_its_select_metric_unless_sft_select_says_otherwise(tiny_assets, tmp_path):
     cfg, bench = _load(tiny_assets, tmp_path, select_metric="rougeL", val_prompts=3)
-    selection = Bench(cfg, bench).pipe.sft_selection()
+    selection = Bench(cfg, bench).pipe.artifacts.sft_selection()
     assert selection.record() == {"criterion": "rougeL", "val_prompts": 3} and selection.score is not None
     candidates = [{"step": 1, "val": {"rougeL": 5.0, "win_rate": 90.0}}, {"step": 2, "val": {"rougeL": 5.0, "win_rate": 10.0}}]
     assert selection.pick(candidates) is candidates[0]  # choose's rule: the metric, then ROUGE-L, then the earliest
     cfg, bench = load_bench_config(_bench_cfg(tiny_assets, tmp_path / "v", select_metric="rougeL"), ["sft.select=val_loss"])
-    assert Bench(cfg, bench).pipe.sft_selection().record() == {"criterion": "val_loss"}
-    assert Pipeline(cfg).sft_selection().record() == {"criterion": "val_loss"}
+    assert Bench(cfg, bench).pipe.artifacts.sft_selection().record() == {"criterion": "val_loss"}
+    assert Pipeline(cfg).artifacts.sft_selection().record() == {"criterion": "val_loss"}
 
 
 def test_tiny_bench_resume_retrains_only_the_lost_job(tiny_bench):
@@ -478,14 +479,14 @@ def test_tiny_bench_resume_retrains_only_the_lost_job(tiny_bench):
     lost = Job("plad", 0, as_setting(plad["selected"]["setting"]), settings=settings_hash(entry))  # the chosen grid job
     (cfg.run_dir / "bench" / "runs" / lost.key / "result.json").unlink()
     trained = []
-    real = Pipeline.train_student
+    real = runner.train_job
 
-    def counting(self, spec, params, rows, out, **kw):
-        trained.append(Path(out).parent.name)
-        return real(self, spec, params, rows, out, **kw)
+    def counting(job, art):
+        trained.append(Path(job.out).parent.name)
+        return real(job, art)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Pipeline, "train_student", counting)
+        mp.setattr(runner, "train_job", counting)
         again = Bench(cfg, bench, ignore_gap=True).run()
     assert trained == [lost.key]
     assert (cfg.run_dir / "bench" / "runs" / lost.key / "result.json").is_file()

@@ -132,16 +132,16 @@ def test_teacher_logps_are_stored_once_and_reused(tiny_assets, tmp_path):
     stored = read_jsonl(pipe.run_dir / "pairs" / "teacher_logps.jsonl")
     pairs = read_jsonl(pipe.run_dir / "pairs" / "pairs.jsonl")
     assert [r["id"] for r in stored] == [p["id"] for p in pairs]
-    teacher = pipe.load("teacher", pipe.sft_checkpoint("teacher"))
+    teacher = pipe.artifacts.load("teacher", pipe.artifacts.sft_checkpoint("teacher"))
     p0 = pairs[0]
     assert stored[0]["teacher_sample"] == pytest.approx(teacher.score([p0["prompt"]], [p0["chosen"]])[0], rel=1e-4)
 
     def no_teacher(role, *a, **k):
         raise AssertionError(f"the {role} was loaded again")
 
-    pipe.load = no_teacher
+    pipe.artifacts.load = no_teacher
     spec = get_method("dpkd")
-    rows = pipe.distill_rows(spec, DPKDParams())
+    rows = pipe.artifacts.training_data(spec, DPKDParams()).rows
     assert rows[0]["teacher_chosen_logp"] == stored[0]["teacher_sample"]
     # A swapped pair reads the scores by who wrote the text, not by side.
     swapped = dict(pairs[0], chosen=p0["rejected"], rejected=p0["chosen"], chosen_source="student", rejected_source="teacher")
@@ -160,9 +160,9 @@ def test_text_only_teacher_is_refused_by_name(tiny_assets, tmp_path):
     class TextOnly:
         can_score = False
 
-    pipe.load = lambda role, *a, **k: TextOnly()
+    pipe.artifacts.load = lambda role, *a, **k: TextOnly()
     with pytest.raises(ValueError, match="needs a scoring teacher"):
-        pipe.teacher_pair_logps()
+        pipe.artifacts.teacher_pair_logps()
 
 
 def test_a_teacher_with_another_tokenizer_scores_the_student_text_in_its_own_tokens(tiny_assets, tmp_path):
@@ -176,8 +176,8 @@ def test_a_teacher_with_another_tokenizer_scores_the_student_text_in_its_own_tok
     pipe.run(["sft", "pairs", "distill"])
     stored = read_jsonl(pipe.run_dir / "pairs" / "teacher_logps.jsonl")
     pair = read_jsonl(pipe.run_dir / "pairs" / "pairs.jsonl")[0]
-    teacher = pipe.load("teacher", pipe.sft_checkpoint("teacher"))
-    student = pipe.load("student", pipe.sft_checkpoint("student"))
+    teacher = pipe.artifacts.load("teacher", pipe.artifacts.sft_checkpoint("teacher"))
+    student = pipe.artifacts.load("student", pipe.artifacts.sft_checkpoint("student"))
     text_ids = teacher.tokenizer(pair["rejected"], add_special_tokens=False)["input_ids"]
     assert text_ids != student.tokenizer(pair["rejected"], add_special_tokens=False)["input_ids"]
     by_ids, mask = teacher.completion_logps([pair["prompt"]], [text_ids + [teacher.tokenizer.eos_token_id]])

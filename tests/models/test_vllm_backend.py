@@ -132,16 +132,16 @@ def test_score_matches_local_lm(tiny_assets, fake_vllm, role):
 @pytest.mark.parametrize("role", ["student", "teacher"])
 def test_completion_topk_gives_the_local_models_cache(tiny_assets, fake_vllm, tmp_path, role):
     """The vLLM path (prompt_logprobs=k) writes the cache the local model writes: same ids, same log-probs."""
-    from prefdistill.signal.topk_cache import build_topk_cache, load_topk
+    from prefdistill.signal.topk_cache import build_topk_cache
     from prefdistill.models.tiny import tiny_rows
 
     local, fake = _pair(tiny_assets[role])
     rows = {name: [{"prompt": f"Summarize : {r['document']}", "target": r["summary"]} for r in tiny_rows(4, seed=2)]
             for name in ("local", "vllm")}
-    for name, lm in (("local", local), ("vllm", fake)):
-        build_topk_cache(lm, rows[name], 5, tmp_path / f"{name}.bin", tokenizer=local.tokenizer, teacher_id="t", dtype="float32")
-    ids_l, logps_l, mask_l = load_topk(tmp_path / "local.bin", rows["local"])
-    ids_v, logps_v, mask_v = load_topk(tmp_path / "vllm.bin", rows["vllm"])
+    caches = {name: build_topk_cache(lm, rows[name], 5, tmp_path / f"{name}.bin", tokenizer=local.tokenizer, teacher_id="t",
+                                     dtype="float32") for name, lm in (("local", local), ("vllm", fake))}
+    ids_l, logps_l, mask_l = caches["local"].rows()
+    ids_v, logps_v, mask_v = caches["vllm"].rows()
     prompts, params = fake.llm.calls[-1]
     assert params[0].prompt_logprobs == 5 and params[0].max_tokens == 1
     head = fake.prompt_ids(rows["vllm"][-1]["prompt"])

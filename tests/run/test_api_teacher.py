@@ -110,7 +110,7 @@ def api_run_config(tiny_assets, tmp_path, url: str, **teacher_api) -> dict:
 def test_pair_generation_survives_every_fault(llama_server, tiny_assets, tmp_path, monkeypatch):
     monkeypatch.setenv("PD_TEST_API_KEY", "sk-never-written-9f3a")
     cfg = load_config(api_run_config(tiny_assets, tmp_path, "http://placeholder"))
-    examples = Pipeline(cfg).splits["distill"]
+    examples = Pipeline(cfg).artifacts.splits["distill"]
     poison = examples[3].prompt
     with FaultProxy(llama_server.url, faulty_plan(poison), stall_s=6.0) as proxy:
         raw = api_run_config(tiny_assets, tmp_path, proxy.url, timeout_s=5.0, max_retries=3, max_concurrency=2)
@@ -158,7 +158,7 @@ def test_sigkill_mid_generation_loses_and_repeats_nothing(llama_server, tiny_ass
     text = journal.read_text()
     before = text[:text.rfind("\n") + 1]  # complete lines; a line cut by the kill is not a finished prompt
     finished = {r["id"]: r for r in map(json.loads, before.splitlines())}
-    examples = Pipeline(load_config(str(config))).splits["distill"]
+    examples = Pipeline(load_config(str(config))).artifacts.splits["distill"]
     assert 4 <= len(finished) < len(examples)
     with FaultProxy(llama_server.url) as proxy:  # the same run, restarted against a healthy path
         raw["teacher"]["api"]["base_url"] = proxy.url + "/v1"

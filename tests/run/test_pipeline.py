@@ -8,6 +8,7 @@ import yaml
 from prefdistill.cli import main
 from prefdistill.config.checks import load_config
 from prefdistill.config.schema import ConfigError
+from prefdistill.run.artifacts import Artifacts
 from prefdistill.io import read_jsonl
 from prefdistill.methods import get_method
 from prefdistill.models.tiny import tiny_config
@@ -117,7 +118,7 @@ def test_rerun_skips_every_stage(tiny_run, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a model was loaded although every output exists")
 
-    monkeypatch.setattr(pipeline_mod.Pipeline, "load", boom)
+    monkeypatch.setattr(Artifacts, "load", boom)
     before = {p: p.stat().st_mtime_ns for p in (tiny_run / "samples").rglob("samples.jsonl")}
     assert before
     timings = json.loads((tiny_run / "timings.json").read_text())
@@ -197,7 +198,7 @@ def test_python_api_quickstart(tiny_assets, tmp_path):
     pipe.run(["reward", "sft"])
     assert (cfg.run_dir / "checkpoints" / "student_sft").is_dir() and pipe.results() == {}
     metrics = pipe.run(["pairs", "distill", "eval"])
-    assert metrics["rows"]["student_distill"]["n"] == len(pipe.splits["test"])
+    assert metrics["rows"]["student_distill"]["n"] == len(pipe.artifacts.splits["test"])
 
 
 @pytest.mark.parametrize("overrides", [
@@ -229,7 +230,7 @@ def test_a_moved_run_folder_reuses_its_samples_and_checkpoints(tiny_run, tmp_pat
     def boom(*a, **k):
         raise AssertionError("a model was loaded although the moved folder holds every sample")
 
-    monkeypatch.setattr(pipeline_mod.Pipeline, "load", boom)
+    monkeypatch.setattr(Artifacts, "load", boom)
     cfg = load_config(str(tiny_run / "config.yaml"), [f"output_dir={moved}"])
     metrics = pipeline_mod.Pipeline(cfg, allow_config_change=True).run(["eval"])
     assert metrics["rows"]["student_distill"]["n"] == metrics["n_test"]
@@ -245,10 +246,10 @@ def test_a_method_that_reads_only_prompts_skips_the_sampling(tiny_assets, tmp_pa
     raw = tiny_config(tiny_assets, tmp_path, name="prompts-only")
     raw["distill"] = {**raw["distill"], "method": "sppo", "params": {"samples": 2, "max_new_tokens": 4}}
     pipe = pipeline_mod.Pipeline(load_config(raw))
-    assert pipe.consumed() == {"prompts"}
+    assert pipe.artifacts.consumed() == {"prompts"}
     pipe.run(["reward", "sft", "pairs", "distill"])
     run = pipe.run_dir
     assert not (run / "pairs" / "pairs.jsonl").exists() and not (run / "samples").exists()
     assert (run / "checkpoints" / "student_distill" / "prefdistill_checkpoint.json").is_file()
-    rows = pipe.distill_rows(*pipe.methods[0])
-    assert [r["prompt"] for r in rows] == [e.prompt for e in pipe.splits["distill"]]
+    rows = pipe.artifacts.training_data(*pipe.artifacts.methods[0]).rows
+    assert [r["prompt"] for r in rows] == [e.prompt for e in pipe.artifacts.splits["distill"]]

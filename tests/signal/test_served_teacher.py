@@ -20,6 +20,9 @@ from prefdistill.models.common import plain_prompt
 from prefdistill.models.rollout import rollout
 from prefdistill.models.tiny import tiny_rows
 from servers import LogitServer, api_lm
+from prefdistill.run.artifacts import Artifacts
+from prefdistill.run.train_job import train_job
+from prefdistill.training.job import TrainingData, TrainJob
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +124,7 @@ def _pipeline(raw, monkeypatch):
     from prefdistill.models.hf import LocalLM
     from prefdistill.run.pipeline import Pipeline
 
-    pipe, loaded, student_path = Pipeline(load_config(raw)), [], raw["student"]["name_or_path"]
+    pipe, loaded, student_path = Pipeline(load_config(raw)).artifacts, [], raw["student"]["name_or_path"]
     load_local = LocalLM.load.__func__
 
     def only_the_student(cls, cfg, **kw):
@@ -131,7 +134,7 @@ def _pipeline(raw, monkeypatch):
     monkeypatch.setattr(LocalLM, "load", classmethod(only_the_student))
 
     def load(role, *a, **k):
-        model = Pipeline.load(pipe, role, *a, **k)
+        model = Artifacts.load(pipe, role, *a, **k)
         loaded.append((role, type(model).__name__))
         return model
 
@@ -143,7 +146,7 @@ def test_served_training_never_holds_the_teacher(tiny_assets, tmp_path, counting
     with LogitServer(counting) as server:
         pipe, loaded = _pipeline(_config(tiny_assets, tmp_path, url=server.url + "/v1", student=student_dir), monkeypatch)
         spec, params = get_method("gkd"), GKDParams(signal="served", k=5, on_policy_fraction=1.0, max_new_tokens=4)
-        log = pipe.train_student(spec, params, _pair_rows(4), tmp_path / "ckpt", seed=0)
+        log = train_job(TrainJob(spec, params, TrainingData(_pair_rows(4)), pipe.cfg.distill.train, tmp_path / "ckpt", seed=0), pipe).log
     assert loaded == [("teacher", "APILM"), ("student", "LocalLM")]
     assert len(log) == 2 and all(math.isfinite(r["loss"]) and r["on_policy"] == 1.0 for r in log)
     assert sum(r["tokens_teacher_scored"] for r in log) > 0
@@ -156,7 +159,7 @@ def test_a_shifted_echo_is_refused_with_the_probes_reason_before_any_step(tiny_a
         pipe, loaded = _pipeline(_config(tiny_assets, tmp_path, url=server.url + "/v1", student=student_dir), monkeypatch)
         spec, params = get_method("gkd"), GKDParams(signal="served", k=5, on_policy_fraction=1.0, max_new_tokens=4)
         with pytest.raises(ValueError) as err:
-            pipe.train_student(spec, params, _pair_rows(4), tmp_path / "ckpt", seed=0)
+            train_job(TrainJob(spec, params, TrainingData(_pair_rows(4)), pipe.cfg.distill.train, tmp_path / "ckpt", seed=0), pipe).log
     assert "sanity check" in str(err.value) and "shifts echoed log-probs" in str(err.value)
     assert loaded == [("teacher", "APILM")] and len(server.payloads) == 1  # the probe; the student never loaded
     assert not list(tmp_path.glob("ckpt*"))  # no step, no state
@@ -170,9 +173,9 @@ def test_the_pipeline_builds_a_topk_cache_from_a_server(tiny_assets, tmp_path, c
         raw = _config(tiny_assets, tmp_path, "kd", {"signal": "topk", "k": 4}, url=server.url + "/v1", student=student_dir)
         pipe, loaded = _pipeline(raw, monkeypatch)
         spec, params = get_method("kd"), method_params(pipe.cfg)
-        rows = pipe.distill_rows(spec, params)
-        asked = len(server.payloads)
-        log = pipe.train_student(spec, params, rows, tmp_path / "ckpt", seed=0)
+        data = pipe.training_data(spec, params)
+        rows, asked = data.rows, len(server.payloads)
+        log = train_job(TrainJob(spec, params, data, pipe.cfg.distill.train, tmp_path / "ckpt", seed=0), pipe).log
     assert asked == 2 + len(rows) == len(server.payloads)  # the probe's two echoes, one per row; none during training
     assert loaded == [("teacher", "APILM"), ("student", "LocalLM")]
     assert len(log) == 2 and all(math.isfinite(r["loss"]) and 0 < r["topk_teacher_mass"] <= 1 for r in log)

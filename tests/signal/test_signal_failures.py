@@ -22,8 +22,11 @@ from prefdistill.methods.gkd import GKDParams
 from prefdistill.methods.kd import KDParams
 from prefdistill.models.common import plain_prompt
 from prefdistill.models.rollout import Rollout
-from prefdistill.signal.topk_cache import build_topk_cache, load_topk
+from prefdistill.signal.topk_cache import build_topk_cache
 from servers import LogitServer, api_lm
+from prefdistill.run.artifacts import Artifacts
+from prefdistill.run.train_job import train_job
+from prefdistill.training.job import TrainingData, TrainJob
 
 SENTENCES = ["the model learns a short summary of each paper", "we propose a small student and a large teacher",
              "the café serves a naïve crème brûlée", "data training results improve the accuracy of the task"]
@@ -151,7 +154,7 @@ def _pipeline(tiny_assets, tmp_path, name, student_dir, url, monkeypatch, batch_
     raw["distill"] = {"method": "gkd", "params": {"signal": "served", "k": 4, "on_policy_fraction": 0.0},
                       "train": {**raw["distill"]["train"], "steps": 10, "save_every": 100, "batch_size": batch_size,
                                 "grad_accum": grad_accum}, **distill}
-    return Pipeline(load_config(raw))
+    return Pipeline(load_config(raw)).artifacts
 
 
 @pytest.mark.parametrize("batch_size, grad_accum", [(2, 1), (1, 2)])
@@ -165,11 +168,11 @@ def test_served_training_records_the_rows_counts_them_and_stops_above_the_share(
         url = server.url + "/v1"
         pipe = _pipeline(tiny_assets, tmp_path, "ok", student_dir, url, monkeypatch, batch_size=batch_size,
                          grad_accum=grad_accum)  # the default share: 0.05
-        log = pipe.train_student(spec, params, rows, tmp_path / "ckpt" / "ok", seed=0)  # 10 steps of 2 rows: each row once
+        log = train_job(TrainJob(spec, params, TrainingData(rows), pipe.cfg.distill.train, tmp_path / "ckpt" / "ok", seed=0), pipe).log  # 10 steps of 2 rows: each row once
         strict = _pipeline(tiny_assets, tmp_path, "strict", student_dir, url, monkeypatch,
                            signal_max_failed_fraction=0.01)
         with pytest.raises(ValueError) as err:
-            strict.train_student(spec, params, rows, tmp_path / "ckpt" / "strict", seed=0)
+            train_job(TrainJob(spec, params, TrainingData(rows), strict.cfg.distill.train, tmp_path / "ckpt" / "strict", seed=0), strict).log
     assert len(log) == 10 and all(math.isfinite(r["loss"]) for r in log)
     assert sum(r["count_signal_failed_rows"] for r in log) == 1
     (record,) = [json.loads(line) for line in (tmp_path / "ckpt" / "ok.signal_failures.jsonl").read_text().splitlines()]
@@ -185,7 +188,7 @@ def test_a_cache_records_the_rows_it_cannot_align_and_a_rerun_does_not_ask_again
     path = tmp_path / "topk_k4.bin"
 
     def build(teacher_model, **kw):
-        return build_topk_cache(teacher_model, [dict(r) for r in rows], 4, path, tokenizer=bpe, teacher_id="t", **kw)
+        return build_topk_cache(teacher_model, [dict(r) for r in rows], 4, path, tokenizer=bpe, teacher_id="t", **kw).stats
 
     def never():
         raise AssertionError("the teacher was asked again")
@@ -204,11 +207,11 @@ def test_a_cache_records_the_rows_it_cannot_align_and_a_rerun_does_not_ask_again
     assert {r["id"] for r in records} == {"r19"} and "do not line up" in records[0]["reason"]
     assert "r19" in str(err.value) and "signal_max_failed_fraction" in str(err.value) and "signal_retry_failed" in str(err.value)
     cached = [dict(r) for r in rows[16:]]
-    build_topk_cache(never, cached, 4, path, tokenizer=bpe, teacher_id="t", max_failed_fraction=0.5)  # 1 row in 4
-    _, _, mask = load_topk(path, cached)
+    cache = build_topk_cache(never, cached, 4, path, tokenizer=bpe, teacher_id="t", max_failed_fraction=0.5)  # 1 row in 4
+    _, _, mask = cache.rows()
     assert mask[3].sum() == 0 and (mask[:3].sum(-1) > 0).all()
     params = KDParams(signal="topk", k=4)
-    both, stats_both = get_method("kd").loss(student, cached, params)
-    alone, stats_alone = get_method("kd").loss(student, cached[:3], params)
+    both, stats_both = get_method("kd").loss(student, cached, params, teacher_topk=cache)
+    alone, stats_alone = get_method("kd").loss(student, cached[:3], params, teacher_topk=cache)
     assert both.item() == pytest.approx(alone.item(), rel=1e-5)  # the failed row is left out of the KL
     assert stats_both["count_signal_failed_rows"] == 1 and stats_alone["count_signal_failed_rows"] == 0

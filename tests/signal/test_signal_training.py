@@ -88,10 +88,10 @@ def test_training_from_a_cache_follows_the_live_teacher_step_for_step(method, ti
     for k in (vocab, 3):
         params = from_dict(spec.params_cls, {**given, "signal": "topk", "k": k, "topk_dtype": "float32"})
         cached = [dict(r) for r in rows]
-        build_topk_cache(teacher, cached, k, tmp_path / f"k{k}.bin", tokenizer=tokenizer, teacher_id="t",
-                         temperature=params.temperature, dtype="float32",
-                         text_key="target" if spec.consumes == "targets" else teacher_side)
-        run = _run(tiny_assets["student"], method, cached, params, tmp_path / f"topk{k}")  # no teacher given
+        cache = build_topk_cache(teacher, cached, k, tmp_path / f"k{k}.bin", tokenizer=tokenizer, teacher_id="t",
+                                 temperature=params.temperature, dtype="float32",
+                                 text_key="target" if spec.consumes == "targets" else teacher_side)
+        run = _run(tiny_assets["student"], method, cached, params, tmp_path / f"topk{k}", teacher_topk=cache)  # no teacher
         if k == vocab:
             _assert_same_run(run, live)
         else:

@@ -12,7 +12,7 @@ import torch
 from prefdistill.config.schema import LoraConfig, ModelConfig, TrainConfig
 from prefdistill.losses import forward_kl, topk_forward_kl
 from prefdistill.models.tiny import tiny_rows
-from prefdistill.signal.topk_cache import HEADER, CRC, build_topk_cache, bytes_per_token, load_topk, scan, topk_of
+from prefdistill.signal.topk_cache import HEADER, CRC, build_topk_cache, bytes_per_token, scan, topk_of
 
 
 # ----------------------------------------------------------------------------- the loss
@@ -143,9 +143,9 @@ def test_topk_of_keeps_the_most_likely_ids():
 
 def test_cache_round_trip_layout_and_bytes_per_token(teacher, tmp_path):
     rows, k, path = _rows(5), 8, tmp_path / "topk_k8.bin"
-    stats = build_topk_cache(teacher, rows, k, path, tokenizer=teacher.tokenizer, teacher_id="t", dtype="float32")
-    assert stats["computed"] == 5 and all(r["teacher_topk_path"] == str(path) for r in rows)
-    ids, logprobs, mask = load_topk(path, rows)
+    cache = build_topk_cache(teacher, rows, k, path, tokenizer=teacher.tokenizer, teacher_id="t", dtype="float32")
+    assert cache.stats["computed"] == 5 and cache.path == path and len(cache.keys) == 5
+    ids, logprobs, mask = cache.rows()
     completions = [teacher.tokenizer(r["target"], add_special_tokens=False)["input_ids"] + [teacher.tokenizer.eos_token_id]
                    for r in rows]
     logits, _, live_mask = teacher.completion_logits([r["prompt"] for r in rows], completions)  # (B, C, V)
@@ -156,24 +156,24 @@ def test_cache_round_trip_layout_and_bytes_per_token(teacher, tmp_path):
     assert torch.isfinite(topk_forward_kl(torch.zeros_like(logits), ids, logprobs)).all()  # padding positions too
     # float16 log-probs and 2-byte ids (a vocabulary under 65,536): 4k bytes per token + 32 per row.
     path16 = tmp_path / "f16.bin"
-    build_topk_cache(teacher, rows, k, path16, tokenizer=teacher.tokenizer, teacher_id="t")
+    signal16 = build_topk_cache(teacher, rows, k, path16, tokenizer=teacher.tokenizer, teacher_id="t")
     tokens = sum(len(c) for c in completions)
     assert HEADER.size + CRC.size == 32
     assert path16.stat().st_size == 32 * len(rows) + tokens * k * 4
     assert bytes_per_token(path16) == pytest.approx(4 * k + 32 * len(rows) / tokens)
-    assert torch.allclose(load_topk(path16, rows)[1][on], want_logps[on], atol=1e-2)
+    assert torch.allclose(signal16.rows()[1][on], want_logps[on], atol=1e-2)
 
 
 def test_a_rerun_reuses_the_cache_without_the_teacher(teacher, tmp_path):
     rows, path = _rows(4), tmp_path / "c.bin"
-    build_topk_cache(teacher, rows, 4, path, tokenizer=teacher.tokenizer, teacher_id="t")
+    cache = build_topk_cache(teacher, rows, 4, path, tokenizer=teacher.tokenizer, teacher_id="t")
     before = path.read_bytes()
     again = _rows(4)
-    stats = build_topk_cache(_never, again, 4, path, tokenizer=teacher.tokenizer, teacher_id="t")
-    assert stats["computed"] == 0 and path.read_bytes() == before
-    assert [r["teacher_topk_key"] for r in again] == [r["teacher_topk_key"] for r in rows]
+    again_signal = build_topk_cache(_never, again, 4, path, tokenizer=teacher.tokenizer, teacher_id="t")
+    assert again_signal.stats["computed"] == 0 and path.read_bytes() == before
+    assert again_signal.keys == cache.keys and again_signal == cache
     other = Counting(teacher)  # another teacher id or k is another key
-    assert build_topk_cache(other, _rows(4), 4, path, tokenizer=teacher.tokenizer, teacher_id="t2")["computed"] == 4
+    assert build_topk_cache(other, _rows(4), 4, path, tokenizer=teacher.tokenizer, teacher_id="t2").stats["computed"] == 4
 
 
 def test_a_torn_last_record_is_dropped_and_only_missing_rows_are_computed(teacher, tmp_path):
@@ -185,9 +185,9 @@ def test_a_torn_last_record_is_dropped_and_only_missing_rows_are_computed(teache
         f.truncate(last.offset + last.size // 2)
     assert len(scan(path)[0]) == 2
     counting = Counting(teacher)
-    stats = build_topk_cache(counting, rows, 4, path, tokenizer=teacher.tokenizer, teacher_id="t")
-    assert stats["computed"] == 4 and counting.prompts == [r["prompt"] for r in rows[2:]]
-    assert len(scan(path)[0]) == 6 and load_topk(path, rows)[0].shape[0] == 6
+    cache = build_topk_cache(counting, rows, 4, path, tokenizer=teacher.tokenizer, teacher_id="t")
+    assert cache.stats["computed"] == 4 and counting.prompts == [r["prompt"] for r in rows[2:]]
+    assert len(scan(path)[0]) == 6 and cache.rows()[0].shape[0] == 6
 
 
 def test_a_record_whose_checksum_fails_is_recomputed(teacher, tmp_path):
@@ -197,7 +197,7 @@ def test_a_record_whose_checksum_fails_is_recomputed(teacher, tmp_path):
     data[-10:-4] = bytes(6)  # the last record's payload never reached the disk
     path.write_bytes(bytes(data))
     counting = Counting(teacher)
-    assert build_topk_cache(counting, rows, 4, path, tokenizer=teacher.tokenizer, teacher_id="t")["computed"] == 1
+    assert build_topk_cache(counting, rows, 4, path, tokenizer=teacher.tokenizer, teacher_id="t").stats["computed"] == 1
     assert counting.prompts == [rows[2]["prompt"]]
 
 
@@ -231,8 +231,8 @@ def test_sigkill_mid_build_keeps_every_finished_row(teacher, tiny_assets, tmp_pa
     before = path.read_bytes()[:end]
     assert 3 <= len(index) < len(rows)
     counting = Counting(teacher)
-    stats = build_topk_cache(counting, rows, 4, path, tokenizer=teacher.tokenizer, teacher_id="t")
-    assert stats["computed"] == len(rows) - len(index)
+    cache = build_topk_cache(counting, rows, 4, path, tokenizer=teacher.tokenizer, teacher_id="t")
+    assert cache.stats["computed"] == len(rows) - len(index)
     assert len(counting.prompts) == len(rows) - len(index)
     assert path.read_bytes().startswith(before)  # every finished record kept, byte for byte
     assert len(scan(path)[0]) == len(rows)
@@ -259,18 +259,19 @@ def test_kd_from_a_full_vocabulary_cache_equals_live_kd(teacher, tiny_assets, tm
     live = KDParams(temperature=temperature, ce_weight=0.5)
     cached = KDParams(temperature=temperature, ce_weight=0.5, signal="topk", k=vocab, topk_dtype="float32")
     assert cached.requirements() == ("targets", {"teacher_topk"})
-    build_topk_cache(teacher, rows, vocab, tmp_path / "c.bin", tokenizer=student.tokenizer, teacher_id="t",
-                     temperature=temperature, dtype="float32")
+    cache = build_topk_cache(teacher, rows, vocab, tmp_path / "c.bin", tokenizer=student.tokenizer, teacher_id="t",
+                              temperature=temperature, dtype="float32")
     loss_live, grads_live, _ = _kd_loss_and_grads(student, rows, live, teacher=teacher)
-    loss_topk, grads_topk, stats = _kd_loss_and_grads(student, rows, cached)
+    loss_topk, grads_topk, stats = _kd_loss_and_grads(student, rows, cached, teacher_topk=cache)
     assert loss_topk == pytest.approx(loss_live, rel=1e-5, abs=1e-6)
     assert stats["topk_teacher_mass"] == pytest.approx(1.0, abs=1e-5)
     for name, g in grads_live.items():
         assert torch.allclose(grads_topk[name], g, rtol=1e-4, atol=1e-6), name
     # The default float16 cache rounds the log-probs: close, not equal.
     half = KDParams(temperature=temperature, signal="topk", k=vocab)
-    build_topk_cache(teacher, rows, vocab, tmp_path / "h.bin", tokenizer=student.tokenizer, teacher_id="t", temperature=temperature)
-    loss_half, _, _ = _kd_loss_and_grads(student, rows, half)
+    half_signal = build_topk_cache(teacher, rows, vocab, tmp_path / "h.bin", tokenizer=student.tokenizer, teacher_id="t",
+                                   temperature=temperature)
+    loss_half, _, _ = _kd_loss_and_grads(student, rows, half, teacher_topk=half_signal)
     loss_full, _, _ = _kd_loss_and_grads(student, rows, KDParams(temperature=temperature), teacher=teacher)
     assert loss_half == pytest.approx(loss_full, rel=2e-2, abs=1e-3)
 
@@ -283,10 +284,11 @@ def test_kd_topk_trains_two_steps_without_the_teacher(teacher, tiny_assets, tmp_
 
     lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["student"])), for_training=True)
     rows = _rows(4)
-    build_topk_cache(teacher, rows, 5, tmp_path / "c.bin", tokenizer=lm.tokenizer, teacher_id="t")
+    cache = build_topk_cache(teacher, rows, 5, tmp_path / "c.bin", tokenizer=lm.tokenizer, teacher_id="t")
     before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
     log = train(lm, get_method("kd"), KDParams(signal="topk", k=5), rows, TrainConfig(steps=2, batch_size=2, lr=1e-2, save_every=100),
-                LoraConfig(enabled=False), out_dir=tmp_path / "ckpt", parent=None, seed=0, desc="kd topk", extras={})
+                LoraConfig(enabled=False), out_dir=tmp_path / "ckpt", parent=None, seed=0, desc="kd topk",
+                extras={"teacher_topk": cache})
     assert len(log) == 2 and all(math.isfinite(r["loss"]) and 0 < r["topk_teacher_mass"] <= 1.001 for r in log)
     after = dict(lm.model.named_parameters())
     unchanged = [n for n, p in before.items() if torch.equal(p, after[n])]
@@ -296,30 +298,33 @@ def test_kd_topk_trains_two_steps_without_the_teacher(teacher, tiny_assets, tmp_
 def test_the_pipeline_caches_once_and_trains_without_loading_the_teacher(tiny_assets, tmp_path):
     from prefdistill.config.checks import load_config
     from prefdistill.methods import get_method, method_params
+    from prefdistill.run.artifacts import Artifacts
     from prefdistill.run.pipeline import Pipeline
+    from prefdistill.run.train_job import train_job
+    from prefdistill.training.job import TrainJob
     from prefdistill.models.tiny import tiny_config
 
     raw = tiny_config(tiny_assets, tmp_path, name="kd-topk")
     raw["sft"] = {"teacher": {"enabled": False}, "student": {"enabled": False}}
     raw["distill"] = {**raw["distill"], "method": "kd", "params": {"signal": "topk", "k": 6}}
     cfg = load_config(raw)
-    pipe = Pipeline(cfg)
+    art = Pipeline(cfg).artifacts
     spec, params = get_method("kd"), method_params(cfg)
-    rows = pipe.distill_rows(spec, params)
-    path = pipe.run_dir / "teacher_signal" / "topk_k6.bin"
-    assert len(scan(path)[0]) == len({r["teacher_topk_key"] for r in rows}) > 0
+    data = art.training_data(spec, params)
+    path = art.folder.topk_cache(6)
+    assert data.teacher_topk.path == path and len(scan(path)[0]) == len(set(data.teacher_topk.keys)) > 0
     size = path.stat().st_size
     loaded = []
 
     def load(role, *a, **k):
         assert role != "teacher", "the teacher was loaded"
         loaded.append(role)
-        return Pipeline.load(pipe, role, *a, **k)
+        return Artifacts.load(art, role, *a, **k)
 
-    pipe.load = load
-    assert [r["teacher_topk_key"] for r in pipe.distill_rows(spec, params)] == [r["teacher_topk_key"] for r in rows]
+    art.load = load
+    assert art.training_data(spec, params).teacher_topk == data.teacher_topk
     assert path.stat().st_size == size
-    log = pipe.train_student(spec, params, rows, tmp_path / "ckpt", seed=0)
+    log = train_job(TrainJob(spec, params, data, cfg.distill.train, tmp_path / "ckpt", seed=0), art).log
     assert len(log) == 2 and loaded == ["student"]
 
 
@@ -332,6 +337,7 @@ def test_the_cache_key_follows_the_teachers_weights_and_chat_template(tiny_asset
 
     from prefdistill.config.checks import load_config
     from prefdistill.methods import get_method, method_params
+    from prefdistill.run.artifacts import Artifacts
     from prefdistill.run.pipeline import Pipeline
     from prefdistill.models.tiny import CHAT_TEMPLATE, tiny_config
 
@@ -343,14 +349,14 @@ def test_the_cache_key_follows_the_teachers_weights_and_chat_template(tiny_asset
     raw["distill"] = {**raw["distill"], "method": "kd", "params": {"signal": "topk", "k": 4}}
 
     def keys() -> tuple[list[str], list[str]]:
-        pipe, loaded = Pipeline(load_config(raw)), []
+        art, loaded = Pipeline(load_config(raw)).artifacts, []
 
         def load(role, *a, **k):
             loaded.append(role)
-            return Pipeline.load(pipe, role, *a, **k)
+            return Artifacts.load(art, role, *a, **k)
 
-        pipe.load = load
-        return [r["teacher_topk_key"] for r in pipe.distill_rows(get_method("kd"), method_params(pipe.cfg))], loaded
+        art.load = load
+        return list(art.training_data(get_method("kd"), method_params(art.cfg)).teacher_topk.keys), loaded
 
     first, loaded = keys()
     assert loaded == ["teacher"]
@@ -397,3 +403,20 @@ def test_kd_says_what_it_is_missing(tiny_assets):
         get_method("kd").loss(lm, _rows(2), KDParams(signal="topk"))
     with pytest.raises(ValueError, match="needs the teacher"):
         get_method("kd").loss(lm, _rows(2), KDParams())
+
+
+def test_the_signal_finds_any_subset_of_its_rows_in_any_order_by_their_tokens(teacher, tmp_path):
+    """The loss is handed a TopkSignal, not a path in a row: a batch's records are found by its prompts and tokens."""
+    from prefdistill.models.logprobs import completion_token_ids
+
+    rows = _rows(5)
+    cache = build_topk_cache(teacher, rows, 4, tmp_path / "c.bin", tokenizer=teacher.tokenizer, teacher_id="t")
+    assert all(set(r) == {"prompt", "target"} for r in rows)  # nothing written into the rows
+    pick = [4, 1, 2]
+    ids = completion_token_ids(teacher.tokenizer, [rows[i]["target"] for i in pick])
+    got, want = cache.lookup([rows[i]["prompt"] for i in pick], ids), cache.rows(pick)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    other = build_topk_cache(teacher, rows, 4, tmp_path / "c.bin", tokenizer=teacher.tokenizer, teacher_id="t2")
+    assert other.keys != cache.keys  # another teacher: other records in the same file
+    with pytest.raises(KeyError, match="no cached top-k"):
+        cache.lookup(["an unseen prompt"], ids[:1])

@@ -10,7 +10,7 @@ from prefdistill.losses import (coarsen, forward_kl, generalized_jsd, generalize
                                 skew_reverse_kl_from_log_probs, total_variation, total_variation_from_log_probs)
 from prefdistill.methods.common import teacher_side
 from prefdistill.models.tiny import tiny_rows
-from prefdistill.signal.topk_cache import build_topk_cache, load_topk, scan
+from prefdistill.signal.topk_cache import build_topk_cache, scan
 
 # name -> (the divergence on full logits, the same divergence on (log q, log p))
 DIVERGENCES = {
@@ -168,9 +168,9 @@ def test_the_method_from_a_cache_equals_live_at_k_equal_v_and_bounds_it_below(ca
         params = from_dict(spec.params_cls, {**given, "signal": "topk", "k": k, "topk_dtype": "float32"})
         assert params.requirements()[1] >= {"teacher_topk"} and "teacher" not in params.requirements()[1]
         cached = [dict(r) for r in rows]
-        build_topk_cache(teacher, cached, k, tmp_path / f"k{k}.bin", tokenizer=student.tokenizer, teacher_id="t",
-                         temperature=params.temperature, dtype="float32", text_key=text)
-        loss, grads, stats = _loss_and_grads(method, student, cached, params)
+        cache = build_topk_cache(teacher, cached, k, tmp_path / f"k{k}.bin", tokenizer=student.tokenizer, teacher_id="t",
+                                 temperature=params.temperature, dtype="float32", text_key=text)
+        loss, grads, stats = _loss_and_grads(method, student, cached, params, teacher_topk=cache)
         assert math.isfinite(loss) and "tokens_teacher_scored" not in stats
         if k == vocab:
             assert loss == pytest.approx(loss_live, rel=1e-5, abs=1e-6)
@@ -187,9 +187,9 @@ def test_a_cache_of_the_wrong_side_of_the_pairs_is_refused(teacher, student, tmp
     from prefdistill.methods.gkd import GKDParams
 
     rows = _pair_rows(2)
-    build_topk_cache(teacher, rows, 4, tmp_path / "c.bin", tokenizer=student.tokenizer, teacher_id="t", text_key="chosen")
-    with pytest.raises(ValueError, match="does not cover these rows"):
-        get_method("gkd").loss(student, rows, GKDParams(signal="topk", k=4, on_policy_fraction=0.0))
+    cache = build_topk_cache(teacher, rows, 4, tmp_path / "c.bin", tokenizer=student.tokenizer, teacher_id="t", text_key="chosen")
+    with pytest.raises(ValueError, match="does not cover these rows"):  # keyed by the tokens: the swapped side has none
+        get_method("gkd").loss(student, rows, GKDParams(signal="topk", k=4, on_policy_fraction=0.0), teacher_topk=cache)
 
 
 def test_a_method_called_for_fresh_samples_from_a_cache_says_why(student):
@@ -254,18 +254,21 @@ def test_the_pipeline_caches_the_teacher_samples_once_and_trains_without_the_tea
     from prefdistill.config.checks import load_config
     from prefdistill.io import write_jsonl
     from prefdistill.methods import get_method, method_params
+    from prefdistill.run.artifacts import Artifacts
     from prefdistill.run.pipeline import Pipeline
+    from prefdistill.run.train_job import train_job
+    from prefdistill.training.job import TrainJob
 
     raw = _config(tiny_assets, tmp_path, "gkd", {"signal": "topk", "k": 5, "on_policy_fraction": 0.0},
                   sft={"teacher": {"enabled": False}, "student": {"enabled": False}})
     cfg = load_config(raw)
-    pipe, spec, params = Pipeline(cfg), get_method("gkd"), method_params(cfg)
+    art, spec, params = Pipeline(cfg).artifacts, get_method("gkd"), method_params(cfg)
     pairs = tmp_path / "pairs.jsonl"
     write_jsonl(pairs, _pair_rows(4))
-    rows = pipe.distill_rows(spec, params, pairs)
-    path = pipe.run_dir / "teacher_signal" / "topk_k5.bin"
+    data = art.training_data(spec, params, pairs)
+    rows, path = data.rows, art.folder.topk_cache(5)
     assert len(scan(path)[0]) == 4
-    _, _, mask = load_topk(path, rows)  # the teacher side of each pair, the swapped one included
+    _, _, mask = data.teacher_topk.rows()  # the teacher side of each pair, the swapped one included
     lengths = [len(student.tokenizer(teacher_side(r), add_special_tokens=False)["input_ids"]) + 1 for r in rows]
     assert mask.sum(-1).tolist() == lengths
     size, loaded = path.stat().st_size, []
@@ -273,10 +276,10 @@ def test_the_pipeline_caches_the_teacher_samples_once_and_trains_without_the_tea
     def load(role, *a, **k):
         assert role != "teacher", "the teacher was loaded"
         loaded.append(role)
-        return Pipeline.load(pipe, role, *a, **k)
+        return Artifacts.load(art, role, *a, **k)
 
-    pipe.load = load
-    again = pipe.distill_rows(spec, params, pairs)
-    assert [r["teacher_topk_key"] for r in again] == [r["teacher_topk_key"] for r in rows] and path.stat().st_size == size
-    log = pipe.train_student(spec, params, again, tmp_path / "ckpt", seed=0)
+    art.load = load
+    again = art.training_data(spec, params, pairs)
+    assert again.teacher_topk == data.teacher_topk and path.stat().st_size == size
+    log = train_job(TrainJob(spec, params, again, cfg.distill.train, tmp_path / "ckpt", seed=0), art).log
     assert len(log) == 2 and loaded == ["student"] and all(math.isfinite(r["loss"]) for r in log)

@@ -20,7 +20,7 @@ from prefdistill.models.api import PROBE_COMPLETION, PROBE_GUESS, PROBE_PROMPT, 
 from prefdistill.models.api_topk import Misaligned, completion_pieces, echoed_topk, piece_ids
 from prefdistill.models.common import TopkFailure, topk_arrays
 from prefdistill.models.tiny import tiny_rows
-from prefdistill.signal.topk_cache import build_topk_cache, load_topk
+from prefdistill.signal.topk_cache import build_topk_cache
 from servers import FakeOpenAI, LogitServer, api_lm
 
 
@@ -32,18 +32,18 @@ def _rows(n: int) -> list[dict]:
 def test_a_served_teacher_gives_the_same_cache_as_the_local_model(counting, tmp_path):
     k = 6
     local_rows, served_rows = _rows(5), _rows(5)
-    build_topk_cache(counting, local_rows, k, tmp_path / "local.bin", tokenizer=counting.tokenizer, teacher_id="t")
+    local = build_topk_cache(counting, local_rows, k, tmp_path / "local.bin", tokenizer=counting.tokenizer, teacher_id="t")
     with LogitServer(counting) as server:
         lm = api_lm(server.url, max_concurrency=2)
-        stats = build_topk_cache(lm, served_rows, k, tmp_path / "served.bin", tokenizer=counting.tokenizer,
-                                 teacher_id="t", batch_size=2)
-    assert stats["computed"] == 5
+        served = build_topk_cache(lm, served_rows, k, tmp_path / "served.bin", tokenizer=counting.tokenizer,
+                                  teacher_id="t", batch_size=2)
+    assert served.stats["computed"] == 5
     counting, guess, *asked = server.payloads  # the probe's two echoes, before any top-k request
     assert counting["prompt"].endswith(PROBE_COMPLETION) and guess["prompt"].endswith(PROBE_GUESS)
     assert counting["logprobs"] == guess["logprobs"] == PROBE_TOPK and counting["temperature"] == 1.0
     assert len(asked) == 5 and all(p["echo"] and p["logprobs"] == k and p["max_tokens"] == 1 for p in asked)
-    ids_l, logps_l, mask_l = load_topk(tmp_path / "local.bin", local_rows)
-    ids_s, logps_s, mask_s = load_topk(tmp_path / "served.bin", served_rows)
+    ids_l, logps_l, mask_l = local.rows()
+    ids_s, logps_s, mask_s = served.rows()
     assert torch.equal(mask_l, mask_s)
     on = mask_l.bool()
     assert torch.equal(ids_s[on], ids_l[on])
@@ -211,8 +211,8 @@ def test_padded_slots_give_finite_losses_and_gradients_and_change_nothing(counti
             return [topk_arrays([{3: -0.7, 5: -1.6}] * len(c), k, len(tokenizer)) for c in completions]
 
     rows = [{"prompt": "Summarize : the data", "target": "the model"}, {"prompt": "Summarize : a task", "target": "data"}]
-    build_topk_cache(Served(), rows, 4, tmp_path / "c.bin", tokenizer=counting.tokenizer, teacher_id="served")
-    c_ids, c_logps, mask = load_topk(tmp_path / "c.bin", rows)
+    c_ids, c_logps, mask = build_topk_cache(Served(), rows, 4, tmp_path / "c.bin", tokenizer=counting.tokenizer,
+                                            teacher_id="served").rows()
     assert c_ids.shape == (2, 3, 4) and mask.tolist() == [[1, 1, 1], [0, 1, 1]]
     assert np.isneginf(c_logps[mask.bool()][:, 2:].numpy()).all()
     logits = torch.randn(2, 3, len(counting.tokenizer), requires_grad=True)

@@ -225,14 +225,14 @@ def test_pairs_and_eval_shard_prompts_across_two_processes(tiny_assets, tmp_path
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run = pipe.run_dir
-    for folder, examples in [(run / "samples" / "teacher", pipe.splits["distill"]), (run / "samples" / "student", pipe.splits["distill"]),
-                             (run / "eval" / "samples" / "teacher", pipe.splits["test"])]:
+    for folder, examples in [(run / "samples" / "teacher", pipe.artifacts.splits["distill"]), (run / "samples" / "student", pipe.artifacts.splits["distill"]),
+                             (run / "eval" / "samples" / "teacher", pipe.artifacts.splits["test"])]:
         shares = [[r["id"] for r in read_jsonl(folder / f"samples.rank{r}.jsonl")] for r in (0, 1)]
         assert not (folder / "samples.jsonl").exists()
         assert sorted(shares[0] + shares[1]) == sorted(e.id for e in examples)  # no gap, no duplicate
         assert set(shares[1]) == {e.id for i, e in enumerate(examples) if i % 2 == 1}
     pairs = read_jsonl(run / "pairs" / "pairs.jsonl")
     summary = json.loads((run / "pairs" / "summary.json").read_text())
-    assert len({p["id"] for p in pairs}) == len(pairs) == len(pipe.splits["distill"]) - summary["skipped_empty"] - summary["skipped_identical"]
+    assert len({p["id"] for p in pairs}) == len(pairs) == len(pipe.artifacts.splits["distill"]) - summary["skipped_empty"] - summary["skipped_identical"]
     rows = json.loads((run / "eval" / "rows.json").read_text())["rows"]
     assert set(rows) == {"teacher", "student_init"}

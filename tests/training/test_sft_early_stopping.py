@@ -10,6 +10,7 @@ from prefdistill.io import read_json, read_jsonl
 from prefdistill.methods import get_method
 from prefdistill.models.hf import LocalLM
 from prefdistill.models.tiny import tiny_config
+from prefdistill.run.artifacts import Artifacts
 from prefdistill.run.pipeline import Pipeline
 from prefdistill.training.loop import LOG_FILE, mean_loss
 
@@ -29,9 +30,9 @@ def _cfg(tiny_assets, root, name, teacher=True):
     return load_config(data)
 
 
-def _val_loss(lm, pipe) -> float:
+def _val_loss(lm, art) -> float:
     spec = get_method("sft")
-    val = [{"prompt": e.prompt, "target": e.target} for e in pipe.splits["validation"]]
+    val = [{"prompt": e.prompt, "target": e.target} for e in art.splits["validation"]]
     return mean_loss(lm, spec, spec.params_cls(), val, 2)
 
 
@@ -40,7 +41,7 @@ def early(tiny_assets, tmp_path_factory):
     """reward, sft, distill and eval, recording the validation loss of every student model a later stage loads from
     the SFT checkpoint."""
     cfg = _cfg(tiny_assets, tmp_path_factory.mktemp("early"), "early")
-    loaded, real = [], Pipeline.load
+    loaded, real = [], Artifacts.load
 
     def recording(self, role, checkpoint=None, for_training=False, in_loop=False):
         lm = real(self, role, checkpoint, for_training, in_loop)
@@ -49,7 +50,7 @@ def early(tiny_assets, tmp_path_factory):
         return lm
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Pipeline, "load", recording)
+        mp.setattr(Artifacts, "load", recording)
         metrics = Pipeline(cfg).run(["reward", "sft", "distill", "eval"])
     return {"cfg": cfg, "metrics": metrics, "loaded": loaded, "run": cfg.run_dir}
 
@@ -64,7 +65,7 @@ def test_sft_keeps_the_best_validation_loss_step_and_later_stages_start_from_it(
     best = min(curve, key=curve.get)
     assert best < BUDGET and curve[BUDGET] > curve[best]  # the loss rose after an early evaluation
     # The saved weights are the best step's: their validation loss is the curve's minimum, not the last step's.
-    kept = _val_loss(LocalLM.load(early["cfg"].student, checkpoint=sft), pipe)
+    kept = _val_loss(LocalLM.load(early["cfg"].student, checkpoint=sft), pipe.artifacts)
     assert kept == pytest.approx(curve[best], rel=1e-5) and kept != pytest.approx(curve[BUDGET], rel=1e-4)
     # The distillation (trained from it) and the eval row loaded those same weights.
     assert len(early["loaded"]) >= 2 and all(v == pytest.approx(curve[best], rel=1e-5) for v in early["loaded"])
@@ -91,7 +92,7 @@ def test_metrics_and_report_give_the_kept_step_its_budget_and_the_curve(early):
 
 def test_a_rerun_reuses_the_kept_checkpoint_and_another_rule_is_refused(early, monkeypatch):
     cfg = early["cfg"]
-    monkeypatch.setattr(Pipeline, "load", lambda *a, **k: pytest.fail("a model was loaded although SFT is done"))
+    monkeypatch.setattr(Artifacts, "load", lambda *a, **k: pytest.fail("a model was loaded although SFT is done"))
     assert Pipeline(cfg).run(["sft"]) is not None
     with pytest.raises(ConfigError, match=r"(teacher|student)_sft kept its step by \{'criterion': 'val_loss'\}.*'last'"):
         Pipeline(load_config(str(cfg.run_dir / "config.yaml"), ["sft.select=last"]), allow_config_change=True).run(["sft"])

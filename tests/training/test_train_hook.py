@@ -125,7 +125,7 @@ def test_sft_logs_validation_loss_at_multiples_and_the_last_step(tiny_assets, tm
     assert [line["step"] for line in log if "val_loss_initial" in line] == [1]
     # The numbers are the SFT loss on the validation split: of the untrained student, and of the kept checkpoint
     # (the lowest of them: sft.select auto is val_loss under `prefdistill run`).
-    spec, val = get_method("sft"), [{"prompt": e.prompt, "target": e.target} for e in pipe.splits["validation"]]
+    spec, val = get_method("sft"), [{"prompt": e.prompt, "target": e.target} for e in pipe.artifacts.splits["validation"]]
     untrained = LocalLM.load(cfg.student)
     assert log[0]["val_loss_initial"] == pytest.approx(mean_loss(untrained, spec, spec.params_cls(), val, 2), rel=1e-5)
     trained = LocalLM.load(cfg.student, checkpoint=cfg.run_dir / "checkpoints" / "student_sft")
@@ -135,7 +135,7 @@ def test_sft_logs_validation_loss_at_multiples_and_the_last_step(tiny_assets, tm
     # The teacher's SFT has no eval_every: no validation loss in its log; the bench reads both logs.
     teacher = read_jsonl(cfg.run_dir / "checkpoints" / "teacher_sft" / LOG_FILE)
     assert not any("val_loss" in line or "val_loss_initial" in line for line in teacher)
-    logs = pipe.sft_logs()
+    logs = pipe.artifacts.sft_logs()
     assert set(logs) == {"teacher", "student"} and logs["student"] == log
 
 

@@ -46,6 +46,9 @@ from prefdistill.methods.common import COUNT_PREFIX
 from prefdistill.methods.registry import build_params, requirements
 from prefdistill.reporting.bench_report import console_summary, write_bench_report
 from prefdistill.run.pipeline import Pipeline
+from prefdistill.run.train_job import train_job
+from prefdistill.training.job import TrainingData, TrainJob
+from prefdistill.training.loop import total_steps
 from prefdistill.training.best_checkpoint import Selection
 
 
@@ -67,7 +70,8 @@ class Bench:
         self.entries: dict[str, BenchMethod] = {m.name: m for m in bench.methods}
         self.pipe = Pipeline(cfg, allow_config_change=allow_config_change, methods=[entry_params(m)[:2] for m in bench.methods],
                              sft_selection=self.sft_selection())
-        self.dir = self.pipe.folder.bench
+        self.art = self.pipe.artifacts
+        self.dir = self.art.folder.bench
         self.out = self.dir / bench.report
         self._graders: dict | None = None
         self._val_refs: list[float] = []
@@ -76,7 +80,7 @@ class Bench:
     def graders(self) -> dict:
         """{"eval": the grader of every row, "training": the judge training used, when it is another one}."""
         if self._graders is None:
-            self._graders = self.pipe.graders()
+            self._graders = self.art.graders()
         return self._graders
 
     # ------------------------------------------------------------------ the run
@@ -95,8 +99,8 @@ class Bench:
             print(f"[prefdistill] bench job {i + 1}/{len(jobs)}: {job.key}", flush=True)
             self.test_result(job, chosen[job.entry]["step"])
         results = summarize(self.cfg, self.bench, self.scored(jobs, chosen, gap, val_reference))
-        results["judges"] = self.pipe.judges_info()
-        results["timings_s"] = self.pipe.folder.timings()
+        results["judges"] = self.art.judges_info()
+        results["timings_s"] = self.art.folder.timings()
         results["wall_s"]["this_invocation"] = round(time.time() - t0, 1)
         results["config"] = self.config_name
         write_json(self.out / "results.json", results)
@@ -112,7 +116,7 @@ class Bench:
         if path.is_file():
             gap = read_json(path)
         else:
-            val = self.pipe.splits["validation"]  # all of it: the gap decides whether the bench runs at all
+            val = self.art.splits["validation"]  # all of it: the gap decides whether the bench runs at all
             wins = {row: self.val_wins(self.val_generations(row, val), val) for row in ("teacher", "student_sft")}
             groups = [group_of(e) for e in val]  # the interval resamples whole groups (a paper's prompts together)
             gap = paired_difference(wins["teacher"], wins["student_sft"], n_boot=self.cfg.eval.n_bootstrap, seed=self.cfg.seed,
@@ -130,7 +134,7 @@ class Bench:
                 f"{gap['ci'][1]:.1f}] on validation; the bench needs a CI above 0 and at least bench.gap_floor={floor:g}). "
                 "No distillation method can show anything with this pair. Give the teacher more SFT (sft.teacher.steps, "
                 "lr), use a stronger teacher or a weaker student, or pass --ignore-gap to run anyway. Everything computed "
-                f"so far is kept in {self.pipe.run_dir}.")
+                f"so far is kept in {self.art.folder.root}.")
         return {**gap, "floor": floor, "passed": passed, "ignored": not passed}
 
     # ------------------------------------------------------------------ validation
@@ -143,14 +147,14 @@ class Bench:
 
     @property
     def val_examples(self):
-        val = self.pipe.splits["validation"]
+        val = self.art.splits["validation"]
         return val[:self.bench.val_prompts] if self.bench.val_prompts else val
 
     def val_generations(self, row: str, examples=None) -> list[str]:
         """A base row's greedy generations on validation prompts (default: those that choose; cached in RUN/bench/val/ROW)."""
-        role, ckpt = self.pipe.eval_model(row)
+        role, ckpt = self.art.eval_model(row)
         examples = examples if examples is not None else self.val_examples
-        result = self.pipe.sample(role, ckpt, examples, self.cfg.eval.sampling, self.dir / "val" / row, seed=self.cfg.seed,
+        result = self.art.sample(role, ckpt, examples, self.cfg.eval.sampling, self.dir / "val" / row, seed=self.cfg.seed,
                                   desc=f"validation {row}")
         result.require_all(f"validation {row}")
         return [result.samples[e.id][0] for e in examples]
@@ -210,19 +214,19 @@ class Bench:
     def done(self, job: Job) -> bool:
         return self.result_path(job).is_file()
 
-    def job_rows(self, job: Job, spec, params) -> list[dict]:
-        rows = self.pipe.distill_rows(spec, params, self.pairs_file(job.relabel_share))
-        return subset(rows, job.data_share, self.cfg.seed) if job.data_share < 1.0 else rows
+    def job_data(self, job: Job, spec, params) -> TrainingData:
+        data = self.art.training_data(spec, params, self.pairs_file(job.relabel_share))
+        return dataclasses.replace(data, rows=subset(data.rows, job.data_share, self.cfg.seed)) if job.data_share < 1.0 else data
 
     def pairs_file(self, relabel_share: float) -> Path:
         """The pairs, with a share of them ordered by the judge (written once per share)."""
-        base = self.pipe.folder.pairs
+        base = self.art.folder.pairs
         if relabel_share == 0.0:
             return base
         path = self.dir / "pairs" / f"relabel{relabel_share:g}.jsonl"
         if not path.is_file():
             pairs = load_pairs(base)
-            relabel(pairs, self.pipe.training_judge(), relabel_share, self.cfg.seed)
+            relabel(pairs, self.art.training_judge(), relabel_share, self.cfg.seed)
             write_jsonl(path, pairs)
         return path
 
@@ -232,15 +236,15 @@ class Bench:
             return read_json(self.result_path(job))
         entry, folder = self.entries[job.entry], self.job_dir(job)
         spec, params, lr = entry_params(entry, job.setting)
-        rows = self.job_rows(job, spec, params)
+        data = self.job_data(job, spec, params)
+        rows = data.rows
         train_cfg = self.cfg.distill.train if lr is None else dataclasses.replace(self.cfg.distill.train, lr=lr)
-        steps = self.pipe.distill_steps(train_cfg, len(rows))
+        steps = total_steps(train_cfg, len(rows))
         scored = scored_steps(self.bench, steps)
         reset_peak_memory()
-        t0 = time.time()
-        log = self.pipe.train_student(spec, params, rows, folder / "checkpoint", seed=job.seed, train_cfg=train_cfg,
-                                      on_step=self.val_hook(folder, scored, steps))
-        train_s, memory = time.time() - t0, peak_memory()
+        trained = train_job(TrainJob(spec, params, data, train_cfg, folder / "checkpoint", seed=job.seed,
+                                     on_step=self.val_hook(folder, scored, steps)), self.art)
+        log, train_s, memory = trained.log, trained.wall_s, peak_memory()
         val = {str(s): read_json(folder / f"val_step{s}.json")["scores"] for s in scored}
         result = {
             "job": {**dataclasses.asdict(job), "setting": dict(job.setting)}, "method": entry.method,
@@ -277,8 +281,8 @@ class Bench:
             return read_json(path)
         ckpt = folder / "checkpoint" if step == result["steps"] else folder / f"step{step}"
         t0 = time.time()
-        gens = self.pipe.test_generations("student", ckpt, folder / f"test_step{step}", desc=f"eval {job.key}")
-        prompts = [e.prompt for e in self.pipe.splits["test"]]
+        gens = self.art.test_generations("student", ckpt, folder / f"test_step{step}", desc=f"eval {job.key}")
+        prompts = [e.prompt for e in self.art.splits["test"]]
         scores = {role: judge.score(prompts, gens) for role, judge in self.graders.items()}
         test = {"step": step, "generations": gens, "judge_scores": scores["eval"], "training_judge_scores": scores.get("training"),
                 "eval_wall_s": round(time.time() - t0, 1)}
@@ -294,13 +298,13 @@ class Bench:
     # ------------------------------------------------------------------ what the numbers need
     def scored(self, jobs: list[Job], chosen: dict, gap: dict, val_reference: dict) -> dict:
         """Everything `bench_numbers.summarize` needs, judged here: no model or judge runs there."""
-        test = self.pipe.splits["test"]
+        test = self.art.splits["test"]
         prompts, refs = [e.prompt for e in test], [e.target for e in test]
-        base = {row: self.pipe.row_generations(row) for row in BASE_ROWS}
+        base = {row: self.art.row_generations(row) for row in BASE_ROWS}
         runs = {j.key: {**read_json(self.result_path(j)), "test": self.test_result(j, chosen[j.entry]["step"])} for j in jobs}
         grid = {j.key: read_json(self.result_path(j)) for j in selection_jobs(self.bench)}
         return {"references": refs, "groups": [group_of(e) for e in test], "jobs": jobs, "runs": runs, "grid": grid,
                 "chosen": chosen, "base": base,
-                "labels": {r: self.pipe.row_label(r) for r in base}, "scores": score_all(self.graders, prompts, refs, base),
+                "labels": {r: self.art.row_label(r) for r in base}, "scores": score_all(self.graders, prompts, refs, base),
                 "gap_validation": gap, "val_reference": val_reference, "n_val": len(self.val_examples),
-                "sft_logs": self.pipe.sft_logs(), "sft_choices": self.pipe.sft_choices()}
+                "sft_logs": self.art.sft_logs(), "sft_choices": self.art.sft_choices()}

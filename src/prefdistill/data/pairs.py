@@ -84,9 +84,11 @@ class PairRow:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
-def chosen_is_teacher(row: Mapping[str, Any]) -> bool:
-    """Whether the teacher wrote a row's `chosen` side; rows built by hand without a source are unswapped pairs."""
-    return row.get("chosen_source", PairRow.chosen_source) == "teacher"
+def chosen_is_teacher(row: "Mapping[str, Any] | PairRow") -> bool:
+    """Whether the teacher wrote a row's `chosen` side (a dict row or a `PairRow`); rows built by hand without a source
+    are unswapped pairs."""
+    source = row.get("chosen_source", PairRow.chosen_source) if isinstance(row, Mapping) else row.chosen_source
+    return source == "teacher"
 
 
 def swap_sides(row: PairRow) -> PairRow:

@@ -8,16 +8,7 @@ from prefdistill.judges.base import Judge
 from prefdistill.judges.callable_judge import CallableJudge
 from prefdistill.judges.hf import HFRewardJudge
 from prefdistill.judges.reward_model import CONFIG_FILE, TrainedRewardJudge
-
-
-def trained_model_dir(run_dir: Path) -> Path:
-    """Where the `reward` stage saves the trained judge."""
-    return Path(run_dir) / "reward" / "model"
-
-
-def heldout_model_dir(run_dir: Path) -> Path:
-    """Where the `reward` stage saves the held-out evaluation judge."""
-    return Path(run_dir) / "reward" / "heldout" / "model"
+from prefdistill.run.folder import HELDOUT, RunFolder
 
 
 def build_eval_judge(cfg: RunConfig, device: str = "cpu") -> Judge:
@@ -26,7 +17,7 @@ def build_eval_judge(cfg: RunConfig, device: str = "cpu") -> Judge:
     if kind == "same":
         return build_judge(cfg.judge, cfg.run_dir, device)
     if kind == "heldout":
-        path = heldout_model_dir(cfg.run_dir)
+        path = RunFolder(cfg.run_dir).judge_model(HELDOUT)
         if not (path / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"no held-out judge at {path}: run the `reward` stage first "
                                     "(`prefdistill run CONFIG --stages reward`), which trains both judges")
@@ -38,7 +29,7 @@ def build_eval_judge(cfg: RunConfig, device: str = "cpu") -> Judge:
 def build_judge(cfg: JudgeConfig, run_dir: Path, device: str = "cpu") -> Judge:
     """kind "trained": the `reward` stage's model in run_dir; "hf": a reward model; "callable": a function."""
     if cfg.kind == "trained":
-        path = trained_model_dir(run_dir)
+        path = RunFolder(run_dir).judge_model()
         if not (path / CONFIG_FILE).is_file():
             raise FileNotFoundError(
                 f"no trained judge at {path}: run the `reward` stage first "

@@ -1,6 +1,6 @@
 """Two reward models from one task: a training judge and a held-out judge that grades.
 
-    metrics = train_judges(examples, validation, cfg.reward, RUN / "reward", seed=0, heldout_seed=1)
+    metrics = train_judges(examples, validation, cfg.reward, RunFolder(RUN), seed=0, heldout_seed=1)
     # RUN/reward/{model,metrics.json}            the training judge (oracle, relabelling, margins)
     # RUN/reward/heldout/{model,metrics.json}    the evaluation judge
 
@@ -15,17 +15,13 @@ hacking of the training judge.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from prefdistill.config.schema import RewardConfig
 from prefdistill.io import Example, read_json, write_json
 from prefdistill.judges.negatives import document_of
 from prefdistill.judges.reward import train_reward_model
-
-HELDOUT_DIR = "heldout"
-
+from prefdistill.run.folder import HELDOUT, RunFolder
 
 def split_by_document(examples: list[Example], seed: int) -> tuple[list[Example], list[Example]]:
     """Two disjoint halves of `examples`, no document on both sides; the first gets the extra one when odd."""
@@ -35,32 +31,29 @@ def split_by_document(examples: list[Example], seed: int) -> tuple[list[Example]
     return [e for e in examples if document_of(e) in first], [e for e in examples if document_of(e) not in first]
 
 
-def train_judges(examples: list[Example], validation: list[Example], cfg: RewardConfig, out_dir: Path, *, seed: int,
+def train_judges(examples: list[Example], validation: list[Example], cfg: RewardConfig, folder: RunFolder, *, seed: int,
                  heldout_seed: int, device: str = "cpu") -> dict[str, dict]:
     """Train the training judge on one half of the documents and the held-out judge on the other.
 
     Each side is skipped when its outputs exist (the `reward` stage resumes). Returns
     {"training": metrics, "heldout": metrics}, each with the documents and examples it learned from.
     """
-    out_dir = Path(out_dir)
     train_half, heldout_half = split_by_document(examples, seed)
     if not train_half or not heldout_half:
         raise ValueError(f"the reward data has {len({document_of(e) for e in examples})} document(s): a held-out judge needs at "
                          "least two, one for each judge; set eval_judge.kind to same, hf or callable")
     out = {}
-    for name, half, folder, judge_seed in (("training", train_half, out_dir, seed),
-                                           ("heldout", heldout_half, out_dir / HELDOUT_DIR, heldout_seed)):
-        metrics = train_reward_model(half, validation, cfg, folder, judge_seed, device=device)
+    for name, half, judge_seed in (("training", train_half, seed), (HELDOUT, heldout_half, heldout_seed)):
+        metrics = train_reward_model(half, validation, cfg, folder.judge_dir(name), judge_seed, device=device)
         if "trained_on" not in metrics:
             metrics["trained_on"] = {"half": name, "documents": len({document_of(e) for e in half}), "examples": len(half),
                                      "split_seed": seed}
-            write_json(folder / "metrics.json", metrics)
+            write_json(folder.judge_metrics(name), metrics)
         out[name] = metrics
     return out
 
 
-def judges_metrics(run_dir: Path) -> dict[str, dict]:
+def judges_metrics(folder: RunFolder) -> dict[str, dict]:
     """The metrics of whichever trained judges exist in the run folder."""
-    found = {"training": Path(run_dir) / "reward" / "metrics.json",
-             "heldout": Path(run_dir) / "reward" / HELDOUT_DIR / "metrics.json"}
+    found = {which: folder.judge_metrics(which) for which in ("training", HELDOUT)}
     return {k: read_json(p) for k, p in found.items() if p.is_file()}

@@ -46,6 +46,7 @@ from prefdistill.judges.reward_model import (
     score_features,
 )
 from prefdistill.losses import bradley_terry_loss
+from prefdistill.run.folder import judge_files
 
 MEASURES = (
     "Pairwise-trained reward model (Bradley-Terry): frozen MiniLM features read by a trained attention "
@@ -154,7 +155,7 @@ def train_reward_model(
     Returns the metrics; when both outputs already exist they are returned untouched.
     """
     out_dir = Path(out_dir)
-    model_dir, metrics_path = out_dir / "model", out_dir / "metrics.json"
+    model_dir, metrics_path = judge_files(out_dir)
     if (model_dir / CONFIG_FILE).is_file() and metrics_path.is_file():
         return read_json(metrics_path)
     train_pairs = training_pairs(train, cfg, seed)

@@ -50,7 +50,7 @@ def move_anchor(policy, params: BONDParams, *, state: dict, **_) -> None:
           summary="iterative Best-of-n distillation (Jeffreys divergence) with a moving anchor")
 def bond(policy, rows: list[dict], params: BONDParams, *, oracle, state):
     """One iterative-BOND loss on the prompts of a micro-batch."""
-    prompts = [r["prompt"] for r in rows]
+    prompts = [r.prompt for r in rows]
     n = params.n
     init_anchor(policy, state)  # the starting weights, on first use
     before = oracle.counts()

@@ -16,11 +16,12 @@ import torch
 
 from prefdistill.config.typed import AT_LEAST_1, opt
 from prefdistill.data.pairs import PairRow, chosen_is_teacher, write_back
+from prefdistill.data.rows import field_of
 from prefdistill.errors import ConfigError
 from prefdistill.losses import coarsen, log_probs_pair
 from prefdistill.models.logprobs import IGNORE_INDEX, completion_token_ids, masked_mean, pack_shared_prompt, shared_prompt_logps
 from prefdistill.signal.served import ServedTopk, served_topk
-from prefdistill.signal.topk_cache import load_topk
+from prefdistill.signal.topk_cache import TopkSignal
 
 # Training-log statistics with these prefixes are counts (tokens; samples drawn and oracle
 # calls): the loop adds them up over micro-batches (other statistics are averaged), and the
@@ -47,14 +48,14 @@ def pair_logps(policy, prompts: list[str], chosen: list[str], rejected: list[str
     return torch.cat([per_token[0::2], per_token[1::2]]), torch.cat([mask[0::2], mask[1::2]])
 
 
-def teacher_side(row: dict) -> str:
-    """The teacher's sample of a pair row (`PairRow`), whichever side relabelling put it on."""
-    return row["chosen"] if chosen_is_teacher(row) else row["rejected"]
+def teacher_side(row) -> str:
+    """The teacher's sample of a pair row (a dict or a `PairRow`), whichever side relabelling put it on."""
+    return field_of(row, "chosen") if chosen_is_teacher(row) else field_of(row, "rejected")
 
 
-def student_side(row: dict) -> str:
-    """The SFT student's sample of a pair row (`PairRow`)."""
-    return row["rejected"] if chosen_is_teacher(row) else row["chosen"]
+def student_side(row) -> str:
+    """The SFT student's sample of a pair row (a dict or a `PairRow`)."""
+    return field_of(row, "rejected") if chosen_is_teacher(row) else field_of(row, "chosen")
 
 
 def attach_teacher_logps(rows: list[dict], table: dict[str, dict], method: str) -> None:
@@ -137,17 +138,18 @@ class TeacherStudent(NamedTuple):
 
 
 def teacher_student_log_probs(policy, teacher, rows: list[dict], prompts: list[str], ids: list[list[int]], params,
-                              method: str, *, served_teacher=None) -> TeacherStudent:
+                              method: str, *, served_teacher=None, teacher_topk: TopkSignal | None = None) -> TeacherStudent:
     """Student and teacher next-token log-probs at `params.temperature` on the completion `ids`, by `params.signal`.
 
-    live: both over the vocabulary, the teacher run now. topk: both coarsened to the cached
-    top-k of `rows` and a rest bucket (`coarsen`); the cache was made at this temperature.
+    live: both over the vocabulary, the teacher run now. topk: both coarsened to the top-k that
+    `teacher_topk` (the cache's `TopkSignal`) holds for these tokens and a rest bucket (`coarsen`); the
+    cache was made at this temperature.
     served: coarsened likewise to the top-k `served_teacher` gives now (`served_batch`).
     A divergence's `*_from_log_probs` form takes either pair (`prefdistill.losses.divergences`).
     A row whose cached or served top-k could not be had is out of `mask` (`completion_mask` keeps it).
     """
     if params.signal == "topk":
-        s, labels, mask, t_ids, t_logps, stats = cached_topk(policy, rows, prompts, ids, method)
+        s, labels, mask, t_ids, t_logps, stats = cached_topk(policy, teacher_topk, prompts, ids, method)
     elif params.signal == "served":
         s, labels, mask, top, stats = served_batch(policy, served_teacher, rows, prompts, ids, params, method)
         t_ids, t_logps = top.ids, top.logprobs
@@ -174,7 +176,7 @@ def served_batch(policy, teacher, rows: list[dict], prompts: list[str], ids: lis
                          "pipeline loads with the teacher's backend)")
     s, labels, mask = policy.completion_logits(prompts, ids)
     s = s[..., :len(policy.tokenizer)]  # a padded output layer's extra entries are not tokens (as in paired_logits)
-    row_ids = [str(rows[i % len(rows)].get("id", f"row {i}")) for i in range(len(prompts))]  # f-distill: each row twice
+    row_ids = [str(rows[i % len(rows)].id or f"row {i}") for i in range(len(prompts))]  # f-distill: each row twice
     top = served_topk(teacher, prompts, ids, params.k, tokenizer=policy.tokenizer, temperature=params.temperature,
                       row_ids=row_ids)
     ok = ~top.failed.to(mask.device)
@@ -187,23 +189,28 @@ def served_batch(policy, teacher, rows: list[dict], prompts: list[str], ids: lis
     return s, labels, mask, top, stats
 
 
-def cached_topk(policy, rows: list[dict], prompts: list[str], ids: list[list[int]], method: str):
+def cached_topk(policy, signal: TopkSignal | None, prompts: list[str], ids: list[list[int]], method: str):
     """(student logits (B, C, V) with grad, labels (B, C), mask (B, C), teacher ids (B, C, k), log-probs (B, C, k), stats).
 
-    The teacher's side comes from the cache `build_topk_cache` made for `rows` (their
-    `teacher_topk_key`); it must cover exactly the completion tokens `ids`, but for a row it holds
-    no top-k for (an empty record: the teacher could not give it), which leaves the mask.
+    The teacher's side is what `signal` (`build_topk_cache`'s) holds for these prompts and
+    completion tokens `ids`; it must cover exactly those tokens, but for a row it holds no
+    top-k for (an empty record: the teacher could not give it), which leaves the mask.
     """
-    if "teacher_topk_key" not in rows[0]:
+    if signal is None:
         raise ValueError(f"{method} with signal: topk trains from cached teacher top-k: build the cache for these rows first "
-                         "(prefdistill.signal.topk_cache.build_topk_cache; the pipeline does it before training)")
+                         "(prefdistill.signal.topk_cache.build_topk_cache, whose TopkSignal the loss takes as teacher_topk; "
+                         "the pipeline does it before training)")
     s, labels, mask = policy.completion_logits(prompts, ids)
     s = s[..., :len(policy.tokenizer)]  # a padded output layer's extra entries are not tokens (as in paired_logits)
-    t_ids, t_logps, t_mask = load_topk(rows[0]["teacher_topk_path"], rows)  # (B, C, k), (B, C, k), (B, C)
+    try:
+        t_ids, t_logps, t_mask = signal.lookup(prompts, ids)  # (B, C, k), (B, C, k), (B, C)
+    except KeyError as e:  # records are keyed by prompt and tokens: other text, tokenizer or settings find none
+        raise ValueError(f"the cached teacher top-k ({signal.path}) does not cover these rows' completion tokens: it was "
+                         f"built for other text or settings ({e.args[0]}); build it for the rows trained on") from None
     t_mask = t_mask.to(mask.device)
     ok = t_mask.sum(-1) > 0  # (B,): a row the teacher could not give has an empty record (prefdistill.signal.topk_cache)
     if not torch.equal(t_mask[ok], mask[ok]):
-        raise ValueError(f"the cached teacher top-k ({rows[0]['teacher_topk_path']}) does not cover these rows' completion "
+        raise ValueError(f"the cached teacher top-k ({signal.path}) does not cover these rows' completion "
                          "tokens; delete the file to recompute it")
     t_ids, t_logps = t_ids.to(s.device), t_logps.to(s.device)
     mask = mask * ok[:, None].to(mask.dtype)  # the failed rows leave the distillation term

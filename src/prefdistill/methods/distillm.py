@@ -46,9 +46,9 @@ class DistiLLMParams(TeacherSignal):
 
 @register("distillm", consumes="targets", params=DistiLLMParams, needs=("teacher",), label="DistiLLM",
           summary="skew forward / reverse KL (α = 0.1) on references and optional student samples")
-def distillm(policy, rows: list[dict], params: DistiLLMParams, *, teacher=None, served_teacher=None):
+def distillm(policy, rows: list[dict], params: DistiLLMParams, *, teacher=None, served_teacher=None, teacher_topk=None):
     """Mean skew KL over the tokens of the references (or, with probability student_fraction, student samples)."""
-    prompts = [r["prompt"] for r in rows]
+    prompts = [r.prompt for r in rows]
     stats = {}
     if params.student_fraction > 0 and bool(torch.rand(()) < params.student_fraction):
         params.check()  # a cached teacher cannot score the student's fresh samples
@@ -58,7 +58,8 @@ def distillm(policy, rows: list[dict], params: DistiLLMParams, *, teacher=None, 
         ids = sampled.completions
         stats["tokens_student_generated"] = float(sampled.n_tokens)
     else:
-        ids = completion_ids(policy, [r["target"] for r in rows])
-    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "distillm", served_teacher=served_teacher)
+        ids = completion_ids(policy, [r.target for r in rows])
+    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "distillm", served_teacher=served_teacher,
+                                  teacher_topk=teacher_topk)
     loss = masked_mean(DIVERGENCES[params.divergence](lp.log_q, lp.log_p, alpha=params.alpha), lp.mask)
     return loss, {params.divergence: loss.item(), **lp.stats, **stats}

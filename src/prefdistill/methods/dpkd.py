@@ -76,15 +76,15 @@ def dpkd(policy, rows: list[dict], params: DPKDParams, *, teacher=None):
     if params.mode == "token_argmax":
         return _token_argmax(policy, rows, params, teacher)
     n = len(rows)
-    prompts = [r["prompt"] for r in rows]
-    per_token, mask = pair_logps(policy, prompts, [r["chosen"] for r in rows], [r["rejected"] for r in rows])  # (2B, C)
+    prompts = [r.prompt for r in rows]
+    per_token, mask = pair_logps(policy, prompts, [r.chosen for r in rows], [r.rejected for r in rows])  # (2B, C)
     sums = sequence_logps(per_token, mask, normalize=False)  # (2B,)
     lengths = mask.sum(-1).clamp(min=1).to(sums.dtype) if params.normalize else torch.ones_like(sums)
     q = sums / lengths
     if params.loss == "simpo":
         p = torch.zeros_like(q)
     else:
-        stored = torch.tensor([r["teacher_chosen_logp"] for r in rows] + [r["teacher_rejected_logp"] for r in rows],
+        stored = torch.tensor([r.teacher_chosen_logp for r in rows] + [r.teacher_rejected_logp for r in rows],
                               dtype=q.dtype, device=q.device)
         p = stored / lengths  # the teacher's log p(y|x) over the same |y|
     losses = SEQUENCE_LOSSES[params.loss](q[:n], q[n:], p[:n], p[n:], params)
@@ -104,8 +104,8 @@ def dpkd(policy, rows: list[dict], params: DPKDParams, *, teacher=None):
 def _token_argmax(policy, rows: list[dict], params: DPKDParams, teacher):
     if teacher is None:
         raise ValueError("dpkd token_argmax mode needs the teacher in the training loop (a local model with logits)")
-    prompts = [r["prompt"] for r in rows]
-    s, t, labels, mask = paired_logits(policy, teacher, prompts, completion_ids(policy, [r["target"] for r in rows]))
+    prompts = [r.prompt for r in rows]
+    s, t, labels, mask = paired_logits(policy, teacher, prompts, completion_ids(policy, [r.target for r in rows]))
     ce = -masked_mean(per_token_logps(s, labels), mask)
     kd = masked_mean(token_argmax_dpkd_loss(s, t, beta=params.beta), mask)
     loss = (1 - params.kd_ratio) * ce + params.kd_ratio * kd

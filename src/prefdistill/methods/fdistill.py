@@ -45,9 +45,9 @@ class FDistillParams(TeacherSignal):
 
 @register("fdistill", consumes="pairs", params=FDistillParams, needs=("teacher", "teacher_samples"), label="f-distill",
           summary="step-wise TV or JS divergence on teacher- and student-sampled prefixes")
-def fdistill(policy, rows: list[dict], params: FDistillParams, *, teacher=None, served_teacher=None):
+def fdistill(policy, rows: list[dict], params: FDistillParams, *, teacher=None, served_teacher=None, teacher_topk=None):
     """Mean per-step divergence over the tokens of teacher samples and of fresh student samples."""
-    prompts = [r["prompt"] for r in rows]
+    prompts = [r.prompt for r in rows]
     ids = completion_ids(policy, [teacher_side(r) for r in rows])
     stats = {}
     if params.student_prefixes:
@@ -57,6 +57,7 @@ def fdistill(policy, rows: list[dict], params: FDistillParams, *, teacher=None, 
             sampled = canonical(sampled, policy.tokenizer)
         ids, prompts = ids + sampled.completions, prompts + prompts
         stats["tokens_student_generated"] = float(sampled.n_tokens)
-    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "fdistill", served_teacher=served_teacher)
+    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "fdistill", served_teacher=served_teacher,
+                                  teacher_topk=teacher_topk)
     loss = masked_mean(DIVERGENCES[params.divergence](lp.log_q, lp.log_p), lp.mask)
     return loss, {params.divergence: loss.item(), **lp.stats, **stats}

@@ -44,9 +44,9 @@ class GKDParams(TeacherSignal):
 
 @register("gkd", consumes="pairs", params=GKDParams, needs=("teacher", "teacher_samples"), label="GKD",
           summary="generalised JSD_β on student samples (share λ) or teacher samples")
-def gkd(policy, rows: list[dict], params: GKDParams, *, teacher=None, served_teacher=None):
+def gkd(policy, rows: list[dict], params: GKDParams, *, teacher=None, served_teacher=None, teacher_topk=None):
     """Mean JSD_β over the tokens of an on-policy or a teacher-sampled batch (coarsened to the top k with topk / served)."""
-    prompts = [r["prompt"] for r in rows]
+    prompts = [r.prompt for r in rows]
     stats = {}
     on_policy = bool(torch.rand(()) < params.on_policy_fraction)  # the loop seeds and checkpoints torch's RNG
     if on_policy:
@@ -58,6 +58,7 @@ def gkd(policy, rows: list[dict], params: GKDParams, *, teacher=None, served_tea
         stats["tokens_student_generated"] = float(sampled.n_tokens)
     else:
         ids = completion_ids(policy, [teacher_side(r) for r in rows])
-    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "gkd", served_teacher=served_teacher)
+    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "gkd", served_teacher=served_teacher,
+                                  teacher_topk=teacher_topk)
     loss = masked_mean(generalized_jsd_from_log_probs(lp.log_q, lp.log_p, beta=params.beta), lp.mask)
     return loss, {"jsd": loss.item(), "on_policy": float(on_policy), **lp.stats, **stats}

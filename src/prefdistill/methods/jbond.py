@@ -48,7 +48,7 @@ def move_anchor(policy, params: JBONDParams, *, state: dict, **_) -> None:
           summary="Jeffreys best-of-2 distillation: 1 student + 2 EMA-anchor samples per prompt")
 def jbond(policy, rows: list[dict], params: JBONDParams, *, oracle, state):
     """One J-BOND loss on the prompts of a micro-batch."""
-    prompts = [r["prompt"] for r in rows]
+    prompts = [r.prompt for r in rows]
     init_anchor(policy, state)
     before = oracle.counts()
     mine = sample_group(policy, prompts, k=1, max_new_tokens=params.max_new_tokens)

@@ -32,11 +32,12 @@ class KDParams(TeacherSignal):
 
 @register("kd", consumes="targets", params=KDParams, needs=("teacher",), label="KD",
           summary="forward KL to the teacher's token distributions on the reference prefixes")
-def kd(policy, rows: list[dict], params: KDParams, *, teacher=None, served_teacher=None):
+def kd(policy, rows: list[dict], params: KDParams, *, teacher=None, served_teacher=None, teacher_topk=None):
     """T²·mean over target tokens of KL(p ‖ q) (coarsened to the top k with topk / served), + ce_weight·CE."""
-    prompts = [r["prompt"] for r in rows]
-    ids = completion_ids(policy, [r["target"] for r in rows])
-    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "kd", served_teacher=served_teacher)
+    prompts = [r.prompt for r in rows]
+    ids = completion_ids(policy, [r.target for r in rows])
+    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "kd", served_teacher=served_teacher,
+                                  teacher_topk=teacher_topk)
     kl = masked_mean(kl_from_log_probs(lp.log_p, lp.log_q), lp.mask) * params.temperature ** 2
     stats = {"forward_kl": kl.item(), **lp.stats}
     loss = kl

@@ -59,7 +59,7 @@ class MiniLLMParams(ServedSignal):
           summary="reverse KL by policy gradient on teacher-mixed student samples, plus an LM term")
 def minillm(policy, rows: list[dict], params: MiniLLMParams, *, teacher=None, served_teacher=None):
     """Policy-gradient surrogate of KL(q_θ ‖ p) averaged over sampled tokens, + lm_weight·CE."""
-    prompts = [r["prompt"] for r in rows]
+    prompts = [r.prompt for r in rows]
     params.check()  # a served teacher cannot mix into sampling
     sampled = rollout(policy, prompts, max_new_tokens=params.max_new_tokens, temperature=params.temperature,
                       mix=teacher, mix_weight=params.mix_weight)
@@ -95,7 +95,7 @@ def _served_policy_gradient(policy, teacher, rows: list[dict], sampled, params: 
     """The same from a served teacher's top-k (the single-step KL, coarsened) and its log-probs of the sampled tokens.
 
     A row the teacher could not give is left out of the loss and the reward (`served_batch` masks it)."""
-    s, labels, mask, top, stats = served_batch(policy, teacher, rows, [r["prompt"] for r in rows], sampled.completions, params,
+    s, labels, mask, top, stats = served_batch(policy, teacher, rows, [r.prompt for r in rows], sampled.completions, params,
                                                "minillm")
     log_q = F.log_softmax(s.float() / params.temperature, -1)  # (B, C, V): the student's, as minillm_loss makes it
     safe = labels.clamp(min=0).masked_fill(mask == 0, 0).unsqueeze(-1)

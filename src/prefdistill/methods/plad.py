@@ -37,15 +37,15 @@ class PLaDParams:
 def plad(policy, rows: list[dict], params: PLaDParams):
     """Calibration loss over a batch of pairs, plus λ·CE when ce_weight > 0."""
     n = len(rows)
-    prompts = [r["prompt"] for r in rows]
+    prompts = [r.prompt for r in rows]
     # Chosen and rejected together, each prompt computed once for both: (2B, C).
-    per_token, mask = pair_logps(policy, prompts, [r["chosen"] for r in rows], [r["rejected"] for r in rows])
+    per_token, mask = pair_logps(policy, prompts, [r.chosen for r in rows], [r.rejected for r in rows])
     logps = sequence_logps(per_token, mask, normalize=params.normalize)  # (2B,)
     chosen_logps, rejected_logps = logps[:n], logps[n:]
     if params.variant == "rank":
         losses = plad_rank_loss(chosen_logps, rejected_logps, beta=params.beta)
     else:
-        scores = torch.tensor([[r["chosen_score"], r["rejected_score"]] for r in rows], dtype=logps.dtype, device=logps.device)
+        scores = torch.tensor([[r.chosen_score, r.rejected_score] for r in rows], dtype=logps.dtype, device=logps.device)
         losses = plad_margin_loss(chosen_logps, rejected_logps, scores[:, 0], scores[:, 1], beta=params.beta)
     loss = losses.mean()
     c, r = chosen_logps.detach(), rejected_logps.detach()
@@ -59,7 +59,7 @@ def plad(policy, rows: list[dict], params: PLaDParams):
         if params.ce_target == "chosen":
             ce_tok, ce_mask = per_token[:n], mask[:n]  # already computed above
         else:
-            ce_tok, ce_mask = policy.completion_logps(prompts, [r["reference"] for r in rows])
+            ce_tok, ce_mask = policy.completion_logps(prompts, [r.reference for r in rows])
         ce = -masked_mean(ce_tok, ce_mask)
         loss = loss + params.ce_weight * ce
         stats["ce"] = ce.item()

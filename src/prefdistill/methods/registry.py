@@ -16,10 +16,12 @@ after every applied optimizer step (never per micro-batch, never after a skipped
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 from prefdistill.config.typed import check_fields, from_dict
+from prefdistill.data.rows import training_rows
 from prefdistill.errors import ConfigError
 from prefdistill.models.common import tokenizer_mismatch, vocabulary_mismatch
 
@@ -69,11 +71,20 @@ def register(name: str, *, consumes: str, params: type, needs: tuple[str, ...] =
         if name in METHODS:
             raise ValueError(f"method {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        METHODS[name] = MethodSpec(name, consumes, params, fn, frozenset(needs), summary or (doc[0] if doc else ""),
+        loss = typed_rows(fn)  # the module's name for it too: a direct call gets records like the loop's
+        METHODS[name] = MethodSpec(name, consumes, params, loss, frozenset(needs), summary or (doc[0] if doc else ""),
                                    label or name.upper(), after_step)
-        return fn
+        return loss
 
     return decorator
+
+
+def typed_rows(fn: Callable) -> Callable:
+    """`fn` reading its rows as records (`prefdistill.data.rows`): dicts are checked and converted, records pass through."""
+    @functools.wraps(fn)
+    def loss(policy, rows, params, **extras):
+        return fn(policy, training_rows(rows), params, **extras)
+    return loss
 
 
 def requirements(spec: MethodSpec, params) -> tuple[str, frozenset[str]]:

@@ -22,4 +22,4 @@ class SeqKDParams:
           summary="cross-entropy on the teacher's samples (the chosen side of the pairs)")
 def seqkd(policy, rows: list[dict], params: SeqKDParams):
     """Token-level NLL of the teacher sample y_t ~ p(·|x) under the student."""
-    return token_nll(policy, [r["prompt"] for r in rows], [teacher_side(r) for r in rows])
+    return token_nll(policy, [r.prompt for r in rows], [teacher_side(r) for r in rows])

@@ -26,4 +26,4 @@ def token_nll(policy, prompts: list[str], completions: list[str]):
 @register("sft", consumes="targets", params=SFTParams, label="SFT", summary="cross-entropy on the reference completions")
 def sft(policy, rows: list[dict], params: SFTParams):
     """Mean token-level negative log-likelihood of the targets."""
-    return token_nll(policy, [r["prompt"] for r in rows], [r["target"] for r in rows])
+    return token_nll(policy, [r.prompt for r in rows], [r.target for r in rows])

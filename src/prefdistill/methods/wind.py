@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from prefdistill.config.typed import AT_LEAST_1, AT_LEAST_2, NON_NEGATIVE, POSITIVE, opt
+from prefdistill.data.rows import training_rows
 from prefdistill.errors import ConfigError
 from prefdistill.losses import wind_kl_loss, wind_nce_loss, wind_squared_loss
 from prefdistill.methods.registry import register
@@ -44,7 +45,7 @@ class WINDParams:
 
 def wind_step(policy, rows: list[dict], params: WINDParams, *, oracle, reference=None):
     """One WIND step (also SPPO's, with β = 0 and the squared loss)."""
-    prompts = [r["prompt"] for r in rows]
+    prompts = [r.prompt for r in training_rows(rows)]
     k = params.samples
     before = oracle.counts()
     group = sample_group(policy, prompts, k=k, max_new_tokens=params.max_new_tokens)

@@ -7,11 +7,14 @@
 
     RUN/config.yaml                 the resolved configuration
     RUN/data/{sft,distill,validation,test}.jsonl   the splits (the training set halved)
-    RUN/reward/                     the trained judges (training, and heldout/ for grading) and their accuracy
+    RUN/reward/{model,metrics.json} the trained training judge and its accuracy
+    RUN/reward/heldout/             the held-out judge that grades (eval_judge.kind heldout)
     RUN/checkpoints/{teacher_sft,student_sft,student_distill}/
     RUN/samples/{teacher,student}/  resumable samples on the distillation half (one line per prompt)
     RUN/pairs/pairs.jsonl           pseudo-preference pairs (prompt / chosen / rejected)
     RUN/pairs/failures.jsonl        prompts a teacher or student could not answer (an API that kept failing)
+    RUN/pairs/teacher_logps.jsonl   the teacher's log-likelihood of both sides of every pair (DPKD)
+    RUN/teacher_signal/topk_kK.bin  the teacher's cached top-k (prefdistill.signal.topk_cache)
     RUN/eval/samples/ROW/           generations on the test split
     RUN/metrics.json, RUN/report.md, RUN/plots/*.png
     RUN/bench/                      `prefdistill bench`: its own config, jobs and reports
@@ -25,7 +28,20 @@ import yaml
 
 from prefdistill.errors import ConfigError
 from prefdistill.io import atomic_write_text, is_main_process, read_json, write_json
-from prefdistill.training.loop import is_done
+from prefdistill.models.hf import CHECKPOINT_META
+
+LOG_FILE = "train_log.jsonl"  # beside a checkpoint: one line per optimizer step
+HELDOUT = "heldout"  # RUN/reward/heldout/: the held-out judge
+
+
+def judge_files(judge_dir: Path) -> tuple[Path, Path]:
+    """(model/, metrics.json) of a trained judge's folder: RUN/reward, RUN/reward/heldout, or any folder a user trains into."""
+    return Path(judge_dir) / "model", Path(judge_dir) / "metrics.json"
+
+
+def checkpoint_done(out_dir: Path) -> bool:
+    """A checkpoint folder is finished once its metadata file is written (the training loop writes it last)."""
+    return (Path(out_dir) / CHECKPOINT_META).is_file()
 
 
 class RunFolder:
@@ -44,8 +60,27 @@ class RunFolder:
     def reward(self) -> Path:
         return self.root / "reward"
 
+    def judge_dir(self, which: str = "training") -> Path:
+        """RUN/reward (the training judge) or RUN/reward/heldout (the held-out grader): a model/ and metrics.json each."""
+        if which not in ("training", HELDOUT):
+            raise ValueError(f"which: 'training' or {HELDOUT!r}, got {which!r}")
+        return self.reward if which == "training" else self.reward / HELDOUT
+
+    def judge_model(self, which: str = "training") -> Path:
+        return judge_files(self.judge_dir(which))[0]
+
+    def judge_metrics(self, which: str = "training") -> Path:
+        return judge_files(self.judge_dir(which))[1]
+
+    def topk_cache(self, k: int) -> Path:
+        """The teacher's top-k cache at k (one file for every method and row set: its records are keyed by content)."""
+        return self.root / "teacher_signal" / f"topk_k{k}.bin"
+
     def checkpoint(self, name: str) -> Path:
         return self.root / "checkpoints" / name
+
+    def train_log(self, name: str) -> Path:
+        return self.checkpoint(name) / LOG_FILE
 
     def samples(self, role: str) -> Path:
         return self.root / "samples" / role
@@ -78,7 +113,7 @@ class RunFolder:
         return Path(path).relative_to(self.root).as_posix() if path else "base"
 
     def is_done(self, checkpoint: str) -> bool:
-        return is_done(self.checkpoint(checkpoint))
+        return checkpoint_done(self.checkpoint(checkpoint))
 
     # ------------------------------------------------------------------ bookkeeping
     def check_config(self, current: dict, *, allow_change: bool) -> None:

@@ -1,6 +1,6 @@
-"""The pipeline's stages, each a small function of the pipeline that returns False when its output already exists.
+"""The pipeline's stages, each a small function of the run's artifacts that returns False when its output already exists.
 
-    STAGE_FUNCTIONS["pairs"](pipe)     # what `pipe.run(["pairs"])` calls, timed, in pipeline order
+    STAGE_FUNCTIONS["pairs"](art)      # what `Pipeline.run(["pairs"])` calls on its `Artifacts`, timed, in pipeline order
 
 reward   train the judges (the training judge and the held-out grader) on the task's references
 sft      supervised fine-tuning of teacher and student on the supervised half, each keeping its best evaluation
@@ -22,55 +22,59 @@ from prefdistill.io import Example, group_of, is_main_process, wait_for_everyone
 from prefdistill.methods import get_method, method_params
 from prefdistill.models.hf import pick_device
 from prefdistill.progress import stage_bar
+from prefdistill.run.artifacts import Artifacts
+from prefdistill.run.folder import HELDOUT
+from prefdistill.run.train_job import train_job
 from prefdistill.training.best_checkpoint import INITIAL, BestCheckpoint, log_fields, require_rule
+from prefdistill.training.job import TrainJob
 from prefdistill.training.loop import mean_loss, total_steps, train
 
 
-def stage_reward(pipe) -> bool:
+def stage_reward(art: Artifacts) -> bool:
     """Train prefdistill's own reward models on the task's references: the training judge and, on the other
     half of the documents, the held-out judge that grades (eval_judge.kind heldout)."""
-    cfg, folder = pipe.cfg, pipe.folder
+    cfg, folder = art.cfg, art.folder
     if cfg.judge.kind != "trained":
         print("[prefdistill] reward: judge.kind is not 'trained'; nothing to train", flush=True)
         return False
     heldout = resolved_eval_judge(cfg) == "heldout"
-    done = folder.reward / ("heldout/metrics.json" if heldout else "metrics.json")
-    if done.is_file() and (folder.reward / "metrics.json").is_file():
+    done = folder.judge_metrics(HELDOUT if heldout else "training")
+    if done.is_file() and folder.judge_metrics().is_file():
         return False
-    s, device = pipe.splits, str(pick_device("auto"))
+    s, device = art.splits, str(pick_device("auto"))
     with stage_bar("reward", total=1, unit="stage"):
         if heldout:
-            judges.train_judges(s["sft"] + s["distill"], s["validation"], cfg.reward, folder.reward, seed=cfg.seed,
+            judges.train_judges(s["sft"] + s["distill"], s["validation"], cfg.reward, folder, seed=cfg.seed,
                                 heldout_seed=cfg.seed + cfg.eval_judge.seed_offset, device=device)
         else:
-            judges.train_reward_model(s["sft"] + s["distill"], s["validation"], cfg.reward, folder.reward, cfg.seed, device=device)
+            judges.train_reward_model(s["sft"] + s["distill"], s["validation"], cfg.reward, folder.judge_dir(), cfg.seed, device=device)
     return True
 
 
-def stage_sft(pipe) -> bool:
+def stage_sft(art: Artifacts) -> bool:
     """Supervised fine-tuning of teacher and student on the supervised half, each keeping its best evaluation's weights
     (`sft.select`; prefdistill.training.best_checkpoint)."""
-    cfg, folder, selection = pipe.cfg, pipe.folder, pipe.sft_selection()
+    cfg, folder, selection = art.cfg, art.folder, art.sft_selection()
     roles = [r for r in ("teacher", "student") if getattr(cfg.sft, r).enabled]
     for role in (r for r in roles if folder.is_done(f"{r}_sft")):
         require_rule(folder.checkpoint(f"{role}_sft"), selection)
     todo = [r for r in roles if not folder.is_done(f"{r}_sft")]
     if not todo:
         return False
-    rows = [{"prompt": e.prompt, "target": e.target} for e in pipe.splits["sft"]]
-    val = [{"prompt": e.prompt, "target": e.target} for e in pipe.splits["validation"]]
+    rows = [{"prompt": e.prompt, "target": e.target} for e in art.splits["sft"]]
+    val = [{"prompt": e.prompt, "target": e.target} for e in art.splits["validation"]]
     with stage_bar("sft", total=len(todo), unit="model") as progress:
         for role in todo:
-            train_sft(pipe, role, rows, val, selection)
+            train_sft(art, role, rows, val, selection)
             progress.update()
     return True
 
 
-def train_sft(pipe, role: str, rows: list[dict], val: list[dict], selection) -> None:
+def train_sft(art: Artifacts, role: str, rows: list[dict], val: list[dict], selection) -> None:
     """One model's SFT into RUN/checkpoints/ROLE_sft.last, then its kept step installed as ROLE_sft."""
-    cfg, spec, train_cfg = pipe.cfg, get_method("sft"), getattr(pipe.cfg.sft, role)
-    keeper = BestCheckpoint(pipe.folder.checkpoint(f"{role}_sft"), selection, total_steps(train_cfg, len(rows)))
-    lm = pipe.load(role, for_training=True)
+    cfg, spec, train_cfg = art.cfg, get_method("sft"), getattr(art.cfg.sft, role)
+    keeper = BestCheckpoint(art.folder.checkpoint(f"{role}_sft"), selection, total_steps(train_cfg, len(rows)))
+    lm = art.load(role, for_training=True)
     log = train(lm, spec, spec.params_cls(), rows, train_cfg, training_lora(getattr(cfg, role), train_cfg),
                 out_dir=keeper.last_dir, parent=None, seed=cfg.seed, desc=f"sft {role}",
                 on_step=validation_hook(keeper, lm, spec, val, train_cfg, selection.score))
@@ -100,32 +104,32 @@ def validation_hook(keeper: BestCheckpoint, lm, spec, val: list[dict], train_cfg
     return hook
 
 
-def stage_pairs(pipe) -> bool:
+def stage_pairs(art: Artifacts) -> bool:
     """Sample teacher and student on the distillation half; write the pairs (only when a method reads them)."""
-    cfg, folder = pipe.cfg, pipe.folder
+    cfg, folder = art.cfg, art.folder
     if folder.pairs.is_file():
         return False
-    if "pairs" not in pipe.consumed():
-        print(f"[prefdistill] pairs: no configured method reads pairs ({', '.join(s.name for s, _ in pipe.methods)}); "
+    if "pairs" not in art.consumed():
+        print(f"[prefdistill] pairs: no configured method reads pairs ({', '.join(s.name for s, _ in art.methods)}); "
               "nothing sampled", flush=True)
         return False
-    examples = pipe.splits["distill"]
+    examples = art.splits["distill"]
     # Independent sampling streams per role (a model distilled into itself must not echo its own samples).
     streams = {"teacher": (cfg.pairs.teacher_sampling, cfg.seed), "student": (cfg.pairs.student_sampling, cfg.seed + 104_729)}
     sampled = {}
     with stage_bar("pairs", total=len(streams), unit="model") as progress:
         for role, (sampling, seed) in streams.items():
-            sampled[role] = pipe.sample(role, pipe.sft_checkpoint(role), examples, sampling, folder.samples(role), seed=seed,
+            sampled[role] = art.sample(role, art.sft_checkpoint(role), examples, sampling, folder.samples(role), seed=seed,
                                         desc=f"sample {role}")
             progress.update()
     if is_main_process():  # every process sampled its share; one writes the pairs
-        write_pairs(pipe, examples, sampled)
+        write_pairs(art, examples, sampled)
     wait_for_everyone()
     return True
 
 
-def write_pairs(pipe, examples: list[Example], sampled: dict[str, SampleSet]) -> None:
-    cfg, folder = pipe.cfg, pipe.folder
+def write_pairs(art: Artifacts, examples: list[Example], sampled: dict[str, SampleSet]) -> None:
+    cfg, folder = art.cfg, art.folder
     failed = record_failures({role: r.failures for role, r in sampled.items()}, len(examples),
                              folder.pairs_file("failures.jsonl"), cfg.pairs.max_failed_fraction)
     answered = [e for e in examples if all(e.id in s.samples for s in sampled.values())]
@@ -135,7 +139,7 @@ def write_pairs(pipe, examples: list[Example], sampled: dict[str, SampleSet]) ->
     if not pairs:
         raise ValueError(f"no usable pairs: skipped {skipped}; check the sampling settings")
     needs_judge = cfg.pairs.relabel_fraction > 0 or cfg.pairs.score == "judge"
-    judge = pipe.training_judge() if needs_judge else None
+    judge = art.training_judge() if needs_judge else None
     swaps = relabel(pairs, judge, cfg.pairs.relabel_fraction, cfg.seed)
     attach_scores(pairs, cfg.pairs.score, judge)
     write_json(folder.pairs_file("summary.json"), {"n": len(pairs), "skipped_empty": skipped["empty"],
@@ -144,43 +148,43 @@ def write_pairs(pipe, examples: list[Example], sampled: dict[str, SampleSet]) ->
     write_jsonl(folder.pairs, pairs)
 
 
-def stage_distill(pipe) -> bool:
+def stage_distill(art: Artifacts) -> bool:
     """Train the SFT student with the configured method."""
-    out = pipe.folder.checkpoint("student_distill")
-    if pipe.folder.is_done("student_distill"):
+    out = art.folder.checkpoint("student_distill")
+    if art.folder.is_done("student_distill"):
         return False
-    spec, params = get_method(pipe.cfg.distill.method), method_params(pipe.cfg)
+    spec, params = get_method(art.cfg.distill.method), method_params(art.cfg)
     with stage_bar("distill", total=1, unit="run") as progress:
-        pipe.train_student(spec, params, pipe.distill_rows(spec, params), out, seed=pipe.cfg.seed)
+        train_job(TrainJob(spec, params, art.training_data(spec, params), art.cfg.distill.train, out, seed=art.cfg.seed), art)
         progress.update()
     return True
 
 
-def stage_eval(pipe) -> bool:
+def stage_eval(art: Artifacts) -> bool:
     """Generate on the test split with every row's model; judge and score (eval/rows.json)."""
-    cfg, folder = pipe.cfg, pipe.folder
+    cfg, folder = art.cfg, art.folder
     if folder.eval_file("rows.json").is_file():
         return False
     generations = {}
     with stage_bar("eval", total=len(cfg.eval.rows) + 1, unit="step") as progress:
         for row in cfg.eval.rows:
-            generations[row] = pipe.row_generations(row)
+            generations[row] = art.row_generations(row)
             progress.update()
         if is_main_process():  # every process generated its share of each row; one judges and writes
-            grade_and_write(pipe, generations)
+            grade_and_write(art, generations)
         progress.update()
     wait_for_everyone()
     return True
 
 
-def grade_and_write(pipe, generations: dict[str, list[str]]) -> None:
-    cfg, folder, test = pipe.cfg, pipe.folder, pipe.splits["test"]
+def grade_and_write(art: Artifacts, generations: dict[str, list[str]]) -> None:
+    cfg, folder, test = art.cfg, art.folder, art.splits["test"]
     prompts, refs = [e.prompt for e in test], [e.target for e in test]
-    scores = evaluation.score_all(pipe.graders(), prompts, refs, generations)
+    scores = evaluation.score_all(art.graders(), prompts, refs, generations)
     write_json(folder.eval_file("judge_scores.json"), scores["eval"])
     if "training" in scores:
         write_json(folder.eval_file("training_judge_scores.json"), scores["training"])
-    labels = {row: pipe.row_label(row) for row in generations}
+    labels = {row: art.row_label(row) for row in generations}
     groups = [group_of(e) for e in test]  # every interval resamples whole groups (a paper's prompts together)
     opts = dict(n_boot=cfg.eval.n_bootstrap, seed=cfg.seed, groups=groups)
     result = {"rows": evaluation.summarize_rows(generations, refs, scores, labels, length_edges=cfg.eval.length_buckets, **opts),

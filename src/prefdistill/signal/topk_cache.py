@@ -1,9 +1,13 @@
 """The teacher's top-k token ids and log-probs, computed once into a compact, resumable cache.
 
-    stats = build_topk_cache(load_teacher, rows, 20, RUN / "teacher_signal" / "topk_k20.bin",
-                             tokenizer=student.tokenizer, teacher_id="teacher:...")   # sets each row's key
-    ids, logprobs, mask = load_topk(path, rows[:4])    # (B, C, k), (B, C, k), (B, C), laid out like completion_logits
-    bytes_per_token(path)                               # what the cache costs on disk
+    signal = build_topk_cache(load_teacher, rows, 20, RUN / "teacher_signal" / "topk_k20.bin",
+                              tokenizer=student.tokenizer, teacher_id="teacher:...")   # a TopkSignal; signal.stats
+    ids, logprobs, mask = signal.lookup(prompts, completion_ids)   # (B, C, k), (B, C, k), (B, C), laid out like completion_logits
+    bytes_per_token(path)                                           # what the cache costs on disk
+
+A loss is handed the `TopkSignal` (the `teacher_topk` need), never a path: the records are
+addressed by content (teacher, settings, prompt, completion tokens), so any batch of the rows
+it was built for, in any order or subset, finds its records.
 
 Token-level methods then train from the cache (`prefdistill.losses.topk_forward_kl`)
 without the teacher in memory. The positions are those the student is trained on: each
@@ -41,6 +45,7 @@ import json
 import os
 import struct
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -165,8 +170,8 @@ class TopkJournal:
 
 def build_topk_cache(teacher, rows: list[dict], k: int, path: Path, *, tokenizer, teacher_id: str, temperature: float = 1.0,
                      dtype: str = "float16", text_key: str | Callable[[dict], str] = "target", batch_size: int = 8,
-                     desc: str = "teacher top-k", max_failed_fraction: float = 0.05, retry_failed: bool = False) -> dict:
-    """Cache the teacher's top-k at every completion position of `rows`; set each row's `teacher_topk_key` / `_path`.
+                     desc: str = "teacher top-k", max_failed_fraction: float = 0.05, retry_failed: bool = False) -> "TopkSignal":
+    """Cache the teacher's top-k at every completion position of `rows`; the `TopkSignal` that reads it back.
 
     rows: dicts with a "prompt" and the completion text under `text_key` (or `text_key(row)`,
     e.g. `prefdistill.methods.common.teacher_side` for the teacher's sample of a pair row), tokenised with the
@@ -174,7 +179,8 @@ def build_topk_cache(teacher, rows: list[dict], k: int, path: Path, *, tokenizer
     with `completion_topk` (a server or vLLM gives the top-k itself) or `completion_logits`, or
     a function that loads one, called only when some row is missing, so a rerun never loads it.
     Logits past len(tokenizer) (a padded output layer) are cut, as `paired_logits` cuts them. Under `accelerate launch` the main process computes
-    the missing rows and the others wait for it. Returns {"rows", "computed", "failed", "bytes_per_token"}.
+    the missing rows and the others wait for it. The signal's `keys` are the rows' record keys, in order, and its
+    `stats` {"rows", "computed", "failed", "bytes_per_token"}.
 
     A row the teacher cannot give (`TopkFailure`: a server's tokens that do not line up) gets a
     record of 0 positions, which `load_topk` gives an empty mask (the row is left out of the
@@ -200,13 +206,37 @@ def build_topk_cache(teacher, rows: list[dict], k: int, path: Path, *, tokenizer
             computed = _compute(model, list(todo.items()), (journal, failures), k, tokenizer=tokenizer,
                                 temperature=temperature, dtype=dtype, batch_size=batch_size, desc=desc)
     wait_for_everyone()  # the cache is complete on disk before any process reads it
-    for r, key in zip(rows, keys):
-        r["teacher_topk_key"], r["teacher_topk_path"] = key, str(path)
     index = _read_index(path) if path.is_file() else {}
     failed = [key for key in keys if key in index and index[key].n == 0]
     if failed:  # every process reads the same record, so all stop alike
         SignalFailures(failures_path(path), max_fraction=max_failed_fraction, total=len(rows)).check(set(failed))
-    return {"rows": len(rows), "computed": computed, "failed": len(failed), "bytes_per_token": bytes_per_token(path)}
+    stats = {"rows": len(rows), "computed": computed, "failed": len(failed), "bytes_per_token": bytes_per_token(path)}
+    return TopkSignal(path, teacher_id, k, temperature, dtype, tuple(keys), stats)
+
+
+@dataclass(frozen=True)
+class TopkSignal:
+    """The teacher's cached top-k as a loss reads it: a cache file and the settings its records are keyed by."""
+    path: Path
+    teacher_id: str
+    k: int
+    temperature: float
+    dtype: str
+    keys: tuple[str, ...] = ()  # the record keys of the rows it was built for, in their order
+    stats: dict = field(default_factory=dict, compare=False)
+
+    def key(self, prompt: str, completion_ids: list[int]) -> str:
+        return topk_key(self.teacher_id, self.k, self.temperature, self.dtype, prompt, completion_ids)
+
+    def lookup(self, prompts: list[str], completion_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The top-k of a batch (ids (B, C, k), log-probs (B, C, k), mask (B, C)): its prompts and completion tokens."""
+        return load_topk(self.path, [self.key(p, i) for p, i in zip(prompts, completion_ids)])
+
+    def rows(self, indices=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The top-k of the rows it was built for (all, or those at `indices`), as `lookup` lays them out."""
+        keys = self.keys if indices is None else [self.keys[i] for i in indices]
+        return load_topk(self.path, list(keys))
+
 
 
 def failures_path(path: Path) -> Path:
@@ -287,19 +317,18 @@ def _read_index(path: Path) -> dict[str, Record]:
     return _INDEXES[name][1]
 
 
-def load_topk(path: Path, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The cached top-k of a batch: ids (B, C, k) int64, log-probs (B, C, k) float32, mask (B, C).
+def load_topk(path: Path, keys: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The cached top-k of a batch, one record key per row: ids (B, C, k) int64, log-probs (B, C, k) float32, mask (B, C).
 
-    Laid out like `completion_logits` of the same rows (`stack_topk`). Each row names its
-    record by `teacher_topk_key` (`build_topk_cache`).
+    Laid out like `completion_logits` of the same rows (`stack_topk`); the keys are `topk_key`'s.
     """
     path = Path(path)
     index = _read_index(path) if path.is_file() else {}
-    missing = [r["teacher_topk_key"] for r in rows if r["teacher_topk_key"] not in index]
+    missing = [key for key in keys if key not in index]
     if missing:
         raise KeyError(f"{path}: no cached top-k for {len(missing)} row(s) (e.g. key {missing[0]}); build the cache for these rows")
     with open(path, "rb") as f:
-        records = [read_record(f, index[r["teacher_topk_key"]]) for r in rows]
+        records = [read_record(f, index[key]) for key in keys]
     k = {ids.shape[1] for ids, _ in records}
     if len(k) > 1:
         raise ValueError(f"{path}: rows of one batch were cached with different k {sorted(k)}")

@@ -36,13 +36,14 @@ import torch
 from prefdistill.progress import bar as progress_bar
 
 from prefdistill.config.schema import LoraConfig, TrainConfig
+from prefdistill.data.rows import training_rows
 from prefdistill.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from prefdistill.methods import MethodSpec
 from prefdistill.methods.common import COUNT_PREFIX
 from prefdistill.models.hf import CHECKPOINT_META
+from prefdistill.run.folder import LOG_FILE, checkpoint_done as is_done  # where a checkpoint's files are: the run folder's rule
 from prefdistill.training.state import capture_rng, load_state, restore_rng, resumable, save_state, stop_nonfinite
 
-LOG_FILE = "train_log.jsonl"
 SNAPSHOT_RECORD = "snapshot.json"  # what the caller of snapshot(path, record) saved with the weights
 
 
@@ -123,10 +124,6 @@ def _save_checkpoint(accelerator, model, tokenizer, out_dir: Path, meta: dict, l
     accelerator.wait_for_everyone()
 
 
-def is_done(out_dir: Path) -> bool:
-    return (Path(out_dir) / CHECKPOINT_META).is_file()
-
-
 def _process_mean(accelerator, totals: dict[str, float]) -> dict[str, float]:
     """A step's statistics over all processes: token counts add up, the rest is averaged (a missing key counts 0).
 
@@ -181,6 +178,7 @@ def _update(optimizer, scheduler, loss: float, grad_norm: float, fp16: bool) -> 
 def mean_loss(lm, spec: MethodSpec, params, rows: list[dict], batch_size: int) -> float:
     """`spec.loss` over `rows` in batches, weighted by rows, without gradients and in eval mode (e.g. SFT's
     validation loss); the model's train / eval mode is restored afterwards."""
+    rows = training_rows(rows, "validation rows")
     was_training = lm.model.training
     lm.model.eval()
     total = 0.0
@@ -248,7 +246,7 @@ def train(lm, spec: MethodSpec, params, rows: list[dict], cfg: TrainConfig, lora
         return read_jsonl(out_dir / LOG_FILE)
     if not rows:
         raise ValueError(f"{desc}: no training rows")
-    extras = extras or {}
+    rows, extras = training_rows(rows, f"{desc} rows"), extras or {}  # rows checked once, before any model work
     accelerator, model, optimizer, scheduler, steps = _prepare(lm, cfg, lora, len(rows), seed)
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     state_path, method_state = state_file(out_dir), {k: v for k, v in extras.items() if isinstance(v, dict)}

@@ -1,0 +1,74 @@
+"""`train_job(job, artifacts)`: one method trained from the SFT student, for the distill stage and every bench job.
+
+    data = art.training_data(spec, params)
+    result = train_job(TrainJob(spec, params, data, cfg.distill.train, out, seed=0), art)   # -> JobResult
+
+What the method's loss gets besides the student comes from one provider per need it declares
+(`PROVIDERS`): the teacher in the loop, the served teacher, the frozen reference, the oracle, a
+state dict, and the cached top-k the job's data carries. A finished job (its checkpoint done) is
+read back, not retrained.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from prefdistill.config.schema import training_lora
+from prefdistill.io import read_jsonl
+from prefdistill.judges.oracles import build_oracle
+from prefdistill.methods.registry import require_shared_vocabulary, requirements
+from prefdistill.run.artifacts import Artifacts
+from prefdistill.run.folder import LOG_FILE, checkpoint_done
+from prefdistill.signal.served import recorded_teacher, require_topk_of_text
+from prefdistill.training.job import JobResult, TrainJob
+from prefdistill.training.loop import total_steps, train
+
+
+def served_teacher(art: Artifacts):
+    """The teacher on its own backend (a server, a vLLM engine; hf loads it locally), never converted to transformers.
+
+    A server whose echoed log-probs fail the correctness probe is refused now, with the
+    probe's reason, before the student loads and any step is taken (`prefdistill.signal.served`).
+    """
+    teacher = art.load("teacher", art.sft_checkpoint("teacher"))
+    require_topk_of_text(teacher)
+    return teacher
+
+
+# need -> what provides it, from the run's artifacts and the job (prefdistill.methods.registry.NEEDS)
+PROVIDERS: dict[str, Callable[[Artifacts, TrainJob], object]] = {
+    "teacher": lambda art, job: art.load("teacher", art.sft_checkpoint("teacher"), in_loop=True),
+    "served_teacher": lambda art, job: served_teacher(art),
+    "teacher_topk": lambda art, job: job.data.teacher_topk,
+    "reference": lambda art, job: art.load("student", art.sft_checkpoint("student"), in_loop=True),
+    "oracle": lambda art, job: build_oracle(art.cfg.oracle, art.training_judge),
+    "state": lambda art, job: {},
+}
+
+
+def loss_extras(job: TrainJob, art: Artifacts) -> dict:
+    """The loss's keyword arguments besides the student: one per need the method declares under its params."""
+    _, needs = requirements(job.spec, job.params)
+    extras = {name: make(art, job) for name, make in PROVIDERS.items() if name in needs}
+    if "served_teacher" in extras:  # a row it cannot give is listed beside the checkpoint, left out, and limited
+        scored = total_steps(job.train, len(job.data.rows)) * job.train.batch_size * job.train.grad_accum
+        d = art.cfg.distill
+        extras["served_teacher"] = recorded_teacher(extras["served_teacher"], job.out, scored, retry_failed=d.signal_retry_failed,
+                                                    max_failed_fraction=d.signal_max_failed_fraction)
+    return extras
+
+
+def train_job(job: TrainJob, art: Artifacts) -> JobResult:
+    """Train a copy of the SFT student on `job` into job.out; the teacher joins when the method needs it."""
+    if checkpoint_done(job.out):
+        return JobResult(job.out, read_jsonl(job.out / LOG_FILE), 0.0)
+    t0 = time.time()  # loading the models included: what the job costs
+    parent = art.sft_checkpoint("student")
+    extras = loss_extras(job, art)
+    lm = art.load("student", parent, for_training=True)
+    for role in ("teacher", "served_teacher"):  # a server has no tokenizer here: api_topk checks its tokens row by row
+        if hasattr(extras.get(role), "tokenizer"):
+            require_shared_vocabulary(job.spec, lm, extras[role])
+    log = train(lm, job.spec, job.params, job.data.rows, job.train, training_lora(art.cfg.student, job.train), out_dir=job.out,
+                parent=parent, seed=job.seed, desc=job.label, extras=extras, on_step=job.on_step)
+    return JobResult(job.out, log, time.time() - t0)

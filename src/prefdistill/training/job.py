@@ -1,0 +1,63 @@
+"""A training job as data: what to train, on what, into where; and what it gave back.
+
+    data = artifacts.training_data(spec, params)           # typed rows and the teacher signal they need
+    job = TrainJob(spec, params, data, cfg.distill.train, out=folder.checkpoint("student_distill"), seed=0)
+    result = train_job(job, artifacts)                      # prefdistill.run.train_job -> JobResult
+
+The distill stage and every bench job build one `TrainJob` and call `train_job`; the bench
+reads its `JobResult` (log, steps, wall time) into the job's result file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from prefdistill.config.schema import TrainConfig
+from prefdistill.methods import MethodSpec
+from prefdistill.signal.topk_cache import TopkSignal
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """A method's training rows (what it consumes: targets, prompts or pairs) and the cached teacher signal they need.
+
+    `teacher_topk` is the `TopkSignal` of the rows when the method reads a cached top-k (the
+    `teacher_topk` need), else None; its records are keyed by content, so any subset of the
+    rows reads it unchanged.
+    """
+    rows: list[dict]
+    teacher_topk: TopkSignal | None = None
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One training run of a method from the SFT student: a method at its params, its data, the schedule, where it goes.
+
+    `on_step(step, lm, snapshot)`: called after each applied step (`prefdistill.training.loop.train`).
+    """
+    spec: MethodSpec
+    params: Any
+    data: TrainingData
+    train: TrainConfig
+    out: Path
+    seed: int
+    desc: str = ""
+    on_step: Callable | None = field(default=None, compare=False)
+
+    @property
+    def label(self) -> str:
+        return self.desc or f"distill {self.spec.name}"
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a finished job gave: its checkpoint folder, the per-step log, and its training wall time (0 when it was
+    found finished)."""
+    checkpoint: Path
+    log: list[dict]
+    wall_s: float
+
+    @property
+    def steps(self) -> int:
+        return len(self.log)
