@@ -4,7 +4,7 @@ import pytest
 from prefdistill.methods.registry import METHODS, NEEDS, requirements
 from prefdistill.run.train_job import PROVIDERS, loss_extras
 from prefdistill.signal.topk_cache import TopkSignal
-from prefdistill.training.job import JobResult, TrainingData, TrainJob
+from prefdistill.training.job import TrainingData, TrainJob, TrainResult
 
 
 def test_every_need_has_exactly_one_provider():
@@ -58,7 +58,7 @@ def test_a_finished_job_is_read_back_without_loading_anything(tmp_path):
     write_jsonl(job.out / LOG_FILE, [{"step": 1, "loss": 0.5}])
     write_json(job.out / CHECKPOINT_META, {"method": "sft"})
     art = _Art()
-    assert train_job(job, art) == JobResult(job.out, [{"step": 1, "loss": 0.5}], 0.0) and art.loaded == []
+    assert train_job(job, art) == TrainResult(job.out, [{"step": 1, "loss": 0.5}], 0.0) and art.loaded == []
 
 
 def test_the_distill_stage_and_the_bench_both_train_through_train_job():

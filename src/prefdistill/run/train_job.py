@@ -1,7 +1,7 @@
 """`train_job(job, artifacts)`: one method trained from the SFT student, for the distill stage and every bench job.
 
     data = art.training_data(spec, params)
-    result = train_job(TrainJob(spec, params, data, cfg.distill.train, out, seed=0), art)   # -> JobResult
+    result = train_job(TrainJob(spec, params, data, cfg.distill.train, out, seed=0), art)   # -> TrainResult
 
 What the method's loss gets besides the student comes from one provider per need it declares
 (`PROVIDERS`): the teacher in the loop, the served teacher, the frozen reference, the oracle, a
@@ -20,7 +20,7 @@ from prefdistill.methods.registry import require_shared_vocabulary, requirements
 from prefdistill.run.artifacts import Artifacts
 from prefdistill.run.folder import LOG_FILE, checkpoint_done
 from prefdistill.signal.served import recorded_teacher, require_topk_of_text
-from prefdistill.training.job import JobResult, TrainJob
+from prefdistill.training.job import TrainJob, TrainResult
 from prefdistill.training.loop import total_steps, train
 
 
@@ -58,10 +58,10 @@ def loss_extras(job: TrainJob, art: Artifacts) -> dict:
     return extras
 
 
-def train_job(job: TrainJob, art: Artifacts) -> JobResult:
+def train_job(job: TrainJob, art: Artifacts) -> TrainResult:
     """Train a copy of the SFT student on `job` into job.out; the teacher joins when the method needs it."""
     if checkpoint_done(job.out):
-        return JobResult(job.out, read_jsonl(job.out / LOG_FILE), 0.0)
+        return TrainResult(job.out, read_jsonl(job.out / LOG_FILE), 0.0)
     t0 = time.time()  # loading the models included: what the job costs
     parent = art.sft_checkpoint("student")
     extras = loss_extras(job, art)
@@ -71,4 +71,4 @@ def train_job(job: TrainJob, art: Artifacts) -> JobResult:
             require_shared_vocabulary(job.spec, lm, extras[role])
     log = train(lm, job.spec, job.params, job.data.rows, job.train, training_lora(art.cfg.student, job.train), out_dir=job.out,
                 parent=parent, seed=job.seed, desc=job.label, extras=extras, on_step=job.on_step)
-    return JobResult(job.out, log, time.time() - t0)
+    return TrainResult(job.out, log, time.time() - t0)

@@ -2,10 +2,10 @@
 
     data = artifacts.training_data(spec, params)           # typed rows and the teacher signal they need
     job = TrainJob(spec, params, data, cfg.distill.train, out=folder.checkpoint("student_distill"), seed=0)
-    result = train_job(job, artifacts)                      # prefdistill.run.train_job -> JobResult
+    result = train_job(job, artifacts)                      # prefdistill.run.train_job -> TrainResult
 
 The distill stage and every bench job build one `TrainJob` and call `train_job`; the bench
-reads its `JobResult` (log, steps, wall time) into the job's result file.
+reads its `TrainResult` (log, steps, wall time) into the job's result (`prefdistill.bench.records.JobResult`).
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class TrainJob:
 
 
 @dataclass(frozen=True)
-class JobResult:
+class TrainResult:
     """What a finished job gave: its checkpoint folder, the per-step log, and its training wall time (0 when it was
     found finished)."""
     checkpoint: Path
