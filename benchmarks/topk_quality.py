@@ -37,7 +37,7 @@ def main() -> None:
     test = b.pipe.artifacts.splits["test"]
     refs = [e.target for e in test]
     ref_scores = b.graders["eval"].score([e.prompt for e in test], refs)
-    selection = read_json(b.out / "selection.json")
+    selection = read_json(b.paths.report_file("selection.json"))
     opts = dict(n_boot=cfg.eval.n_bootstrap, seed=cfg.seed, groups=[group_of(e) for e in test])  # whole groups resampled
     outcomes, rows = {}, {}
     for entry in bench.methods:
@@ -47,7 +47,7 @@ def main() -> None:
         lr = chosen["setting"]["lr"]
         tests = []
         for seed in seeds_of(entry, bench):
-            (folder,) = (b.dir / "runs").glob(f"{entry.name}-{settings_hash(entry)}-lr{lr:g}-seed{seed}-*")
+            (folder,) = b.paths.runs.glob(f"{entry.name}-{settings_hash(entry)}-lr{lr:g}-seed{seed}-*")
             tests.append(read_json(folder / f"test_step{chosen['step']}.json"))
         outcomes[entry.name] = seed_outcomes(tests, ref_scores, refs)
         k = entry.params.get("k") if entry.params.get("signal") == "topk" else None

@@ -83,8 +83,8 @@ LAYERS = {
     "prefdistill.methods": 4,
     "prefdistill.training": 5,
     "prefdistill.evaluation": 6, "prefdistill.reporting": 6, "prefdistill.config.checks": 6,
-    "prefdistill.run": 7,
-    "prefdistill.bench": 8, "prefdistill.lab": 8,
+    "prefdistill.run": 7, "prefdistill.run.claims": 7,  # claims: who works on a unit now (stdlib only)
+    "prefdistill.bench": 8, "prefdistill.bench.workers": 8, "prefdistill.bench.units": 8, "prefdistill.lab": 8,
     "prefdistill.cli": 9, "prefdistill.__main__": 9, "prefdistill": 9,
 }
 

@@ -10,6 +10,9 @@
     prefdistill bench bench                           # every method, one budget: the packaged bench config (~1 h CPU)
     prefdistill bench CONFIG.yaml bench.seeds=[0,1,2] # your bench
     prefdistill bench --tiny                          # the bench on tiny random models, ~2 min
+    prefdistill bench CONFIG --plan                   # its jobs in order, with what each waits for (docs/distributed.md)
+    prefdistill bench CONFIG --job KEY                # one of them (a Slurm array task runs this)
+    prefdistill bench CONFIG --workers 2 --devices cuda:0,cuda:1   # all of them in local worker processes
     prefdistill methods                               # registered training methods
     prefdistill serve builtin:gemma3-270m --port 8000 # a GGUF behind an OpenAI-compatible API (llama-cpp-python)
     prefdistill lab bandit --seeds 5                  # Faster WIND's contextual bandit: exact and sampled WIND vs BOND, ~15 s
@@ -92,7 +95,8 @@ def cmd_bench(args) -> int:
     from prefdistill.bench.runner import Bench
 
     if args.tiny:  # random tiny models have no teacher-student gap to check
-        cfg, bench = load_bench_config(tiny_bench_config(Path(args.output_dir or "runs")), args.overrides)
+        overrides = [args.config, *args.overrides] if args.config else args.overrides  # no config: the first is an override
+        cfg, bench = load_bench_config(tiny_bench_config(Path(args.output_dir or "runs")), overrides)
         args.ignore_gap, name = True, "tiny"
     else:
         if not args.config:
@@ -100,9 +104,53 @@ def cmd_bench(args) -> int:
         extra = [f"output_dir={args.output_dir}"] if args.output_dir else []
         cfg, bench = load_bench_config(_config_source(args.config), [*extra, *args.overrides], quick=args.quick)
         name = Path(args.config).stem + ("_quick" if args.quick else "")
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    if sum(map(bool, (args.plan, args.job, args.workers or devices))) > 1:
+        raise ConfigError("bench: --plan, --job and --workers/--devices are separate ways to run; give one")
+    if args.workers or devices:
+        from prefdistill.bench.workers import worker_devices
+
+        worker_devices(args.workers or len(devices), devices)  # refused before anything runs
     t0 = time.time()
-    Bench(cfg, bench, allow_config_change=args.allow_config_change, ignore_gap=args.ignore_gap, config_name=name).run()
+    runner = Bench(cfg, bench, allow_config_change=args.allow_config_change, ignore_gap=args.ignore_gap, config_name=name,
+                   claim_expiry_s=args.claim_expiry)
+    if args.plan or args.job:
+        return _bench_units(runner, args)
+    if args.workers or devices:
+        from prefdistill.bench.units import JobsFailed, run_parallel
+
+        try:
+            run_parallel(runner, args.workers or len(devices), devices)
+        except JobsFailed as e:
+            print(f"prefdistill: error: {e}", file=sys.stderr)
+            return 1
+    else:
+        runner.run()
     print(f"[prefdistill] bench finished in {time.time() - t0:.0f} s; report: {cfg.run_dir / 'bench' / bench.report / 'report.md'}")
+    return 0
+
+
+def _bench_units(runner, args) -> int:
+    """--plan (every unit; --keys-only, --stage) or --job KEY."""
+    from prefdistill.bench.plan import STAGES, describe
+    from prefdistill.bench.units import bench_plan, item_done, run_key
+
+    if args.job:
+        run_key(runner, args.job)
+        print(f"[prefdistill] bench unit {args.job}: done", flush=True)
+        return 0
+    wanted = {s.strip() for s in args.stage.split(",")} if args.stage else set(STAGES)
+    if wanted - set(STAGES):
+        raise ConfigError(f"--stage {args.stage!r}: choose from {', '.join(STAGES)} (comma-separated)")
+    for item in bench_plan(runner):
+        if item.stage not in wanted:
+            continue
+        if args.keys_only:
+            if not item.pending:
+                print(item.key)
+        else:
+            state = "pending" if item.pending else "done" if item_done(runner, item) else "to do"
+            print(f"{state:<7} {describe(item)}")
     return 0
 
 
@@ -242,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "student on validation (the results then show little)")
     p.add_argument("--output-dir", default=None, help="where the run folder goes (default: the config's output_dir)")
     p.add_argument("--allow-config-change", action="store_true")
+    _add_bench_units(p)
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("config", help="validate a config and print it resolved")
@@ -272,6 +321,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_lab(sub)
     return parser
+
+
+def _add_bench_units(p) -> None:
+    """The bench as standalone units (docs/distributed.md)."""
+    p.add_argument("--plan", action="store_true", help="list the units (shared, grid jobs, selection, seed and figure jobs) "
+                                                       "in order with what each waits for; runs nothing")
+    p.add_argument("--keys-only", action="store_true", help="with --plan: only the keys known now, one a line")
+    p.add_argument("--stage", help="with --plan: only these stages (comma-separated: shared, grid, selection, seeds, figure)")
+    p.add_argument("--job", metavar="KEY", help="run one unit of the plan in this process, into the run folder")
+    p.add_argument("--workers", type=int, help="run the plan in N local worker processes, then the report")
+    p.add_argument("--devices", help="comma-separated devices, one worker each (cuda:0,cuda:1 or cpu)")
+    from prefdistill.run.claims import DEFAULT_EXPIRY_S
+
+    p.add_argument("--claim-expiry", type=float, default=DEFAULT_EXPIRY_S, metavar="S",
+                   help=f"a job's claim untouched for S seconds is stale and taken over (default {DEFAULT_EXPIRY_S:g})")
 
 
 def _add_lab(sub) -> None:

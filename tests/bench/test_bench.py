@@ -18,6 +18,7 @@ from prefdistill.errors import TeacherGapError
 from prefdistill.evaluation.metrics import bootstrap_ci, summarize_generations, summarize_seeds
 from prefdistill.io import read_json, read_jsonl
 from prefdistill.models.tiny import tiny_config
+from prefdistill.run.folder import BenchFolder
 from prefdistill.run.pipeline import Pipeline
 
 METHODS = [{"name": "kd", "method": "kd"}, {"name": "plad", "method": "plad", "params": {"beta": 0.5}},
@@ -300,7 +301,7 @@ def test_gap_check_passes_a_clear_gap_and_cli_exits_3_on_a_stop(gap_stop, capsys
 def test_gap_check_passes_when_the_teacher_is_clearly_better(gap_stop, tmp_path):
     """A clear, significant gap lets the bench go on (the pass side of the rule, on stored numbers)."""
     b = Bench(gap_stop["cfg"], gap_stop["bench"])
-    b.dir = tmp_path  # where it reads the stored validation gap
+    b.paths = BenchFolder(tmp_path, "main")  # where it reads the stored validation gap
     (tmp_path / "gap_validation.json").write_text(json.dumps({"n": 12, "diff": 25.0, "ci": [5.0, 40.0]}))
     assert b.check_gap()["passed"] is True
     (tmp_path / "gap_validation.json").write_text(json.dumps({"n": 12, "diff": 25.0, "ci": [-1.0, 40.0]}))
@@ -496,3 +497,71 @@ def test_tiny_bench_resume_retrains_only_the_lost_job(tiny_bench):
     # The retrained job's weights are dropped again (keep_checkpoints is off).
     assert not any((cfg.run_dir / "bench" / "runs").glob("*/checkpoint"))
     assert not any((cfg.run_dir / "bench" / "runs").glob("*/step*"))
+
+
+# ----------------------------------------------------------------------------- the same results, however it ran
+
+def _without_timings(results: dict) -> str:
+    """The results as JSON, less what the clock and the process measure (wall times, timings, peak memory)."""
+    def strip(o):
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if k not in ("wall_s", "timings_s", "peak_memory_mb", "memory_kind")
+                    and not k.endswith(("_wall_s", "_time_s"))}
+        return [strip(v) for v in o] if isinstance(o, list) else o
+    return json.dumps(strip(results), indent=1, sort_keys=True)
+
+
+def _forget(bench_dir: Path, paths: list[Path], aside: str) -> Path:
+    """Move `paths`, the selection and the relabelled pairs to bench_dir/aside/ (kept, for a look after a failure)."""
+    (bench_dir / aside).mkdir()
+    for path in [*paths, bench_dir / "main" / "selection.json", bench_dir / "pairs"]:
+        path.rename(bench_dir / aside / path.name)
+    return bench_dir / aside
+
+
+def test_tiny_bench_with_two_workers_gives_the_plain_runs_results(tiny_bench):
+    """Every job retrained in 2 worker processes of one thread each: the results file is the plain run's."""
+    cfg, before = tiny_bench["cfg"], tiny_bench["results"]
+    bench_dir = cfg.run_dir / "bench"
+    plain = _forget(bench_dir, [bench_dir / "runs"], "plain")
+    assert main(["bench", str(tiny_bench["config"]), "--ignore-gap", "--workers", "2"]) == 0
+    after = read_json(bench_dir / "main" / "results.json")
+    assert _without_timings(after) == _without_timings(before)
+    assert len(list((bench_dir / "runs").glob("*/result.json"))) == len(list((plain / "runs").glob("*/result.json"))) == 11
+    assert not any((bench_dir / "claims").glob("*.claim"))  # every claim released
+    assert (bench_dir / "pairs" / "relabel1.jsonl").read_bytes() == (plain / "pairs" / "relabel1.jsonl").read_bytes()
+
+
+def test_tiny_bench_job_calls_then_a_plain_run_give_the_same_results(tiny_bench, capsys):
+    """One entry's jobs run one by one with --job (what a Slurm array runs), in plan order; the plain run after them
+    trains nothing and writes the same results."""
+    cfg, bench, before, config = tiny_bench["cfg"], tiny_bench["bench"], tiny_bench["results"], str(tiny_bench["config"])
+    bench_dir = cfg.run_dir / "bench"
+    _forget(bench_dir, list((bench_dir / "runs").glob("plad-*")), "workers")
+    capsys.readouterr()
+    assert main(["bench", config, "--plan", "--keys-only", "--stage", "seeds"]) == 0
+    assert capsys.readouterr().out == ""  # no seed job has a key before the selection
+    grid = [j.key for j in selection_jobs(bench) if j.entry == "plad"]
+    trained = []
+    real = runner.train_job
+
+    def counting(job, art):
+        trained.append(Path(job.out).parent.name)
+        return real(job, art)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner, "train_job", counting)
+        for key in [*grid, "selection"]:
+            assert main(["bench", config, "--job", key]) == 0, key
+        capsys.readouterr()
+        assert main(["bench", config, "--plan", "--keys-only"]) == 0
+        keys = [k for k in capsys.readouterr().out.split() if k.startswith("plad-") and k not in grid]
+        chosen = next(r for r in before["rows"] if r["name"] == "plad")["selected"]
+        first = next(k for k in grid if f"-lr{chosen['setting']['lr']:g}-" in k)
+        for key in [first, *keys]:  # the chosen grid point is tested too
+            assert main(["bench", config, "--job", key]) == 0, key
+        assert sorted(trained) == sorted(grid + keys)
+        assert main(["bench", config, "--ignore-gap"]) == 0
+    assert sorted(trained) == sorted(grid + keys)  # the plain run found every job done
+    assert len(keys) == 3  # plad on seed 1, its data-share and its relabel point
+    assert _without_timings(read_json(bench_dir / "main" / "results.json")) == _without_timings(before)

@@ -4,6 +4,7 @@
     jobs = selection_jobs(bench)                 # every grid point of every entry, on the first seed
     best = choose(candidates, "win_rate")        # the (setting, step) with the best validation score
     seeds = seed_jobs(bench, chosen)             # the chosen setting on the other seeds
+    items = plan(bench, chosen or None)          # every unit of work in order, with what it waits for
 
 Pure functions of the bench section and of scores already computed: no model runs here.
 A setting is a grid point: "lr" sets distill.train.lr, any other key a method parameter.
@@ -99,6 +100,72 @@ def seed_jobs(bench: BenchConfig, chosen: dict[str, tuple]) -> list[Job]:
         jobs += [Job(m.name, seeds_of(m, bench)[0], chosen[m.name], relabel_share=r, settings=settings_hash(m))
                  for r in bench.relabel_shares if r != 0.0]
     return list(dict.fromkeys(jobs))
+
+
+def judged_jobs(bench: BenchConfig, chosen: dict[str, tuple]) -> list[Job]:
+    """The jobs judged on the test prompts: every entry's chosen grid job (first seed), then `seed_jobs`."""
+    first = [Job(m.name, seeds_of(m, bench)[0], chosen[m.name], settings=settings_hash(m)) for m in bench.methods]
+    return first + seed_jobs(bench, chosen)
+
+
+# ----------------------------------------------------------------------------- the plan: units a runner can take
+
+SHARED, SELECTION = "shared", "selection"  # the keys of the two plan items that are not jobs
+STAGES = (SHARED, "grid", SELECTION, "seeds", "figure")
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """One unit of `prefdistill bench --job KEY`: the shared stages, a job, or the selection.
+
+    stage: shared (reward, SFT, the gap check, pairs) / grid (a grid point on the first seed, validation only) /
+    selection (each entry's best setting and step) / seeds (a chosen setting on one seed, tested) / figure (a data-share
+    or relabel sweep point of a chosen setting, tested). A seed or figure item is pending (key "") until the selection
+    is made; `needs` then names the grid jobs of its entry.
+    """
+    stage: str
+    key: str
+    needs: tuple[str, ...] = ()
+    job: Job | None = None
+    method: str = ""
+
+    @property
+    def pending(self) -> bool:
+        return not self.key
+
+
+def plan(bench: BenchConfig, chosen: dict[str, tuple] | None) -> list[PlanItem]:
+    """Every unit of the bench in the order a single runner takes them, each after the items it `needs`.
+
+    `chosen`: each entry's chosen setting (selection.json), or None before the grid has been chosen from.
+    """
+    methods = {m.name: m.method for m in bench.methods}
+    grid = selection_jobs(bench)
+    items = [PlanItem(SHARED, SHARED)]
+    items += [PlanItem("grid", j.key, (SHARED,), j, methods[j.entry]) for j in grid]
+    items.append(PlanItem(SELECTION, SELECTION, tuple(j.key for j in grid)))
+    tested = judged_jobs(bench, chosen) if chosen is not None else judged_jobs(bench, {m.name: () for m in bench.methods})
+    for j in tested:
+        stage = "seeds" if j.is_main else "figure"
+        if chosen is not None:
+            items.append(PlanItem(stage, j.key, (SELECTION,), j, methods[j.entry]))
+        else:  # the setting is not known yet: the job waits on its entry's grid
+            items.append(PlanItem(stage, "", tuple(g.key for g in grid if g.entry == j.entry), j, methods[j.entry]))
+    return items
+
+
+def describe(item: PlanItem) -> str:
+    """One line of `--plan`: stage, key, method, setting, seed, shares, and what it waits for."""
+    needs = item.needs if len(item.needs) <= 2 else (f"{len(item.needs)} grid jobs",)
+    after = f"  after: {', '.join(needs)}" if needs else ""
+    if item.job is None:
+        return f"{item.stage:<9} {item.key}{after}"
+    j = item.job
+    setting = " ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in j.setting)
+    what = (f"{j.entry} ({item.method}) setting: {setting or 'as configured'}" if not item.pending
+            else f"{j.entry} ({item.method}) setting: chosen on the grid")
+    key = item.key or "(pending)"
+    return f"{item.stage:<9} {key}  {what}; seed {j.seed}, data {j.data_share:g}, relabel {j.relabel_share:g}{after}"
 
 
 def scored_steps(bench: BenchConfig, steps: int) -> list[int]:

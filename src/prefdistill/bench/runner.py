@@ -20,19 +20,24 @@
 
 A job is one (method, setting, seed, data share, relabel share): its training log, its
 validation scores and costs land in RUN/bench/runs/KEY/result.json, test generations in
-RUN/bench/runs/KEY/test_stepN/. Nothing finished is redone and a crashed job resumes
-from its training state, so an interrupted bench picks up where it stopped.
+RUN/bench/runs/KEY/test_stepN/ (every path: `prefdistill.run.folder.BenchFolder`). Nothing
+finished is redone and a crashed job resumes from its training state, so an interrupted
+bench picks up where it stopped. A runner holds a job's claim file while it works on it
+(`prefdistill.run.claims`), so plain runs, `--job` tasks and workers (`prefdistill.bench.units`)
+can share one run folder.
 """
 from __future__ import annotations
 
 import dataclasses
 import shutil
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefdistill.bench.numbers import summarize
-from prefdistill.bench.plan import (LR, Job, apply_setting, as_setting, choose, scored_steps, seed_jobs, seeds_of, selection_jobs,
-                                    settings_hash, subset)
+from prefdistill.bench.plan import (LR, SHARED, Job, apply_setting, as_setting, choose, judged_jobs, scored_steps, selection_jobs,
+                                    subset)
 from prefdistill.bench.resources import data_tokens, peak_memory, reset_peak_memory
 from prefdistill.config.eval_rows import BASE_ROWS
 from prefdistill.config.schema import BenchConfig, BenchMethod, RunConfig
@@ -45,11 +50,13 @@ from prefdistill.methods import get_method
 from prefdistill.methods.common import COUNT_PREFIX
 from prefdistill.methods.registry import build_params, requirements
 from prefdistill.reporting.bench_report import console_summary, write_bench_report
+from prefdistill.run.claims import DEFAULT_EXPIRY_S, Claim, hold
+from prefdistill.run.folder import BenchFolder
 from prefdistill.run.pipeline import Pipeline
 from prefdistill.run.train_job import train_job
+from prefdistill.training.best_checkpoint import Selection
 from prefdistill.training.job import TrainingData, TrainJob
 from prefdistill.training.loop import total_steps
-from prefdistill.training.best_checkpoint import Selection
 
 
 def entry_params(entry: BenchMethod, setting: tuple = ()):
@@ -59,20 +66,30 @@ def entry_params(entry: BenchMethod, setting: tuple = ()):
     return spec, build_params(spec, params, f"bench.methods.{entry.name}.params"), dict(setting).get(LR)
 
 
+@dataclass(frozen=True)
+class BenchOptions:
+    """How a Bench runs (not what it computes): the same in every worker process of one bench."""
+    allow_config_change: bool = False
+    ignore_gap: bool = False
+    config_name: str | None = None
+    claim_expiry_s: float = DEFAULT_EXPIRY_S
+
+
 class Bench:
     def __init__(self, cfg: RunConfig, bench: BenchConfig, *, allow_config_change: bool = False, ignore_gap: bool = False,
-                 config_name: str | None = None):
+                 config_name: str | None = None, claim_expiry_s: float = DEFAULT_EXPIRY_S):
         """`config_name`: the bench config's name (its file's stem, `_quick` added under --quick); the results are
-        also written as RUN/bench/<report>/bench_<config_name>.json, the file benchmarks/results/ keeps."""
+        also written as RUN/bench/<report>/bench_<config_name>.json, the file benchmarks/results/ keeps.
+        `claim_expiry_s`: a job's claim untouched this long is stale (its runner is gone) and taken over."""
         if not bench.methods:
             raise ConfigError("bench.methods: list the methods to compare (see configs/bench.yaml)")
         self.cfg, self.bench, self.ignore_gap, self.config_name = cfg, bench, ignore_gap, config_name or cfg.name
+        self.options = BenchOptions(allow_config_change, ignore_gap, config_name, claim_expiry_s)
         self.entries: dict[str, BenchMethod] = {m.name: m for m in bench.methods}
         self.pipe = Pipeline(cfg, allow_config_change=allow_config_change, methods=[entry_params(m)[:2] for m in bench.methods],
                              sft_selection=self.sft_selection())
         self.art = self.pipe.artifacts
-        self.dir = self.art.folder.bench
-        self.out = self.dir / bench.report
+        self.paths: BenchFolder = self.art.folder.bench_folder(bench.report)
         self._graders: dict | None = None
         self._val_refs: list[float] = []
 
@@ -85,16 +102,12 @@ class Bench:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:
+        """The whole bench in this process (jobs another runner holds are waited for); its results. In parallel:
+        `prefdistill.bench.units.run_parallel`, which ends with this."""
         t0 = time.time()
-        self.pipe.run(["reward", "sft"])
-        gap = self.check_gap()
-        self.pipe.run(["pairs"])
-        write_json(self.out / "bench.json", dataclasses.asdict(self.bench))  # the bench's own settings
-        val_reference = {row: self.val_scores(self.val_generations(row)) for row in ("student_init", "student_sft")}
+        gap, val_reference = self.prepare()
         chosen = self.select()
-        points = {name: as_setting(c["setting"]) for name, c in chosen.items()}
-        jobs = [Job(m.name, seeds_of(m, self.bench)[0], points[m.name], settings=settings_hash(m)) for m in self.bench.methods]
-        jobs += seed_jobs(self.bench, points)
+        jobs = judged_jobs(self.bench, {name: as_setting(c["setting"]) for name, c in chosen.items()})
         for i, job in enumerate(jobs):
             print(f"[prefdistill] bench job {i + 1}/{len(jobs)}: {job.key}", flush=True)
             self.test_result(job, chosen[job.entry]["step"])
@@ -103,16 +116,44 @@ class Bench:
         results["timings_s"] = self.art.folder.timings()
         results["wall_s"]["this_invocation"] = round(time.time() - t0, 1)
         results["config"] = self.config_name
-        write_json(self.out / "results.json", results)
-        write_json(self.out / f"bench_{self.config_name}.json", results)
-        report = write_bench_report(self.out, results)
+        write_json(self.paths.report_file("results.json"), results)
+        write_json(self.paths.report_file(f"bench_{self.config_name}.json"), results)
+        report = write_bench_report(self.paths.report, results)
         print(console_summary(results), flush=True)
         print(f"[prefdistill] bench report: {report}", flush=True)
         return results
 
+    def prepare(self) -> tuple[dict, dict]:
+        """The shared stages every job starts from (reward, SFT, the gap check, pairs, the base rows' validation
+        scores), once, under the claim `shared`; (gap, validation reference). REPORT/shared.json marks them done."""
+        with self.claimed(SHARED):
+            self.pipe.run(["reward", "sft"])
+            gap = self.check_gap()
+            self.pipe.run(["pairs"])
+            write_json(self.paths.report_file("bench.json"), dataclasses.asdict(self.bench))  # the bench's own settings
+            val_reference = {row: self.val_scores(self.val_generations(row)) for row in ("student_init", "student_sft")}
+            write_json(self.paths.report_file("shared.json"), {"gap_validation": gap, "val_reference": val_reference})
+        return gap, val_reference
+
+    @contextmanager
+    def claimed(self, name: str, *, wait: bool = True):
+        """Hold the claim `name` (waiting for its live holder unless `wait` is off); yields whether it is ours."""
+        if wait:
+            with hold(self.paths.claim(name), expiry_s=self.options.claim_expiry_s):
+                yield True
+            return
+        claim = Claim(self.paths.claim(name), expiry_s=self.options.claim_expiry_s)
+        if not claim.acquire():
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            claim.release()
+
     def check_gap(self) -> dict:
         """Teacher − SFT student on validation (paired win-rate difference, points); stop when it shows no real gap."""
-        path = self.dir / "gap_validation.json"
+        path = self.paths.gap
         if path.is_file():
             gap = read_json(path)
         else:
@@ -154,7 +195,7 @@ class Bench:
         """A base row's greedy generations on validation prompts (default: those that choose; cached in RUN/bench/val/ROW)."""
         role, ckpt = self.art.eval_model(row)
         examples = examples if examples is not None else self.val_examples
-        result = self.art.sample(role, ckpt, examples, self.cfg.eval.sampling, self.dir / "val" / row, seed=self.cfg.seed,
+        result = self.art.sample(role, ckpt, examples, self.cfg.eval.sampling, self.paths.val(row), seed=self.cfg.seed,
                                   desc=f"validation {row}")
         result.require_all(f"validation {row}")
         return [result.samples[e.id][0] for e in examples]
@@ -180,7 +221,7 @@ class Bench:
     # ------------------------------------------------------------------ choice
     def select(self) -> dict[str, dict]:
         """Every grid point of every entry on the first seed, scored on validation; the best (setting, step) per entry."""
-        path = self.out / "selection.json"
+        path = self.paths.report_file("selection.json")
         jobs = selection_jobs(self.bench)
         known = read_json(path) if path.is_file() else {}
         rule = {"select_metric": self.bench.select_metric, "val_prompts": len(self.val_examples)}
@@ -195,7 +236,7 @@ class Bench:
         chosen = {}
         for name in self.entries:
             candidates = [{"setting": j.setting, "step": int(step), "val": val, "job": j}
-                          for j in jobs if j.entry == name for step, val in read_json(self.result_path(j))["val"].items()]
+                          for j in jobs if j.entry == name for step, val in read_json(self.paths.result(j.key))["val"].items()]
             best = choose(candidates, self.bench.select_metric)
             chosen[name] = {"setting": dict(best["setting"]), "step": best["step"], "val": best["val"]}
             for j in jobs:  # only the chosen job's weights are still needed (for its test generations)
@@ -205,36 +246,40 @@ class Bench:
         return chosen
 
     # ------------------------------------------------------------------ jobs
-    def job_dir(self, job: Job) -> Path:
-        return self.dir / "runs" / job.key
-
-    def result_path(self, job: Job) -> Path:
-        return self.job_dir(job) / "result.json"
-
     def done(self, job: Job) -> bool:
-        return self.result_path(job).is_file()
+        return self.paths.result(job.key).is_file()
 
     def job_data(self, job: Job, spec, params) -> TrainingData:
         data = self.art.training_data(spec, params, self.pairs_file(job.relabel_share))
         return dataclasses.replace(data, rows=subset(data.rows, job.data_share, self.cfg.seed)) if job.data_share < 1.0 else data
 
     def pairs_file(self, relabel_share: float) -> Path:
-        """The pairs, with a share of them ordered by the judge (written once per share)."""
+        """The pairs, with a share of them ordered by the judge (written once per share, by one runner)."""
         base = self.art.folder.pairs
         if relabel_share == 0.0:
             return base
-        path = self.dir / "pairs" / f"relabel{relabel_share:g}.jsonl"
+        path = self.paths.relabelled_pairs(relabel_share)
         if not path.is_file():
-            pairs = load_pairs(base)
-            relabel(pairs, self.art.training_judge(), relabel_share, self.cfg.seed)
-            write_jsonl(path, pairs)
+            with self.claimed(path.stem):
+                if not path.is_file():
+                    pairs = load_pairs(base)
+                    relabel(pairs, self.art.training_judge(), relabel_share, self.cfg.seed)
+                    write_jsonl(path, pairs)
         return path
 
     def run_job(self, job: Job) -> dict:
-        """Train one job, scoring validation at its scored steps (weights of each kept as stepN/); its result.json."""
+        """Train one job under its claim (waiting for a runner that holds it); its result.json."""
         if self.done(job):
-            return read_json(self.result_path(job))
-        entry, folder = self.entries[job.entry], self.job_dir(job)
+            return read_json(self.paths.result(job.key))
+        with self.claimed(job.key):
+            return self.train(job)
+
+    def train(self, job: Job) -> dict:
+        """Train one job, scoring validation at its scored steps (weights of each kept as stepN/); its result.json.
+        The caller holds the job's claim."""
+        if self.done(job):
+            return read_json(self.paths.result(job.key))
+        entry = self.entries[job.entry]
         spec, params, lr = entry_params(entry, job.setting)
         data = self.job_data(job, spec, params)
         rows = data.rows
@@ -242,10 +287,10 @@ class Bench:
         steps = total_steps(train_cfg, len(rows))
         scored = scored_steps(self.bench, steps)
         reset_peak_memory()
-        trained = train_job(TrainJob(spec, params, data, train_cfg, folder / "checkpoint", seed=job.seed,
-                                     on_step=self.val_hook(folder, scored, steps)), self.art)
+        trained = train_job(TrainJob(spec, params, data, train_cfg, self.paths.checkpoint(job.key), seed=job.seed,
+                                     on_step=self.val_hook(job.key, scored, steps)), self.art)
         log, train_s, memory = trained.log, trained.wall_s, peak_memory()
-        val = {str(s): read_json(folder / f"val_step{s}.json")["scores"] for s in scored}
+        val = {str(s): read_json(self.paths.val_scores(job.key, s))["scores"] for s in scored}
         result = {
             "job": {**dataclasses.asdict(job), "setting": dict(job.setting)}, "method": entry.method,
             "label": entry.label or spec.label, "steps": steps, "val": val,
@@ -254,34 +299,43 @@ class Bench:
                      **{k: sum(r.get(k, 0.0) for r in log) for k in {k for r in log for k in r if k.startswith(COUNT_PREFIX)}}},
             "final_loss": log[-1]["loss"] if log else None,
         }
-        write_json(self.result_path(job), result)
+        write_json(self.paths.result(job.key), result)
         return result
 
-    def val_hook(self, folder: Path, scored: list[int], steps: int):
+    def val_hook(self, key: str, scored: list[int], steps: int):
         """Score the weights on validation at each scored step (once: a resumed run finds the file); keep them as stepN/."""
         def hook(step, lm, snapshot):
-            path = folder / f"val_step{step}.json"
+            path = self.paths.val_scores(key, step)
             if step not in scored or path.is_file():
                 return None
             gens = self.val_generate(lm)
             scores = self.val_scores(gens)
             if step < steps:
-                snapshot(folder / f"step{step}")
+                snapshot(self.paths.weights(key, step))
             write_json(path, {"scores": scores, "generations": gens})
             return {f"val_{k}": v for k, v in scores.items()}
         return hook
 
     def test_result(self, job: Job, step: int) -> dict:
-        """The job's test generations from the weights at `step`, judged; the kept weights are then dropped."""
-        result = self.run_job(job)
-        folder = self.job_dir(job)
-        path = folder / f"test_step{step}.json"
+        """The job's test generations from the weights at `step`, judged, under the job's claim."""
+        path = self.paths.test(job.key, step)
         if path.is_file():
             self.drop_weights(job)  # a job retrained on resume (its result.json was lost) must not keep its weights
             return read_json(path)
-        ckpt = folder / "checkpoint" if step == result["steps"] else folder / f"step{step}"
+        with self.claimed(job.key):
+            return self.test(job, step)
+
+    def test(self, job: Job, step: int) -> dict:
+        """Train the job if needed, then generate on the test prompts from its weights at `step` and judge them; the kept
+        weights are then dropped. The caller holds the job's claim."""
+        result = self.train(job)
+        path = self.paths.test(job.key, step)
+        if path.is_file():
+            self.drop_weights(job)
+            return read_json(path)
+        ckpt = self.paths.checkpoint(job.key) if step == result["steps"] else self.paths.weights(job.key, step)
         t0 = time.time()
-        gens = self.art.test_generations("student", ckpt, folder / f"test_step{step}", desc=f"eval {job.key}")
+        gens = self.art.test_generations("student", ckpt, self.paths.test_samples(job.key, step), desc=f"eval {job.key}")
         prompts = [e.prompt for e in self.art.splits["test"]]
         scores = {role: judge.score(prompts, gens) for role, judge in self.graders.items()}
         test = {"step": step, "generations": gens, "judge_scores": scores["eval"], "training_judge_scores": scores.get("training"),
@@ -292,7 +346,7 @@ class Bench:
 
     def drop_weights(self, job: Job) -> None:
         if not self.bench.keep_checkpoints:
-            for kept in [self.job_dir(job) / "checkpoint", *self.job_dir(job).glob("step*")]:
+            for kept in self.paths.kept_weights(job.key):
                 shutil.rmtree(kept, ignore_errors=True)
 
     # ------------------------------------------------------------------ what the numbers need
@@ -301,10 +355,11 @@ class Bench:
         test = self.art.splits["test"]
         prompts, refs = [e.prompt for e in test], [e.target for e in test]
         base = {row: self.art.row_generations(row) for row in BASE_ROWS}
-        runs = {j.key: {**read_json(self.result_path(j)), "test": self.test_result(j, chosen[j.entry]["step"])} for j in jobs}
-        grid = {j.key: read_json(self.result_path(j)) for j in selection_jobs(self.bench)}
+        runs = {j.key: {**read_json(self.paths.result(j.key)), "test": self.test_result(j, chosen[j.entry]["step"])} for j in jobs}
+        grid = {j.key: read_json(self.paths.result(j.key)) for j in selection_jobs(self.bench)}
         return {"references": refs, "groups": [group_of(e) for e in test], "jobs": jobs, "runs": runs, "grid": grid,
                 "chosen": chosen, "base": base,
                 "labels": {r: self.art.row_label(r) for r in base}, "scores": score_all(self.graders, prompts, refs, base),
                 "gap_validation": gap, "val_reference": val_reference, "n_val": len(self.val_examples),
                 "sft_logs": self.art.sft_logs(), "sft_choices": self.art.sft_choices()}
+

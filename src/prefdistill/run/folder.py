@@ -17,7 +17,7 @@
     RUN/teacher_signal/topk_kK.bin  the teacher's cached top-k (prefdistill.signal.topk_cache)
     RUN/eval/samples/ROW/           generations on the test split
     RUN/metrics.json, RUN/report.md, RUN/plots/*.png
-    RUN/bench/                      `prefdistill bench`: its own config, jobs and reports
+    RUN/bench/                      `prefdistill bench`: its own config, jobs and reports (`BenchFolder`)
 """
 from __future__ import annotations
 
@@ -108,6 +108,10 @@ class RunFolder:
     def bench(self) -> Path:
         return self.root / "bench"
 
+    def bench_folder(self, report: str) -> BenchFolder:
+        """The bench's paths, its report (bench.report) in RUN/bench/REPORT/."""
+        return BenchFolder(self.bench, report)
+
     def relative(self, path: Path | None) -> str:
         """A path inside the run folder as text relative to it ('base' for None), so the folder can move."""
         return Path(path).relative_to(self.root).as_posix() if path else "base"
@@ -158,3 +162,65 @@ def diff_keys(a, b, prefix: str = "") -> set[str]:
             out |= diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
         return out
     return set() if a == b else {prefix}
+
+
+class BenchFolder:
+    """Where `prefdistill bench` keeps things, under RUN/bench/:
+
+        gap_validation.json             teacher − SFT student on validation
+        val/ROW/                        a base row's validation generations
+        pairs/relabel{SHARE}.jsonl      the pairs with a share ordered by the judge
+        runs/KEY/                       one job: result.json, val_stepN.json, checkpoint/, stepN/, test_stepN(.json)
+        claims/KEY.claim                the runner working on a job now (`prefdistill.run.claims`)
+        REPORT/                         shared.json, selection.json, bench.json, results.json, report.md, plots/
+    """
+
+    def __init__(self, root: Path, report: str):
+        self.root, self.report = Path(root), Path(root) / report
+
+    @property
+    def gap(self) -> Path:
+        return self.root / "gap_validation.json"
+
+    def val(self, row: str) -> Path:
+        return self.root / "val" / row
+
+    def relabelled_pairs(self, share: float) -> Path:
+        return self.root / "pairs" / f"relabel{share:g}.jsonl"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    def job(self, key: str) -> Path:
+        return self.runs / key
+
+    def result(self, key: str) -> Path:
+        return self.job(key) / "result.json"
+
+    def checkpoint(self, key: str) -> Path:
+        """The job's training state and final weights."""
+        return self.job(key) / "checkpoint"
+
+    def weights(self, key: str, step: int) -> Path:
+        """The weights kept at a scored step before the last."""
+        return self.job(key) / f"step{step}"
+
+    def kept_weights(self, key: str) -> list[Path]:
+        return [self.checkpoint(key), *self.job(key).glob("step*")]
+
+    def val_scores(self, key: str, step: int) -> Path:
+        return self.job(key) / f"val_step{step}.json"
+
+    def test_samples(self, key: str, step: int) -> Path:
+        return self.job(key) / f"test_step{step}"
+
+    def test(self, key: str, step: int) -> Path:
+        return self.job(key) / f"test_step{step}.json"
+
+    def claim(self, name: str) -> Path:
+        return self.root / "claims" / f"{name}.claim"
+
+    def report_file(self, name: str) -> Path:
+        """REPORT/NAME: shared.json (the shared stages are done), selection.json, bench.json, results.json, ..."""
+        return self.report / name
