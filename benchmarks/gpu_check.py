@@ -194,16 +194,14 @@ def method_extras(needs: frozenset, assets: dict, device: str, rows: list[dict],
 def two_steps(label: str, assets: dict, device: str, precision: str, folder: Path, replay: list | None = None) -> dict:
     """Losses of 2 steps of `train` (seed 0) and the samples drawn, on `device` under `precision`."""
     from prefdistill.config.schema import LoraConfig, ModelConfig, TrainConfig
-    from prefdistill.methods import get_method
-    from prefdistill.methods.registry import build_params, requirements
+    from prefdistill.methods import resolve
     from prefdistill.models.hf import LocalLM
     from prefdistill.training.loop import train
 
     method, raw = variants()[label]
-    spec = get_method(method)
-    params = build_params(spec, raw, "params")
-    consumes, needs = requirements(spec, params)
-    rows = copy.deepcopy(method_tests().ROWS[consumes])
+    resolved = resolve(method, raw, "params")
+    spec, params, needs = resolved.spec, resolved.params, resolved.needs
+    rows = copy.deepcopy(method_tests().ROWS[resolved.consumes])
     folder.mkdir(parents=True)
     lm = LocalLM.load(ModelConfig(name_or_path=str(assets["student"]), device=device), for_training=True)
     extras = method_extras(needs, assets, device, rows, params, lm, folder)

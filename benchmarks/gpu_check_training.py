@@ -219,14 +219,14 @@ def profile_steps(step_fn, device: torch.device, top: int = 10) -> list[dict]:
 
 def throughput_row(name: str, ctx: Context, models: dict, peak: float, checkpointed: bool) -> dict:
     """One method's timed steps on the big student (and teacher): tokens/s, peak memory, MFU."""
-    from prefdistill.methods import get_method
+    from prefdistill.methods import get_method, resolve
     from prefdistill.methods.registry import build_params
 
     import trl_compare as tc  # its peak-memory readers (the CUDA allocator's, or VmHWM on the CPU)
     s = ctx.size
     method, raw, kind, teacher = THROUGHPUT[name]
     spec = get_method(method)
-    sampled = method == "gkd"
+    sampled = resolve(method, raw, "params").on_policy  # it draws student samples in the loop: their length is set here
     params = build_params(spec, {**raw, **({"max_new_tokens": s["completion"]} if sampled else {}),
                                  **({"k": s["topk"]} if teacher == "cache" else {})}, "params")
     rows = synthetic_rows(kind, s["batch"], s["prompt"], s["completion"], s["student"]["vocab_size"])

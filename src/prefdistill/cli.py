@@ -80,14 +80,15 @@ def _config_source(name: str) -> Path | str:
 def tiny_bench_config(output_dir: Path) -> dict:
     """Every registered distillation method on the tiny offline models, with small sweeps."""
     from prefdistill.methods import METHODS
+    from prefdistill.methods.registry import family_methods, on_policy_methods
     from prefdistill.models.tiny import make_tiny_assets, tiny_config
 
     data = tiny_config(make_tiny_assets(output_dir / "_tiny_assets"), output_dir, name="bench-tiny")
-    short = {"max_new_tokens": 6}
-    params = {"fdistill": short, "minillm": short, "gkd": short, "distillm": short}
-    methods = [{"name": n, "method": n, "params": params.get(n, {})} for n in sorted(METHODS) if n != "sft"]
+    kd = family_methods("kd")
+    short = {n: {"max_new_tokens": 6} for n in on_policy_methods() if n in kd}  # the KD baselines' student samples
+    methods = [{"name": n, "method": n, "params": short.get(n, {})} for n in sorted(METHODS) if METHODS[n].family != "imitation"]
     data["bench"] = {"methods": methods, "seeds": [0, 1], "grid": {"lr": [1e-3, 3e-3]}, "checkpoints": [1], "data_shares": [0.5],
-                     "data_share_methods": ["plad", "kd"], "relabel_shares": [1.0]}
+                     "data_share_methods": [family_methods("preference")[0], kd[0]], "relabel_shares": [1.0]}
     return data
 
 

@@ -46,6 +46,7 @@ def test_every_part_reports(smoke):
 
 def test_correctness_covers_every_method_with_fp32_equal(smoke):
     from prefdistill.methods import METHODS
+    from prefdistill.methods.registry import on_policy_methods
 
     part = smoke["parts"]["correctness"]
     assert set(part["rows"]) == set(METHODS) | {"kd[topk]"}
@@ -57,6 +58,7 @@ def test_correctness_covers_every_method_with_fp32_equal(smoke):
         assert bf16["ok"] and ("rel_diff" in bf16 or bf16["status"].startswith("skipped: "))
     sampled = {n for n, r in part["rows"].items() if r["fp32"]["samples_drawn"]}
     assert {"gkd", "wind", "bond"} <= sampled  # the on-policy methods were compared on their samples
+    assert sampled <= set(on_policy_methods()), sampled - set(on_policy_methods())  # and only those (the registry's list)
 
 
 def test_throughput_rows_have_numbers(smoke):

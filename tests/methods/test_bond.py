@@ -12,6 +12,7 @@ from prefdistill.losses import jeffreys_loss, kl_regularised_returns, leave_one_
 from prefdistill.methods import get_method, selfplay
 from prefdistill.methods.bond import BONDParams
 from prefdistill.methods.jbond import JBONDParams, jbond
+from prefdistill.methods.registry import family_methods
 from prefdistill.models.hf import LocalLM
 from prefdistill.training.loop import _wrap_lora, train
 
@@ -210,7 +211,7 @@ def test_jbond_sees_zero_kl_when_the_anchor_is_the_student(lora_student, monkeyp
     assert stats["kl_to_anchor"] == 0.0
 
 
-@pytest.mark.parametrize("method", ["wind", "sppo", "bond", "jbond"])
+@pytest.mark.parametrize("method", family_methods("win_rate"))  # the self-play samplers, from the registry
 def test_sampling_temperature_other_than_one_is_refused(method, tiny_assets, tmp_path):
     from prefdistill.models.tiny import tiny_config
 

@@ -19,12 +19,9 @@ import numpy as np
 from prefdistill.bench.plan import collapse
 from prefdistill.evaluation.metrics import (detection_limit, paired_difference, paired_difference_seeds, resampled, rouge_per_example,
                                  summarize_generations, summarize_seeds, win_rate, wins_per_seed)
+from prefdistill.methods.registry import SFT_ROW, paper_orderings
 from prefdistill.reporting.sft_report import sft_summary
 
-# The papers' orderings the report checks: (paper, better, worse, metric); a name is a method, SFT the SFT student.
-KD_BASELINES = ("kd", "seqkd", "fdistill", "minillm", "gkd", "distillm")
-ORDERINGS = ([("PLaD", "plad", b, "win_rate") for b in KD_BASELINES] + [("PLaD", b, "SFT", "win_rate") for b in KD_BASELINES]
-             + [("DPKD", "dpkd", "minillm", "rougeL"), ("DPKD", "minillm", "SFT", "rougeL"), ("DPKD", "dpkd", "SFT", "rougeL")])
 
 
 def summarize(cfg, bench, scored: dict) -> dict:
@@ -122,12 +119,13 @@ def _detection(rows: list[dict]) -> dict:
 
 
 def _orderings(rows: list[dict], outcomes: dict, opts: dict) -> list[dict]:
-    """Each of the papers' orderings whose two sides ran here: held (CI above 0), reversed (below) or not separable."""
+    """Each of the papers' orderings (the methods' declared claims) whose two sides ran here: held (CI above 0),
+    reversed (below) or not separable."""
     by_method = {r["method"]: r["name"] for r in rows}  # the first entry of a method stands for it
-    by_method["SFT"] = "SFT"
+    by_method[SFT_ROW] = "SFT"
     labels = {r["name"]: r["label"] for r in rows} | {"SFT": "SFT"}
     out = []
-    for paper, better, worse, metric in ORDERINGS:
+    for paper, better, worse, metric in ((c.paper, c.better, c.worse, c.metric) for c in paper_orderings()):
         if better not in by_method or worse not in by_method:
             continue
         a, b = by_method[better], by_method[worse]

@@ -18,6 +18,7 @@ from prefdistill.config.files import parse_bench_config
 from prefdistill.config.schema import STAGES, BenchConfig, RunConfig, resolved_eval_judge  # noqa: F401
 from prefdistill.errors import ConfigError
 from prefdistill.methods.registry import validate_method
+from prefdistill.models.backends import backends_with, capabilities, get_backend
 from prefdistill.models.common import load_tokenizer
 
 
@@ -122,7 +123,7 @@ def _validate_chat_templates(cfg: RunConfig) -> None:
     (cheap to read), and again by every backend when the model loads."""
     for role in ("teacher", "student"):
         m = getattr(cfg, role)
-        if m.prompt_format != "chat" or m.backend == "openai" or m.gguf_file or not Path(m.name_or_path).expanduser().is_dir():
+        if m.prompt_format != "chat" or not capabilities(m.backend).local or m.gguf_file or not Path(m.name_or_path).expanduser().is_dir():
             continue
         if not getattr(load_tokenizer(m), "chat_template", None):
             raise ConfigError(f"{role}.prompt_format: 'chat', but the tokenizer of {m.name_or_path} has no chat template; "
@@ -130,16 +131,19 @@ def _validate_chat_templates(cfg: RunConfig) -> None:
 
 
 def _validate_backends(cfg: RunConfig) -> None:
-    """What a model behind an API can and cannot do, said before anything runs."""
-    if cfg.student.backend == "openai":
-        raise ConfigError("student.backend: the student is trained here, so it must be local (hf or vllm), not openai")
+    """What each model's backend can and cannot do (its declared capabilities), said before anything runs."""
+    trainable = backends_with("trainable")
+    if cfg.student.backend not in trainable:
+        raise ConfigError(f"student.backend: the student is trained here, so it must be local ({' or '.join(trainable)}), "
+                          f"not {cfg.student.backend}")
+    for role in ("teacher", "student"):
+        check = get_backend(getattr(cfg, role).backend).check
+        if check is not None:
+            check(getattr(cfg, role), role)
     t = cfg.teacher
-    if t.backend != "openai":
-        return
-    if not t.api.base_url:
-        raise ConfigError("teacher.api.base_url: required when teacher.backend is 'openai' (e.g. http://127.0.0.1:8000/v1)")
-    if cfg.sft.teacher.enabled:
-        raise ConfigError("sft.teacher.enabled: a teacher behind an API cannot be fine-tuned here; set it to false")
+    if cfg.sft.teacher.enabled and t.backend not in trainable:
+        where = "behind an API" if not capabilities(t.backend).local else f"on backend {t.backend}"
+        raise ConfigError(f"sft.teacher.enabled: a teacher {where} cannot be fine-tuned here; set it to false")
 
 
 def check_bench(cfg: RunConfig, b: BenchConfig) -> None:

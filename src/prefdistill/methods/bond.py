@@ -47,7 +47,7 @@ def move_anchor(policy, params: BONDParams, *, state: dict, **_) -> None:
 
 
 @register("bond", consumes="prompts", params=BONDParams, needs=("oracle", "state"), label="BOND", after_step=move_anchor,
-          summary="iterative Best-of-n distillation (Jeffreys divergence) with a moving anchor")
+          summary="iterative Best-of-n distillation (Jeffreys divergence) with a moving anchor", family="win_rate")
 def bond(policy, rows: list[dict], params: BONDParams, *, oracle, state):
     """One iterative-BOND loss on the prompts of a micro-batch."""
     prompts = [r.prompt for r in rows]

@@ -37,6 +37,10 @@ class DistiLLMParams(TeacherSignal):
     student_fraction: float = opt(0.0, "share of batches made of fresh student samples (0 with signal: topk)", SHARE)
     max_new_tokens: int = opt(48, "length of the student's samples", AT_LEAST_1)
 
+    def samples_student(self) -> bool:
+        """Whether training draws fresh student samples (student_fraction)."""
+        return bool(self.student_fraction > 0)
+
     def requirements(self) -> tuple[str, set[str]]:
         return "targets", {self.teacher_need()}
 
@@ -45,7 +49,7 @@ class DistiLLMParams(TeacherSignal):
 
 
 @register("distillm", consumes="targets", params=DistiLLMParams, needs=("teacher",), label="DistiLLM",
-          summary="skew forward / reverse KL (α = 0.1) on references and optional student samples")
+          summary="skew forward / reverse KL (α = 0.1) on references and optional student samples", family="kd", on_policy=True)
 def distillm(policy, rows: list[dict], params: DistiLLMParams, *, teacher=None, served_teacher=None, teacher_topk=None):
     """Mean skew KL over the tokens of the references (or, with probability student_fraction, student samples)."""
     prompts = [r.prompt for r in rows]

@@ -30,7 +30,7 @@ from prefdistill.data.pairs import chosen_is_teacher
 from prefdistill.errors import ConfigError
 from prefdistill.losses import dpkd_ipo_loss, dpkd_loss, simpo_loss, token_argmax_dpkd_loss
 from prefdistill.methods.common import completion_ids, pair_logps, paired_logits, teacher_side
-from prefdistill.methods.registry import register
+from prefdistill.methods.registry import SFT_ROW, Claim, register
 from prefdistill.models.logprobs import masked_mean, per_token_logps, sequence_logps
 
 # The Table 2 forms, by name: (q_c, q_r, p_c, p_r, params) -> (B,) losses.
@@ -70,7 +70,10 @@ class DPKDParams:
 
 
 @register("dpkd", consumes="pairs", params=DPKDParams, needs=("teacher_samples", "student_samples", "teacher_pair_logps"),
-          label="DPKD", summary="DPO with the teacher as reference on teacher ≻ student pairs (or the code's token-argmax form)")
+          label="DPKD", summary="DPO with the teacher as reference on teacher ≻ student pairs (or the code's token-argmax form)",
+          family="preference",
+          claims=(Claim("DPKD", "dpkd", "minillm", "rougeL"), Claim("DPKD", "minillm", SFT_ROW, "rougeL"),
+                  Claim("DPKD", "dpkd", SFT_ROW, "rougeL")))
 def dpkd(policy, rows: list[dict], params: DPKDParams, *, teacher=None):
     """DPKD loss of a batch (pairs in sequence mode, reference rows in token_argmax mode)."""
     if params.mode == "token_argmax":

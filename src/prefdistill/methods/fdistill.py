@@ -36,6 +36,10 @@ class FDistillParams(TeacherSignal):
                                        "off with signal: topk)")
     max_new_tokens: int = opt(48, "length of the student's samples", AT_LEAST_1)
 
+    def samples_student(self) -> bool:
+        """Whether training draws fresh student samples (student_prefixes)."""
+        return bool(self.student_prefixes)
+
     def requirements(self) -> tuple[str, set[str]]:
         return "pairs", {self.teacher_need(), "teacher_samples"}
 
@@ -44,7 +48,7 @@ class FDistillParams(TeacherSignal):
 
 
 @register("fdistill", consumes="pairs", params=FDistillParams, needs=("teacher", "teacher_samples"), label="f-distill",
-          summary="step-wise TV or JS divergence on teacher- and student-sampled prefixes")
+          summary="step-wise TV or JS divergence on teacher- and student-sampled prefixes", family="kd", on_policy=True)
 def fdistill(policy, rows: list[dict], params: FDistillParams, *, teacher=None, served_teacher=None, teacher_topk=None):
     """Mean per-step divergence over the tokens of teacher samples and of fresh student samples."""
     prompts = [r.prompt for r in rows]

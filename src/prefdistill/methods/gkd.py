@@ -35,6 +35,10 @@ class GKDParams(TeacherSignal):
     temperature: float = opt(1.0, "softmax temperature of both distributions", POSITIVE)
     max_new_tokens: int = opt(48, "length of the student's samples", AT_LEAST_1)
 
+    def samples_student(self) -> bool:
+        """Whether training draws fresh student samples (on_policy_fraction)."""
+        return bool(self.on_policy_fraction > 0)
+
     def requirements(self) -> tuple[str, set[str]]:
         return "pairs", {self.teacher_need(), "teacher_samples"}
 
@@ -43,7 +47,7 @@ class GKDParams(TeacherSignal):
 
 
 @register("gkd", consumes="pairs", params=GKDParams, needs=("teacher", "teacher_samples"), label="GKD",
-          summary="generalised JSD_β on student samples (share λ) or teacher samples")
+          summary="generalised JSD_β on student samples (share λ) or teacher samples", family="kd", on_policy=True)
 def gkd(policy, rows: list[dict], params: GKDParams, *, teacher=None, served_teacher=None, teacher_topk=None):
     """Mean JSD_β over the tokens of an on-policy or a teacher-sampled batch (coarsened to the top k with topk / served)."""
     prompts = [r.prompt for r in rows]

@@ -45,7 +45,7 @@ def move_anchor(policy, params: JBONDParams, *, state: dict, **_) -> None:
 
 
 @register("jbond", consumes="prompts", params=JBONDParams, needs=("oracle", "state"), label="J-BOND", after_step=move_anchor,
-          summary="Jeffreys best-of-2 distillation: 1 student + 2 EMA-anchor samples per prompt")
+          summary="Jeffreys best-of-2 distillation: 1 student + 2 EMA-anchor samples per prompt", family="win_rate")
 def jbond(policy, rows: list[dict], params: JBONDParams, *, oracle, state):
     """One J-BOND loss on the prompts of a micro-batch."""
     prompts = [r.prompt for r in rows]

@@ -31,7 +31,7 @@ class KDParams(TeacherSignal):
 
 
 @register("kd", consumes="targets", params=KDParams, needs=("teacher",), label="KD",
-          summary="forward KL to the teacher's token distributions on the reference prefixes")
+          summary="forward KL to the teacher's token distributions on the reference prefixes", family="kd")
 def kd(policy, rows: list[dict], params: KDParams, *, teacher=None, served_teacher=None, teacher_topk=None):
     """T²·mean over target tokens of KL(p ‖ q) (coarsened to the top k with topk / served), + ce_weight·CE."""
     prompts = [r.prompt for r in rows]

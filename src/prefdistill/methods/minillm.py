@@ -56,7 +56,7 @@ class MiniLLMParams(ServedSignal):
 
 
 @register("minillm", consumes="pairs", params=MiniLLMParams, needs=("teacher", "teacher_samples"), label="MiniLLM",
-          summary="reverse KL by policy gradient on teacher-mixed student samples, plus an LM term")
+          summary="reverse KL by policy gradient on teacher-mixed student samples, plus an LM term", family="kd", on_policy=True)
 def minillm(policy, rows: list[dict], params: MiniLLMParams, *, teacher=None, served_teacher=None):
     """Policy-gradient surrogate of KL(q_θ ‖ p) averaged over sampled tokens, + lm_weight·CE."""
     prompts = [r.prompt for r in rows]

@@ -14,7 +14,7 @@ from prefdistill.config.typed import NON_NEGATIVE, opt
 from prefdistill.errors import ConfigError
 from prefdistill.losses import plad_margin_loss, plad_rank_loss
 from prefdistill.methods.common import pair_logps
-from prefdistill.methods.registry import register
+from prefdistill.methods.registry import SFT_ROW, Claim, register
 from prefdistill.models.logprobs import masked_mean, sequence_logps
 
 
@@ -33,7 +33,8 @@ class PLaDParams:
 
 
 @register("plad", consumes="pairs", params=PLaDParams, needs=("teacher_samples", "student_samples"), label="PLaD",
-          summary="PLaD ranking / margin calibration on pseudo-preference pairs")
+          summary="PLaD ranking / margin calibration on pseudo-preference pairs", family="preference",
+          claims=(Claim("PLaD", "plad", "family:kd", "win_rate"), Claim("PLaD", "family:kd", SFT_ROW, "win_rate")))
 def plad(policy, rows: list[dict], params: PLaDParams):
     """Calibration loss over a batch of pairs, plus λ·CE when ce_weight > 0."""
     n = len(rows)

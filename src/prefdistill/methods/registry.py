@@ -9,7 +9,10 @@ computes only what the configured methods declare; the training loop never branc
 a method's name. Rows a method trains on (`consumes`):
   targets   prompt + reference rows of the supervised half
   prompts   prompts of the distillation half only (the method samples for itself)
-  pairs     prompt / chosen / rejected rows from the teacher's and the student's samples A method that keeps a
+  pairs     prompt / chosen / rejected rows from the teacher's and the student's samples
+A method also declares its `family` (how the papers group it, e.g. PLaD's KD baselines), whether it samples
+from the student in the loop (`on_policy`), and the orderings its paper reports (`claims`). A config's
+method is resolved once (`resolve_method(cfg)`: a `ResolvedMethod`) and read everywhere. A method that keeps a
 moving anchor registers `after_step=fn`: the loop calls fn(policy, params, **extras) once
 after every applied optimizer step (never per micro-batch, never after a skipped step).
 """
@@ -23,6 +26,7 @@ from typing import Any, Callable, Literal
 from prefdistill.config.typed import check_fields, from_dict
 from prefdistill.data.rows import training_rows
 from prefdistill.errors import ConfigError
+from prefdistill.models.backends import backends_with, capabilities, get_backend, serving, topk_source
 from prefdistill.models.common import tokenizer_mismatch, vocabulary_mismatch
 
 CONSUMES = ("targets", "prompts", "pairs")
@@ -40,6 +44,23 @@ NEEDS = {
     "oracle": "a preference oracle P(y ≻ y' | x) (oracle config)",
     "state": "a dict kept across the steps of one training run (anchors, moving averages)",
 }
+FAMILIES = {
+    "imitation": "likelihood of reference text, nothing of the teacher (SFT)",
+    "kd": "the knowledge-distillation baselines of PLaD's Table 1: token-level, sequence-level, f-divergence and on-policy KD",
+    "preference": "calibration or DPO on teacher ≻ student pairs (PLaD, DPKD)",
+    "win_rate": "the student's win rate under a preference oracle (WIND, SPPO, BOND, J-BOND)",
+}
+SFT_ROW = "SFT"  # a claim's side that is the SFT student
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An ordering a paper reports: `better` beats `worse` on `metric`; a side names a method, `family:NAME` (each
+    member in turn), or SFT_ROW (the SFT student)."""
+    paper: str
+    better: str
+    worse: str
+    metric: str
 
 
 @dataclass(frozen=True)
@@ -52,15 +73,21 @@ class MethodSpec:
     summary: str = ""
     label: str = ""  # display name in reports, e.g. "PLaD"
     after_step: Callable[..., None] | None = None  # called after each applied optimizer step
+    family: str = ""  # a key of FAMILIES ("": none)
+    on_policy: bool = False  # samples from the student inside the training loop (its params may turn that off)
+    claims: tuple[Claim, ...] = ()  # orderings its paper reports
 
 
 METHODS: dict[str, MethodSpec] = {}
 
 
 def register(name: str, *, consumes: str, params: type, needs: tuple[str, ...] = (), summary: str = "", label: str = "",
-             after_step: Callable[..., None] | None = None):
+             after_step: Callable[..., None] | None = None, family: str = "", on_policy: bool = False,
+             claims: tuple[Claim, ...] = ()):
     if consumes not in CONSUMES:
         raise ValueError(f"method {name!r}: consumes must be one of {CONSUMES}")
+    if family and family not in FAMILIES:
+        raise ValueError(f"method {name!r}: unknown family {family!r}; choose from {sorted(FAMILIES)}")
     unknown = set(needs) - set(NEEDS)
     if unknown:
         raise ValueError(f"method {name!r}: unknown needs {sorted(unknown)}; choose from {sorted(NEEDS)}")
@@ -73,7 +100,7 @@ def register(name: str, *, consumes: str, params: type, needs: tuple[str, ...] =
         doc = (fn.__doc__ or "").strip().splitlines()
         loss = typed_rows(fn)  # the module's name for it too: a direct call gets records like the loop's
         METHODS[name] = MethodSpec(name, consumes, params, loss, frozenset(needs), summary or (doc[0] if doc else ""),
-                                   label or name.upper(), after_step)
+                                   label or name.upper(), after_step, family, on_policy or consumes == "prompts", tuple(claims))
         return loss
 
     return decorator
@@ -102,6 +129,41 @@ def requirements(spec: MethodSpec, params) -> tuple[str, frozenset[str]]:
     return consumes, frozenset(needs)
 
 
+@dataclass(frozen=True)
+class ResolvedMethod:
+    """A method as a config sets it, computed once (`resolve`): its entry, typed params and what follows from them."""
+    spec: MethodSpec
+    params: Any
+    consumes: str  # a key of CONSUMES, under these params
+    needs: frozenset[str]  # keys of NEEDS, under these params
+    on_policy: bool  # samples from the student inside the training loop, under these params
+    family: str  # a key of FAMILIES
+    label: str  # display name in reports
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @classmethod
+    def of(cls, spec: MethodSpec, params) -> "ResolvedMethod":
+        """`spec` under typed `params`: a params class's `requirements()` and `samples_student()` refine the entry's."""
+        consumes, needs = requirements(spec, params)
+        refine = getattr(params, "samples_student", None)
+        on_policy = spec.on_policy and (bool(refine()) if refine is not None else True)
+        return cls(spec, params, consumes, needs, on_policy, spec.family, spec.label)
+
+
+def resolve(name: str, params: dict, prefix: str) -> ResolvedMethod:
+    """Method `name` with its params from plain data (`prefix`: where they sit in the config, for error messages)."""
+    spec = get_method(name)
+    return ResolvedMethod.of(spec, build_params(spec, params, prefix))
+
+
+def resolve_method(cfg) -> ResolvedMethod:
+    """cfg.distill's method, resolved."""
+    return resolve(cfg.distill.method, cfg.distill.params, "distill.params")
+
+
 def get_method(name: str) -> MethodSpec:
     if name not in METHODS:
         raise KeyError(f"unknown method {name!r}; registered: {', '.join(sorted(METHODS))}")
@@ -110,7 +172,7 @@ def get_method(name: str) -> MethodSpec:
 
 def method_params(cfg) -> Any:
     """The typed hyperparameters of cfg.distill.method, from cfg.distill.params, every field's rule checked."""
-    return build_params(get_method(cfg.distill.method), cfg.distill.params, "distill.params")
+    return resolve_method(cfg).params
 
 
 def build_params(spec: MethodSpec, params: dict, prefix: str) -> Any:
@@ -140,49 +202,60 @@ def refuse_signal(spec: MethodSpec, value, prefix: str) -> None:
 
 
 def validate_method(cfg) -> None:
-    """Config-time checks: the method exists, its params type-check, its needs are met."""
+    """Config-time checks: the method exists, its params type-check, its needs are met by the teacher's backend."""
     try:
-        spec = get_method(cfg.distill.method)
+        get_method(cfg.distill.method)
     except KeyError as e:
         raise ConfigError(f"distill.method: {e.args[0]}") from None
-    params = method_params(cfg)
+    method = resolve_method(cfg)
+    spec, params, needs = method.spec, method.params, method.needs
     check = getattr(params, "check", None)
     if check is not None:
         check(cfg)
-    _, needs = requirements(spec, params)
     if "pair_scores" in needs and cfg.pairs.score == "none":
         raise ConfigError(f"distill.method={spec.name} needs pair scores: set pairs.score to rouge or judge")
-    if "teacher" in needs and cfg.teacher.backend == "openai":
-        raise api_teacher_error(spec)
+    if "teacher_pair_logps" in needs and not capabilities(cfg.teacher.backend).can_score:
+        raise ConfigError(f"distill.method={spec.name} needs the teacher's log-probabilities of given text, which a teacher on "
+                          f"backend {cfg.teacher.backend} cannot give (its capabilities: can_score false). Methods that need "
+                          f"only its text: {', '.join(text_only_teacher())}.")
+    if "teacher" in needs and serving(cfg.teacher.backend, "in_loop") is None:
+        raise api_teacher_error(spec, cfg.teacher.backend)
     if {"teacher_topk", "served_teacher"} & needs:
         check_teacher_signal(cfg, params, "served_teacher" in needs)
-    if {"teacher", "teacher_topk", "served_teacher"} & needs and cfg.teacher.backend != "openai":
+    if {"teacher", "teacher_topk", "served_teacher"} & needs and capabilities(cfg.teacher.backend).local:
         check_shared_vocabulary(cfg, spec)  # a server's tokens are checked against the student's row by row (api_topk)
 
 
-def api_teacher_error(spec: MethodSpec) -> ConfigError:
-    """Why a teacher behind an API cannot run in the training loop, and what the method takes instead."""
+def api_teacher_error(spec: MethodSpec, backend: str) -> ConfigError:
+    """Why a teacher with no logits in the training loop cannot serve the method, and what the method takes instead."""
     ways = {"served": "signal: served (a server that returns top-k log-probs of given text, asked at every step)",
             "topk": "signal: topk (a cache of them, built from the server before training)"}
     ways = [w for o, w in ways.items() if o in signal_options(spec)]
     instead = f"; set distill.params.{' or '.join(ways)}" if ways else ""
-    return ConfigError(f"distill.method={spec.name} reads the teacher's next-token distributions, which a teacher behind "
-                       f"an API (teacher.backend=openai) cannot give in the training loop{instead}. Methods that need only "
+    where = "behind an API" if not capabilities(backend).local else "on this backend"
+    return ConfigError(f"distill.method={spec.name} reads the teacher's next-token distributions, which a teacher {where} "
+                       f"(teacher.backend={backend}) cannot give in the training loop{instead}. Methods that need only "
                        f"its text: {', '.join(text_only_teacher())}.")
 
 
 def check_teacher_signal(cfg, params, served: bool) -> None:
-    """What a teacher's backend can give as top-k: a server and vLLM, log-probs at temperature 1; vLLM, at most max_logprobs."""
-    from prefdistill.models.vllm_backend import VLLM_MAX_LOGPROBS
-
+    """Whether the teacher's backend gives the top-k asked (its capabilities: topk, max_logprobs, temperature_any), itself
+    or (a cache) through the backend that holds its weights in the loop."""
     backend = cfg.teacher.backend
-    if params.temperature != 1.0 and (backend == "openai" or (served and backend == "vllm")):
+    caps = capabilities(backend)
+    if topk_source(backend, params.k, params.temperature, served=served) is not None:
+        return
+    if not caps.topk and (served or topk_source(backend, 1, 1.0, served=False) is None):
+        raise ConfigError(f"distill.params.signal: {params.signal}, but a teacher on backend {backend} gives no top-k log-probs "
+                          "of given text (its capabilities: topk false); set teacher.backend to one that does "
+                          f"({', '.join(backends_with('topk'))}), or signal: live")
+    if params.temperature != 1.0 and not caps.temperature_any:
         raise ConfigError(f"distill.params.temperature: {params.temperature:g} with signal: {params.signal}, but a teacher "
                           f"served by {backend} gives log-probs at temperature 1 only (tempering needs its whole "
                           "distribution); set temperature: 1, or teacher.backend: hf")
-    if served and backend == "vllm" and params.k > VLLM_MAX_LOGPROBS:
-        raise ConfigError(f"distill.params.k: {params.k} with signal: served, but a vLLM engine gives at most "
-                          f"{VLLM_MAX_LOGPROBS} log-probs per position (its max_logprobs); set k ≤ {VLLM_MAX_LOGPROBS}")
+    limit = caps.max_logprobs
+    raise ConfigError(f"distill.params.k: {params.k} with signal: {params.signal}, but {get_backend(backend).describe} gives at "
+                      f"most {limit} log-probs per position (its max_logprobs); set k ≤ {limit}")
 
 
 def across_tokenizers() -> list[str]:
@@ -209,6 +282,27 @@ def signal_methods(value: str) -> list[str]:
 def text_only_teacher() -> list[str]:
     """Methods that need nothing of the teacher but its text (no logits, no log-probabilities of given text)."""
     return sorted(n for n, s in METHODS.items() if not {"teacher", "teacher_pair_logps"} & s.needs)
+
+
+def on_policy_methods() -> list[str]:
+    """Methods that can sample from the student inside the training loop (under their default params or some others)."""
+    return sorted(n for n, s in METHODS.items() if s.on_policy)
+
+
+def family_methods(family: str) -> list[str]:
+    """The methods of `family` (a key of FAMILIES), in registration order."""
+    if family not in FAMILIES:
+        raise KeyError(f"unknown family {family!r}; choose from {sorted(FAMILIES)}")
+    return [n for n, s in METHODS.items() if s.family == family]
+
+
+def paper_orderings() -> list[Claim]:
+    """Every ordering the registered methods' papers report, a family side expanded into its members (registration order)."""
+    def side(name: str) -> list[str]:
+        return family_methods(name.removeprefix("family:")) if name.startswith("family:") else [name]
+
+    return [Claim(c.paper, better, worse, c.metric) for s in METHODS.values() for c in s.claims
+            for better in side(c.better) for worse in side(c.worse)]
 
 
 def check_shared_vocabulary(cfg, spec: MethodSpec) -> None:

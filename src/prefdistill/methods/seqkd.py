@@ -19,7 +19,7 @@ class SeqKDParams:
 
 
 @register("seqkd", consumes="pairs", params=SeqKDParams, needs=("teacher_samples",), label="SeqKD",
-          summary="cross-entropy on the teacher's samples (the chosen side of the pairs)")
+          summary="cross-entropy on the teacher's samples (the chosen side of the pairs)", family="kd")
 def seqkd(policy, rows: list[dict], params: SeqKDParams):
     """Token-level NLL of the teacher sample y_t ~ p(·|x) under the student."""
     return token_nll(policy, [r.prompt for r in rows], [teacher_side(r) for r in rows])

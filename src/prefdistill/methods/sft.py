@@ -23,7 +23,8 @@ def token_nll(policy, prompts: list[str], completions: list[str]):
     return loss, {"token_logp": mean_logp.item()}
 
 
-@register("sft", consumes="targets", params=SFTParams, label="SFT", summary="cross-entropy on the reference completions")
+@register("sft", consumes="targets", params=SFTParams, label="SFT", summary="cross-entropy on the reference completions",
+          family="imitation")
 def sft(policy, rows: list[dict], params: SFTParams):
     """Mean token-level negative log-likelihood of the targets."""
     return token_nll(policy, [r.prompt for r in rows], [r.target for r in rows])

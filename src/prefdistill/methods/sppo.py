@@ -25,7 +25,7 @@ class SPPOParams:
 
 
 @register("sppo", consumes="prompts", params=SPPOParams, needs=("oracle",), label="SPPO",
-          summary="self-play preference optimisation: WIND's squared loss with β = 0")
+          summary="self-play preference optimisation: WIND's squared loss with β = 0", family="win_rate")
 def sppo(policy, rows: list[dict], params: SPPOParams, *, oracle):
     """WIND's squared loss with β = 0."""
     as_wind = WINDParams(loss="squared", eta=params.eta, beta=0.0, samples=params.samples,

@@ -68,7 +68,7 @@ def wind_step(policy, rows: list[dict], params: WINDParams, *, oracle, reference
 
 
 @register("wind", consumes="prompts", params=WINDParams, needs=("oracle", "reference"), label="WIND",
-          summary="win-rate dominance: fit one step of the regularised win-rate game on K self-samples per prompt")
+          summary="win-rate dominance: fit one step of the regularised win-rate game on K self-samples per prompt", family="win_rate")
 def wind(policy, rows: list[dict], params: WINDParams, *, oracle, reference):
     """WIND on the prompts of the pairs file, with the configured oracle."""
     return wind_step(policy, rows, params, oracle=oracle, reference=reference)

@@ -39,6 +39,7 @@ from prefdistill.models.api_client import APIClient, MalformedReply, RequestFail
 from prefdistill.models.api_topk import (ECHO_TEMPERATURE, PROBE_COMPLETION, PROBE_GUESS, PROBE_GUESS_PROMPT,  # noqa: F401
                                          PROBE_PROMPT, PROBE_TOPK, Misaligned, completion_pieces, echo_probe_fault,
                                          echoed_topk, generated_topk, piece_ids, top1_misses)
+from prefdistill.models.backends import Capabilities, register_backend
 from prefdistill.models.common import TopkFailure, plain_prompt
 
 
@@ -311,3 +312,26 @@ def completion_token_logps(reply: dict, start: int, end: int) -> list[float]:
     if end > start and not picked:
         raise MalformedReply("no echoed log-probs for the completion's tokens")
     return picked
+
+
+def load(cfg: ModelConfig, *, checkpoint=None, for_training: bool = False) -> APILM:
+    """The registered loader: a model behind an API is used as it is served, never fine-tuned here."""
+    if for_training or checkpoint is not None:
+        raise ValueError(f"{cfg.name_or_path}: a model behind an API (backend: openai) cannot be fine-tuned here; "
+                         "set sft.teacher.enabled=false and use it as the teacher")
+    return APILM.from_config(cfg)
+
+
+def check_config(cfg: ModelConfig, role: str) -> None:
+    """Config-time: the server's address is given."""
+    from prefdistill.errors import ConfigError
+
+    if not cfg.api.base_url:
+        raise ConfigError(f"{role}.api.base_url: required when {role}.backend is 'openai' (e.g. http://127.0.0.1:8000/v1)")
+
+
+# Text from any OpenAI-compatible server; scores and top-k from its echoed log-probs at temperature 1, where its echo
+# passes the probe (`APILM.can_score`, `require_topk_of_text`); no logits in the loop, no weights here.
+CAPABILITIES = Capabilities(generate=True, can_score=True, topk=True, temperature_any=False, echo=True, in_loop=False,
+                            trainable=False, local=False)
+register_backend("openai", CAPABILITIES, load, describe="a server behind an OpenAI-compatible API", check=check_config)

@@ -14,6 +14,7 @@ from prefdistill.progress import bar as progress_bar
 
 from prefdistill.config.schema import ModelConfig, SamplingConfig
 from prefdistill.models.assets import load_pretrained, resolve_model_path
+from prefdistill.models.backends import Capabilities, register_backend
 from prefdistill.models.common import peft_call, plain_prompt
 from prefdistill.models.logprobs import (accepts_logits_to_keep, cache_kwarg, completion_logits, encode_completions, output_cache,
                                   pack_completions, per_token_logps, sequence_logps)
@@ -69,7 +70,7 @@ def uses_special_tokens(prompt_format: str) -> bool:
 
 
 class LocalLM:
-    can_score = True
+    can_score = True  # as declared in CAPABILITIES
 
     def __init__(self, model, tokenizer, *, name: str, prompt_format: str = "auto", max_context: int | None = None):
         self.model, self.tokenizer, self.name = model, tokenizer, name
@@ -225,3 +226,8 @@ class LocalLM:
         cache.batch_repeat_interleave(n)
         return self.model.generate(input_ids=input_ids.repeat_interleave(n, 0), attention_mask=attention_mask.repeat_interleave(n, 0),
                                    **{cache_kwarg(self.model): cache}, **kwargs)
+
+
+# Logits of any text at any temperature, so top-k of any size; trains here.
+CAPABILITIES = Capabilities(generate=True, can_score=True, topk=True, temperature_any=True, in_loop=True, trainable=True)
+register_backend("hf", CAPABILITIES, LocalLM.load, describe="local transformers weights")

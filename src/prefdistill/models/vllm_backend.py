@@ -25,6 +25,7 @@ import torch
 from prefdistill.config.schema import ModelConfig, SamplingConfig
 from prefdistill.io import atomic_dir
 from prefdistill.models.assets import resolve_model_path
+from prefdistill.models.backends import Capabilities, register_backend
 from prefdistill.models.common import topk_arrays
 from prefdistill.models.hf import checkpoint_chain, format_prompt, resolve_prompt_format, uses_special_tokens
 from prefdistill.models.logprobs import completion_token_ids
@@ -163,7 +164,7 @@ def _engine(vllm, kwargs: dict):
 
 
 class VLLMLM:
-    can_score = True
+    can_score = True  # as declared in CAPABILITIES
 
     def __init__(self, llm, tokenizer, *, name: str, prompt_format: str = "auto", max_context: int | None = None,
                  top_k: int = HF_DEFAULT_TOP_K):
@@ -265,3 +266,16 @@ class VLLMLM:
                 row = (*row, np.array(own, dtype=np.float32))
             rows.append(row)
         return rows
+
+
+def load(cfg: ModelConfig, *, checkpoint: str | Path | None = None, for_training: bool = False) -> VLLMLM:
+    """The registered loader; training never reaches it (the weights train through the stand-in, hf)."""
+    if for_training:
+        raise ValueError(f"{cfg.name_or_path}: a vLLM engine does not train; load the weights with backend: hf")
+    return VLLMLM.load(cfg, checkpoint=checkpoint)
+
+
+# Prompt log-probs at temperature 1, at most max_logprobs per position; logits in the loop and training: through hf.
+CAPABILITIES = Capabilities(generate=True, can_score=True, topk=True, max_logprobs=VLLM_MAX_LOGPROBS, temperature_any=False,
+                            in_loop=False, trainable=False, stand_in="hf", prompts_per_call=PROMPTS_PER_CALL)
+register_backend("vllm", CAPABILITIES, load, describe="a vLLM engine", release=release_engine)

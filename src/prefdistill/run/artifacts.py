@@ -11,7 +11,7 @@ read a run through this class; the `Pipeline` only orders the stages and gathers
 """
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -120,33 +120,32 @@ class Artifacts:
         Keyed by the teacher's weights, the method's k / temperature / topk_dtype and each row's
         prompt and token ids, so a rerun reuses it and training never holds the teacher in
         memory; returns the cache's `TopkSignal` (prefdistill.signal.topk_cache), which the loss is handed.
-        A vLLM teacher gives the top-k from its engine (prompt log-probs) where the engine can: at
-        temperature 1 and k up to vLLM's default max_logprobs; otherwise it is loaded through transformers.
-        A teacher behind an API (backend: openai) gives it from its echoed top_logprobs (`APILM.completion_topk`,
-        after the correctness probe), at temperature 1.
+        The teacher's backend gives the top-k itself where its declared capabilities allow (`topk_source`:
+        a vLLM engine's prompt log-probs at temperature 1 and k up to its max_logprobs; a server's echoed
+        top_logprobs, after the correctness probe, at temperature 1); otherwise the weights load through
+        the backend that gives logits in the loop (transformers).
         """
-        from prefdistill.models.vllm_backend import VLLM_MAX_LOGPROBS, release_engine
+        from prefdistill.models.backends import release, topk_source
 
         ckpt, cfg = self.sft_checkpoint("teacher"), self.cfg.teacher
         teacher_id = teacher_fingerprint(cfg, ckpt)  # a hash of its weights and rendered prompt format, not its path
         path = self.folder.topk_cache(params.k)
-        engine = cfg.backend == "vllm" and params.temperature == 1.0 and params.k <= VLLM_MAX_LOGPROBS
-        signal = build_topk_cache(lambda: self.load("teacher", ckpt, in_loop=not engine), rows, params.k, path,
+        own = topk_source(cfg.backend, params.k, params.temperature, served=False) == cfg.backend
+        signal = build_topk_cache(lambda: self.load("teacher", ckpt, in_loop=not own), rows, params.k, path,
                                   tokenizer=self.student_tokenizer(), teacher_id=teacher_id, temperature=params.temperature,
                                   dtype=params.topk_dtype, text_key=text, desc=f"teacher top-{params.k}",
                                   max_failed_fraction=self.cfg.distill.signal_max_failed_fraction,
                                   retry_failed=self.cfg.distill.signal_retry_failed)
-        if engine:
-            release_engine()  # the engine holds gpu_memory_utilization of the GPU; training comes next
+        if own:
+            release(cfg.backend)  # what loading held (a vLLM engine: gpu_memory_utilization of the GPU); training comes next
         return signal
 
     # ------------------------------------------------------------------ models
     def load(self, role: str, checkpoint: Path | None = None, for_training: bool = False, in_loop: bool = False):
         from prefdistill.models import load_model
+        from prefdistill.models.backends import loaded_as
 
-        cfg = getattr(self.cfg, role)
-        if in_loop and cfg.backend == "vllm":  # in the loop a model must give logits: load it through transformers
-            cfg = replace(cfg, backend="hf")
+        cfg = loaded_as(getattr(self.cfg, role), in_loop=in_loop)  # in the loop a model must give logits (vllm: through hf)
         return load_model(cfg, checkpoint=checkpoint, for_training=for_training)
 
     def sft_selection(self) -> Selection:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from prefdistill.config.schema import ModelConfig
 from prefdistill.models.assets import resolve_model_path
+from prefdistill.models.backends import capabilities
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 CONFIG_FILES = ("config.json", "adapter_config.json")
@@ -31,7 +32,7 @@ MARKER = "<<prompt>>"  # the text the teacher's prompt format is rendered around
 
 def teacher_fingerprint(cfg: ModelConfig, checkpoint: Path | None) -> str:
     """The teacher's identity in the cache key: its name, then a hash of its weights and rendered prompt format."""
-    if cfg.backend == "openai":
+    if not capabilities(cfg.backend).local:  # no weights here to hash: the server names it
         return f"teacher:{cfg.name_or_path}:api:{cfg.api.base_url}:{cfg.api.endpoint}"
     from prefdistill.models.hf import checkpoint_chain
 
