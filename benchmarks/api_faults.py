@@ -1,7 +1,7 @@
 # python benchmarks/api_faults.py --prompts 60 --samples 2     (needs pip install 'prefdistill[server]' and the SmolLM2 GGUF)
 """Pair-generation sampling from a real OpenAI-compatible server through a fault-injecting proxy.
 
-llama-cpp-python serves SmolLM2-135M on loopback; the proxy (tests/servers.py) gives every
+llama-cpp-python serves SmolLM2-135M on loopback; the proxy (`prefdistill.testing.FaultProxy`) gives every
 second distinct request one fault on its first try, the kinds in turn (dropped connection,
 HTTP 500, 429 with Retry-After, a stall past the client's deadline, truncated JSON, an
 empty completion), and answers every request for one "poisoned" prompt with HTTP 500.
@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from servers import FAULTS, FaultProxy, LlamaServer, smollm2_gguf  # noqa: E402
-
-from prefdistill.config.schema import SamplingConfig  # noqa: E402
-from prefdistill.data.sampling import sample_resumable  # noqa: E402
-from prefdistill.io import Example, read_jsonl  # noqa: E402
-from prefdistill.models.api import APILM  # noqa: E402
-from prefdistill.models.api_client import APIClient  # noqa: E402
-from prefdistill.models.tiny import tiny_rows  # noqa: E402
+from prefdistill.config.schema import SamplingConfig
+from prefdistill.data.sampling import sample_resumable
+from prefdistill.io import Example, read_jsonl
+from prefdistill.models.api import APILM
+from prefdistill.models.api_client import APIClient
+from prefdistill.models.llama_server import LlamaServer
+from prefdistill.models.tiny import tiny_rows
+from prefdistill.testing import FAULTS, FaultProxy, smollm2_gguf
 
 
 def one_fault_per_request(poison: str):

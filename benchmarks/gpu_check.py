@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -40,6 +39,8 @@ if importlib.util.find_spec("prefdistill") is None:  # the GPU machine runs the 
     sys.path.insert(0, str(HERE.parent / "src"))
 
 import torch  # noqa: E402
+
+from prefdistill.testing import PARAMS, ROWS, WordCountJudge  # noqa: E402  (every method's loss active on the tiny models)
 
 sys.path.insert(0, str(HERE))  # the sibling benchmark scripts
 from gpu_check_training import (error_tail, fresh_accelerate_state, part_throughput, print_throughput,  # noqa: E402
@@ -133,20 +134,10 @@ def quiet_training_bars() -> None:
 EXTRA_VARIANTS = {"kd[topk]": ("kd", {"signal": "topk", "k": 8, "topk_dtype": "float32"})}
 
 
-@functools.lru_cache(maxsize=None)
-def method_tests():
-    """tests/methods/test_methods.py: its ROWS, PARAMS (each method's loss active on those rows) and WordCountJudge, defined once there."""
-    spec = importlib.util.spec_from_file_location("test_methods", HERE.parent / "tests" / "methods" / "test_methods.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def variants() -> dict[str, tuple[str, dict]]:
     from prefdistill.methods import METHODS
 
-    params = method_tests().PARAMS
-    return {**{name: (name, params.get(name, {})) for name in sorted(METHODS)}, **EXTRA_VARIANTS}
+    return {**{name: (name, PARAMS.get(name, {})) for name in sorted(METHODS)}, **EXTRA_VARIANTS}
 
 
 @contextmanager
@@ -184,7 +175,7 @@ def method_extras(needs: frozenset, assets: dict, device: str, rows: list[dict],
 
     load = lambda role: LocalLM.load(ModelConfig(name_or_path=str(assets[role]), device=device))  # noqa: E731
     providers = {"teacher": lambda: load("teacher"), "reference": lambda: load("student"),
-                 "oracle": lambda: BradleyTerryOracle(method_tests().WordCountJudge()), "state": dict,
+                 "oracle": lambda: BradleyTerryOracle(WordCountJudge()), "state": dict,
                  "teacher_topk": lambda: build_topk_cache(load("teacher"), rows, params.k, folder / "topk.bin",
                                                           tokenizer=student.tokenizer, teacher_id="tiny",
                                                           temperature=params.temperature, dtype=params.topk_dtype)}
@@ -201,7 +192,7 @@ def two_steps(label: str, assets: dict, device: str, precision: str, folder: Pat
     method, raw = variants()[label]
     resolved = resolve(method, raw, "params")
     spec, params, needs = resolved.spec, resolved.params, resolved.needs
-    rows = copy.deepcopy(method_tests().ROWS[resolved.consumes])
+    rows = copy.deepcopy(ROWS[resolved.consumes])
     folder.mkdir(parents=True)
     lm = LocalLM.load(ModelConfig(name_or_path=str(assets["student"]), device=device), for_training=True)
     extras = method_extras(needs, assets, device, rows, params, lm, folder)
@@ -346,7 +337,7 @@ def dist_child(args) -> None:
         lm = LocalLM.load(ModelConfig(name_or_path=str(assets["student"]), device=args.dist_device), for_training=True)
         cfg = TrainConfig(steps=4, batch_size=2, lr=1e-2, save_every=2, log_every=100)
         out_dir = Path(tmp) / "ckpt"
-        log = train(lm, get_method("plad"), PLaDParams(beta=50.0), method_tests().ROWS["pairs"], cfg, LoraConfig(enabled=False),
+        log = train(lm, get_method("plad"), PLaDParams(beta=50.0), ROWS["pairs"], cfg, LoraConfig(enabled=False),
                     out_dir=out_dir, parent=None, seed=0, desc="plad")
         meta = json.loads((out_dir / CHECKPOINT_META).read_text())
     from accelerate.state import PartialState

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from prefdistill.bench.numbers import seed_outcomes
 from prefdistill.bench.plan import seeds_of, settings_hash
+from prefdistill.bench.records import TestResult
 from prefdistill.bench.runner import Bench
 from prefdistill.cli import packaged_config
 from prefdistill.config.checks import load_bench_config
@@ -48,8 +49,8 @@ def main() -> None:
         tests = []
         for seed in seeds_of(entry, bench):
             (folder,) = b.paths.runs.glob(f"{entry.name}-{settings_hash(entry)}-lr{lr:g}-seed{seed}-*")
-            tests.append(read_json(folder / f"test_step{chosen['step']}.json"))
-        outcomes[entry.name] = seed_outcomes(tests, ref_scores, refs)
+            tests.append(TestResult.from_json(read_json(folder / f"test_step{chosen['step']}.json")))
+        outcomes[entry.name] = seed_outcomes([t.generations for t in tests], [t.judge_scores for t in tests], ref_scores, refs)
         k = entry.params.get("k") if entry.params.get("signal") == "topk" else None
         cache = cfg.run_dir / "teacher_signal" / f"topk_k{k}.bin"
         rows[entry.name] = {"k": k, "lr": lr, "step": chosen["step"], "seeds": len(tests),

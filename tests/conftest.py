@@ -90,7 +90,8 @@ def llama_server(_llama_server_slot):
     during which it died gets an error with the exit status and the tail of the server's log.
     """
     from prefdistill.models.llama_server import death_message
-    from servers import LlamaServer, smollm2_gguf
+    from prefdistill.models.llama_server import LlamaServer
+    from prefdistill.testing import smollm2_gguf
 
     gguf = smollm2_gguf()
     missing = ("llama-cpp-python[server] (bash scripts/setup.sh --server)" if importlib.util.find_spec("llama_cpp") is None

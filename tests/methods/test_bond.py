@@ -129,7 +129,7 @@ def test_the_whole_method_over_several_steps_with_grad_accum_and_a_batch_of_one(
     """The real loss (sampling, oracle, Jeffreys loss) and the real anchor schedule together, in `train()`:
     3 optimizer steps of 2 micro-batches of one prompt. The loss is finite, the policy-gradient part is active
     (leave-one-out: a batch of one keeps it), and the anchor follows the optimizer steps only."""
-    from test_methods import WordCountJudge
+    from prefdistill.testing import WordCountJudge
 
     from prefdistill.judges.oracles import BradleyTerryOracle
 
@@ -203,7 +203,7 @@ def test_jbond_sees_zero_kl_when_the_anchor_is_the_student(lora_student, monkeyp
         return selfplay.Group([p for p in prompts for _ in range(k)], ids * len(prompts), [texts] * len(prompts), 0)
 
     monkeypatch.setattr("prefdistill.methods.jbond.sample_group", fixed)
-    from test_methods import WordCountJudge
+    from prefdistill.testing import WordCountJudge
 
     from prefdistill.judges.oracles import BradleyTerryOracle
 

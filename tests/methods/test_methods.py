@@ -5,28 +5,8 @@ import torch
 from prefdistill.config.schema import LoraConfig, ModelConfig, TrainConfig
 from prefdistill.methods import METHODS, get_method, register
 from prefdistill.models.hf import LocalLM
+from prefdistill.testing import PARAMS, ROWS, WordCountJudge
 from prefdistill.training.loop import batch_indices, train
-
-ROWS = {
-    "targets": [{"prompt": "Summarize : the model learns data", "target": "the model learns"} for _ in range(4)],
-    "prompts": [{"id": str(i), "prompt": "Summarize : the model learns data"} for i in range(4)],
-    "pairs": [{"prompt": "Summarize : the model learns data", "chosen": "the model learns", "rejected": "data data",
-               "reference": "the model", "chosen_score": 0.9, "rejected_score": 0.1,
-               "teacher_chosen_logp": -4.0, "teacher_rejected_logp": -2.0} for _ in range(4)],
-}
-# Parameters that make each method's loss active on the rows above (a hinge with a large margin),
-# exercise its sampling path and keep the tiny models' samples short.
-PARAMS = {"plad": {"beta": 50.0}, "gkd": {"on_policy_fraction": 1.0, "max_new_tokens": 5}, "fdistill": {"max_new_tokens": 5},
-          "minillm": {"max_new_tokens": 5}, "distillm": {"student_fraction": 0.5, "max_new_tokens": 5},
-          "wind": {"samples": 3, "max_new_tokens": 5}, "sppo": {"samples": 2, "max_new_tokens": 5},
-          "bond": {"n": 2, "max_new_tokens": 5}, "jbond": {"max_new_tokens": 5}}
-
-
-class WordCountJudge:  # a deterministic judge for the oracle of the win-rate methods
-    name = "word-count"
-
-    def score(self, prompts, responses):
-        return [float(len(r.split())) for r in responses]
 
 
 def extras_for(spec, tiny_assets) -> dict:

@@ -11,7 +11,8 @@ from prefdistill.config.checks import load_config
 from prefdistill.config.schema import ConfigError
 from prefdistill.models.api import APILM, GenerationFailure, completion_token_logps
 from prefdistill.models.api_client import APIClient, RequestFailed, parse_retry_after
-from servers import FAULTS, FakeOpenAI, FaultProxy
+from prefdistill.testing import FAULTS, FaultProxy
+from servers import FakeOpenAI
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ def test_the_timeout_is_a_hard_deadline(fake):
 
 
 def test_unreachable_server_fails_with_the_url(tmp_path):
-    from servers import free_port
+    from prefdistill.models.llama_server import free_port
 
     c = client(f"http://127.0.0.1:{free_port()}", max_retries=1)
     with pytest.raises(RequestFailed, match="connection failed"):

@@ -20,7 +20,7 @@ from prefdistill.config.schema import SamplingConfig
 from prefdistill.io import read_jsonl
 from prefdistill.models.tiny import tiny_config
 from prefdistill.run.pipeline import Pipeline
-from servers import FAULTS, FaultProxy, prompt_of
+from prefdistill.testing import FAULTS, FaultProxy, prompt_of
 
 
 def api_lm(url: str, endpoint: str = "completions", **kw):

@@ -17,84 +17,89 @@ import statistics
 import numpy as np
 
 from prefdistill.bench.plan import collapse
+from prefdistill.bench.records import JobResult, Scored, TestResult
 from prefdistill.evaluation.metrics import (detection_limit, paired_difference, paired_difference_seeds, resampled, rouge_per_example,
-                                 summarize_generations, summarize_seeds, win_rate, wins_per_seed)
+                                            summarize_generations, summarize_seeds, win_rate, wins_per_seed)
 from prefdistill.methods.registry import SFT_ROW, paper_orderings
 from prefdistill.reporting.sft_report import sft_summary
 
 
 
-def summarize(cfg, bench, scored: dict) -> dict:
-    refs, scores, base = scored["references"], scored["scores"], scored["base"]
-    opts = dict(n_boot=cfg.eval.n_bootstrap, seed=cfg.seed, groups=scored["groups"])  # every interval: whole groups
-    base_rows = {row: {"label": scored["labels"][row], **summarize_generations(
-        gens, refs, scores["eval"][row], scores["eval"]["reference"], opponent_scores=None if row == "teacher" else scores["eval"]["teacher"],
+def summarize(cfg, bench, scored: Scored) -> dict:
+    """The bench's results (JSON-ready: results.json) from what `Bench.scored` judged."""
+    refs, ev, base = scored.references, scored.eval_scores, scored.base
+    opts = dict(n_boot=cfg.eval.n_bootstrap, seed=cfg.seed, groups=scored.groups)  # every interval: whole groups
+    base_rows = {row: {"label": scored.labels[row], **summarize_generations(
+        gens, refs, ev[row], ev["reference"], opponent_scores=None if row == "teacher" else ev["teacher"],
         length_edges=cfg.eval.length_buckets, **opts)} for row, gens in base.items()}
-    if "training" in scores:
+    if scored.training_scores is not None:
         for row in base:
-            base_rows[row]["training_judge_win_rate"] = win_rate(scores["training"][row], scores["training"]["reference"])
-    outcomes = {"SFT": _outcomes(scored, [{"judge_scores": scores["eval"]["student_sft"], "generations": base["student_sft"]}])}
+            base_rows[row]["training_judge_win_rate"] = win_rate(scored.training_scores[row], scored.training_scores["reference"])
+    outcomes = {"SFT": _outcomes(scored, [base["student_sft"]], [ev["student_sft"]])}
     rows, costs = [], {}
     for entry in bench.methods:
-        runs = [scored["runs"][j.key] for j in scored["jobs"] if j.entry == entry.name and j.is_main]
-        outcomes[entry.name] = _outcomes(scored, [r["test"] for r in runs])
-        rows.append(_method_row(cfg, bench, entry, runs, scored, opts))
+        runs = scored.main_runs(entry.name)
+        outcomes[entry.name] = _outcomes(scored, [t.generations for _, t in runs], [t.judge_scores for _, t in runs])
+        rows.append(_method_row(cfg, entry, runs, scored, opts))
         costs[entry.name] = _cost(runs)
     for row in rows:
         _compare(row, outcomes, bench.seqkd_entry, opts)
-    teacher = _outcomes(scored, [{"judge_scores": scores["eval"]["teacher"], "generations": base["teacher"]}])
+    teacher = _outcomes(scored, [base["teacher"]], [ev["teacher"]])
     gap = paired_difference(teacher["win_rate"][0], outcomes["SFT"]["win_rate"][0], **opts)
     return {
         "config": cfg.name, "task": cfg.data.source, "teacher": cfg.teacher.name_or_path, "student": cfg.student.name_or_path,
-        "n_test": len(refs), "n_val": scored["n_val"], "resampled": resampled(len(refs), scored["groups"], len(bench.seeds)),
+        "n_test": len(refs), "n_val": scored.n_val, "resampled": resampled(len(refs), scored.groups, len(bench.seeds)),
         "seeds": list(bench.seeds), "steps": cfg.distill.train.steps,
         "batch_size": cfg.distill.train.batch_size, "lora": {k: getattr(cfg.student.lora, k) for k in ("enabled", "r", "alpha", "dropout")},
         "select_metric": bench.select_metric, "teacher_gap": {k: gap[k] for k in ("diff", "ci", "n", "groups")},
-        "teacher_gap_validation": scored["gap_validation"], "base_rows": base_rows, "rows": rows, "costs": costs,
-        "val_reference": scored["val_reference"], "detection_limit": _detection(rows),
-        "orderings": _orderings(rows, outcomes, opts), "sft": _sft(scored["sft_logs"], scored["sft_choices"]), **_sweeps(scored, bench, refs, opts),
-        "wall_s": {"jobs": round(sum(r["cost"]["train_wall_s"] + r["test"]["eval_wall_s"] for r in scored["runs"].values())
-                                 + sum(r["cost"]["train_wall_s"] for k, r in scored["grid"].items() if k not in scored["runs"]), 1)},
+        "teacher_gap_validation": scored.gap_validation, "base_rows": base_rows, "rows": rows, "costs": costs,
+        "val_reference": scored.val_reference, "detection_limit": _detection(rows),
+        "orderings": _orderings(rows, outcomes, opts), "sft": _sft(scored.sft_logs, scored.sft_choices), **_sweeps(scored, bench, refs, opts),
+        "wall_s": {"jobs": round(sum(r.cost.train_wall_s + scored.tests[k].eval_wall_s for k, r in scored.runs.items())
+                                 + sum(r.cost.train_wall_s for k, r in scored.grid.items() if k not in scored.runs), 1)},
     }
 
 
-def _outcomes(scored: dict, tests: list[dict]) -> dict[str, np.ndarray]:
-    return seed_outcomes(tests, scored["scores"]["eval"]["reference"], scored["references"])
+def _outcomes(scored: Scored, generations: list[list[str]], judge_scores: list[list[float]]) -> dict[str, np.ndarray]:
+    return seed_outcomes(generations, judge_scores, scored.eval_scores["reference"], scored.references)
 
 
-def seed_outcomes(tests: list[dict], ref_scores: list[float], refs: list[str]) -> dict[str, np.ndarray]:
-    """(seeds, prompts) arrays from each seed's test result ({"judge_scores", "generations"}): win against the
+def seed_outcomes(generations: list[list[str]], judge_scores: list[list[float]], ref_scores: list[float],
+                  refs: list[str]) -> dict[str, np.ndarray]:
+    """(seeds, prompts) arrays from each seed's test generations and their judge scores: win against the
     reference (1 / ½ / 0) by the grader, and ROUGE-L (×1)."""
-    return {"win_rate": wins_per_seed([t["judge_scores"] for t in tests], ref_scores),
-            "rougeL": np.array([rouge_per_example(t["generations"], refs, "rougeL") for t in tests])}
+    return {"win_rate": wins_per_seed(judge_scores, ref_scores),
+            "rougeL": np.array([rouge_per_example(g, refs, "rougeL") for g in generations])}
 
 
-def _method_row(cfg, bench, entry, runs: list[dict], scored: dict, opts: dict) -> dict:
-    refs, scores, chosen = scored["references"], scored["scores"], scored["chosen"][entry.name]
-    row = {"name": entry.name, "label": runs[0]["label"], "method": entry.method, **summarize_seeds(
-        [r["test"]["generations"] for r in runs], refs, [r["test"]["judge_scores"] for r in runs], scores["eval"]["reference"],
-        opponent_scores=scores["eval"]["teacher"], length_edges=cfg.eval.length_buckets, **opts)}
-    row["per_seed_win_rate"] = [win_rate(r["test"]["judge_scores"], scores["eval"]["reference"]) for r in runs]
-    if "training" in scores and all(r["test"].get("training_judge_scores") for r in runs):
-        training = wins_per_seed([r["test"]["training_judge_scores"] for r in runs], scores["training"]["reference"])
-        sft = wins_per_seed([scores["training"]["student_sft"]], scores["training"]["reference"])
-        row["training_judge_win_rate"] = 100 * float(training.mean())
-        row["vs_sft_training_judge"] = paired_difference_seeds(training, sft, **opts)
-    row["selected"] = {"setting": chosen["setting"], "step": chosen["step"], "val": chosen["val"]}
-    grid = [r for r in scored["grid"].values() if r["job"]["entry"] == entry.name]
-    row["grid"] = [{"setting": r["job"]["setting"], "val": r["val"]} for r in grid]
-    row["curves"] = {str(r["job"]["seed"]): r["val"] for r in runs}
-    floor = scored["val_reference"]["student_init"]
-    row["collapse"] = [{"seed": r["job"]["seed"], "setting": r["job"]["setting"], **c}
-                       for r in _unique(grid + runs) for c in collapse({int(s): v for s, v in r["val"].items()}, floor)]
+def _method_row(cfg, entry, runs: list[tuple[JobResult, TestResult]], scored: Scored, opts: dict) -> dict:
+    refs, ev, chosen = scored.references, scored.eval_scores, scored.chosen[entry.name]
+    tests = [t for _, t in runs]
+    row = {"name": entry.name, "label": runs[0][0].label, "method": entry.method, **summarize_seeds(
+        [t.generations for t in tests], refs, [t.judge_scores for t in tests], ev["reference"],
+        opponent_scores=ev["teacher"], length_edges=cfg.eval.length_buckets, **opts)}
+    row["per_seed_win_rate"] = [win_rate(t.judge_scores, ev["reference"]) for t in tests]
+    training = scored.training_scores
+    if training is not None and all(t.training_judge_scores for t in tests):
+        mine = wins_per_seed([t.training_judge_scores for t in tests], training["reference"])
+        sft = wins_per_seed([training["student_sft"]], training["reference"])
+        row["training_judge_win_rate"] = 100 * float(mine.mean())
+        row["vs_sft_training_judge"] = paired_difference_seeds(mine, sft, **opts)
+    row["selected"] = {"setting": chosen.setting, "step": chosen.step, "val": chosen.val}
+    grid = [r for r in scored.grid.values() if r.job.entry == entry.name]
+    row["grid"] = [{"setting": r.job.grid_point, "val": r.val_json()} for r in grid]
+    row["curves"] = {str(r.job.seed): r.val_json() for r, _ in runs}
+    floor = scored.val_reference["student_init"]
+    row["collapse"] = [{"seed": r.job.seed, "setting": r.job.grid_point, **c}
+                       for r in _unique(grid + [r for r, _ in runs]) for c in collapse(r.val, floor)]
     row["cost"] = _cost(runs)
     return row
 
 
-def _unique(results: list[dict]) -> list[dict]:
+def _unique(results: list[JobResult]) -> list[JobResult]:
     seen, out = set(), []
     for r in results:
-        key = (r["job"]["seed"], tuple(sorted(r["job"]["setting"].items())), r["job"]["data_share"], r["job"]["relabel_share"])
+        key = (r.job.seed, r.job.setting, r.job.data_share, r.job.relabel_share)
         if key not in seen:
             seen.add(key)
             out.append(r)
@@ -136,11 +141,13 @@ def _orderings(rows: list[dict], outcomes: dict, opts: dict) -> list[dict]:
     return out
 
 
-def _cost(runs: list[dict]) -> dict:
-    numeric = {k for r in runs for k, v in r["cost"].items() if isinstance(v, (int, float))}
-    return {"label": runs[0]["label"], "memory_kind": runs[0]["cost"]["memory_kind"],
-            "eval_wall_s": statistics.fmean(r["test"]["eval_wall_s"] for r in runs),
-            **{k: statistics.fmean(r["cost"].get(k, 0) for r in runs) for k in sorted(numeric)}}
+def _cost(runs: list[tuple[JobResult, TestResult]]) -> dict:
+    """Each cost's mean over the seeds (a counter a seed lacks counts 0), with the label and what memory measured."""
+    numbers = [r.cost.numbers() for r, _ in runs]
+    first = runs[0][0]
+    return {"label": first.label, "memory_kind": first.cost.memory_kind,
+            "eval_wall_s": statistics.fmean(t.eval_wall_s for _, t in runs),
+            **{k: statistics.fmean(n.get(k, 0) for n in numbers) for k in sorted({k for n in numbers for k in n})}}
 
 
 def _sft(logs: dict[str, list[dict]], choices: dict[str, dict]) -> dict:
@@ -148,17 +155,17 @@ def _sft(logs: dict[str, list[dict]], choices: dict[str, dict]) -> dict:
     return {role: sft_summary(log, choices.get(role)) for role, log in logs.items()}
 
 
-def _sweeps(scored: dict, bench, refs: list[str], opts: dict) -> dict:
+def _sweeps(scored: Scored, bench, refs: list[str], opts: dict) -> dict:
     """Figures 2 and 4: win rate against the relabelled share and the data share (first seed, chosen setting)."""
-    ref_scores = scored["scores"]["eval"]["reference"]
+    ref_scores = scored.eval_scores["reference"]
 
     def point(job, share):
-        test = scored["runs"][job.key]["test"]
-        s = summarize_generations(test["generations"], refs, test["judge_scores"], ref_scores, **opts)
+        test = scored.tests[job.key]
+        s = summarize_generations(test.generations, refs, test.judge_scores, ref_scores, **opts)
         return {"share": share, "win_rate": s["win_rate"], "win_rate_ci": s["win_rate_ci"], "word_count": s["word_count"]}
 
     first = {m.name: (m.seeds or bench.seeds)[0] for m in bench.methods}
-    jobs = [j for j in scored["jobs"] if j.seed == first[j.entry]]
+    jobs = [j for j in scored.jobs if j.seed == first[j.entry]]
     data: dict[str, list[dict]] = {}
     for j in jobs:
         if j.relabel_share == 0.0 and any(k.data_share < 1.0 and k.entry == j.entry for k in jobs):

@@ -38,6 +38,7 @@ from pathlib import Path
 from prefdistill.bench.numbers import summarize
 from prefdistill.bench.plan import (LR, SHARED, Job, apply_setting, as_setting, choose, judged_jobs, scored_steps, selection_jobs,
                                     subset)
+from prefdistill.bench.records import Choice, Cost, JobResult, Scored, TestResult
 from prefdistill.bench.resources import data_tokens, peak_memory, reset_peak_memory
 from prefdistill.config.eval_rows import BASE_ROWS
 from prefdistill.config.schema import BenchConfig, BenchMethod, RunConfig
@@ -267,18 +268,18 @@ class Bench:
                     write_jsonl(path, pairs)
         return path
 
-    def run_job(self, job: Job) -> dict:
+    def run_job(self, job: Job) -> JobResult:
         """Train one job under its claim (waiting for a runner that holds it); its result.json."""
         if self.done(job):
-            return read_json(self.paths.result(job.key))
+            return JobResult.from_json(read_json(self.paths.result(job.key)))
         with self.claimed(job.key):
             return self.train(job)
 
-    def train(self, job: Job) -> dict:
+    def train(self, job: Job) -> JobResult:
         """Train one job, scoring validation at its scored steps (weights of each kept as stepN/); its result.json.
         The caller holds the job's claim."""
         if self.done(job):
-            return read_json(self.paths.result(job.key))
+            return JobResult.from_json(read_json(self.paths.result(job.key)))
         entry = self.entries[job.entry]
         spec, params, lr = entry_params(entry, job.setting)
         data = self.job_data(job, spec, params)
@@ -290,16 +291,13 @@ class Bench:
         trained = train_job(TrainJob(spec, params, data, train_cfg, self.paths.checkpoint(job.key), seed=job.seed,
                                      on_step=self.val_hook(job.key, scored, steps)), self.art)
         log, train_s, memory = trained.log, trained.wall_s, peak_memory()
-        val = {str(s): read_json(self.paths.val_scores(job.key, s))["scores"] for s in scored}
-        result = {
-            "job": {**dataclasses.asdict(job), "setting": dict(job.setting)}, "method": entry.method,
-            "label": entry.label or spec.label, "steps": steps, "val": val,
-            "cost": {"rows": len(rows), "steps": len(log), "train_wall_s": round(train_s, 1), "peak_memory_mb": round(memory["mb"], 1),
-                     "memory_kind": memory["kind"], **data_tokens(self.cfg, requirements(spec, params)[1], rows),
-                     **{k: sum(r.get(k, 0.0) for r in log) for k in {k for r in log for k in r if k.startswith(COUNT_PREFIX)}}},
-            "final_loss": log[-1]["loss"] if log else None,
-        }
-        write_json(self.paths.result(job.key), result)
+        val = {s: read_json(self.paths.val_scores(job.key, s))["scores"] for s in scored}
+        counted = sorted({k for r in log for k in r if k.startswith(COUNT_PREFIX)})
+        cost = Cost(len(rows), len(log), round(train_s, 1), round(memory["mb"], 1), memory["kind"],
+                    data_tokens=data_tokens(self.cfg, requirements(spec, params)[1], rows),
+                    counts={k: sum(r.get(k, 0.0) for r in log) for k in counted})
+        result = JobResult(job, entry.method, entry.label or spec.label, steps, val, cost, log[-1]["loss"] if log else None)
+        write_json(self.paths.result(job.key), result.to_json())
         return result
 
     def val_hook(self, key: str, scored: list[int], steps: int):
@@ -316,31 +314,30 @@ class Bench:
             return {f"val_{k}": v for k, v in scores.items()}
         return hook
 
-    def test_result(self, job: Job, step: int) -> dict:
+    def test_result(self, job: Job, step: int) -> TestResult:
         """The job's test generations from the weights at `step`, judged, under the job's claim."""
         path = self.paths.test(job.key, step)
         if path.is_file():
             self.drop_weights(job)  # a job retrained on resume (its result.json was lost) must not keep its weights
-            return read_json(path)
+            return TestResult.from_json(read_json(path))
         with self.claimed(job.key):
             return self.test(job, step)
 
-    def test(self, job: Job, step: int) -> dict:
+    def test(self, job: Job, step: int) -> TestResult:
         """Train the job if needed, then generate on the test prompts from its weights at `step` and judge them; the kept
         weights are then dropped. The caller holds the job's claim."""
         result = self.train(job)
         path = self.paths.test(job.key, step)
         if path.is_file():
             self.drop_weights(job)
-            return read_json(path)
-        ckpt = self.paths.checkpoint(job.key) if step == result["steps"] else self.paths.weights(job.key, step)
+            return TestResult.from_json(read_json(path))
+        ckpt = self.paths.checkpoint(job.key) if step == result.steps else self.paths.weights(job.key, step)
         t0 = time.time()
         gens = self.art.test_generations("student", ckpt, self.paths.test_samples(job.key, step), desc=f"eval {job.key}")
         prompts = [e.prompt for e in self.art.splits["test"]]
         scores = {role: judge.score(prompts, gens) for role, judge in self.graders.items()}
-        test = {"step": step, "generations": gens, "judge_scores": scores["eval"], "training_judge_scores": scores.get("training"),
-                "eval_wall_s": round(time.time() - t0, 1)}
-        write_json(path, test)
+        test = TestResult(step, gens, scores["eval"], scores.get("training"), round(time.time() - t0, 1))
+        write_json(path, test.to_json())
         self.drop_weights(job)
         return test
 
@@ -350,16 +347,18 @@ class Bench:
                 shutil.rmtree(kept, ignore_errors=True)
 
     # ------------------------------------------------------------------ what the numbers need
-    def scored(self, jobs: list[Job], chosen: dict, gap: dict, val_reference: dict) -> dict:
-        """Everything `bench_numbers.summarize` needs, judged here: no model or judge runs there."""
+    def scored(self, jobs: list[Job], chosen: dict, gap: dict, val_reference: dict) -> Scored:
+        """Everything `bench.numbers.summarize` needs, judged here: no model or judge runs there."""
         test = self.art.splits["test"]
         prompts, refs = [e.prompt for e in test], [e.target for e in test]
         base = {row: self.art.row_generations(row) for row in BASE_ROWS}
-        runs = {j.key: {**read_json(self.paths.result(j.key)), "test": self.test_result(j, chosen[j.entry]["step"])} for j in jobs}
-        grid = {j.key: read_json(self.paths.result(j.key)) for j in selection_jobs(self.bench)}
-        return {"references": refs, "groups": [group_of(e) for e in test], "jobs": jobs, "runs": runs, "grid": grid,
-                "chosen": chosen, "base": base,
-                "labels": {r: self.art.row_label(r) for r in base}, "scores": score_all(self.graders, prompts, refs, base),
-                "gap_validation": gap, "val_reference": val_reference, "n_val": len(self.val_examples),
-                "sft_logs": self.art.sft_logs(), "sft_choices": self.art.sft_choices()}
-
+        load = lambda j: JobResult.from_json(read_json(self.paths.result(j.key)))  # noqa: E731
+        tests = {j.key: self.test_result(j, chosen[j.entry]["step"]) for j in jobs}  # trains a job whose result was lost
+        runs = {j.key: load(j) for j in jobs}
+        scores = score_all(self.graders, prompts, refs, base)
+        return Scored(references=refs, groups=[group_of(e) for e in test], jobs=jobs, runs=runs, tests=tests,
+                      grid={j.key: load(j) for j in selection_jobs(self.bench)},
+                      chosen={name: Choice.from_json(c) for name, c in chosen.items()}, base=base,
+                      labels={r: self.art.row_label(r) for r in base}, eval_scores=scores["eval"],
+                      training_scores=scores.get("training"), gap_validation=gap, val_reference=val_reference,
+                      n_val=len(self.val_examples), sft_logs=self.art.sft_logs(), sft_choices=self.art.sft_choices())

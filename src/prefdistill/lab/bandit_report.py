@@ -13,7 +13,7 @@ import numpy as np
 
 from prefdistill.evaluation.metrics import bootstrap_ci
 from prefdistill.io import atomic_write_text, write_json
-from prefdistill.reporting.run_report import _md_table, _new_figure, _save
+from prefdistill.reporting.common import md_table, new_figure, save_figure
 
 WIND = ("wind-squared", "wind-kl", "wind-nce")
 BASELINES = ("bond", "jbond")
@@ -157,7 +157,7 @@ def _plot_band(ax, x, curves, label, color, log=False):
 
 def plot_exact(results: dict, path) -> Path:
     kinds = list(results["kinds"])
-    fig = _new_figure(4.2 * len(kinds), 3.4)
+    fig = new_figure(4.2 * len(kinds), 3.4)
     for i, kind in enumerate(kinds):
         ax = fig.add_subplot(1, len(kinds), i + 1)
         e = results["kinds"][kind]["exact"]
@@ -170,12 +170,12 @@ def plot_exact(results: dict, path) -> Path:
         if i == 0:
             ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_versus(results: dict, path, *, metric: str, cost: str, log: bool = False) -> Path:
     kinds = list(results["kinds"])
-    fig = _new_figure(4.4 * len(kinds), 3.6)
+    fig = new_figure(4.4 * len(kinds), 3.6)
     for i, kind in enumerate(kinds):
         ax = fig.add_subplot(1, len(kinds), i + 1)
         r = results["kinds"][kind]
@@ -194,7 +194,7 @@ def plot_versus(results: dict, path, *, metric: str, cost: str, log: bool = Fals
     fig.tight_layout()
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 5), fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _settings(results: dict) -> str:
@@ -206,7 +206,7 @@ def _settings(results: dict) -> str:
             ("BOND n, Jeffreys β_J", f"{cfg['bond_n']}, {cfg['jeffreys_beta']}"),
             ("J-BOND EMA, γ", f"{cfg['jbond_ema']}, {cfg['jbond_gamma']}"), ("seeds", str(cfg["seeds"])),
             ("targets", " and ".join(f"½ + {f}·(P(π* ≻ π_ref) − ½)" for f in cfg["target_fractions"]))]
-    return _md_table(["Setting", "Value"], [list(r) for r in rows])
+    return md_table(["Setting", "Value"], [list(r) for r in rows])
 
 
 def _exact_summary(results: dict) -> str:
@@ -219,8 +219,8 @@ def _exact_summary(results: dict) -> str:
                      f"{np.mean([w[min(t, len(w) - 1)] for w in e['win_rate']]):.3f}",
                      f"{np.mean([w[-1] for w in e['best_of_two_win_rate']]):.3f}", f"{ratio:.3f}",
                      f"{np.mean([g[-1] for g in e['gap']]):.1e}"])
-    return _md_table(["Kind", "P(π* ≻ π_ref)", "Exact WIND after T", "Exact Best-of-2^T", "KL ratio per step",
-                      "Gap at the end"], body)
+    return md_table(["Kind", "P(π* ≻ π_ref)", "Exact WIND after T", "Exact Best-of-2^T", "KL ratio per step",
+                     "Gap at the end"], body)
 
 
 def write_bandit_report(out_dir: Path, results: dict) -> dict[str, Path]:
@@ -233,7 +233,7 @@ def write_bandit_report(out_dir: Path, results: dict) -> dict[str, Path]:
     paths["win_samples"] = plot_versus(results, out_dir / FIGURES["win_samples"], metric="win_rate", cost="samples")
     paths["win_calls"] = plot_versus(results, out_dir / FIGURES["win_calls"], metric="win_rate", cost="oracle_calls")
     tables = [f"### {kind}, {MEASURES[key]}\n\nT{_targets_line(results, kind, key)[1:]}.\n\n"
-              + _md_table(header(results, key), to_target_rows(results, kind, key))
+              + md_table(header(results, key), to_target_rows(results, kind, key))
               for kind in results["kinds"] for key in MEASURES]
     text = "\n\n".join([
         "# Contextual-bandit lab: Faster WIND vs SPPO, iterative BOND and J-BOND",

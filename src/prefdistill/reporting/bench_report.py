@@ -11,10 +11,9 @@ import statistics
 from pathlib import Path
 
 from prefdistill.io import atomic_write_text
-from prefdistill.reporting.run_report import (
-    DASH, _ci, _fmt, _fmt_rate, _in_groups, _label, _md_table, _new_figure, _num, _save, console_table, length_table,
-    plot_length_buckets, plot_win_rates, render_table,
-)
+from prefdistill.reporting.common import (DASH, ci_bounds, fmt, fmt_rate, in_groups, md_table, new_figure, number, row_label,
+                                          save_figure)
+from prefdistill.reporting.run_report import console_table, length_table, plot_length_buckets, plot_win_rates, render_table
 from prefdistill.reporting.sft_report import curve_lines, sft_table
 
 METRIC_NAMES = {"win_rate": "win rate", "rougeL": "ROUGE-L", "word_count": "words"}
@@ -40,9 +39,9 @@ def table_view(results: dict) -> dict:
 
 def _diff(d) -> str:
     """A paired difference in points: "+3.1 [-2.0, 8.0]", or a dash."""
-    if not isinstance(d, dict) or _num(d.get("diff")) is None:
+    if not isinstance(d, dict) or number(d.get("diff")) is None:
         return DASH
-    ci = _ci(d.get("ci"))
+    ci = ci_bounds(d.get("ci"))
     return f"{d['diff']:+.1f}" + ("" if ci is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]")
 
 
@@ -68,7 +67,7 @@ def _selected(row: dict) -> str:
 
 
 def _collapse_event(c: dict) -> str:
-    return f"step {c.get('step')}, {METRIC_NAMES.get(c.get('metric'), c.get('metric'))} {_fmt(c.get('value'), 1)} < {_fmt(c.get('floor'), 1)}"
+    return f"step {c.get('step')}, {METRIC_NAMES.get(c.get('metric'), c.get('metric'))} {fmt(c.get('value'), 1)} < {fmt(c.get('floor'), 1)}"
 
 
 def _collapse(row: dict) -> str:
@@ -83,7 +82,7 @@ def plot_sweep(series: dict[str, list[dict]], labels: dict[str, str], path, *, x
     series = {k: v for k, v in (series or {}).items() if v}
     if not series:
         return None
-    fig = _new_figure(6.0, 4.0)
+    fig = new_figure(6.0, 4.0)
     ax = fig.add_subplot()
     for i, (key, points) in enumerate(series.items()):
         xs = [100 * p["share"] for p in points]
@@ -92,27 +91,27 @@ def plot_sweep(series: dict[str, list[dict]], labels: dict[str, str], path, *, x
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=labels.get(key, key), color=f"C{i}", alpha=0.9)
     ax.set(xlabel=xlabel, ylabel="win rate vs reference (%)", ylim=(0, 100), title=title)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_budget(results: dict, path) -> Path | None:
     """Judge win rate against samples drawn and oracle comparisons in training, one point per method."""
     rows, costs = _method_rows(results), results.get("costs") or {}
-    keys = [k for k, c in costs.items() if c.get("count_samples") and _num((rows.get(k) or {}).get("win_rate")) is not None]
+    keys = [k for k, c in costs.items() if c.get("count_samples") and number((rows.get(k) or {}).get("win_rate")) is not None]
     if not keys:
         return None
-    fig = _new_figure(10.0, 4.0)
+    fig = new_figure(10.0, 4.0)
     for i, (field, xlabel) in enumerate((("count_samples", "samples drawn in training"), ("count_oracle_comparisons", "oracle comparisons"))):
         ax = fig.add_subplot(1, 2, i + 1)
         for j, key in enumerate(keys):
             r = rows[key]
-            lo, hi = _ci(r.get("win_rate_ci")) or (r["win_rate"], r["win_rate"])
+            lo, hi = ci_bounds(r.get("win_rate_ci")) or (r["win_rate"], r["win_rate"])
             ax.errorbar([costs[key].get(field, 0)], [r["win_rate"]], yerr=[[r["win_rate"] - lo], [hi - r["win_rate"]]],
-                        marker="o", capsize=3, color=f"C{j}", label=_label(key, r))
+                        marker="o", capsize=3, color=f"C{j}", label=row_label(key, r))
         ax.set(xlabel=xlabel, ylabel="win rate vs reference (%)", ylim=(0, 100))
     fig.axes[0].legend(fontsize=8)
     fig.suptitle("Win-rate methods: what they reach for the samples and oracle calls they use")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _mean_curve(curves: dict, metric: str) -> list[tuple[int, float]]:
@@ -120,7 +119,7 @@ def _mean_curve(curves: dict, metric: str) -> list[tuple[int, float]]:
     by_step: dict[int, list[float]] = {}
     for per_step in (curves or {}).values():
         for step, scores in (per_step or {}).items():
-            v = _num((scores or {}).get(metric))
+            v = number((scores or {}).get(metric))
             if v is not None:
                 by_step.setdefault(int(step), []).append(v)
     return [(s, statistics.fmean(v)) for s, v in sorted(by_step.items())]
@@ -133,29 +132,29 @@ def plot_val_curves(results: dict, path) -> Path | None:
         return None
     ref = results.get("val_reference") or {}
     sft, init = ref.get("student_sft") or {}, ref.get("student_init") or {}
-    fig = _new_figure(11.0, 4.2)
+    fig = new_figure(11.0, 4.2)
     for i, (metric, ylabel) in enumerate(VAL_METRICS):
         ax = fig.add_subplot(1, 2, i + 1)
         for j, (key, r) in enumerate(rows):
-            pts, start = _mean_curve(r["curves"], metric), _num(sft.get(metric))
+            pts, start = _mean_curve(r["curves"], metric), number(sft.get(metric))
             if start is not None and (not pts or pts[0][0] != 0):
                 pts = [(0, start)] + pts
             collapsed = bool(r.get("collapse"))
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="x" if collapsed else "o", ms=5, color=f"C{j}",
-                    label=_label(key, r) + (" (collapsed)" if collapsed else ""))
+                    label=row_label(key, r) + (" (collapsed)" if collapsed else ""))
         for scores, name, colour in ((sft, "SFT student", "grey"), (init, "initial student", "black")):
-            v = _num(scores.get(metric))
+            v = number(scores.get(metric))
             if v is not None:
                 ax.axhline(v, color=colour, ls="--", lw=0.9, label=name)
         ax.set(xlabel="training step", ylabel=ylabel)
     fig.axes[0].legend(fontsize=8)
     fig.suptitle("Validation scores of each method's chosen setting (mean over seeds; step 0 = SFT student)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _loss_points(log: dict) -> list[tuple[int, float]]:
-    pts = [(0, float(log["val_loss_initial"]))] if _num(log.get("val_loss_initial")) is not None else []
-    return pts + [(int(s), float(v)) for s, v in (log.get("val_loss") or []) if _num(v) is not None]
+    pts = [(0, float(log["val_loss_initial"]))] if number(log.get("val_loss_initial")) is not None else []
+    return pts + [(int(s), float(v)) for s, v in (log.get("val_loss") or []) if number(v) is not None]
 
 
 def plot_sft_loss(sft: dict, path) -> Path | None:
@@ -163,7 +162,7 @@ def plot_sft_loss(sft: dict, path) -> Path | None:
     models = [(k, v) for k, v in (sft or {}).items() if isinstance(v, dict) and _loss_points(v)]
     if not models:
         return None
-    fig = _new_figure(4.5 * len(models), 3.4)
+    fig = new_figure(4.5 * len(models), 3.4)
     for i, (name, log) in enumerate(models):
         ax = fig.add_subplot(1, len(models), i + 1)
         pts = _loss_points(log)
@@ -173,7 +172,7 @@ def plot_sft_loss(sft: dict, path) -> Path | None:
             ax.legend(fontsize=8)
         ax.set(title=f"{name} SFT", xlabel="step", ylabel="validation loss")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- sections
@@ -195,12 +194,12 @@ def _intro(results: dict) -> list[str]:
 def _gap_line(results: dict) -> str:
     val, test = results.get("teacher_gap_validation"), results.get("teacher_gap")
     parts = []
-    if isinstance(val, dict) and _num(val.get("diff")) is not None:
+    if isinstance(val, dict) and number(val.get("diff")) is not None:
         status = "passed" if val.get("passed") else "not met, ignored as configured" if val.get("ignored") else "not met"
-        floor = f" (floor {_fmt(val.get('floor'), 1)}: {status})" if _num(val.get("floor")) is not None else ""
-        parts.append(f"validation {_diff(val)} points on {val.get('n')} prompts{_in_groups(val)}{floor}")
-    if isinstance(test, dict) and _num(test.get("diff")) is not None:
-        parts.append(f"test {_diff(test)} points on {test.get('n')} prompts{_in_groups(test)}")
+        floor = f" (floor {fmt(val.get('floor'), 1)}: {status})" if number(val.get("floor")) is not None else ""
+        parts.append(f"validation {_diff(val)} points on {val.get('n')} prompts{in_groups(val)}{floor}")
+    if isinstance(test, dict) and number(test.get("diff")) is not None:
+        parts.append(f"test {_diff(test)} points on {test.get('n')} prompts{in_groups(test)}")
     return ("Teacher − SFT student win rate (paired): " + "; ".join(parts) + ".") if parts else ""
 
 
@@ -222,8 +221,8 @@ def _table1(view: dict, resampled: str | None = None) -> list[str]:
 
 def _per_seed(row: dict) -> str:
     seeds = row.get("per_seed_win_rate") or []
-    sd = f" (s.d. {_fmt(row['win_rate_seed_sd'], 1)})" if _num(row.get("win_rate_seed_sd")) is not None and len(seeds) > 1 else ""
-    return (", ".join(_fmt(x, 1) for x in seeds) or DASH) + sd
+    sd = f" (s.d. {fmt(row['win_rate_seed_sd'], 1)})" if number(row.get("win_rate_seed_sd")) is not None and len(seeds) > 1 else ""
+    return (", ".join(fmt(x, 1) for x in seeds) or DASH) + sd
 
 
 def _paired_section(results: dict) -> list[str]:
@@ -234,17 +233,17 @@ def _paired_section(results: dict) -> list[str]:
     judge = any(isinstance(r.get("vs_sft_training_judge"), dict) for r in rows.values())
     header = (["Method", "Selected", "Win rate per seed", "Δ win rate vs SFT [95% CI]"] + (["Δ vs SeqKD [95% CI]"] if seqkd else [])
               + ["Δ ROUGE-L vs SFT [95% CI]"] + (["Δ vs SFT by the training judge"] if judge else []) + ["Collapse"])
-    body = [[_label(k, r), _selected(r), _per_seed(r), _diff(r.get("vs_sft"))] + ([_diff(r.get("vs_seqkd"))] if seqkd else [])
+    body = [[row_label(k, r), _selected(r), _per_seed(r), _diff(r.get("vs_sft"))] + ([_diff(r.get("vs_seqkd"))] if seqkd else [])
             + [_diff(r.get("rougeL_vs_sft"))] + ([_diff(r.get("vs_sft_training_judge"))] if judge else []) + [_collapse(r)]
             for k, r in rows.items()]
-    out = ["## Against SFT and SeqKD (paired, two-level bootstrap)", "", _md_table(header, body), "",
+    out = ["## Against SFT and SeqKD (paired, two-level bootstrap)", "", md_table(header, body), "",
            "Each Δ compares a method with the baseline on the same test prompts, resampling whole groups of prompts once "
            "for both sides and each side's seeds (points). It is significant when its interval excludes 0.", ""]
     events = [(k, r, c) for k, r in rows.items() for c in (r.get("collapse") or [])]
     if events:
         out += ["Collapse: a run (a grid point on the first seed, or the chosen setting on another seed) scored below the "
                 "initial student on validation:", ""]
-        out += [f"- {_label(k, r)}, seed {c.get('seed')}, {_setting(c.get('setting'))}: {_collapse_event(c)}" for k, r, c in events]
+        out += [f"- {row_label(k, r)}, seed {c.get('seed')}, {_setting(c.get('setting'))}: {_collapse_event(c)}" for k, r, c in events]
         out.append("")
     return out
 
@@ -253,11 +252,11 @@ def _detection_lines(results: dict) -> list[str]:
     out = []
     for key, baseline in (("vs_sft", "the SFT student"), ("vs_seqkd", "SeqKD")):
         d = (results.get("detection_limit") or {}).get(key)
-        if not isinstance(d, dict) or _num(d.get("significant_at")) is None:
+        if not isinstance(d, dict) or number(d.get("significant_at")) is None:
             continue
-        level, power = _num(d.get("level")) or 0.95, _num(d.get("power")) or 0.8
-        out.append(f"Against {baseline}: a win-rate difference larger than {_fmt(d['significant_at'], 1)} points has a "
-                   f"{100 * level:g}% interval excluding 0; one of about {_fmt(d.get('detectable_with_power'), 1)} points "
+        level, power = number(d.get("level")) or 0.95, number(d.get("power")) or 0.8
+        out.append(f"Against {baseline}: a win-rate difference larger than {fmt(d['significant_at'], 1)} points has a "
+                   f"{100 * level:g}% interval excluding 0; one of about {fmt(d.get('detectable_with_power'), 1)} points "
                    f"is detected with {100 * power:g}% power (median over {d.get('n')} comparisons).")
     return out
 
@@ -278,10 +277,10 @@ def _selection_table(row: dict, metric: str) -> str:
         cells = []
         for s in steps:
             v = (g.get("val") or {}).get(s)
-            cell = DASH if v is None else f"{_fmt(v.get(metric), 1)} / {_fmt(v.get(other), 1)}"
+            cell = DASH if v is None else f"{fmt(v.get(metric), 1)} / {fmt(v.get(other), 1)}"
             cells.append(f"**{cell}**" if chosen and str(sel.get("step")) == s and v is not None else cell)
         body.append([_setting(g.get("setting")) + (" ✓" if chosen else "")] + cells)
-    return _md_table(["Setting"] + [f"step {s}" for s in steps], body)
+    return md_table(["Setting"] + [f"step {s}" for s in steps], body)
 
 
 def _selection_section(results: dict) -> list[str]:
@@ -296,22 +295,22 @@ def _selection_section(results: dict) -> list[str]:
     ref = results.get("val_reference") or {}
     sft, init = ref.get("student_sft") or {}, ref.get("student_init") or {}
     if sft or init:
-        out += [f"Step 0 (SFT student): {_fmt(sft.get(metric), 1)} / {_fmt(sft.get(other), 1)}; initial student: "
-                f"{_fmt(init.get(metric), 1)} / {_fmt(init.get(other), 1)}.", ""]
+        out += [f"Step 0 (SFT student): {fmt(sft.get(metric), 1)} / {fmt(sft.get(other), 1)}; initial student: "
+                f"{fmt(init.get(metric), 1)} / {fmt(init.get(other), 1)}.", ""]
     for key, row in rows:
-        out += [f"### {_label(key, row)}", "", _selection_table(row, metric), ""]
+        out += [f"### {row_label(key, row)}", "", _selection_table(row, metric), ""]
     return out
 
 
 def _sweep_sections(results: dict, view: dict, plots: Path) -> list[str]:
-    labels = {k: _label(k, r) for k, r in view["rows"].items()}
+    labels = {k: row_label(k, r) for k, r in view["rows"].items()}
     out = []
     relabel = results.get("relabel_sweep") or {}
     if plot_sweep({relabel.get("entry"): relabel.get("points")}, labels, plots / "relabel_share.png", xlabel="judge-relabelled pairs (%)",
                   title="Figure 2 analogue: win rate vs share of real preference pairs"):
         pts = relabel["points"]
         out += ["## Figure 2 analogue: share of judge-relabelled pairs", "", "![relabel](plots/relabel_share.png)", "",
-                _md_table(["Relabelled", "Win rate (95% CI)"], [[f"{100 * p['share']:.0f}%", _fmt_rate(p["win_rate"], p["win_rate_ci"])] for p in pts]), ""]
+                md_table(["Relabelled", "Win rate (95% CI)"], [[f"{100 * p['share']:.0f}%", fmt_rate(p["win_rate"], p["win_rate_ci"])] for p in pts]), ""]
     if plot_length_buckets(view, plots / "length_buckets.png"):
         out += ["## Figure 3 analogue: win rate by generation length", "", "![length](plots/length_buckets.png)", "", length_table(view), ""]
     data = results.get("data_sweep") or {}
@@ -320,9 +319,9 @@ def _sweep_sections(results: dict, view: dict, plots: Path) -> list[str]:
         body = []
         for key, pts in data.items():
             by = {p["share"]: p for p in pts}
-            body.append([labels.get(key, key)] + [_fmt_rate(by[s]["win_rate"], by[s]["win_rate_ci"]) if s in by else DASH for s in shares])
+            body.append([labels.get(key, key)] + [fmt_rate(by[s]["win_rate"], by[s]["win_rate_ci"]) if s in by else DASH for s in shares])
         out += ["## Figure 4 analogue: share of distillation data", "", "![data](plots/data_share.png)", "",
-                _md_table(["Method"] + [f"{100 * s:g}%" for s in shares], body), ""]
+                md_table(["Method"] + [f"{100 * s:g}%" for s in shares], body), ""]
     return out
 
 
@@ -333,20 +332,20 @@ def _sft_section(results: dict, plots: Path) -> list[str]:
     out = ["## SFT warm-up", "", "Each model was fine-tuned on the references before distillation and kept its best "
            "evaluation's weights (the chosen step, out of its budget, by the criterion shown: under the bench, the select "
            "metric that chooses every method's step); validation loss before (initial), at the kept step, after the last "
-           "step, and at its lowest.", "", _md_table(*sft_table(sft)), "", *curve_lines(sft), ""]
+           "step, and at its lowest.", "", md_table(*sft_table(sft)), "", *curve_lines(sft), ""]
     if plot_sft_loss(sft, plots / "sft_val_loss.png"):
         out += ["![SFT validation loss](plots/sft_val_loss.png)", ""]
     return out
 
 
 def _cost_table(results: dict) -> str:
-    costs = results.get("costs") or {k: {"label": _label(k, r), **r["cost"]} for k, r in _method_rows(results).items()
+    costs = results.get("costs") or {k: {"label": row_label(k, r), **r["cost"]} for k, r in _method_rows(results).items()
                                          if isinstance(r.get("cost"), dict)}
     if not costs:
         return ""
-    body = [[c.get("label", k)] + [_fmt(c.get(f, 0), nd) for f, _, nd in COST_COLUMNS] for k, c in costs.items()]
+    body = [[c.get("label", k)] + [fmt(c.get(f, 0), nd) for f, _, nd in COST_COLUMNS] for k, c in costs.items()]
     kind = next((c["memory_kind"] for c in costs.values() if c.get("memory_kind")), "")
-    return _md_table(["Method"] + [h for _, h, _ in COST_COLUMNS], body) + f"\n\nMeans over seeds. Memory: peak {kind} during training."
+    return md_table(["Method"] + [h for _, h, _ in COST_COLUMNS], body) + f"\n\nMeans over seeds. Memory: peak {kind} during training."
 
 
 def _cost_sections(results: dict) -> list[str]:
@@ -354,8 +353,8 @@ def _cost_sections(results: dict) -> list[str]:
     out = ["## Cost", "", table, ""] if table else []
     timings, wall = results.get("timings_s") or {}, results.get("wall_s") or {}
     if timings or wall:
-        shared = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if _num(v) is not None)
-        total = f"; all told {wall['total']:.0f} s" if _num(wall.get("total")) is not None else ""
+        shared = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if number(v) is not None)
+        total = f"; all told {wall['total']:.0f} s" if number(wall.get("total")) is not None else ""
         out += ["## Wall time", "", f"Shared stages: {shared or DASH}. Bench jobs (training + evaluation, summed over all "
                 f"invocations): {wall.get('jobs', 0):.0f} s; this invocation: {wall.get('this_invocation', 0):.0f} s{total}.", ""]
     return out

@@ -5,54 +5,21 @@
 
 The table mirrors the PLaD paper's Table 1 (Zhang et al. 2024, arXiv 2406.02886) and the
 length figure its Figure 3. Every section is optional: the report renders what is there.
-Figures are drawn on matplotlib's Agg canvas directly (no pyplot), so no window opens
-and no global backend or figure registry is touched.
+Figures are drawn off-screen (`common.new_figure`).
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from prefdistill.io import atomic_open, atomic_write_text
+from prefdistill.io import atomic_write_text
+from prefdistill.reporting.common import (DASH, ci_bounds, fmt, fmt_rate, in_groups, md_table, new_figure, number, row_label,
+                                          save_figure)
 from prefdistill.reporting.sft_report import curve_lines, run_summaries, sft_sentence, sft_table
 
 ROW_ORDER = ("teacher", "student_init", "student_sft", "student_distill")
 COLUMNS = ("Model", "Words", "ROUGE-1", "ROUGE-2", "ROUGE-L", "Win rate vs ref. (95% CI)", "T-S win rate")
 TRAINING_JUDGE_COLUMN = "Win rate, training judge"  # shown when the grader is not the judge training used
-DASH = "—"
-
-
-# ----------------------------------------------------------------------------- numbers
-
-
-def _num(x) -> float | None:
-    """A finite float, or None for missing / non-numeric / NaN values."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    return float(x) if math.isfinite(x) else None
-
-
-def _fmt(x, nd: int = 2) -> str:
-    v = _num(x)
-    return DASH if v is None else f"{v:.{nd}f}"
-
-
-def _ci(ci) -> tuple[float, float] | None:
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_num(c) is not None for c in ci):
-        return float(ci[0]), float(ci[1])
-    return None
-
-
-def _in_groups(d: dict) -> str:
-    """" in G groups" for a result that says how many groups its interval resampled, else ""."""
-    return f" in {d['groups']} groups" if _num(d.get("groups")) is not None else ""
-
-
-def _fmt_rate(rate, ci) -> str:
-    if _num(rate) is None:
-        return DASH
-    bounds = _ci(ci)
-    return _fmt(rate) + ("" if bounds is None else f" [{bounds[0]:.1f}, {bounds[1]:.1f}]")
 
 
 def ordered_rows(metrics: dict) -> list[tuple[str, dict]]:
@@ -62,30 +29,18 @@ def ordered_rows(metrics: dict) -> list[tuple[str, dict]]:
     return [(k, rows[k]) for k in keys if isinstance(rows[k], dict)]
 
 
-def _label(key: str, row: dict) -> str:
-    return str(row.get("label") or key)
-
-
 def columns(metrics: dict) -> list[str]:
     both = any("training_judge_win_rate" in r for _, r in ordered_rows(metrics))
     return list(COLUMNS) + ([TRAINING_JUDGE_COLUMN] if both else [])
 
 
 def _cells(key: str, row: dict, n_columns: int = len(COLUMNS)) -> list[str]:
-    cells = [_label(key, row), _fmt(row.get("word_count"), 1), _fmt(row.get("rouge1")), _fmt(row.get("rouge2")),
-             _fmt(row.get("rougeL")), _fmt_rate(row.get("win_rate"), row.get("win_rate_ci")),
-             _fmt_rate(row.get("ts_win_rate"), row.get("ts_win_rate_ci"))]
+    cells = [row_label(key, row), fmt(row.get("word_count"), 1), fmt(row.get("rouge1")), fmt(row.get("rouge2")),
+             fmt(row.get("rougeL")), fmt_rate(row.get("win_rate"), row.get("win_rate_ci")),
+             fmt_rate(row.get("ts_win_rate"), row.get("ts_win_rate_ci"))]
     if n_columns > len(COLUMNS):
-        cells.append(_fmt_rate(row.get("training_judge_win_rate"), row.get("training_judge_win_rate_ci")))
+        cells.append(fmt_rate(row.get("training_judge_win_rate"), row.get("training_judge_win_rate_ci")))
     return cells
-
-
-def _md_table(header: list[str], body: list[list[str]]) -> str:
-    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731 - a label may contain a pipe
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |",
-             "|" + "|".join(["---"] + ["--:"] * (len(header) - 1)) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in body]
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -94,7 +49,7 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
 def render_table(metrics: dict) -> str:
     """Markdown table shaped like PLaD's Table 1, one line per row."""
     header = columns(metrics)
-    return _md_table(header, [_cells(k, r, len(header)) for k, r in ordered_rows(metrics)])
+    return md_table(header, [_cells(k, r, len(header)) for k, r in ordered_rows(metrics)])
 
 
 def console_table(metrics: dict) -> str:
@@ -116,12 +71,12 @@ def length_table(metrics: dict) -> str:
     body = []
     for key, row in rows:
         by_label = {b["bucket"]: b for b in row["length_buckets"]}
-        cells = [_label(key, row)]
+        cells = [row_label(key, row)]
         for label in buckets:
             b = by_label.get(label)
-            cells.append(DASH if b is None else f"{_fmt(b.get('win_rate'), 1)} (n={b.get('n', 0)})")
+            cells.append(DASH if b is None else f"{fmt(b.get('win_rate'), 1)} (n={b.get('n', 0)})")
         body.append(cells)
-    return _md_table(["Model"] + [f"{b} words" for b in buckets], body)
+    return md_table(["Model"] + [f"{b} words" for b in buckets], body)
 
 
 # ----------------------------------------------------------------------------- verdict
@@ -129,7 +84,7 @@ def length_table(metrics: dict) -> str:
 
 def _compare(name: str, unit: str, m_label: str, b_label: str, m, b, m_ci, b_ci) -> str:
     """One honest sentence comparing a method's number with a baseline's."""
-    m, b = _num(m), _num(b)
+    m, b = number(m), number(b)
     if m is None or b is None:
         return f"{name} is missing for {m_label if m is None else b_label}, so they cannot be compared on it."
     diff = m - b
@@ -140,7 +95,7 @@ def _compare(name: str, unit: str, m_label: str, b_label: str, m, b, m_ci, b_ci)
         head = f"On {name}, {m_label} is above {b_label} by {diff:.2f} points ({nums})"
     else:
         head = f"On {name}, {m_label} does not beat {b_label}: it is {-diff:.2f} points lower ({nums})"
-    m_ci, b_ci = _ci(m_ci), _ci(b_ci)
+    m_ci, b_ci = ci_bounds(m_ci), ci_bounds(b_ci)
     if m_ci is None or b_ci is None:
         return head + "; no 95% intervals are available, so its significance is unknown."
     if m_ci[0] <= b_ci[1] and b_ci[0] <= m_ci[1]:
@@ -161,7 +116,7 @@ def verdict(metrics: dict, method_row: str = "student_distill", baseline_row: st
     if missing:
         return f"No verdict: the run has no {' or '.join(repr(k) for k in missing)} row to compare."
     m, b = rows[method_row], rows[baseline_row]
-    ml, bl = _label(method_row, m), _label(baseline_row, b)
+    ml, bl = row_label(method_row, m), row_label(baseline_row, b)
     sentences = [
         _compare("win rate vs reference", "%", ml, bl, m.get("win_rate"), b.get("win_rate"),
                  m.get("win_rate_ci"), b.get("win_rate_ci")),
@@ -187,7 +142,7 @@ def _paired_sentence(paired: dict, ml: str, bl: str) -> str:
             return f"excludes {null:g}: significantly in favour of {bl}"
         return f"includes {null:g}: not significant"
 
-    return (f"Paired over the same {wr['n']} prompts{_in_groups(wr)}, the win-rate difference is {wr['diff']:+.2f} points "
+    return (f"Paired over the same {wr['n']} prompts{in_groups(wr)}, the win-rate difference is {wr['diff']:+.2f} points "
             f"(95% CI [{lo:.2f}, {hi:.2f}], which {outcome(lo, hi, 0)}); head to head, the judge prefers "
             f"{ml}'s generation to {bl}'s on {h2h['win_rate']:.1f}% of prompts "
             f"(95% CI [{hlo:.1f}, {hhi:.1f}], ties half, which {outcome(hlo, hhi, 50)}).")
@@ -196,82 +151,65 @@ def _paired_sentence(paired: dict, ml: str, bl: str) -> str:
 # ----------------------------------------------------------------------------- figures
 
 
-def _new_figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)  # Agg: renders off-screen, never opens a window
-    return fig
-
-
-def _save(fig, path) -> Path:
-    """Write a figure atomically, like every run-folder file."""
-    path = Path(path)
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", bbox_inches="tight")
-    return path
-
-
 def plot_length_buckets(metrics: dict, path) -> Path | None:
     """Grouped bars: win rate per length bucket, one colour per row. None if no data."""
     rows = [(k, r) for k, r in ordered_rows(metrics) if r.get("length_buckets")]
     if not rows:
         return None
     buckets = [b["bucket"] for b in rows[0][1]["length_buckets"]]
-    fig = _new_figure(max(6.0, 1.6 * len(buckets)), 4.0)
+    fig = new_figure(max(6.0, 1.6 * len(buckets)), 4.0)
     ax = fig.add_subplot()
     width = 0.8 / len(rows)
     for i, (key, row) in enumerate(rows):
         by_label = {b["bucket"]: b for b in row["length_buckets"]}
-        heights = [_num((by_label.get(lb) or {}).get("win_rate")) for lb in buckets]
+        heights = [number((by_label.get(lb) or {}).get("win_rate")) for lb in buckets]
         xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(buckets))]
-        ax.bar(xs, [math.nan if h is None else h for h in heights], width, label=_label(key, row))
+        ax.bar(xs, [math.nan if h is None else h for h in heights], width, label=row_label(key, row))
     ax.axhline(50, color="grey", lw=0.8, ls="--")
     ax.set_xticks(range(len(buckets)), [f"{b} words" for b in buckets])
     ax.set_ylabel("win rate vs reference (%)")
     ax.set_ylim(0, 100)
     ax.set_title("Win rate by generation length")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_training(metrics: dict, path) -> Path | None:
     """Loss against step for each training phase, one subplot each. None if no data."""
     phases = [(name, log) for name, log in (metrics.get("training") or {}).items()
-              if isinstance(log, list) and any(_num(r.get("loss")) is not None for r in log if isinstance(r, dict))]
+              if isinstance(log, list) and any(number(r.get("loss")) is not None for r in log if isinstance(r, dict))]
     if not phases:
         return None
-    fig = _new_figure(4.0 * len(phases), 3.2)
+    fig = new_figure(4.0 * len(phases), 3.2)
     for i, (name, log) in enumerate(phases):
         ax = fig.add_subplot(1, len(phases), i + 1)
         pts = [(r.get("step", j + 1), r["loss"]) for j, r in enumerate(log)
-               if isinstance(r, dict) and _num(r.get("loss")) is not None]
+               if isinstance(r, dict) and number(r.get("loss")) is not None]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.2, marker="o" if len(pts) <= 20 else None, ms=3)
         ax.set_title(name)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_win_rates(metrics: dict, path) -> Path | None:
     """Win rate vs reference per row with its 95% interval as error bars. None if no data."""
-    rows = [(k, r) for k, r in ordered_rows(metrics) if _num(r.get("win_rate")) is not None]
+    rows = [(k, r) for k, r in ordered_rows(metrics) if number(r.get("win_rate")) is not None]
     if not rows:
         return None
-    fig = _new_figure(max(5.0, 1.3 * len(rows)), 4.0)
+    fig = new_figure(max(5.0, 1.3 * len(rows)), 4.0)
     ax = fig.add_subplot()
     rates = [float(r["win_rate"]) for _, r in rows]
-    cis = [_ci(r.get("win_rate_ci")) or (rate, rate) for (_, r), rate in zip(rows, rates)]
+    cis = [ci_bounds(r.get("win_rate_ci")) or (rate, rate) for (_, r), rate in zip(rows, rates)]
     err = [[rate - lo for rate, (lo, _) in zip(rates, cis)], [hi - rate for rate, (_, hi) in zip(rates, cis)]]
     ax.bar(range(len(rows)), rates, yerr=err, capsize=4, color=[f"C{i}" for i in range(len(rows))])
     ax.axhline(50, color="grey", lw=0.8, ls="--")
-    ax.set_xticks(range(len(rows)), [_label(k, r) for k, r in rows], rotation=20, ha="right")
+    ax.set_xticks(range(len(rows)), [row_label(k, r) for k, r in rows], rotation=20, ha="right")
     ax.set_ylabel("win rate vs reference (%)")
     ax.set_ylim(0, 100)
     ax.set_title("Win rate vs reference (95% bootstrap CI)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- report
@@ -289,7 +227,7 @@ HOW_TO_READ = """\
 
 
 def _kv_table(pairs: list[tuple[str, str]], header: tuple[str, str]) -> str:
-    return _md_table(list(header), [[k, v] for k, v in pairs])
+    return md_table(list(header), [[k, v] for k, v in pairs])
 
 
 def _judges_section(judges: dict) -> list[str]:
@@ -313,22 +251,22 @@ def _judge_section(judge: dict, title: str = "## Judge", intro: str = "") -> lis
                    f"{t.get('documents')} documents, seed {judge.get('seed')}.")
     if judge.get("measures"):
         out.append(f"What it measures: {str(judge['measures']).rstrip('.')}.")
-    acc = _num(judge.get("heldout_accuracy"))
+    acc = number(judge.get("heldout_accuracy"))
     if acc is not None:
         out.append(f"Held-out pairwise accuracy: {100 * acc:.1f}%.")
     per_kind = judge.get("per_kind") or {}
     if per_kind:
-        out += ["", _kv_table([(str(k), f"{100 * v:.1f}%" if _num(v) is not None else DASH)
+        out += ["", _kv_table([(str(k), f"{100 * v:.1f}%" if number(v) is not None else DASH)
                                for k, v in per_kind.items()], ("Held-out pair kind", "Accuracy"))]
     return out + [""]
 
 
 def _timings_section(timings: dict) -> list[str]:
-    def fmt(v):
-        v = _num(v)
+    def duration(v):
+        v = number(v)
         return DASH if v is None else f"{v:.1f} s ({v / 60:.1f} min)"
 
-    return ["## Timings", "", _kv_table([(str(k), fmt(v)) for k, v in timings.items()], ("Phase", "Wall time")), ""]
+    return ["## Timings", "", _kv_table([(str(k), duration(v)) for k, v in timings.items()], ("Phase", "Wall time")), ""]
 
 
 def _summary(metrics: dict) -> str:
@@ -365,7 +303,7 @@ def build_report(run_dir: Path, metrics: dict) -> str:
                 "(PLaD step 2); relabelled/swapped count pairs changed by the reward model.", "",
                 _kv_table([(str(k), str(v)) for k, v in metrics["pairs"].items()], ("Pairs", "Count")), ""]
     if metrics.get("sft"):  # the step each SFT kept, of its budget, and its validation curve
-        out += ["## SFT: the kept checkpoints", "", _md_table(*sft_table(sft := run_summaries(metrics))), "", *curve_lines(sft), ""]
+        out += ["## SFT: the kept checkpoints", "", md_table(*sft_table(sft := run_summaries(metrics))), "", *curve_lines(sft), ""]
     if metrics.get("training"):
         out += ["## Training curves", ""]
         if plot_training(metrics, plots / "training.png"):

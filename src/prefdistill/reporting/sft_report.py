@@ -9,9 +9,7 @@ Pure formatting of numbers already computed; no model runs here.
 """
 from __future__ import annotations
 
-import math
-
-DASH = "—"
+from prefdistill.reporting.common import DASH, fmt
 CRITERIA = {"val_loss": ("loss", "validation loss", 3), "win_rate": ("win_rate", "validation win rate (%)", 1),
             "rougeL": ("rougeL", "validation ROUGE-L", 2)}  # criterion: (key of an evaluation, name, decimals)
 
@@ -32,11 +30,6 @@ def run_summaries(metrics: dict) -> dict[str, dict]:
             if isinstance(choice, dict)}
 
 
-def _f(x, nd: int) -> str:
-    ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-    return f"{x:.{nd}f}" if ok else DASH
-
-
 def _loss_at(s: dict, step) -> float | None:
     return next((v for st, v in s.get("val_loss") or [] if st == step), None)
 
@@ -45,13 +38,13 @@ def sft_table(sft: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     """(header, rows): budget, kept step and how it was chosen, validation loss initial / at the kept step / last / lowest."""
     body = []
     for name, s in sft.items():
-        losses = [(st, v) for st, v in s.get("val_loss") or [] if _f(v, 3) != DASH]
+        losses = [(st, v) for st, v in s.get("val_loss") or [] if fmt(v, 3) != DASH]
         low = min(losses, key=lambda p: p[1]) if losses else None
         recorded = s.get("kept_step") is not None  # results from before early stopping used the last step
         kept, how = (s["kept_step"], s.get("criterion")) if recorded else (s.get("steps"), "last: no choice recorded")
         how += "" if s.get("curve") or not recorded else "; no evaluation: sft.ROLE.eval_every unset"
-        body.append([name, str(s.get("steps", DASH)), f"{kept} ({how})", _f(s.get("val_loss_initial"), 3),
-                     _f(_loss_at(s, kept), 3), _f(losses[-1][1], 3) if losses else DASH,
+        body.append([name, str(s.get("steps", DASH)), f"{kept} ({how})", fmt(s.get("val_loss_initial"), 3),
+                     fmt(_loss_at(s, kept), 3), fmt(losses[-1][1], 3) if losses else DASH,
                      f"{low[1]:.3f} (step {low[0]})" if low else DASH])
     header = ["Model", "Budget (steps)", "Kept step (chosen by)", "Val. loss initial", "Val. loss kept", "Val. loss last",
               "Lowest (step)"]
@@ -66,7 +59,7 @@ def curve_lines(sft: dict[str, dict]) -> list[str]:
         points = [(c["step"], (c.get("val") or {}).get(key)) for c in s.get("curve") or []]
         if not points:
             continue
-        cells = [f"**{st}: {_f(v, nd)}**" if st == s.get("kept_step") else f"{st}: {_f(v, nd)}" for st, v in points]
+        cells = [f"**{st}: {fmt(v, nd)}**" if st == s.get("kept_step") else f"{st}: {fmt(v, nd)}" for st, v in points]
         out.append(f"- {name}, {what} at each evaluation (step: value): {', '.join(cells)}")
     return out
 

@@ -1,0 +1,144 @@
+"""What flows from a bench job to the bench's numbers: typed records, and their JSON files.
+
+    result = JobResult.from_json(read_json(RUN / "bench/runs/KEY/result.json"))   # result.val[step]["win_rate"]
+    test = TestResult.from_json(read_json(RUN / "bench/runs/KEY/test_stepN.json"))
+    results = summarize(cfg, bench, Scored(...))                                 # prefdistill.bench.numbers
+
+`to_json()` writes, and `from_json()` reads, the layout the bench's run folders hold
+(result.json, test_stepN.json, selection.json's entries), so folders written before these
+records existed still load: `from_json(d).to_json() == d`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from prefdistill.bench.plan import Job, as_setting
+
+COST_FIELDS = ("rows", "steps", "train_wall_s", "peak_memory_mb", "memory_kind")  # every job's; the rest are counters
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one job's training cost: rows, steps, wall time, peak memory, and the tokens and calls it counted."""
+
+    rows: int
+    steps: int  # steps logged (the budget, or fewer when training stopped early)
+    train_wall_s: float
+    peak_memory_mb: float
+    memory_kind: str  # what was measured: "GPU allocated", "process RSS", ...
+    data_tokens: dict[str, int] = dataclasses.field(default_factory=dict)  # data_*: tokens the training rows cost to make
+    counts: dict[str, float] = dataclasses.field(default_factory=dict)  # tokens_* / count_*: summed over the training log
+
+    def numbers(self) -> dict[str, float]:
+        """Every numeric cost by its result.json name (all but memory_kind)."""
+        return {k: v for k, v in self.to_json().items() if k != "memory_kind"}
+
+    def to_json(self) -> dict:
+        return {"rows": self.rows, "steps": self.steps, "train_wall_s": self.train_wall_s, "peak_memory_mb": self.peak_memory_mb,
+                "memory_kind": self.memory_kind, **self.data_tokens, **self.counts}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Cost":
+        extra = {k: v for k, v in d.items() if k not in COST_FIELDS}
+        return cls(*(d[k] for k in COST_FIELDS), data_tokens={k: v for k, v in extra.items() if k.startswith("data_")},
+                   counts={k: v for k, v in extra.items() if not k.startswith("data_")})
+
+
+def job_to_json(job: Job) -> dict:
+    """A job as result.json names it: its fields, the setting as a {key: value} dict."""
+    return {**dataclasses.asdict(job), "setting": dict(job.setting)}
+
+
+def job_from_json(d: dict) -> Job:
+    return Job(d["entry"], d["seed"], as_setting(d.get("setting") or {}), d.get("data_share", 1.0), d.get("relabel_share", 0.0),
+               settings=d.get("settings", ""))
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """One trained job (RUN/bench/runs/KEY/result.json): its validation scores at each scored step, and its cost."""
+
+    job: Job
+    method: str  # the registered method's name
+    label: str  # the row's label in tables
+    steps: int  # the training budget in steps
+    val: dict[int, dict[str, float]]  # scored step -> validation scores ("win_rate", "rougeL", "word_count")
+    cost: Cost
+    final_loss: float | None  # the last step's loss (None when nothing was logged)
+
+    def val_json(self) -> dict[str, dict[str, float]]:
+        """The validation scores keyed by str(step), as JSON holds them."""
+        return {str(step): scores for step, scores in self.val.items()}
+
+    def to_json(self) -> dict:
+        return {"job": job_to_json(self.job), "method": self.method, "label": self.label, "steps": self.steps,
+                "val": self.val_json(), "cost": self.cost.to_json(), "final_loss": self.final_loss}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "JobResult":
+        return cls(job_from_json(d["job"]), d["method"], d["label"], d["steps"], {int(s): v for s, v in d["val"].items()},
+                   Cost.from_json(d["cost"]), d.get("final_loss"))
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """A job's test generations from one step's weights, judged (RUN/bench/runs/KEY/test_stepN.json)."""
+
+    __test__ = False  # not a pytest test class
+
+    step: int
+    generations: list[str]  # one per test prompt, in split order
+    judge_scores: list[float]  # the evaluation judge's, per generation
+    training_judge_scores: list[float] | None  # the training judge's, when it is another judge
+    eval_wall_s: float
+
+    def to_json(self) -> dict:
+        return {"step": self.step, "generations": self.generations, "judge_scores": self.judge_scores,
+                "training_judge_scores": self.training_judge_scores, "eval_wall_s": self.eval_wall_s}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TestResult":
+        return cls(d["step"], d["generations"], d["judge_scores"], d.get("training_judge_scores"), d["eval_wall_s"])
+
+
+@dataclass(frozen=True)
+class Choice:
+    """An entry's chosen (setting, step) on validation (one entry of RUN/bench/<report>/selection.json)."""
+
+    setting: dict  # the grid point {key: value}
+    step: int
+    val: dict[str, float]  # its validation scores
+
+    def to_json(self) -> dict:
+        return {"setting": self.setting, "step": self.step, "val": self.val}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Choice":
+        return cls(dict(d["setting"]), d["step"], d["val"])
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Everything the bench's numbers need, judged by `Bench.scored`: no model or judge runs after it."""
+
+    references: list[str]  # the test split's references, in split order
+    groups: list  # io.group_of of each test example: what the intervals resample
+    jobs: list[Job]  # every job that produced test generations
+    runs: dict[str, JobResult]  # Job.key -> its result, for `jobs`
+    tests: dict[str, TestResult]  # Job.key -> its test result at the chosen step, for `jobs`
+    grid: dict[str, JobResult]  # Job.key -> result of every selection job (every grid point, first seed)
+    chosen: dict[str, Choice]  # entry name -> its choice on validation
+    base: dict[str, list[str]]  # base row (teacher, student_init, student_sft) -> its test generations
+    labels: dict[str, str]  # base row -> its label
+    eval_scores: dict[str, list[float]]  # "reference" and each base row -> the evaluation judge's scores
+    training_scores: dict[str, list[float]] | None  # the same by the training judge, when it is another judge
+    gap_validation: dict  # Bench.check_gap's result: teacher − SFT student on validation
+    val_reference: dict[str, dict[str, float]]  # student_init / student_sft -> validation scores
+    n_val: int  # validation prompts that choose
+    sft_logs: dict[str, list[dict]]  # role -> its SFT training log
+    sft_choices: dict[str, dict]  # role -> its SFT choice.json (prefdistill.training.best_checkpoint)
+
+    def main_runs(self, entry: str) -> list[tuple[JobResult, TestResult]]:
+        """(result, test) of the entry's main jobs (all the data, none relabelled), one per seed, in job order."""
+        return [(self.runs[j.key], self.tests[j.key]) for j in self.jobs if j.entry == entry and j.is_main]

@@ -1,0 +1,101 @@
+"""The bench's typed records: they read and write the run folder's JSON layout unchanged, and the numbers are
+computed from them (summarize on hand-made records, no model or judge)."""
+import json
+
+import pytest
+
+from prefdistill.bench.numbers import summarize
+from prefdistill.bench.plan import Job, settings_hash
+from prefdistill.bench.records import Choice, Cost, JobResult, Scored, TestResult
+from prefdistill.config.checks import load_bench_config
+from prefdistill.models.tiny import tiny_config
+
+RESULT = {  # a result.json as the bench has written it since jobs had a settings hash
+    "job": {"entry": "plad", "seed": 1, "setting": {"beta": 0.5, "lr": 0.001}, "data_share": 0.5, "relabel_share": 0.0,
+            "settings": "a1b2c3"},
+    "method": "plad", "label": "PLaD", "steps": 16,
+    "val": {"8": {"win_rate": 40.0, "rougeL": 20.0, "word_count": 12.5}, "16": {"win_rate": 45.0, "rougeL": 21.0, "word_count": 11.0}},
+    "cost": {"rows": 32, "steps": 16, "train_wall_s": 12.3, "peak_memory_mb": 812.4, "memory_kind": "process RSS",
+             "data_teacher_generated": 900, "data_student_generated": 700, "count_samples": 0.0, "tokens_teacher_scored": 1234.0},
+    "final_loss": 0.69,
+}
+
+
+def test_a_result_json_round_trips_through_its_record_and_reads_typed():
+    result = JobResult.from_json(json.loads(json.dumps(RESULT)))
+    assert json.dumps(result.to_json()) == json.dumps(RESULT)  # same keys, values and order
+    assert result.job == Job("plad", 1, (("beta", 0.5), ("lr", 0.001)), 0.5, 0.0, settings="a1b2c3")
+    assert result.job.key == "plad-a1b2c3-beta0.5-lr0.001-seed1-data0.5-relabel0"
+    assert sorted(result.val) == [8, 16] and result.val[16]["win_rate"] == 45.0
+    assert result.cost.data_tokens == {"data_teacher_generated": 900, "data_student_generated": 700}
+    assert result.cost.counts == {"count_samples": 0.0, "tokens_teacher_scored": 1234.0}
+    assert "memory_kind" not in result.cost.numbers() and result.cost.numbers()["rows"] == 32
+    empty = JobResult.from_json({**RESULT, "final_loss": None})
+    assert empty.final_loss is None and empty.to_json()["final_loss"] is None
+
+
+def test_test_results_and_choices_round_trip():
+    test = {"step": 8, "generations": ["a b", "c"], "judge_scores": [0.1, -0.2], "training_judge_scores": None, "eval_wall_s": 1.5}
+    assert TestResult.from_json(test).to_json() == test and TestResult.from_json(test).training_judge_scores is None
+    judged = {**test, "training_judge_scores": [0.3, 0.4]}
+    assert TestResult.from_json(judged).to_json() == judged
+    choice = {"setting": {"lr": 0.001}, "step": 16, "val": {"win_rate": 45.0, "rougeL": 21.0}}
+    assert Choice.from_json(choice).to_json() == choice
+
+
+REFS = ["the model learns", "data results", "a summary", "short text"]
+
+
+def _result(job: Job, val: dict, counts: dict, train_s: float) -> JobResult:
+    return JobResult(job, job.entry, job.entry.upper(), 2, val, Cost(8, 2, train_s, 100.0, "process RSS", counts=counts), 0.5)
+
+
+def _test(scores: list[float], eval_s: float) -> TestResult:
+    return TestResult(2, ["the model learns"] * 4, scores, None, eval_s)
+
+
+@pytest.fixture
+def scored(tmp_path):
+    paths = {k: tmp_path / k for k in ("teacher", "student", "data", "encoder")}
+    data = tiny_config(paths, tmp_path, name="b")
+    data["bench"] = {"methods": [{"name": "plad", "method": "plad"}, {"name": "seqkd", "method": "seqkd"}], "seeds": [0, 1]}
+    cfg, bench = load_bench_config(data)
+    plad, seqkd = ({m.name: m for m in bench.methods}[n] for n in ("plad", "seqkd"))
+    jobs = [Job(e.name, s, settings=settings_hash(e)) for e in (plad, seqkd) for s in (0, 1)]
+    good, bad = {1: {"win_rate": 60.0, "rougeL": 30.0}, 2: {"win_rate": 70.0, "rougeL": 35.0}}, {2: {"win_rate": 5.0, "rougeL": 35.0}}
+    runs = {jobs[0].key: _result(jobs[0], good, {"count_samples": 4.0}, 10.0), jobs[1].key: _result(jobs[1], bad, {}, 20.0),
+            jobs[2].key: _result(jobs[2], good, {}, 1.0), jobs[3].key: _result(jobs[3], good, {}, 3.0)}
+    tests = {jobs[0].key: _test([1.0] * 4, 1.0), jobs[1].key: _test([0.0] * 4, 3.0),  # plad wins every prompt on seed 0, none on 1
+             jobs[2].key: _test([1.0, 0.0, 1.0, 0.0], 2.0), jobs[3].key: _test([1.0, 0.0, 1.0, 0.0], 2.0)}
+    half = [0.5] * 4
+    return cfg, bench, Scored(
+        references=REFS, groups=[0, 1, 2, 3], jobs=jobs, runs=runs, tests=tests, grid={j.key: runs[j.key] for j in jobs if j.seed == 0},
+        chosen={e.name: Choice({}, 2, good[2]) for e in (plad, seqkd)}, base={r: ["x"] * 4 for r in ("teacher", "student_init", "student_sft")},
+        labels={"teacher": "Teacher", "student_init": "Student", "student_sft": "SFT"},
+        eval_scores={"reference": half, "teacher": [1.0] * 4, "student_init": [0.0] * 4, "student_sft": [0.0] * 4},
+        training_scores=None, gap_validation={"diff": 10.0}, val_reference={"student_init": {"win_rate": 10.0, "rougeL": 10.0}},
+        n_val=5, sft_logs={}, sft_choices={})
+
+
+def test_summarize_computes_the_numbers_from_the_records(scored):
+    cfg, bench, records = scored
+    results = summarize(cfg, bench, records)
+    plad, seqkd = results["rows"]
+    assert (plad["name"], plad["label"], seqkd["label"]) == ("plad", "PLAD", "SEQKD")
+    assert plad["per_seed_win_rate"] == [100.0, 0.0] and plad["win_rate"] == pytest.approx(50.0)
+    assert seqkd["per_seed_win_rate"] == [50.0, 50.0]
+    assert plad["selected"] == {"setting": {}, "step": 2, "val": {"win_rate": 70.0, "rougeL": 35.0}}
+    assert plad["curves"] == {"0": {"1": {"win_rate": 60.0, "rougeL": 30.0}, "2": {"win_rate": 70.0, "rougeL": 35.0}},
+                              "1": {"2": {"win_rate": 5.0, "rougeL": 35.0}}}
+    assert plad["grid"] == [{"setting": {}, "val": plad["curves"]["0"]}]
+    # Seed 1 fell below the initial student's validation win rate at step 2; nothing else did.
+    assert plad["collapse"] == [{"seed": 1, "setting": {}, "step": 2, "metric": "win_rate", "value": 5.0, "floor": 10.0}]
+    assert seqkd["collapse"] == []
+    cost = results["costs"]["plad"]  # means over seeds; a counter one seed lacks counts 0 there
+    assert cost["count_samples"] == 2.0 and cost["train_wall_s"] == 15.0 and cost["eval_wall_s"] == 2.0
+    assert cost["memory_kind"] == "process RSS" and cost["label"] == "PLAD" and plad["cost"] == cost
+    assert results["wall_s"]["jobs"] == pytest.approx(10 + 1 + 20 + 3 + 1 + 2 + 3 + 2)
+    assert seqkd["vs_seqkd"] is None and plad["vs_seqkd"]["diff"] == pytest.approx(0.0)
+    assert results["n_val"] == 5 and results["teacher_gap_validation"] == {"diff": 10.0}
+    assert results["teacher_gap"]["diff"] == pytest.approx(100.0)  # the teacher beats every reference, the SFT student none
+    json.dumps(results)  # JSON-ready
