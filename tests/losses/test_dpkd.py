@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from prefdistill.methods import ResolvedMethod, resolve_method
 from prefdistill.config.checks import load_config
 from prefdistill.config.schema import ConfigError, LoraConfig, ModelConfig, TrainConfig
 from prefdistill.losses import dpkd_ipo_loss, dpkd_loss, simpo_loss, token_argmax_dpkd_loss
@@ -141,7 +142,7 @@ def test_teacher_logps_are_stored_once_and_reused(tiny_assets, tmp_path):
 
     pipe.artifacts.load = no_teacher
     spec = get_method("dpkd")
-    rows = pipe.artifacts.training_data(spec, DPKDParams()).rows
+    rows = pipe.artifacts.training_data(ResolvedMethod.of(spec, DPKDParams())).rows
     assert rows[0]["teacher_chosen_logp"] == stored[0]["teacher_sample"]
     # A swapped pair reads the scores by who wrote the text, not by side.
     swapped = dict(pairs[0], chosen=p0["rejected"], rejected=p0["chosen"], chosen_source="student", rejected_source="teacher")

@@ -1,4 +1,5 @@
 """The whole pipeline end to end on tiny models built from configs, through the CLI."""
+import dataclasses
 import json
 
 import pytest
@@ -167,9 +168,9 @@ def _trainable_after(cfg_dict, stages, crash_at=None, monkeypatch=None):
 
         from prefdistill.run import stages as stages_mod  # the distill stage looks the method up there
 
-        original = stages_mod.get_method
+        original = stages_mod.resolve_method
         patched = type(spec)(**{**spec.__dict__, "loss": crashing})
-        monkeypatch.setattr(stages_mod, "get_method", lambda name: patched if name == "plad" else original(name))
+        monkeypatch.setattr(stages_mod, "resolve_method", lambda c: dataclasses.replace(original(c), spec=patched))
         with pytest.raises(KeyboardInterrupt):
             pipeline_mod.Pipeline(cfg).run(stages)
         monkeypatch.undo()
@@ -251,5 +252,5 @@ def test_a_method_that_reads_only_prompts_skips_the_sampling(tiny_assets, tmp_pa
     run = pipe.run_dir
     assert not (run / "pairs" / "pairs.jsonl").exists() and not (run / "samples").exists()
     assert (run / "checkpoints" / "student_distill" / "prefdistill_checkpoint.json").is_file()
-    rows = pipe.artifacts.training_data(*pipe.artifacts.methods[0]).rows
+    rows = pipe.artifacts.training_data(pipe.artifacts.methods[0]).rows
     assert [r["prompt"] for r in rows] == [e.prompt for e in pipe.artifacts.splits["distill"]]

@@ -1,6 +1,7 @@
 """One `train_job` for the distill stage and every bench job: its providers, its typed data, a finished job read back."""
 import pytest
 
+from prefdistill.methods import ResolvedMethod, resolve_method
 from prefdistill.methods.registry import METHODS, NEEDS, requirements
 from prefdistill.run.train_job import PROVIDERS, loss_extras
 from prefdistill.signal.topk_cache import TopkSignal
@@ -32,7 +33,7 @@ def _job(method, params, data, tmp_path):
     from prefdistill.config.schema import TrainConfig
     from prefdistill.methods import get_method
 
-    return TrainJob(get_method(method), params, data, TrainConfig(steps=1), tmp_path / "out", seed=0)
+    return TrainJob(ResolvedMethod.of(get_method(method), params), data, TrainConfig(steps=1), tmp_path / "out", seed=0)
 
 
 def test_the_loss_gets_the_cached_signal_the_data_carries_and_nothing_it_does_not_need(tmp_path):

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from prefdistill.methods import ResolvedMethod, resolve_method
 from prefdistill.config.schema import ModelConfig
 from prefdistill.errors import ConfigError
 from prefdistill.methods import get_method
@@ -146,7 +147,7 @@ def test_served_training_never_holds_the_teacher(tiny_assets, tmp_path, counting
     with LogitServer(counting) as server:
         pipe, loaded = _pipeline(_config(tiny_assets, tmp_path, url=server.url + "/v1", student=student_dir), monkeypatch)
         spec, params = get_method("gkd"), GKDParams(signal="served", k=5, on_policy_fraction=1.0, max_new_tokens=4)
-        log = train_job(TrainJob(spec, params, TrainingData(_pair_rows(4)), pipe.cfg.distill.train, tmp_path / "ckpt", seed=0), pipe).log
+        log = train_job(TrainJob(ResolvedMethod.of(spec, params), TrainingData(_pair_rows(4)), pipe.cfg.distill.train, tmp_path / "ckpt", seed=0), pipe).log
     assert loaded == [("teacher", "APILM"), ("student", "LocalLM")]
     assert len(log) == 2 and all(math.isfinite(r["loss"]) and r["on_policy"] == 1.0 for r in log)
     assert sum(r["tokens_teacher_scored"] for r in log) > 0
@@ -159,7 +160,7 @@ def test_a_shifted_echo_is_refused_with_the_probes_reason_before_any_step(tiny_a
         pipe, loaded = _pipeline(_config(tiny_assets, tmp_path, url=server.url + "/v1", student=student_dir), monkeypatch)
         spec, params = get_method("gkd"), GKDParams(signal="served", k=5, on_policy_fraction=1.0, max_new_tokens=4)
         with pytest.raises(ValueError) as err:
-            train_job(TrainJob(spec, params, TrainingData(_pair_rows(4)), pipe.cfg.distill.train, tmp_path / "ckpt", seed=0), pipe).log
+            train_job(TrainJob(ResolvedMethod.of(spec, params), TrainingData(_pair_rows(4)), pipe.cfg.distill.train, tmp_path / "ckpt", seed=0), pipe).log
     assert "sanity check" in str(err.value) and "shifts echoed log-probs" in str(err.value)
     assert loaded == [("teacher", "APILM")] and len(server.payloads) == 1  # the probe; the student never loaded
     assert not list(tmp_path.glob("ckpt*"))  # no step, no state
@@ -173,9 +174,9 @@ def test_the_pipeline_builds_a_topk_cache_from_a_server(tiny_assets, tmp_path, c
         raw = _config(tiny_assets, tmp_path, "kd", {"signal": "topk", "k": 4}, url=server.url + "/v1", student=student_dir)
         pipe, loaded = _pipeline(raw, monkeypatch)
         spec, params = get_method("kd"), method_params(pipe.cfg)
-        data = pipe.training_data(spec, params)
+        data = pipe.training_data(ResolvedMethod.of(spec, params))
         rows, asked = data.rows, len(server.payloads)
-        log = train_job(TrainJob(spec, params, data, pipe.cfg.distill.train, tmp_path / "ckpt", seed=0), pipe).log
+        log = train_job(TrainJob(ResolvedMethod.of(spec, params), data, pipe.cfg.distill.train, tmp_path / "ckpt", seed=0), pipe).log
     assert asked == 2 + len(rows) == len(server.payloads)  # the probe's two echoes, one per row; none during training
     assert loaded == [("teacher", "APILM"), ("student", "LocalLM")]
     assert len(log) == 2 and all(math.isfinite(r["loss"]) and 0 < r["topk_teacher_mass"] <= 1 for r in log)

@@ -17,6 +17,7 @@ import math
 import pytest
 import torch
 
+from prefdistill.methods import ResolvedMethod, resolve_method
 from prefdistill.methods import get_method
 from prefdistill.methods.gkd import GKDParams
 from prefdistill.methods.kd import KDParams
@@ -168,11 +169,11 @@ def test_served_training_records_the_rows_counts_them_and_stops_above_the_share(
         url = server.url + "/v1"
         pipe = _pipeline(tiny_assets, tmp_path, "ok", student_dir, url, monkeypatch, batch_size=batch_size,
                          grad_accum=grad_accum)  # the default share: 0.05
-        log = train_job(TrainJob(spec, params, TrainingData(rows), pipe.cfg.distill.train, tmp_path / "ckpt" / "ok", seed=0), pipe).log  # 10 steps of 2 rows: each row once
+        log = train_job(TrainJob(ResolvedMethod.of(spec, params), TrainingData(rows), pipe.cfg.distill.train, tmp_path / "ckpt" / "ok", seed=0), pipe).log  # 10 steps of 2 rows: each row once
         strict = _pipeline(tiny_assets, tmp_path, "strict", student_dir, url, monkeypatch,
                            signal_max_failed_fraction=0.01)
         with pytest.raises(ValueError) as err:
-            train_job(TrainJob(spec, params, TrainingData(rows), strict.cfg.distill.train, tmp_path / "ckpt" / "strict", seed=0), strict).log
+            train_job(TrainJob(ResolvedMethod.of(spec, params), TrainingData(rows), strict.cfg.distill.train, tmp_path / "ckpt" / "strict", seed=0), strict).log
     assert len(log) == 10 and all(math.isfinite(r["loss"]) for r in log)
     assert sum(r["count_signal_failed_rows"] for r in log) == 1
     (record,) = [json.loads(line) for line in (tmp_path / "ckpt" / "ok.signal_failures.jsonl").read_text().splitlines()]

@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+from prefdistill.methods import ResolvedMethod, resolve_method
 from prefdistill.config.schema import LoraConfig, ModelConfig, TrainConfig
 from prefdistill.losses import forward_kl, topk_forward_kl
 from prefdistill.models.tiny import tiny_rows
@@ -310,7 +311,7 @@ def test_the_pipeline_caches_once_and_trains_without_loading_the_teacher(tiny_as
     cfg = load_config(raw)
     art = Pipeline(cfg).artifacts
     spec, params = get_method("kd"), method_params(cfg)
-    data = art.training_data(spec, params)
+    data = art.training_data(ResolvedMethod.of(spec, params))
     path = art.folder.topk_cache(6)
     assert data.teacher_topk.path == path and len(scan(path)[0]) == len(set(data.teacher_topk.keys)) > 0
     size = path.stat().st_size
@@ -322,9 +323,9 @@ def test_the_pipeline_caches_once_and_trains_without_loading_the_teacher(tiny_as
         return Artifacts.load(art, role, *a, **k)
 
     art.load = load
-    assert art.training_data(spec, params).teacher_topk == data.teacher_topk
+    assert art.training_data(ResolvedMethod.of(spec, params)).teacher_topk == data.teacher_topk
     assert path.stat().st_size == size
-    log = train_job(TrainJob(spec, params, data, cfg.distill.train, tmp_path / "ckpt", seed=0), art).log
+    log = train_job(TrainJob(ResolvedMethod.of(spec, params), data, cfg.distill.train, tmp_path / "ckpt", seed=0), art).log
     assert len(log) == 2 and loaded == ["student"]
 
 
@@ -356,7 +357,7 @@ def test_the_cache_key_follows_the_teachers_weights_and_chat_template(tiny_asset
             return Artifacts.load(art, role, *a, **k)
 
         art.load = load
-        return list(art.training_data(get_method("kd"), method_params(art.cfg)).teacher_topk.keys), loaded
+        return list(art.training_data(resolve_method(art.cfg)).teacher_topk.keys), loaded
 
     first, loaded = keys()
     assert loaded == ["teacher"]

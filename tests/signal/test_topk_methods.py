@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from prefdistill.methods import ResolvedMethod, resolve_method
 from prefdistill.config.schema import ModelConfig
 from prefdistill.losses import (coarsen, forward_kl, generalized_jsd, generalized_jsd_from_log_probs, js_divergence, js_from_log_probs,
                                 kl_from_log_probs, reverse_kl, skew_forward_kl, skew_forward_kl_from_log_probs, skew_reverse_kl,
@@ -265,7 +266,7 @@ def test_the_pipeline_caches_the_teacher_samples_once_and_trains_without_the_tea
     art, spec, params = Pipeline(cfg).artifacts, get_method("gkd"), method_params(cfg)
     pairs = tmp_path / "pairs.jsonl"
     write_jsonl(pairs, _pair_rows(4))
-    data = art.training_data(spec, params, pairs)
+    data = art.training_data(ResolvedMethod.of(spec, params), pairs)
     rows, path = data.rows, art.folder.topk_cache(5)
     assert len(scan(path)[0]) == 4
     _, _, mask = data.teacher_topk.rows()  # the teacher side of each pair, the swapped one included
@@ -279,7 +280,7 @@ def test_the_pipeline_caches_the_teacher_samples_once_and_trains_without_the_tea
         return Artifacts.load(art, role, *a, **k)
 
     art.load = load
-    again = art.training_data(spec, params, pairs)
+    again = art.training_data(ResolvedMethod.of(spec, params), pairs)
     assert again.teacher_topk == data.teacher_topk and path.stat().st_size == size
-    log = train_job(TrainJob(spec, params, again, cfg.distill.train, tmp_path / "ckpt", seed=0), art).log
+    log = train_job(TrainJob(ResolvedMethod.of(spec, params), again, cfg.distill.train, tmp_path / "ckpt", seed=0), art).log
     assert len(log) == 2 and loaded == ["student"] and all(math.isfinite(r["loss"]) for r in log)

@@ -47,9 +47,8 @@ from prefdistill.errors import ConfigError, TeacherGapError
 from prefdistill.evaluation.grading import score_all
 from prefdistill.evaluation.metrics import paired_difference, pairwise_outcomes, resampled, rouge, word_count
 from prefdistill.io import group_of, read_json, write_json, write_jsonl
-from prefdistill.methods import get_method
+from prefdistill.methods import ResolvedMethod, resolve
 from prefdistill.methods.common import COUNT_PREFIX
-from prefdistill.methods.registry import build_params, requirements
 from prefdistill.reporting.bench_report import console_summary, write_bench_report
 from prefdistill.run.claims import DEFAULT_EXPIRY_S, Claim, hold
 from prefdistill.run.folder import BenchFolder
@@ -60,11 +59,10 @@ from prefdistill.training.job import TrainingData, TrainJob
 from prefdistill.training.loop import total_steps
 
 
-def entry_params(entry: BenchMethod, setting: tuple = ()):
-    """(spec, params, lr or None) of an entry at a grid point."""
-    spec = get_method(entry.method)
+def entry_method(entry: BenchMethod, setting: tuple = ()) -> tuple[ResolvedMethod, float | None]:
+    """(the entry's method resolved at a grid point, the point's lr or None)."""
     params, _ = apply_setting(entry, setting, 0.0)
-    return spec, build_params(spec, params, f"bench.methods.{entry.name}.params"), dict(setting).get(LR)
+    return resolve(entry.method, params, f"bench.methods.{entry.name}.params"), dict(setting).get(LR)
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,7 @@ class Bench:
         self.cfg, self.bench, self.ignore_gap, self.config_name = cfg, bench, ignore_gap, config_name or cfg.name
         self.options = BenchOptions(allow_config_change, ignore_gap, config_name, claim_expiry_s)
         self.entries: dict[str, BenchMethod] = {m.name: m for m in bench.methods}
-        self.pipe = Pipeline(cfg, allow_config_change=allow_config_change, methods=[entry_params(m)[:2] for m in bench.methods],
+        self.pipe = Pipeline(cfg, allow_config_change=allow_config_change, methods=[entry_method(m)[0] for m in bench.methods],
                              sft_selection=self.sft_selection())
         self.art = self.pipe.artifacts
         self.paths: BenchFolder = self.art.folder.bench_folder(bench.report)
@@ -250,8 +248,8 @@ class Bench:
     def done(self, job: Job) -> bool:
         return self.paths.result(job.key).is_file()
 
-    def job_data(self, job: Job, spec, params) -> TrainingData:
-        data = self.art.training_data(spec, params, self.pairs_file(job.relabel_share))
+    def job_data(self, job: Job, method: ResolvedMethod) -> TrainingData:
+        data = self.art.training_data(method, self.pairs_file(job.relabel_share))
         return dataclasses.replace(data, rows=subset(data.rows, job.data_share, self.cfg.seed)) if job.data_share < 1.0 else data
 
     def pairs_file(self, relabel_share: float) -> Path:
@@ -281,22 +279,22 @@ class Bench:
         if self.done(job):
             return JobResult.from_json(read_json(self.paths.result(job.key)))
         entry = self.entries[job.entry]
-        spec, params, lr = entry_params(entry, job.setting)
-        data = self.job_data(job, spec, params)
+        method, lr = entry_method(entry, job.setting)
+        data = self.job_data(job, method)
         rows = data.rows
         train_cfg = self.cfg.distill.train if lr is None else dataclasses.replace(self.cfg.distill.train, lr=lr)
         steps = total_steps(train_cfg, len(rows))
         scored = scored_steps(self.bench, steps)
         reset_peak_memory()
-        trained = train_job(TrainJob(spec, params, data, train_cfg, self.paths.checkpoint(job.key), seed=job.seed,
+        trained = train_job(TrainJob(method, data, train_cfg, self.paths.checkpoint(job.key), seed=job.seed,
                                      on_step=self.val_hook(job.key, scored, steps)), self.art)
         log, train_s, memory = trained.log, trained.wall_s, peak_memory()
         val = {s: read_json(self.paths.val_scores(job.key, s))["scores"] for s in scored}
         counted = sorted({k for r in log for k in r if k.startswith(COUNT_PREFIX)})
         cost = Cost(len(rows), len(log), round(train_s, 1), round(memory["mb"], 1), memory["kind"],
-                    data_tokens=data_tokens(self.cfg, requirements(spec, params)[1], rows),
+                    data_tokens=data_tokens(self.cfg, method.needs, rows),
                     counts={k: sum(r.get(k, 0.0) for r in log) for k in counted})
-        result = JobResult(job, entry.method, entry.label or spec.label, steps, val, cost, log[-1]["loss"] if log else None)
+        result = JobResult(job, entry.method, entry.label or method.label, steps, val, cost, log[-1]["loss"] if log else None)
         write_json(self.paths.result(job.key), result.to_json())
         return result
 

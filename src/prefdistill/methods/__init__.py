@@ -4,7 +4,7 @@
     print(sorted(METHODS))
 """
 from prefdistill.methods.registry import (METHODS, MethodSpec, ResolvedMethod, get_method, method_params, register, resolve,
-                                          resolve_method, validate_method)
+                                          resolve_method, validate_method, warmup_method)
 
 # One import line per method file: adding a method never edits the training loop. (Registration order is the
 # order of a family in the papers' orderings: `registry.paper_orderings`.)
@@ -23,4 +23,4 @@ from prefdistill.methods import bond as _bond  # noqa: E402,F401
 from prefdistill.methods import jbond as _jbond  # noqa: E402,F401
 
 __all__ = ["METHODS", "MethodSpec", "ResolvedMethod", "get_method", "method_params", "register", "resolve", "resolve_method",
-           "validate_method"]
+           "validate_method", "warmup_method"]

@@ -164,6 +164,14 @@ def resolve_method(cfg) -> ResolvedMethod:
     return resolve(cfg.distill.method, cfg.distill.params, "distill.params")
 
 
+WARMUP_METHOD = "sft"  # the supervised warm-up of teacher and student trains with this method, at its default params
+
+
+def warmup_method() -> ResolvedMethod:
+    """The method of the supervised warm-up (the sft stage), resolved at its default params."""
+    return resolve(WARMUP_METHOD, {}, "sft")
+
+
 def get_method(name: str) -> MethodSpec:
     if name not in METHODS:
         raise KeyError(f"unknown method {name!r}; registered: {', '.join(sorted(METHODS))}")

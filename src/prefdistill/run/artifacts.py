@@ -1,7 +1,7 @@
 """The artifacts of one run, with typed accessors: splits, judges, SFT checkpoints, samples, pairs, teacher caches.
 
     art = Artifacts(cfg)                      # over RunFolder(cfg.run_dir)
-    art.splits["test"]; art.sft_checkpoint("student"); art.training_data(spec, params)
+    art.splits["test"]; art.sft_checkpoint("student"); art.training_data(method)
     art.sample("teacher", ckpt, examples, cfg.pairs.teacher_sampling, folder, seed=0, desc="sample teacher")
 
 Each accessor reads what a stage wrote into the run folder (`prefdistill.run.folder`), or makes
@@ -22,9 +22,9 @@ from prefdistill.data.pairs import load_pairs
 from prefdistill.data.sampling import SampleSet, sample_resumable
 from prefdistill.data.splits import prepare_splits
 from prefdistill.io import Example, is_main_process, read_examples, read_jsonl, write_examples, write_jsonl
-from prefdistill.methods import get_method, method_params
+from prefdistill.methods import ResolvedMethod, resolve_method
 from prefdistill.methods.common import attach_teacher_logps, student_side, teacher_side
-from prefdistill.methods.registry import requirements, text_only_teacher
+from prefdistill.methods.registry import text_only_teacher
 from prefdistill.models.hf import pick_device
 from prefdistill.run.folder import RunFolder
 from prefdistill.signal.fingerprint import teacher_fingerprint
@@ -36,12 +36,12 @@ SPLITS = ("sft", "distill", "validation", "test")
 
 
 class Artifacts:
-    def __init__(self, cfg: RunConfig, *, methods: list[tuple] | None = None, sft_selection: Selection | None = None):
-        """`methods`: (spec, params) of every method that will train here (default: cfg.distill's); `sft_selection`: how
+    def __init__(self, cfg: RunConfig, *, methods: list[ResolvedMethod] | None = None, sft_selection: Selection | None = None):
+        """`methods`: every method that will train here (default: cfg.distill's); `sft_selection`: how
         the SFT stage keeps its step under sft.select auto (default: the lowest validation loss; the bench gives its own)."""
         self.cfg = cfg
         self.folder = RunFolder(cfg.run_dir)
-        self.methods = methods if methods is not None else [(get_method(cfg.distill.method), method_params(cfg))]
+        self.methods = methods if methods is not None else [resolve_method(cfg)]
         self._auto_selection = sft_selection or VAL_LOSS
         self._splits: dict[str, list[Example]] | None = None
 
@@ -71,12 +71,12 @@ class Artifacts:
 
     def consumed(self) -> set[str]:
         """What the configured methods read: targets, prompts, pairs (the data stage computes only these)."""
-        return {requirements(spec, params)[0] for spec, params in self.methods}
+        return {m.consumes for m in self.methods}
 
-    def training_data(self, spec, params, pairs_path: Path | None = None) -> TrainingData:
+    def training_data(self, method: ResolvedMethod, pairs_path: Path | None = None) -> TrainingData:
         """A method's training rows (reference targets, distillation prompts, or the pairs: `pairs_path`, default the
         run's) and, when it reads a cached teacher top-k, the `TopkSignal` of those rows."""
-        consumes, needs = requirements(spec, params)
+        consumes, needs, params = method.consumes, method.needs, method.params
         if consumes == "targets":
             rows = [{"id": e.id, "prompt": e.prompt, "target": e.target} for e in self.splits["sft"]]
             return TrainingData(rows, self.teacher_topk(rows, params) if "teacher_topk" in needs else None)
@@ -84,7 +84,7 @@ class Artifacts:
             return TrainingData([{"id": e.id, "prompt": e.prompt} for e in self.splits["distill"]])
         rows = load_pairs(pairs_path or self.folder.pairs)
         if "teacher_pair_logps" in needs:
-            attach_teacher_logps(rows, self.teacher_pair_logps(), spec.name)
+            attach_teacher_logps(rows, self.teacher_pair_logps(), method.name)
         # the methods that read a cache train on the teacher's side of each pair
         return TrainingData(rows, self.teacher_topk(rows, params, text=teacher_side) if "teacher_topk" in needs else None)
 
@@ -177,7 +177,7 @@ class Artifacts:
     def row_label(self, row: str) -> str:
         if row == "teacher" and not self.cfg.sft.teacher.enabled:
             return "Teacher"  # as given (an API teacher, or SFT switched off)
-        return EVAL_ROWS[row].label.format(method=get_method(self.cfg.distill.method).label)
+        return EVAL_ROWS[row].label.format(method=resolve_method(self.cfg).label)
 
     def sft_logs(self) -> dict[str, list[dict]]:
         """{role: its SFT training log, to the budget's last step} for each model fine-tuned here (val_loss lines when

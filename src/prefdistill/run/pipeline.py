@@ -27,9 +27,9 @@ DISTRIBUTED_STAGES = ("sft", "pairs", "distill", "eval")  # the reward stage is 
 
 
 class Pipeline:
-    def __init__(self, cfg: RunConfig, *, allow_config_change: bool = False, methods: list[tuple] | None = None,
+    def __init__(self, cfg: RunConfig, *, allow_config_change: bool = False, methods: list | None = None,
                  sft_selection: Selection | None = None):
-        """`methods`: (spec, params) of every method that will train here (default: cfg.distill's); `sft_selection`: how
+        """`methods`: the `ResolvedMethod` of every method that will train here (default: cfg.distill's); `sft_selection`: how
         the SFT stage keeps its step under sft.select auto (default: the lowest validation loss; the bench gives its own)."""
         self.cfg = cfg
         self.artifacts = Artifacts(cfg, methods=methods, sft_selection=sft_selection)

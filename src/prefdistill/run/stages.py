@@ -19,7 +19,7 @@ from prefdistill.data.sampling import SampleSet
 from prefdistill.evaluation import grading as evaluation
 from prefdistill.evaluation.metrics import resampled
 from prefdistill.io import Example, group_of, is_main_process, wait_for_everyone, write_json, write_jsonl
-from prefdistill.methods import get_method, method_params
+from prefdistill.methods import resolve_method, warmup_method
 from prefdistill.models.hf import pick_device
 from prefdistill.progress import stage_bar
 from prefdistill.run.artifacts import Artifacts
@@ -72,7 +72,7 @@ def stage_sft(art: Artifacts) -> bool:
 
 def train_sft(art: Artifacts, role: str, rows: list[dict], val: list[dict], selection) -> None:
     """One model's SFT into RUN/checkpoints/ROLE_sft.last, then its kept step installed as ROLE_sft."""
-    cfg, spec, train_cfg = art.cfg, get_method("sft"), getattr(art.cfg.sft, role)
+    cfg, spec, train_cfg = art.cfg, warmup_method().spec, getattr(art.cfg.sft, role)
     keeper = BestCheckpoint(art.folder.checkpoint(f"{role}_sft"), selection, total_steps(train_cfg, len(rows)))
     lm = art.load(role, for_training=True)
     log = train(lm, spec, spec.params_cls(), rows, train_cfg, training_lora(getattr(cfg, role), train_cfg),
@@ -110,7 +110,7 @@ def stage_pairs(art: Artifacts) -> bool:
     if folder.pairs.is_file():
         return False
     if "pairs" not in art.consumed():
-        print(f"[prefdistill] pairs: no configured method reads pairs ({', '.join(s.name for s, _ in art.methods)}); "
+        print(f"[prefdistill] pairs: no configured method reads pairs ({', '.join(m.name for m in art.methods)}); "
               "nothing sampled", flush=True)
         return False
     examples = art.splits["distill"]
@@ -153,9 +153,9 @@ def stage_distill(art: Artifacts) -> bool:
     out = art.folder.checkpoint("student_distill")
     if art.folder.is_done("student_distill"):
         return False
-    spec, params = get_method(art.cfg.distill.method), method_params(art.cfg)
+    method = resolve_method(art.cfg)
     with stage_bar("distill", total=1, unit="run") as progress:
-        train_job(TrainJob(spec, params, art.training_data(spec, params), art.cfg.distill.train, out, seed=art.cfg.seed), art)
+        train_job(TrainJob(method, art.training_data(method), art.cfg.distill.train, out, seed=art.cfg.seed), art)
         progress.update()
     return True
 

@@ -1,7 +1,7 @@
 """`train_job(job, artifacts)`: one method trained from the SFT student, for the distill stage and every bench job.
 
-    data = art.training_data(spec, params)
-    result = train_job(TrainJob(spec, params, data, cfg.distill.train, out, seed=0), art)   # -> TrainResult
+    method = resolve_method(cfg)
+    result = train_job(TrainJob(method, art.training_data(method), cfg.distill.train, out, seed=0), art)   # -> TrainResult
 
 What the method's loss gets besides the student comes from one provider per need it declares
 (`PROVIDERS`): the teacher in the loop, the served teacher, the frozen reference, the oracle, a
@@ -16,7 +16,7 @@ from typing import Callable
 from prefdistill.config.schema import training_lora
 from prefdistill.io import read_jsonl
 from prefdistill.judges.oracles import build_oracle
-from prefdistill.methods.registry import require_shared_vocabulary, requirements
+from prefdistill.methods.registry import require_shared_vocabulary
 from prefdistill.run.artifacts import Artifacts
 from prefdistill.run.folder import LOG_FILE, checkpoint_done
 from prefdistill.signal.served import recorded_teacher, require_topk_of_text
@@ -48,8 +48,7 @@ PROVIDERS: dict[str, Callable[[Artifacts, TrainJob], object]] = {
 
 def loss_extras(job: TrainJob, art: Artifacts) -> dict:
     """The loss's keyword arguments besides the student: one per need the method declares under its params."""
-    _, needs = requirements(job.spec, job.params)
-    extras = {name: make(art, job) for name, make in PROVIDERS.items() if name in needs}
+    extras = {name: make(art, job) for name, make in PROVIDERS.items() if name in job.method.needs}
     if "served_teacher" in extras:  # a row it cannot give is listed beside the checkpoint, left out, and limited
         scored = total_steps(job.train, len(job.data.rows)) * job.train.batch_size * job.train.grad_accum
         d = art.cfg.distill

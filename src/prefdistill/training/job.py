@@ -1,7 +1,8 @@
 """A training job as data: what to train, on what, into where; and what it gave back.
 
-    data = artifacts.training_data(spec, params)           # typed rows and the teacher signal they need
-    job = TrainJob(spec, params, data, cfg.distill.train, out=folder.checkpoint("student_distill"), seed=0)
+    method = resolve_method(cfg)                           # prefdistill.methods: spec, typed params, needs, once
+    data = artifacts.training_data(method)                 # typed rows and the teacher signal they need
+    job = TrainJob(method, data, cfg.distill.train, out=folder.checkpoint("student_distill"), seed=0)
     result = train_job(job, artifacts)                      # prefdistill.run.train_job -> TrainResult
 
 The distill stage and every bench job build one `TrainJob` and call `train_job`; the bench
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from prefdistill.config.schema import TrainConfig
-from prefdistill.methods import MethodSpec
+from prefdistill.methods import MethodSpec, ResolvedMethod
 from prefdistill.signal.topk_cache import TopkSignal
 
 
@@ -32,12 +33,11 @@ class TrainingData:
 
 @dataclass(frozen=True)
 class TrainJob:
-    """One training run of a method from the SFT student: a method at its params, its data, the schedule, where it goes.
+    """One training run of a method from the SFT student: the resolved method, its data, the schedule, where it goes.
 
     `on_step(step, lm, snapshot)`: called after each applied step (`prefdistill.training.loop.train`).
     """
-    spec: MethodSpec
-    params: Any
+    method: ResolvedMethod
     data: TrainingData
     train: TrainConfig
     out: Path
@@ -46,8 +46,16 @@ class TrainJob:
     on_step: Callable | None = field(default=None, compare=False)
 
     @property
+    def spec(self) -> MethodSpec:
+        return self.method.spec
+
+    @property
+    def params(self) -> Any:
+        return self.method.params
+
+    @property
     def label(self) -> str:
-        return self.desc or f"distill {self.spec.name}"
+        return self.desc or f"distill {self.method.name}"
 
 
 @dataclass(frozen=True)
