@@ -49,8 +49,10 @@ def accepts_logits_to_keep(model) -> bool:
 
 
 def _sharded(model) -> bool:
-    """Whether `model`'s parameters are sharded over processes (FSDP, DeepSpeed ZeRO-3): no whole head weight here."""
-    return "FullyShardedDataParallel" in type(model).__name__ or any(hasattr(p, "ds_id") for p in model.parameters())
+    """Whether `model`'s parameters are sharded over processes (FSDP 1 and 2, DeepSpeed ZeRO-3): no whole head weight here."""
+    name = type(model).__name__
+    return ("FullyShardedDataParallel" in name or name.startswith("FSDP")
+            or any(hasattr(p, "ds_id") or type(p).__name__ == "DTensor" for p in model.parameters()))
 
 
 def lm_head_of(model, vocab: int | None = None) -> LMHead | None:
