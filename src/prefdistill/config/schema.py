@@ -19,6 +19,11 @@ from prefdistill.config.typed import (AT_LEAST_1, AT_LEAST_2, HELD_OUT_SHARE, NO
 from prefdistill.errors import ConfigError  # noqa: F401  (re-exported: `from prefdistill.config.schema import ConfigError`)
 
 STAGES = ("reward", "sft", "pairs", "distill", "eval")
+# Positions whose logits exist at once (`prefdistill.losses.chunked`). Their memory is positions × V × 4 bytes ×
+# copies (a divergence holds ~6: both logits, both log-probs, the terms, the gradient): 512 positions are ~0.6 GB
+# at SmolLM's V = 49,152 and ~3 GB at Gemma-3's 262,144, where a batch of 8 × 256 completion tokens would need 4× that;
+# each chunk's (512, H) × (H, V) product is still large enough to keep a GPU's matrix units busy.
+LOGITS_CHUNK = 512
 SEED_RANGE = ("must lie in [0, 2**32)", lambda v: 0 <= v < 2**32)  # numpy's seed range
 
 
@@ -141,6 +146,9 @@ class TrainConfig:
                                          "state", AT_LEAST_1)
     eval_every: int | None = opt(None, "SFT: steps between validation-loss measurements, logged as val_loss (None: none)",
                                  AT_LEAST_1)
+    logits_chunk: int = opt(LOGITS_CHUNK, "positions whose logits are computed at once by the LM head and the loss (and "
+                                          "recomputed in the backward pass): the whole batch's (B, C, V) logits are never "
+                                          "held; 0: the whole batch at once", NON_NEGATIVE)
     full_weights: bool = opt(False, "train every weight even when the model's lora is enabled (e.g. the SFT of a student "
                                     "cut from a larger model, which LoRA cannot repair); later training uses LoRA on top")
 

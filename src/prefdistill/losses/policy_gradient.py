@@ -3,6 +3,7 @@
     per_pos = minillm_loss(student_logits, teacher_logits, tokens, mask, importance=w)  # (B, T)
     loss = (per_pos * mask).sum() / mask.sum()
     per_pos = minillm_loss_from_log_probs(log_q, log_p, token_log_q, token_log_p, mask)   # the same from log-probs
+    per_pos = minillm_loss_from_terms(single_step_kl, token_log_q, token_log_p, mask)     # from per-position terms
 
 The sequence-level objective is L(θ) = KL(q_θ ‖ p) over completions y ~ q_θ. With
 per-step rewards r_t = log p(y_t | y_<t) − log q_θ(y_t | y_<t), its gradient splits into
@@ -60,8 +61,20 @@ def minillm_loss_from_log_probs(log_q: torch.Tensor, log_p: torch.Tensor, token_
             teacher's log p(y_t), exact even where y_t is not among a top-k (a server's echo gives it).
         mask, importance: as in `minillm_loss`. Returns (B, T).
     """
+    return minillm_loss_from_terms(kl_from_log_probs(log_q, log_p), token_log_q, token_log_p, mask, importance=importance)
+
+
+def minillm_loss_from_terms(single_step_kl: torch.Tensor, token_log_q: torch.Tensor, token_log_p: torch.Tensor,
+                            mask: torch.Tensor, *, importance: torch.Tensor | None = None) -> torch.Tensor:
+    """`minillm_loss` from its per-position terms, which can be computed a chunk of positions at a time.
+
+    Args:
+        single_step_kl: (B, T) KL(q_θ(·|y_<t) ‖ p(·|y_<t)) with grad, over the vocabulary or coarsened.
+        token_log_q, token_log_p, mask, importance: as in `minillm_loss_from_log_probs`. Returns (B, T):
+        w_t·KL_t − w_t·R_{t+1}·log q_θ(y_t) (Gu et al. 2024, Eq. 5), zero off the mask; the returns
+        R couple the positions of a row, so they are formed here, after the per-position terms.
+    """
     returns = normalized_future_returns((token_log_p - token_log_q).detach(), mask)
     w = torch.ones_like(token_log_q) if importance is None else importance.to(token_log_q.dtype)
-    single = kl_from_log_probs(log_q, log_p)
-    per_pos = w * single - (w * returns) * token_log_q
+    per_pos = w * single_step_kl - (w * returns) * token_log_q
     return per_pos * mask.to(per_pos.dtype)

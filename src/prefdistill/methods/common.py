@@ -1,11 +1,14 @@
 """What the token-level methods share: teacher and student logits on the same tokens.
 
     ids = completion_ids(student, texts)                  # text -> ids, EOS appended
-    s, t, labels, mask = paired_logits(student, teacher, prompts, ids)
-    lp = teacher_student_log_probs(student, teacher, rows, prompts, ids, params, "gkd")   # live, cached or served top-k
+    s, t, labels, mask = paired_states(student, teacher, prompts, ids)   # sides for prefdistill.losses.chunked
+    terms = teacher_student_terms(student, teacher, rows, prompts, ids, params, "gkd", divergence)  # live, cached or served
 
 Student and teacher format the prompt each in their own way; the completion tokens are
 the same ids for both, so the two next-token distributions are over one vocabulary.
+Logits are computed `policy.logits_chunk` positions at a time and never for the whole batch
+(`prefdistill.losses.chunked.chunked_positions`): a method gives the per-position function, the
+chunks give it (B, C) values to mask and average as before.
 """
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ from prefdistill.data.pairs import PairRow, chosen_is_teacher, write_back
 from prefdistill.data.rows import field_of
 from prefdistill.errors import ConfigError
 from prefdistill.losses import coarsen, log_probs_pair
-from prefdistill.models.logprobs import IGNORE_INDEX, completion_token_ids, masked_mean, pack_shared_prompt, shared_prompt_logps
+from prefdistill.losses.chunked import chunked_positions, cut_vocab, side_vocab
+from prefdistill.models.logprobs import (IGNORE_INDEX, completion_token_ids, masked_mean, pack_shared_prompt, per_token_logps,
+                                         shared_prompt_logps)
 from prefdistill.signal.served import ServedTopk, served_topk
 from prefdistill.signal.topk_cache import TopkSignal
 
@@ -27,6 +32,11 @@ from prefdistill.signal.topk_cache import TopkSignal
 # calls): the loop adds them up over micro-batches (other statistics are averaged), and the
 # bench's cost table sums them over steps.
 COUNT_PREFIX = ("tokens_", "count_")
+
+
+def logits_chunk(policy) -> int:
+    """Positions whose logits `policy`'s losses compute at once (train.logits_chunk; 0: the whole batch)."""
+    return getattr(policy, "logits_chunk", 0)
 
 
 def completion_ids(policy, completions: list[str]) -> list[list[int]]:
@@ -43,7 +53,7 @@ def pair_logps(policy, prompts: list[str], chosen: list[str], rejected: list[str
     prompt_ids = [policy.prompt_ids(p) for p in prompts]
     completions = completion_token_ids(tok, [text for pair in zip(chosen, rejected) for text in pair])  # c0 r0 c1 r1 ...
     batch = pack_shared_prompt(prompt_ids, completions, pad_id=tok.pad_token_id, n_per_prompt=2)
-    per_token = shared_prompt_logps(policy.model, batch)  # (2B, C), pairs interleaved
+    per_token = shared_prompt_logps(policy.model, batch, chunk=logits_chunk(policy))  # (2B, C), pairs interleaved
     mask = batch["completion_mask"].to(per_token.device)
     return torch.cat([per_token[0::2], per_token[1::2]]), torch.cat([mask[0::2], mask[1::2]])
 
@@ -72,17 +82,25 @@ def attach_teacher_logps(rows: list[dict], table: dict[str, dict], method: str) 
                                          "teacher_rejected_logp": entry["student_sample" if teacher_first else "teacher_sample"]}))
 
 
-def paired_logits(policy, teacher, prompts: list[str], ids: list[list[int]]):
-    """(student logits (B, C, V) with grad, teacher logits (B, C, V) without, labels (B, C), mask (B, C)).
+def student_states(policy, prompts: list[str], ids: list[list[int]]):
+    """(the student's side with grad, labels (B, C), mask (B, C)), logits cut to the tokenizer's vocabulary.
 
-    The vocabulary axis is cut to the tokenizer's size: models often pad their output
-    layer (to a multiple of 64, say), and the padded entries are not tokens.
+    Models often pad their output layer (to a multiple of 64, say), and the padded entries are not tokens.
     """
-    s_logits, labels, mask = policy.completion_logits(prompts, ids)
-    with torch.no_grad():
-        t_logits, _, _ = teacher.completion_logits(prompts, ids)
-    vocab = min(len(policy.tokenizer), s_logits.shape[-1], t_logits.shape[-1])
-    return s_logits[..., :vocab], t_logits[..., :vocab].to(s_logits.device), labels, mask
+    return policy.completion_states(prompts, ids, vocab=len(policy.tokenizer))
+
+
+def paired_states(policy, teacher, prompts: list[str], ids: list[list[int]]):
+    """(student side with grad, teacher side without, labels (B, C), mask (B, C)), over one vocabulary.
+
+    A side is hidden states and a head, or logits (`prefdistill.losses.chunked`). The teacher runs
+    without an autograd graph or dropout (`LocalLM.teacher_states`); its logits only ever exist a chunk
+    at a time, inside the loss. The vocabulary is cut to the tokenizer's size and both output layers'.
+    """
+    s, labels, mask = student_states(policy, prompts, ids)
+    t, _, _ = teacher.teacher_states(prompts, ids, vocab=None, chunk=logits_chunk(policy))
+    vocab = min(side_vocab(s), side_vocab(t))
+    return cut_vocab(s, vocab), cut_vocab(t, vocab), labels, mask
 
 
 @dataclass
@@ -126,46 +144,68 @@ class TeacherSignal(ServedSignal):
                               f"set {param}: {off}, or signal: live or served (a server scores them during training)")
 
 
-class TeacherStudent(NamedTuple):
-    """Log-probs of one batch: over the vocabulary (B, C, V) with the live teacher, or (B, C, k + 1) from a cached or served top-k."""
-    log_q: torch.Tensor  # the student's, with grad
-    log_p: torch.Tensor  # the teacher's
-    student_logits: torch.Tensor  # (B, C, V), with grad
+class DistillTerms(NamedTuple):
+    """Per-position terms of one batch, computed a chunk of positions at a time (`chunked_positions`)."""
+    divergence: torch.Tensor  # (B, C): the method's divergence of teacher and student, with grad (0 off completion_mask)
+    logps: torch.Tensor | None  # (B, C): the student's log q(label) at temperature 1, with grad (with_logps), else None
     labels: torch.Tensor  # (B, C)
     mask: torch.Tensor  # (B, C): the tokens of the distillation term (not those of a row the teacher could not give)
     stats: dict[str, float]
-    completion_mask: torch.Tensor | None = None  # (B, C): every completion token (terms without the teacher: a CE)
+    completion_mask: torch.Tensor  # (B, C): every completion token (terms without the teacher: a CE)
 
 
-def teacher_student_log_probs(policy, teacher, rows: list[dict], prompts: list[str], ids: list[list[int]], params,
-                              method: str, *, served_teacher=None, teacher_topk: TopkSignal | None = None) -> TeacherStudent:
-    """Student and teacher next-token log-probs at `params.temperature` on the completion `ids`, by `params.signal`.
+def live_terms(divergence, temperature: float, with_logps: bool = False):
+    """The per-position function of a live teacher: divergence(log q, log p) over the vocabulary [, log q(label)]."""
+    def terms(s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor):
+        values = (divergence(*log_probs_pair(s, t, temperature)),)
+        return values + (per_token_logps(s, labels),) if with_logps else values
+    return terms
 
+
+def topk_terms(divergence, temperature: float, with_logps: bool = False, rest_floor: float = 0.0):
+    """The same from a teacher's top-k: divergence(log q̄, log p̄) of both coarsened to the k ids and a rest (`coarsen`)."""
+    def terms(s: torch.Tensor, _, labels: torch.Tensor, ids: torch.Tensor, logps: torch.Tensor):
+        log_p, log_q = coarsen(s / temperature, ids, logps, rest_floor=rest_floor)
+        values = (divergence(log_q, log_p),)
+        return values + (per_token_logps(s, labels),) if with_logps else values
+    return terms
+
+
+def teacher_student_terms(policy, teacher, rows: list[dict], prompts: list[str], ids: list[list[int]], params, method: str,
+                          divergence, *, served_teacher=None, teacher_topk: TopkSignal | None = None,
+                          with_logps: bool = False) -> DistillTerms:
+    """divergence(log q, log p) (B, C) of student and teacher at `params.temperature` on the completion `ids`, by `params.signal`.
+
+    `divergence` is a `*_from_log_probs` form (`prefdistill.losses.divergences`), which takes either pair:
     live: both over the vocabulary, the teacher run now. topk: both coarsened to the top-k that
     `teacher_topk` (the cache's `TopkSignal`) holds for these tokens and a rest bucket (`coarsen`); the
-    cache was made at this temperature.
-    served: coarsened likewise to the top-k `served_teacher` gives now (`served_batch`).
-    A divergence's `*_from_log_probs` form takes either pair (`prefdistill.losses.divergences`).
-    A row whose cached or served top-k could not be had is out of `mask` (`completion_mask` keeps it).
+    cache was made at this temperature. served: coarsened likewise to the top-k `served_teacher` gives
+    now (`served_batch`). A row whose cached or served top-k could not be had is out of `mask`
+    (`completion_mask` keeps it). With `with_logps`, also the student's per-token log-probs (a CE term).
     """
-    if params.signal == "topk":
-        s, labels, mask, t_ids, t_logps, stats = cached_topk(policy, teacher_topk, prompts, ids, method)
-    elif params.signal == "served":
-        s, labels, mask, top, stats = served_batch(policy, served_teacher, rows, prompts, ids, params, method)
-        t_ids, t_logps = top.ids, top.logprobs
-    else:
-        if teacher is None:
-            raise ValueError(f"{method} with signal: live needs the teacher in the training loop (or signal: topk and a "
-                             "cache, or signal: served and a server)")
-        s, t, labels, mask = paired_logits(policy, teacher, prompts, ids)
-        log_q, log_p = log_probs_pair(s, t, params.temperature)
-        return TeacherStudent(log_q, log_p, s, labels, mask, {"tokens_teacher_scored": float(mask.sum())}, mask)
-    log_p, log_q = coarsen(s / params.temperature, t_ids, t_logps)
-    return TeacherStudent(log_q, log_p, s, labels, mask, stats, (labels != IGNORE_INDEX).to(mask.dtype))
+    chunk = logits_chunk(policy)
+    if params.signal in ("topk", "served"):
+        if params.signal == "topk":
+            s, labels, mask, t_ids, t_logps, stats = cached_topk(policy, teacher_topk, prompts, ids, method)
+        else:
+            s, labels, mask, top, stats = served_batch(policy, served_teacher, rows, prompts, ids, params, method)
+            t_ids, t_logps = top.ids, top.logprobs
+        every = (labels != IGNORE_INDEX).to(mask.dtype)
+        values = chunked_positions(topk_terms(divergence, params.temperature, with_logps), s, aligned=(labels, t_ids, t_logps),
+                                   chunk=chunk, active=every.bool())
+        return DistillTerms(values[0], values[1] if with_logps else None, labels, mask, stats, every)
+    if teacher is None:
+        raise ValueError(f"{method} with signal: live needs the teacher in the training loop (or signal: topk and a "
+                         "cache, or signal: served and a server)")
+    s, t, labels, mask = paired_states(policy, teacher, prompts, ids)
+    values = chunked_positions(live_terms(divergence, params.temperature, with_logps), s, teacher=t, aligned=(labels,),
+                               chunk=chunk, active=mask.bool())
+    return DistillTerms(values[0], values[1] if with_logps else None, labels, mask, {"tokens_teacher_scored": float(mask.sum())},
+                        mask)
 
 
 def served_batch(policy, teacher, rows: list[dict], prompts: list[str], ids: list[list[int]], params, method: str):
-    """(student logits (B, C, V) with grad, labels (B, C), mask (B, C), the teacher's `ServedTopk` of the same tokens, stats).
+    """(student side with grad (`student_states`), labels (B, C), mask (B, C), the teacher's `ServedTopk` of the same tokens, stats).
 
     `teacher` is the served teacher (the `served_teacher` need, `prefdistill.signal.served`), asked now
     for its top-`params.k` at `params.temperature` at exactly the completion tokens `ids`. A row
@@ -174,15 +214,14 @@ def served_batch(policy, teacher, rows: list[dict], prompts: list[str], ids: lis
     if teacher is None:
         raise ValueError(f"{method} with signal: served needs the served teacher (the served_teacher need, which the "
                          "pipeline loads with the teacher's backend)")
-    s, labels, mask = policy.completion_logits(prompts, ids)
-    s = s[..., :len(policy.tokenizer)]  # a padded output layer's extra entries are not tokens (as in paired_logits)
+    s, labels, mask = student_states(policy, prompts, ids)
     row_ids = [str(rows[i % len(rows)].id or f"row {i}") for i in range(len(prompts))]  # f-distill: each row twice
     top = served_topk(teacher, prompts, ids, params.k, tokenizer=policy.tokenizer, temperature=params.temperature,
                       row_ids=row_ids)
     ok = ~top.failed.to(mask.device)
     if not torch.equal(top.mask.to(mask.device)[ok], mask[ok]):
         raise ValueError(f"{method}: the served teacher's top-k does not cover the completion tokens it was asked for")
-    top = ServedTopk(*(x.to(s.device) for x in top))
+    top = ServedTopk(*(x.to(mask.device) for x in top))
     mask = top.mask.to(mask.dtype)
     stats = {"tokens_teacher_scored": float(mask.sum()), "topk_teacher_mass": masked_mean(top.logprobs.exp().sum(-1), mask).item(),
              "count_signal_failed_rows": float(top.failed.sum())}
@@ -190,7 +229,7 @@ def served_batch(policy, teacher, rows: list[dict], prompts: list[str], ids: lis
 
 
 def cached_topk(policy, signal: TopkSignal | None, prompts: list[str], ids: list[list[int]], method: str):
-    """(student logits (B, C, V) with grad, labels (B, C), mask (B, C), teacher ids (B, C, k), log-probs (B, C, k), stats).
+    """(student side with grad (`student_states`), labels (B, C), mask (B, C), teacher ids (B, C, k), log-probs (B, C, k), stats).
 
     The teacher's side is what `signal` (`build_topk_cache`'s) holds for these prompts and
     completion tokens `ids`; it must cover exactly those tokens, but for a row it holds no
@@ -200,8 +239,7 @@ def cached_topk(policy, signal: TopkSignal | None, prompts: list[str], ids: list
         raise ValueError(f"{method} with signal: topk trains from cached teacher top-k: build the cache for these rows first "
                          "(prefdistill.signal.topk_cache.build_topk_cache, whose TopkSignal the loss takes as teacher_topk; "
                          "the pipeline does it before training)")
-    s, labels, mask = policy.completion_logits(prompts, ids)
-    s = s[..., :len(policy.tokenizer)]  # a padded output layer's extra entries are not tokens (as in paired_logits)
+    s, labels, mask = student_states(policy, prompts, ids)
     try:
         t_ids, t_logps, t_mask = signal.lookup(prompts, ids)  # (B, C, k), (B, C, k), (B, C)
     except KeyError as e:  # records are keyed by prompt and tokens: other text, tokenizer or settings find none
@@ -212,7 +250,7 @@ def cached_topk(policy, signal: TopkSignal | None, prompts: list[str], ids: list
     if not torch.equal(t_mask[ok], mask[ok]):
         raise ValueError(f"the cached teacher top-k ({signal.path}) does not cover these rows' completion "
                          "tokens; delete the file to recompute it")
-    t_ids, t_logps = t_ids.to(s.device), t_logps.to(s.device)
+    t_ids, t_logps = t_ids.to(mask.device), t_logps.to(mask.device)
     mask = mask * ok[:, None].to(mask.dtype)  # the failed rows leave the distillation term
     mass = masked_mean(t_logps.exp().sum(-1), mask)
     stats = {"topk_teacher_mass": mass.item(), "count_signal_failed_rows": float((~ok).sum())}

@@ -17,11 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import functools
+
 import torch
 
 from prefdistill.config.typed import AT_LEAST_1, POSITIVE, SHARE, opt
 from prefdistill.losses import skew_forward_kl_from_log_probs, skew_reverse_kl_from_log_probs
-from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_student_log_probs
+from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_student_terms
 from prefdistill.methods.registry import register
 from prefdistill.models.logprobs import masked_mean
 from prefdistill.models.rollout import canonical, rollout
@@ -63,7 +65,8 @@ def distillm(policy, rows: list[dict], params: DistiLLMParams, *, teacher=None, 
         stats["tokens_student_generated"] = float(sampled.n_tokens)
     else:
         ids = completion_ids(policy, [r.target for r in rows])
-    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "distillm", served_teacher=served_teacher,
-                                  teacher_topk=teacher_topk)
-    loss = masked_mean(DIVERGENCES[params.divergence](lp.log_q, lp.log_p, alpha=params.alpha), lp.mask)
+    skew = functools.partial(DIVERGENCES[params.divergence], alpha=params.alpha)
+    lp = teacher_student_terms(policy, teacher, rows, prompts, ids, params, "distillm", skew, served_teacher=served_teacher,
+                               teacher_topk=teacher_topk)
+    loss = masked_mean(lp.divergence, lp.mask)
     return loss, {params.divergence: loss.item(), **lp.stats, **stats}

@@ -29,7 +29,8 @@ from prefdistill.config.typed import NON_NEGATIVE, POSITIVE, SHARE, opt
 from prefdistill.data.pairs import chosen_is_teacher
 from prefdistill.errors import ConfigError
 from prefdistill.losses import dpkd_ipo_loss, dpkd_loss, simpo_loss, token_argmax_dpkd_loss
-from prefdistill.methods.common import completion_ids, pair_logps, paired_logits, teacher_side
+from prefdistill.losses.chunked import chunked_positions
+from prefdistill.methods.common import completion_ids, logits_chunk, pair_logps, paired_states, teacher_side
 from prefdistill.methods.registry import SFT_ROW, Claim, register
 from prefdistill.models.logprobs import masked_mean, per_token_logps, sequence_logps
 
@@ -108,11 +109,17 @@ def _token_argmax(policy, rows: list[dict], params: DPKDParams, teacher):
     if teacher is None:
         raise ValueError("dpkd token_argmax mode needs the teacher in the training loop (a local model with logits)")
     prompts = [r.prompt for r in rows]
-    s, t, labels, mask = paired_logits(policy, teacher, prompts, completion_ids(policy, [r.target for r in rows]))
-    ce = -masked_mean(per_token_logps(s, labels), mask)
-    kd = masked_mean(token_argmax_dpkd_loss(s, t, beta=params.beta), mask)
+    s, t, labels, mask = paired_states(policy, teacher, prompts, completion_ids(policy, [r.target for r in rows]))
+
+    def terms(s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor):  # per position, a chunk at a time
+        return (per_token_logps(s_logits, y), token_argmax_dpkd_loss(s_logits, t_logits, beta=params.beta),
+                (s_logits.detach().argmax(-1) == t_logits.argmax(-1)).float())
+    logps, per_kd, agreed = chunked_positions(terms, s, teacher=t, aligned=(labels,), chunk=logits_chunk(policy),
+                                              active=mask.bool())
+    ce = -masked_mean(logps, mask)
+    kd = masked_mean(per_kd, mask)
     loss = (1 - params.kd_ratio) * ce + params.kd_ratio * kd
-    agree = masked_mean((s.detach().argmax(-1) == t.argmax(-1)).float(), mask)
+    agree = masked_mean(agreed, mask)
     stats = {"ce": ce.item(), "dpkd_token": kd.item(), "argmax_agreement": agree.item(), "tokens_teacher_scored": float(mask.sum())}
     if params.lm > 0:  # no plain-text corpus here: the references stand in for it
         loss = loss + params.lm * ce

@@ -20,7 +20,7 @@ from typing import Literal
 
 from prefdistill.config.typed import AT_LEAST_1, POSITIVE, opt
 from prefdistill.losses import js_from_log_probs, total_variation_from_log_probs
-from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_side, teacher_student_log_probs
+from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_side, teacher_student_terms
 from prefdistill.methods.registry import register
 from prefdistill.models.logprobs import masked_mean
 from prefdistill.models.rollout import canonical, rollout
@@ -61,7 +61,7 @@ def fdistill(policy, rows: list[dict], params: FDistillParams, *, teacher=None, 
             sampled = canonical(sampled, policy.tokenizer)
         ids, prompts = ids + sampled.completions, prompts + prompts
         stats["tokens_student_generated"] = float(sampled.n_tokens)
-    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "fdistill", served_teacher=served_teacher,
-                                  teacher_topk=teacher_topk)
-    loss = masked_mean(DIVERGENCES[params.divergence](lp.log_q, lp.log_p), lp.mask)
+    lp = teacher_student_terms(policy, teacher, rows, prompts, ids, params, "fdistill", DIVERGENCES[params.divergence],
+                               served_teacher=served_teacher, teacher_topk=teacher_topk)
+    loss = masked_mean(lp.divergence, lp.mask)
     return loss, {params.divergence: loss.item(), **lp.stats, **stats}

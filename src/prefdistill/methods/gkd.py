@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import functools
+
 import torch
 
 from prefdistill.config.typed import AT_LEAST_1, POSITIVE, SHARE, opt
 from prefdistill.losses import generalized_jsd_from_log_probs
-from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_side, teacher_student_log_probs
+from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_side, teacher_student_terms
 from prefdistill.methods.registry import register
 from prefdistill.models.logprobs import masked_mean
 from prefdistill.models.rollout import canonical, rollout
@@ -62,7 +64,8 @@ def gkd(policy, rows: list[dict], params: GKDParams, *, teacher=None, served_tea
         stats["tokens_student_generated"] = float(sampled.n_tokens)
     else:
         ids = completion_ids(policy, [teacher_side(r) for r in rows])
-    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "gkd", served_teacher=served_teacher,
-                                  teacher_topk=teacher_topk)
-    loss = masked_mean(generalized_jsd_from_log_probs(lp.log_q, lp.log_p, beta=params.beta), lp.mask)
+    jsd = functools.partial(generalized_jsd_from_log_probs, beta=params.beta)
+    lp = teacher_student_terms(policy, teacher, rows, prompts, ids, params, "gkd", jsd, served_teacher=served_teacher,
+                               teacher_topk=teacher_topk)
+    loss = masked_mean(lp.divergence, lp.mask)
     return loss, {"jsd": loss.item(), "on_policy": float(on_policy), **lp.stats, **stats}

@@ -16,9 +16,14 @@ from dataclasses import dataclass
 
 from prefdistill.config.typed import NON_NEGATIVE, POSITIVE, opt
 from prefdistill.losses import kl_from_log_probs
-from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_student_log_probs
+from prefdistill.methods.common import TeacherSignal, completion_ids, teacher_student_terms
 from prefdistill.methods.registry import register
-from prefdistill.models.logprobs import masked_mean, per_token_logps
+from prefdistill.models.logprobs import masked_mean
+
+
+def forward_kl_of(log_q, log_p):
+    """KL(p ‖ q) from (log q, log p), as the other divergences take them."""
+    return kl_from_log_probs(log_p, log_q)
 
 
 @dataclass
@@ -36,13 +41,13 @@ def kd(policy, rows: list[dict], params: KDParams, *, teacher=None, served_teach
     """T²·mean over target tokens of KL(p ‖ q) (coarsened to the top k with topk / served), + ce_weight·CE."""
     prompts = [r.prompt for r in rows]
     ids = completion_ids(policy, [r.target for r in rows])
-    lp = teacher_student_log_probs(policy, teacher, rows, prompts, ids, params, "kd", served_teacher=served_teacher,
-                                  teacher_topk=teacher_topk)
-    kl = masked_mean(kl_from_log_probs(lp.log_p, lp.log_q), lp.mask) * params.temperature ** 2
+    lp = teacher_student_terms(policy, teacher, rows, prompts, ids, params, "kd", forward_kl_of, served_teacher=served_teacher,
+                               teacher_topk=teacher_topk, with_logps=params.ce_weight > 0)
+    kl = masked_mean(lp.divergence, lp.mask) * params.temperature ** 2
     stats = {"forward_kl": kl.item(), **lp.stats}
     loss = kl
     if params.ce_weight > 0:
-        ce = -masked_mean(per_token_logps(lp.student_logits, lp.labels), lp.completion_mask)  # every row, failed ones too
+        ce = -masked_mean(lp.logps, lp.completion_mask)  # every row, failed ones too
         loss = loss + params.ce_weight * ce
         stats["ce"] = ce.item()
     return loss, stats

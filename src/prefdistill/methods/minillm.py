@@ -26,8 +26,9 @@ import torch.nn.functional as F
 
 from prefdistill.config.typed import AT_LEAST_1, HELD_OUT_SHARE, NON_NEGATIVE, POSITIVE, opt
 from prefdistill.errors import ConfigError
-from prefdistill.losses import coarsen, minillm_loss, minillm_loss_from_log_probs
-from prefdistill.methods.common import ServedSignal, paired_logits, served_batch, teacher_side
+from prefdistill.losses import coarsen, kl_from_log_probs, log_probs_pair, minillm_loss_from_terms
+from prefdistill.losses.chunked import chunked_positions
+from prefdistill.methods.common import ServedSignal, logits_chunk, paired_states, served_batch, teacher_side
 from prefdistill.methods.registry import register
 from prefdistill.models.logprobs import masked_mean, per_token_logps
 from prefdistill.models.rollout import canonical, rollout
@@ -78,17 +79,37 @@ def minillm(policy, rows: list[dict], params: MiniLLMParams, *, teacher=None, se
     return loss, stats
 
 
+def _live_terms(temperature: float):
+    """Per position: the single-step KL(q ‖ p) and log q(y_t), log p(y_t) at `temperature` and at 1 (the reward)."""
+    def terms(s: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor):
+        log_q, log_p = log_probs_pair(s, t, temperature)
+        safe = tokens.unsqueeze(-1)
+        return (kl_from_log_probs(log_q, log_p), log_q.gather(-1, safe).squeeze(-1), log_p.gather(-1, safe).squeeze(-1),
+                per_token_logps(s, tokens).detach(), per_token_logps(t, tokens))
+    return terms
+
+
 def _live_policy_gradient(policy, teacher, prompts: list[str], sampled, params: MiniLLMParams):
     """(policy-gradient loss, mean reward, teacher stats) with the teacher in memory, over the vocabulary."""
-    s, t, labels, mask = paired_logits(policy, teacher, prompts, sampled.completions)
-    weights = _importance(sampled, mask, s)
-    pg = masked_mean(minillm_loss(s, t, labels.clamp(min=0), mask, importance=weights, temperature=params.temperature), mask)
-    with torch.no_grad():
-        log_q = per_token_logps(s, labels)
-        log_p = per_token_logps(t, labels)
-        reward = masked_mean(log_p - log_q, mask)
+    s, t, labels, mask = paired_states(policy, teacher, prompts, sampled.completions)
+    tokens = labels.clamp(min=0).masked_fill(mask == 0, 0)  # (B, C)
+    single, tok_q, tok_p, log_q, log_p = chunked_positions(_live_terms(params.temperature), s, teacher=t, aligned=(tokens,),
+                                                           chunk=logits_chunk(policy), active=mask.bool())
+    weights = _importance(sampled, mask, tok_q)
+    pg = masked_mean(minillm_loss_from_terms(single, tok_q, tok_p, mask, importance=weights), mask)
+    reward = masked_mean(log_p - log_q, mask)
     # The teacher scores every sampled token twice: once while mixing, once for the loss.
     return pg, reward, {"tokens_teacher_scored": float(mask.sum()) + sampled.n_tokens}
+
+
+def _served_terms(temperature: float):
+    """Per position: the single-step KL of both coarsened to the served top-k, log q(y_t) at `temperature` and at 1."""
+    def terms(s: torch.Tensor, _, tokens: torch.Tensor, ids: torch.Tensor, logps: torch.Tensor):
+        log_q = F.log_softmax(s.float() / temperature, -1)  # (1, n, V): the student's, as minillm_loss makes it
+        log_p_bar, log_q_bar = coarsen(s / temperature, ids, logps, rest_floor=REST_FLOOR)  # (1, n, k + 1)
+        return (kl_from_log_probs(log_q_bar, log_p_bar), log_q.gather(-1, tokens.unsqueeze(-1)).squeeze(-1),
+                per_token_logps(s, tokens).detach())
+    return terms
 
 
 def _served_policy_gradient(policy, teacher, rows: list[dict], sampled, params: MiniLLMParams):
@@ -97,14 +118,11 @@ def _served_policy_gradient(policy, teacher, rows: list[dict], sampled, params: 
     A row the teacher could not give is left out of the loss and the reward (`served_batch` masks it)."""
     s, labels, mask, top, stats = served_batch(policy, teacher, rows, [r.prompt for r in rows], sampled.completions, params,
                                                "minillm")
-    log_q = F.log_softmax(s.float() / params.temperature, -1)  # (B, C, V): the student's, as minillm_loss makes it
-    safe = labels.clamp(min=0).masked_fill(mask == 0, 0).unsqueeze(-1)
-    token_log_q = log_q.gather(-1, safe).squeeze(-1)  # (B, C), with grad
-    log_p_bar, log_q_bar = coarsen(s / params.temperature, top.ids, top.logprobs, rest_floor=REST_FLOOR)  # (B, C, k + 1)
-    per_pos = minillm_loss_from_log_probs(log_q_bar, log_p_bar, token_log_q, top.token_logps, mask,
-                                          importance=_importance(sampled, mask, s))
-    with torch.no_grad():
-        reward = masked_mean(top.token_logps - per_token_logps(s, labels), mask)
+    tokens = labels.clamp(min=0).masked_fill(mask == 0, 0)  # (B, C)
+    single, token_log_q, log_q = chunked_positions(_served_terms(params.temperature), s, aligned=(tokens, top.ids, top.logprobs),
+                                                   chunk=logits_chunk(policy), active=mask.bool())
+    per_pos = minillm_loss_from_terms(single, token_log_q, top.token_logps, mask, importance=_importance(sampled, mask, token_log_q))
+    reward = masked_mean(top.token_logps - log_q, mask)
     return masked_mean(per_pos, mask), reward, stats
 
 

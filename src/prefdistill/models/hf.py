@@ -12,12 +12,13 @@ from pathlib import Path
 import torch
 from prefdistill.progress import bar as progress_bar
 
-from prefdistill.config.schema import ModelConfig, SamplingConfig
+from prefdistill.config.schema import LOGITS_CHUNK, ModelConfig, SamplingConfig
 from prefdistill.models.assets import load_pretrained, resolve_model_path
 from prefdistill.models.backends import Capabilities, register_backend
 from prefdistill.models.common import peft_call, plain_prompt
-from prefdistill.models.logprobs import (accepts_logits_to_keep, cache_kwarg, completion_logits, encode_completions, output_cache,
-                                  pack_completions, per_token_logps, sequence_logps)
+from prefdistill.models.logprobs import (accepts_logits_to_keep, cache_kwarg, completion_logits, completion_logps,
+                                         completion_states, encode_completions, no_dropout, output_cache, pack_completions,
+                                         sequence_logps)
 
 CHECKPOINT_META = "prefdistill_checkpoint.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -71,6 +72,8 @@ def uses_special_tokens(prompt_format: str) -> bool:
 
 class LocalLM:
     can_score = True  # as declared in CAPABILITIES
+    # Positions whose logits exist at once when scoring (`completion_states`); training sets its train.logits_chunk.
+    logits_chunk: int = LOGITS_CHUNK
 
     def __init__(self, model, tokenizer, *, name: str, prompt_format: str = "auto", max_context: int | None = None):
         self.model, self.tokenizer, self.name = model, tokenizer, name
@@ -146,10 +149,24 @@ class LocalLM:
         logits = completion_logits(self.model, batch)
         return logits, batch["labels"].to(logits.device), batch["completion_mask"].to(logits.device)
 
+    def completion_states(self, prompts: list[str], completions: list[str] | list[list[int]], *, vocab: int | None = None,
+                          chunk: int | None = None):
+        """(side, labels (B, C), mask (B, C)): the completion positions' hidden states and head, or their logits
+        (`prefdistill.models.logprobs.completion_states`), `chunk` (default `logits_chunk`) deciding which."""
+        batch = self.encode(prompts, completions)
+        side = completion_states(self.model, batch, chunk=self.logits_chunk if chunk is None else chunk, vocab=vocab)
+        return side, batch["labels"].to(side[0].device), batch["completion_mask"].to(side[0].device)
+
+    def teacher_states(self, prompts: list[str], completions: list[list[int]], *, vocab: int | None, chunk: int):
+        """`completion_states` as a teacher gives them: no autograd graph, no dropout, whatever mode the model is in."""
+        with torch.no_grad(), no_dropout(self.model):
+            return self.completion_states(prompts, completions, vocab=vocab, chunk=chunk)
+
     def completion_logps(self, prompts: list[str], completions: list[str] | list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token log-probs (B, C) of completions and their mask (B, C); differentiable."""
-        logits, labels, mask = self.completion_logits(prompts, completions)
-        return per_token_logps(logits, labels), mask
+        """Per-token log-probs (B, C) of completions and their mask (B, C); differentiable; `logits_chunk` positions at a time."""
+        batch = self.encode(prompts, completions)
+        per_token = completion_logps(self.model, batch, chunk=self.logits_chunk)
+        return per_token, batch["completion_mask"].to(per_token.device)
 
     @torch.no_grad()
     def score(self, prompts: list[str], completions: list[str], *, normalize: bool = False, batch_size: int = 8) -> list[float]:

@@ -20,11 +20,12 @@ completion, and gradients flow back through the cache (prefix sharing, as in Wan
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 
 import torch
 import torch.nn.functional as F
+
+from prefdistill.losses.chunked import Side, chunked_positions
+from prefdistill.models.heads import accepts_logits_to_keep, final_hidden, forward_parameters, lm_head_of, unwrapped
 
 IGNORE_INDEX = -100
 
@@ -150,21 +151,6 @@ def pack_completions(prompt_ids: list[list[int]], completion_ids: list[list[int]
     }
 
 
-def _unwrapped(model):
-    """The transformers model behind DDP / FSDP (which forward keywords to the model they wrap) and PEFT wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "get_base_model", lambda: model)()
-
-
-@functools.lru_cache(maxsize=None)
-def _forward_parameters(cls: type) -> frozenset[str]:  # once per model class, not per forward
-    return frozenset(inspect.signature(cls.forward).parameters)
-
-
-def accepts_logits_to_keep(model) -> bool:
-    return "logits_to_keep" in _forward_parameters(type(_unwrapped(model)))
-
-
 def cache_kwarg(model) -> str:
     """The keyword that hands a key/value cache to `model`'s forward and to its `generate`.
 
@@ -173,7 +159,7 @@ def cache_kwarg(model) -> str:
     The model's own forward signature says which one it takes: every caller of a cache
     goes through here, so the switch lives in one place.
     """
-    return "cache" if "cache" in _forward_parameters(type(_unwrapped(model))) else "past_key_values"
+    return "cache" if "cache" in forward_parameters(type(unwrapped(model))) else "past_key_values"
 
 
 def output_cache(output):
@@ -198,13 +184,37 @@ def completion_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(**kwargs).logits[:, -(width + 1):-1]  # position t predicts t + 1
 
 
-def completion_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per-token log-probs of the completion tokens of an `encode_completions` batch.
+def completion_states(model, batch: dict[str, torch.Tensor], *, chunk: int, vocab: int | None = None) -> Side:
+    """What the logits at the completion positions of an `encode_completions` batch are made from, aligned with its labels.
 
-    Returns (B, C) aligned with batch["labels"]; 0 outside the completion.
+    chunk > 0 and a model that splits (`prefdistill.models.heads.lm_head_of`): (final hidden states
+    (B, C, H), the head cut to `vocab`), to be evaluated a chunk at a time (`chunked_positions`);
+    the model's head then computes one position per row. Otherwise (chunk 0, or an architecture
+    that does not split): (the model's own logits (B, C, V) cut to `vocab`, None).
     """
-    logits = completion_logits(model, batch)
-    return per_token_logps(logits, batch["labels"].to(logits.device))
+    head = lm_head_of(model, vocab) if chunk > 0 else None
+    if head is None:
+        return completion_logits(model, batch)[..., :vocab], None
+    width = batch["labels"].shape[1]
+    device = next(model.parameters()).device
+    with final_hidden(model) as hidden:
+        model(**{k: batch[k].to(device) for k in ("input_ids", "attention_mask", "position_ids")}, logits_to_keep=1)
+    return hidden.value[:, -(width + 1):-1], head  # position t predicts t + 1
+
+
+def completion_logps(model, batch: dict[str, torch.Tensor], *, chunk: int = 0) -> torch.Tensor:
+    """Per-token log-probs of the completion tokens of an `encode_completions` batch, `chunk` positions at a time.
+
+    Returns (B, C) aligned with batch["labels"]; 0 outside the completion. chunk 0: from the
+    whole batch's logits at once.
+    """
+    return _logps_of(completion_states(model, batch, chunk=chunk), batch["labels"], chunk)
+
+
+def _logps_of(side: Side, labels: torch.Tensor, chunk: int) -> torch.Tensor:
+    labels = labels.to(side[0].device)
+    return chunked_positions(lambda s, _, y: per_token_logps(s, y), side, aligned=(labels,), chunk=chunk,
+                             active=labels != IGNORE_INDEX)[0]
 
 
 def pack_shared_prompt(prompt_ids: list[list[int]], completion_ids: list[list[int]], *, pad_id: int,
@@ -244,30 +254,35 @@ def pack_shared_prompt(prompt_ids: list[list[int]], completion_ids: list[list[in
     }
 
 
-def shared_prompt_logps(model, batch: dict) -> torch.Tensor:
+def shared_prompt_logps(model, batch: dict, *, chunk: int = 0) -> torch.Tensor:
     """Per-token log-probs (B·n, C) of a `pack_shared_prompt` batch; 0 outside the completions.
 
     The prompt runs once with a key/value cache; the cache is repeated for each of its n
     completions, which run in one second pass. The first completion token is predicted by
     the prompt's last position, token t > 0 by completion position t - 1, so the prompt
     keeps 1 logit row and the completions C (the last one is dropped: it predicts nothing).
+    With chunk > 0 the same rows' hidden states go through the head `chunk` at a time (as in
+    `completion_states`).
     """
     if _checkpointing(model):  # checkpointed layers keep no key/value cache: each completion runs after its own prompt copy
-        return completion_logps(model, _unshared(batch))
+        return completion_logps(model, _unshared(batch), chunk=chunk)
     device = next(model.parameters()).device
-    n = batch["n_per_prompt"]
+    n, width = batch["n_per_prompt"], batch["labels"].shape[1]
     prompt_mask = batch["prompt_mask"].to(device)
+    head = lm_head_of(model) if chunk > 0 else None
     keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
-    first = model(input_ids=batch["prompt_ids"].to(device), attention_mask=prompt_mask,
-                  position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, **keep)
-    cache = output_cache(first)
-    cache.batch_repeat_interleave(n)  # differentiable: each completion's gradient reaches the shared prompt
-    width = batch["labels"].shape[1]
-    keep = {"logits_to_keep": width} if keep else {}
-    rest = model(input_ids=batch["completion_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                 position_ids=batch["position_ids"].to(device), use_cache=True, **{cache_kwarg(model): cache}, **keep)
-    logits = torch.cat([first.logits[:, -1:].repeat_interleave(n, 0), rest.logits[:, -width:-1]], dim=1)  # (B·n, C, V)
-    return per_token_logps(logits, batch["labels"].to(device))
+    with final_hidden(model) if head is not None else contextlib.nullcontext() as hidden:
+        first = model(input_ids=batch["prompt_ids"].to(device), attention_mask=prompt_mask,
+                      position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, **keep)
+        first_rows = first.logits[:, -1:] if head is None else hidden.value[:, -1:]  # (B, 1, V or H)
+        cache = output_cache(first)
+        cache.batch_repeat_interleave(n)  # differentiable: each completion's gradient reaches the shared prompt
+        keep = {"logits_to_keep": width if head is None else 1} if keep else {}
+        rest = model(input_ids=batch["completion_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                     position_ids=batch["position_ids"].to(device), use_cache=True, **{cache_kwarg(model): cache}, **keep)
+        rest_rows = rest.logits[:, -width:-1] if head is None else hidden.value[:, -width:-1]
+    states = torch.cat([first_rows.repeat_interleave(n, 0), rest_rows], dim=1)  # (B·n, C, V or H)
+    return _logps_of((states, head), batch["labels"], chunk)
 
 
 def _checkpointing(model) -> bool:
@@ -276,7 +291,7 @@ def _checkpointing(model) -> bool:
     transformers then drops any key/value cache inside the layers (a replayed layer would write it
     twice), so a prompt's cache cannot be shared.
     """
-    inner = _unwrapped(model)
+    inner = unwrapped(model)
     return inner.training and torch.is_grad_enabled() and any(getattr(m, "gradient_checkpointing", False) is True
                                                               for m in inner.modules())
 

@@ -138,7 +138,7 @@ def _stack(rows: list, completions: list[list[int]], width: int) -> ServedTopk:
 
 def _local_topk(teacher, prompts: list[str], completions: list[list[int]], k: int, *, vocab: int,
                 temperature: float) -> ServedTopk:
-    """The same from a local model's logits (cut to the student's vocabulary, as `paired_logits` cuts them)."""
+    """The same from a local model's logits (cut to the student's vocabulary, as `paired_states` cuts them)."""
     logits, labels, mask = teacher.completion_logits(prompts, completions)  # (B, C, V)
     logprobs = F.log_softmax(logits[..., :vocab].float() / temperature, -1)
     values, ids = logprobs.topk(min(k, logprobs.shape[-1]), dim=-1)  # (B, C, k) each

@@ -12,7 +12,7 @@ it was built for, in any order or subset, finds its records.
 Token-level methods then train from the cache (`prefdistill.losses.topk_forward_kl`)
 without the teacher in memory. The positions are those the student is trained on: each
 row's completion tokens (the student's tokenizer, EOS appended, as `completion_token_ids`
-makes them), after the teacher's own formatting of the prompt, as `paired_logits` scores them.
+makes them), after the teacher's own formatting of the prompt, as `paired_states` scores them.
 
 The top-k comes from a local model's logits (`completion_logits`), or from a teacher that
 gives it itself (`completion_topk`: vLLM's prompt log-probs, a server's echoed `top_logprobs`;
@@ -178,7 +178,7 @@ def build_topk_cache(teacher, rows: list[dict], k: int, path: Path, *, tokenizer
     student's `tokenizer` as the token-level methods do (EOS appended). `teacher` is a model
     with `completion_topk` (a server or vLLM gives the top-k itself) or `completion_logits`, or
     a function that loads one, called only when some row is missing, so a rerun never loads it.
-    Logits past len(tokenizer) (a padded output layer) are cut, as `paired_logits` cuts them. Under `accelerate launch` the main process computes
+    Logits past len(tokenizer) (a padded output layer) are cut, as `paired_states` cuts them. Under `accelerate launch` the main process computes
     the missing rows and the others wait for it. The signal's `keys` are the rows' record keys, in order, and its
     `stats` {"rows", "computed", "failed", "bytes_per_token"}.
 
@@ -278,7 +278,7 @@ def _local_topk(teacher, prompts: list[str], completions: list[list[int]], k: in
                 dtype: str) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
     """([(ids (n, k), log-probs (n, k)) per row], ids' vocabulary) from the teacher's logits at the completion positions.
 
-    Logits past the student's vocabulary (a padded output layer) are cut, as `paired_logits` cuts them.
+    Logits past the student's vocabulary (a padded output layer) are cut, as `paired_states` cuts them.
     """
     logits, _, _ = teacher.completion_logits(prompts, completions)  # (B, C, V)
     cut = min(vocab, logits.shape[-1])

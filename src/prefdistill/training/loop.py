@@ -217,6 +217,7 @@ def _prepare(lm, cfg: TrainConfig, lora: LoraConfig, n_rows: int, seed: int):
     # The scheduler is not prepared: accelerate would step it once per process; the loop steps it once per update.
     model, optimizer = accelerator.prepare(model, optimizer)
     lm.model = model
+    lm.logits_chunk = cfg.logits_chunk  # positions whose logits the losses compute at once (prefdistill.losses.chunked)
     if accelerator.process_index:  # dropout and sampling draw from each process's own stream; process 0 keeps the 1-process one
         seed_everything(seed + 7919 * accelerator.process_index)
     return accelerator, model, optimizer, scheduler, steps
