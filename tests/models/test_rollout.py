@@ -10,12 +10,11 @@ import pytest
 import torch
 from scipy.stats import chi2
 
-from prefdistill.config.schema import LoraConfig, ModelConfig
+from prefdistill.config.schema import ModelConfig
 from prefdistill.losses.divergences import log_mixture
 from prefdistill.models.hf import LocalLM
 from prefdistill.models.logprobs import cache_kwarg, output_cache
 from prefdistill.models.rollout import rollout, sampling_seconds
-from prefdistill.training.loop import _wrap_lora
 
 PROMPTS = ["Summarize : the model learns data", "Summarize : data", "Summarize : teacher student"]
 
@@ -150,7 +149,9 @@ def test_rows_stop_at_their_first_eos(student):
 @pytest.fixture()
 def lora_student(tiny_assets):
     lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["student"])), for_training=True)
-    lm.model = _wrap_lora(lm.model, LoraConfig(enabled=True, r=4, alpha=8, dropout=0.5, target_modules="all-linear"))
+    from peft import LoraConfig, get_peft_model
+
+    lm.model = get_peft_model(lm.model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.5, target_modules="all-linear", task_type="CAUSAL_LM"))
     lm.model.train()
     return lm
 
