@@ -368,6 +368,10 @@ def test_tiny_bench_results_shape(tiny_bench):
     assert costs["kd"]["tokens_teacher_scored"] > 0 and "data_teacher_generated" not in costs["kd"]
     assert costs["plad"]["data_teacher_generated"] > 0 and costs["plad"]["data_student_generated"] > 0
     assert costs["plad"]["steps"] == cfg.distill.train.steps
+    for name, p in results["phases_wall_s"].items():  # none of these methods samples inside its loop
+        assert p["sampling"] == 0.0 and p["validation"] >= 0 and p["training"] >= 0 and p["test_generation"] >= 0, name
+        assert p["training"] + p["sampling"] + p["validation"] == pytest.approx(p["train_wall"], abs=0.25), name
+        assert p["test_generation"] + p["grading"] == pytest.approx(p["test_wall"], abs=0.25), name
     assert [p["share"] for p in results["data_sweep"]["plad"]] == [0.5, 1.0]
     assert [p["share"] for p in results["relabel_sweep"]["points"]] == [0.0, 1.0]
     relabelled = read_jsonl(cfg.run_dir / "bench" / "pairs" / "relabel1.jsonl")
@@ -375,7 +379,7 @@ def test_tiny_bench_results_shape(tiny_bench):
     folder = cfg.run_dir / "bench" / "main"
     report = (folder / "report.md").read_text()
     for section in ("Table 1 analogue", "Against SFT and SeqKD", "Settings chosen on validation", "Teacher–student gap",
-                    "Figure 2 analogue", "Figure 4 analogue", "## Cost"):
+                    "Figure 2 analogue", "Figure 4 analogue", "## Cost", "## Wall time by phase"):
         assert section in report, section
     assert (folder / "plots" / "win_rates.png").stat().st_size > 1000
     assert not any((cfg.run_dir / "bench" / "runs").glob("*/checkpoint"))  # keep_checkpoints is off

@@ -6,9 +6,11 @@ import pytest
 
 from prefdistill.bench.numbers import summarize
 from prefdistill.bench.plan import Job, settings_hash
-from prefdistill.bench.records import Choice, Cost, JobResult, Scored, TestResult
+from prefdistill.bench.records import PHASE_TOTALS, PHASES, Choice, Cost, JobResult, Scored, TestResult, phases
 from prefdistill.config.checks import load_bench_config
 from prefdistill.models.tiny import tiny_config
+from prefdistill.reporting.bench_report import build_bench_report
+from prefdistill.reporting.phases import phase_table
 
 RESULT = {  # a result.json as the bench has written it since jobs had a settings hash
     "job": {"entry": "plad", "seed": 1, "setting": {"beta": 0.5, "lr": 0.001}, "data_share": 0.5, "relabel_share": 0.0,
@@ -43,15 +45,35 @@ def test_test_results_and_choices_round_trip():
     assert Choice.from_json(choice).to_json() == choice
 
 
+def test_phase_timings_round_trip_and_split_the_wall_times():
+    """A job timed by phase: sampling and validation inside train_wall_s, generation and grading inside eval_wall_s."""
+    timed = {**RESULT, "cost": {**RESULT["cost"], "sampling_wall_s": 5.0, "validation_wall_s": 2.3}}
+    result = JobResult.from_json(json.loads(json.dumps(timed)))
+    assert result.to_json() == timed and result.cost.counts == JobResult.from_json(RESULT).cost.counts
+    assert (result.cost.sampling_wall_s, result.cost.validation_wall_s) == (5.0, 2.3)
+    test = {"step": 8, "generations": ["a"], "judge_scores": [0.1], "training_judge_scores": None, "eval_wall_s": 4.0,
+            "generation_wall_s": 3.5, "grading_wall_s": 0.5}
+    assert TestResult.from_json(test).to_json() == test
+    split = phases(result, TestResult.from_json(test))
+    assert tuple(split) == PHASE_TOTALS + PHASES
+    assert split == {"train_wall": 12.3, "test_wall": 4.0, "training": 5.0, "sampling": 5.0, "validation": 2.3,
+                     "test_generation": 3.5, "grading": 0.5}
+    old = phases(JobResult.from_json(RESULT), None)  # a job trained before the timers: the totals only
+    assert old["train_wall"] == 12.3 and all(old[p] is None for p in PHASES) and old["test_wall"] is None
+    table = phase_table({"plad": split, "old": old}, {"plad": "PLaD"})
+    assert "| PLaD | 12.3 | 5.0 | 5.0 | 2.3 | 4.0 | 3.5 | 0.5 | 41% |" in table and "| old | 12.3 | — |" in table
+
+
 REFS = ["the model learns", "data results", "a summary", "short text"]
 
 
 def _result(job: Job, val: dict, counts: dict, train_s: float) -> JobResult:
-    return JobResult(job, job.entry, job.entry.upper(), 2, val, Cost(8, 2, train_s, 100.0, "process RSS", counts=counts), 0.5)
+    cost = Cost(8, 2, train_s, 100.0, "process RSS", counts=counts, sampling_wall_s=train_s / 2, validation_wall_s=train_s / 10)
+    return JobResult(job, job.entry, job.entry.upper(), 2, val, cost, 0.5)
 
 
 def _test(scores: list[float], eval_s: float) -> TestResult:
-    return TestResult(2, ["the model learns"] * 4, scores, None, eval_s)
+    return TestResult(2, ["the model learns"] * 4, scores, None, eval_s, 0.75 * eval_s, 0.25 * eval_s)
 
 
 @pytest.fixture
@@ -77,7 +99,7 @@ def scored(tmp_path):
         n_val=5, sft_logs={}, sft_choices={})
 
 
-def test_summarize_computes_the_numbers_from_the_records(scored):
+def test_summarize_computes_the_numbers_from_the_records(scored, tmp_path):
     cfg, bench, records = scored
     results = summarize(cfg, bench, records)
     plad, seqkd = results["rows"]
@@ -98,4 +120,8 @@ def test_summarize_computes_the_numbers_from_the_records(scored):
     assert seqkd["vs_seqkd"] is None and plad["vs_seqkd"]["diff"] == pytest.approx(0.0)
     assert results["n_val"] == 5 and results["teacher_gap_validation"] == {"diff": 10.0}
     assert results["teacher_gap"]["diff"] == pytest.approx(100.0)  # the teacher beats every reference, the SFT student none
+    assert results["phases_wall_s"]["plad"] == {"train_wall": 15.0, "test_wall": 2.0, "training": 6.0, "sampling": 7.5,
+                                                "validation": 1.5, "test_generation": 1.5, "grading": 0.5}  # means over seeds
+    assert cost["sampling_wall_s"] == 7.5 and cost["validation_wall_s"] == 1.5
+    assert "## Wall time by phase" in build_bench_report(tmp_path, results)
     json.dumps(results)  # JSON-ready

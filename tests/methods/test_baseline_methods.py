@@ -172,6 +172,23 @@ def test_loop_sums_token_counts_and_averages_the_rest(tiny_assets, tmp_path):
     assert log[0]["tokens_teacher_scored"] == sum(tokens)  # counts add up over micro-batches
     assert log[0]["forward_kl"] == pytest.approx(sum(kls) / 2, rel=1e-4)  # other statistics are averaged
     assert math.isfinite(log[0]["loss"])
+    assert log[0]["sampling_time_s"] == 0.0  # KD samples nothing in the loop
+
+
+def test_loop_logs_each_steps_in_loop_sampling_time(tiny_assets, tmp_path, monkeypatch):
+    """sampling_time_s: the seconds spent inside rollout during the step, its micro-batches summed."""
+    from types import SimpleNamespace
+
+    import prefdistill.models.rollout as sampler
+
+    clock = iter(range(100))  # the clock rollout reads (only rollout's): every reading one second later
+    monkeypatch.setattr(sampler, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["student"])), for_training=True)
+    teacher_lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["teacher"])))
+    cfg = TrainConfig(steps=2, batch_size=2, grad_accum=2, lr=1e-3, save_every=100)
+    log = train(lm, get_method("gkd"), GKDParams(on_policy_fraction=1.0, max_new_tokens=3), TARGETS, cfg, LoraConfig(enabled=False),
+                out_dir=tmp_path / "ckpt", parent=None, seed=0, desc="gkd", extras={"teacher": teacher_lm})
+    assert [r["sampling_time_s"] for r in log] == [2.0, 2.0]  # two rollouts of 1 s per step
 
 
 def test_vocabulary_is_checked_again_on_loaded_models(tiny_assets):

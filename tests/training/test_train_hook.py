@@ -36,7 +36,8 @@ def _train(tiny_assets, out, *, steps=3, on_step=None):
 
 
 def _without(log, keys=("elapsed_s",)):
-    return [{k: v for k, v in line.items() if k not in keys} for line in log]
+    """The log without wall times (elapsed_s, sampling_time_s, ...) and `keys`."""
+    return [{k: v for k, v in line.items() if k not in keys and not k.endswith("_time_s")} for line in log]
 
 
 def _logits(tiny_assets, checkpoint):

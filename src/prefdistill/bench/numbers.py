@@ -17,7 +17,7 @@ import statistics
 import numpy as np
 
 from prefdistill.bench.plan import collapse
-from prefdistill.bench.records import JobResult, Scored, TestResult
+from prefdistill.bench.records import PHASE_TOTALS, PHASES, JobResult, Scored, TestResult, phases
 from prefdistill.evaluation.metrics import (detection_limit, paired_difference, paired_difference_seeds, resampled, rouge_per_example,
                                             summarize_generations, summarize_seeds, win_rate, wins_per_seed)
 from prefdistill.methods.registry import SFT_ROW, paper_orderings
@@ -36,12 +36,13 @@ def summarize(cfg, bench, scored: Scored) -> dict:
         for row in base:
             base_rows[row]["training_judge_win_rate"] = win_rate(scored.training_scores[row], scored.training_scores["reference"])
     outcomes = {"SFT": _outcomes(scored, [base["student_sft"]], [ev["student_sft"]])}
-    rows, costs = [], {}
+    rows, costs, timed = [], {}, {}
     for entry in bench.methods:
         runs = scored.main_runs(entry.name)
         outcomes[entry.name] = _outcomes(scored, [t.generations for _, t in runs], [t.judge_scores for _, t in runs])
         rows.append(_method_row(cfg, entry, runs, scored, opts))
         costs[entry.name] = _cost(runs)
+        timed[entry.name] = mean_phases(runs)
     for row in rows:
         _compare(row, outcomes, bench.seqkd_entry, opts)
     teacher = _outcomes(scored, [base["teacher"]], [ev["teacher"]])
@@ -55,6 +56,7 @@ def summarize(cfg, bench, scored: Scored) -> dict:
         "teacher_gap_validation": scored.gap_validation, "base_rows": base_rows, "rows": rows, "costs": costs,
         "val_reference": scored.val_reference, "detection_limit": _detection(rows),
         "orderings": _orderings(rows, outcomes, opts), "sft": _sft(scored.sft_logs, scored.sft_choices), **_sweeps(scored, bench, refs, opts),
+        "phases_wall_s": timed,
         "wall_s": {"jobs": round(sum(r.cost.train_wall_s + scored.tests[k].eval_wall_s for k, r in scored.runs.items())
                                  + sum(r.cost.train_wall_s for k, r in scored.grid.items() if k not in scored.runs), 1)},
     }
@@ -148,6 +150,13 @@ def _cost(runs: list[tuple[JobResult, TestResult]]) -> dict:
     return {"label": first.label, "memory_kind": first.cost.memory_kind,
             "eval_wall_s": statistics.fmean(t.eval_wall_s for _, t in runs),
             **{k: statistics.fmean(n.get(k, 0) for n in numbers) for k in sorted({k for n in numbers for k in n})}}
+
+
+def mean_phases(runs: list[tuple[JobResult, TestResult | None]]) -> dict[str, float | None]:
+    """Each phase's wall seconds and their totals (`records.phases`), averaged over the jobs; None where a job lacks one."""
+    each = [phases(r, t) for r, t in runs]
+    return {p: None if any(e[p] is None for e in each) else round(statistics.fmean(e[p] for e in each), 1)
+            for p in PHASE_TOTALS + PHASES}
 
 
 def _sft(logs: dict[str, list[dict]], choices: dict[str, dict]) -> dict:

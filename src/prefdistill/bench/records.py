@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from prefdistill.bench.plan import Job, as_setting
 
 COST_FIELDS = ("rows", "steps", "train_wall_s", "peak_memory_mb", "memory_kind")  # every job's; the rest are counters
+TIMED_FIELDS = ("sampling_wall_s", "validation_wall_s")  # parts of train_wall_s, absent from jobs trained before they were timed
+PHASES = ("training", "sampling", "validation", "test_generation", "grading")  # a job's wall time, by phase (`phases`)
+PHASE_TOTALS = ("train_wall", "test_wall")  # what the phases add up to: train_wall_s, and the test stage's eval_wall_s
 
 
 @dataclass(frozen=True)
@@ -29,20 +32,23 @@ class Cost:
     memory_kind: str  # what was measured: "GPU allocated", "process RSS", ...
     data_tokens: dict[str, int] = dataclasses.field(default_factory=dict)  # data_*: tokens the training rows cost to make
     counts: dict[str, float] = dataclasses.field(default_factory=dict)  # tokens_* / count_*: summed over the training log
+    sampling_wall_s: float | None = None  # of train_wall_s: inside the in-loop sampler (rollout), summed over the steps
+    validation_wall_s: float | None = None  # of train_wall_s: validation generations and their scores at the scored steps
 
     def numbers(self) -> dict[str, float]:
         """Every numeric cost by its result.json name (all but memory_kind)."""
         return {k: v for k, v in self.to_json().items() if k != "memory_kind"}
 
     def to_json(self) -> dict:
+        timed = {k: getattr(self, k) for k in TIMED_FIELDS if getattr(self, k) is not None}
         return {"rows": self.rows, "steps": self.steps, "train_wall_s": self.train_wall_s, "peak_memory_mb": self.peak_memory_mb,
-                "memory_kind": self.memory_kind, **self.data_tokens, **self.counts}
+                "memory_kind": self.memory_kind, **timed, **self.data_tokens, **self.counts}
 
     @classmethod
     def from_json(cls, d: dict) -> "Cost":
-        extra = {k: v for k, v in d.items() if k not in COST_FIELDS}
+        extra = {k: v for k, v in d.items() if k not in COST_FIELDS + TIMED_FIELDS}
         return cls(*(d[k] for k in COST_FIELDS), data_tokens={k: v for k, v in extra.items() if k.startswith("data_")},
-                   counts={k: v for k, v in extra.items() if not k.startswith("data_")})
+                   counts={k: v for k, v in extra.items() if not k.startswith("data_")}, **{k: d[k] for k in TIMED_FIELDS if k in d})
 
 
 def job_to_json(job: Job) -> dict:
@@ -91,15 +97,34 @@ class TestResult:
     generations: list[str]  # one per test prompt, in split order
     judge_scores: list[float]  # the evaluation judge's, per generation
     training_judge_scores: list[float] | None  # the training judge's, when it is another judge
-    eval_wall_s: float
+    eval_wall_s: float  # generating and grading
+    generation_wall_s: float | None = None  # of eval_wall_s: the test generations (None in files written before it was timed)
+    grading_wall_s: float | None = None  # of eval_wall_s: the judges' scores
 
     def to_json(self) -> dict:
+        timed = {k: getattr(self, k) for k in ("generation_wall_s", "grading_wall_s") if getattr(self, k) is not None}
         return {"step": self.step, "generations": self.generations, "judge_scores": self.judge_scores,
-                "training_judge_scores": self.training_judge_scores, "eval_wall_s": self.eval_wall_s}
+                "training_judge_scores": self.training_judge_scores, "eval_wall_s": self.eval_wall_s, **timed}
 
     @classmethod
     def from_json(cls, d: dict) -> "TestResult":
-        return cls(d["step"], d["generations"], d["judge_scores"], d.get("training_judge_scores"), d["eval_wall_s"])
+        return cls(d["step"], d["generations"], d["judge_scores"], d.get("training_judge_scores"), d["eval_wall_s"],
+                   d.get("generation_wall_s"), d.get("grading_wall_s"))
+
+
+def phases(result: JobResult, test: TestResult | None) -> dict[str, float | None]:
+    """A job's wall seconds by phase (PHASES) and their totals (PHASE_TOTALS); None where its files predate a timer.
+
+    training: train_wall_s less in-loop sampling and validation (model loading, backward passes,
+    optimizer steps and checkpoint writes included); sampling: inside the in-loop sampler;
+    validation: validation generations and scores; test_generation and grading: the test stage.
+    """
+    c = result.cost
+    timed = c.sampling_wall_s is not None and c.validation_wall_s is not None
+    return {"train_wall": c.train_wall_s, "test_wall": test.eval_wall_s if test else None,
+            "training": round(c.train_wall_s - c.sampling_wall_s - c.validation_wall_s, 1) if timed else None,
+            "sampling": c.sampling_wall_s, "validation": c.validation_wall_s,
+            "test_generation": test.generation_wall_s if test else None, "grading": test.grading_wall_s if test else None}
 
 
 @dataclass(frozen=True)

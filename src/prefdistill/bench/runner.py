@@ -291,9 +291,10 @@ class Bench:
         log, train_s, memory = trained.log, trained.wall_s, peak_memory()
         val = {s: read_json(self.paths.val_scores(job.key, s))["scores"] for s in scored}
         counted = sorted({k for r in log for k in r if k.startswith(COUNT_PREFIX)})
+        timed = {f"{phase}_wall_s": round(sum(r.get(f"{phase}_time_s", 0.0) for r in log), 1) for phase in ("sampling", "validation")}
         cost = Cost(len(rows), len(log), round(train_s, 1), round(memory["mb"], 1), memory["kind"],
                     data_tokens=data_tokens(self.cfg, method.needs, rows),
-                    counts={k: sum(r.get(k, 0.0) for r in log) for k in counted})
+                    counts={k: sum(r.get(k, 0.0) for r in log) for k in counted}, **timed)
         result = JobResult(job, entry.method, entry.label or method.label, steps, val, cost, log[-1]["loss"] if log else None)
         write_json(self.paths.result(job.key), result.to_json())
         return result
@@ -304,12 +305,14 @@ class Bench:
             path = self.paths.val_scores(key, step)
             if step not in scored or path.is_file():
                 return None
+            t0 = time.time()
             gens = self.val_generate(lm)
             scores = self.val_scores(gens)
+            spent = round(time.time() - t0, 3)  # the job's validation phase (the snapshot below counts as training)
             if step < steps:
                 snapshot(self.paths.weights(key, step))
             write_json(path, {"scores": scores, "generations": gens})
-            return {f"val_{k}": v for k, v in scores.items()}
+            return {**{f"val_{k}": v for k, v in scores.items()}, "validation_time_s": spent}
         return hook
 
     def test_result(self, job: Job, step: int) -> TestResult:
@@ -332,9 +335,11 @@ class Bench:
         ckpt = self.paths.checkpoint(job.key) if step == result.steps else self.paths.weights(job.key, step)
         t0 = time.time()
         gens = self.art.test_generations("student", ckpt, self.paths.test_samples(job.key, step), desc=f"eval {job.key}")
+        t1 = time.time()
         prompts = [e.prompt for e in self.art.splits["test"]]
         scores = {role: judge.score(prompts, gens) for role, judge in self.graders.items()}
-        test = TestResult(step, gens, scores["eval"], scores.get("training"), round(time.time() - t0, 1))
+        t2 = time.time()
+        test = TestResult(step, gens, scores["eval"], scores.get("training"), round(t2 - t0, 1), round(t1 - t0, 1), round(t2 - t1, 1))
         write_json(path, test.to_json())
         self.drop_weights(job)
         return test

@@ -33,9 +33,10 @@ class Group:
 
 
 def sample_group(policy, prompts: list[str], *, k: int, max_new_tokens: int, temperature: float = 1.0) -> Group:
-    """k samples per prompt from the student as it is now (token ids, and text for the oracle)."""
+    """k samples per prompt from the student as it is now (token ids, and text for the oracle); each prompt is
+    prefilled once and its KV cache shared by its k samples."""
     repeated = [p for p in prompts for _ in range(k)]
-    out = rollout(policy, repeated, max_new_tokens=max_new_tokens, temperature=temperature)
+    out = rollout(policy, prompts, max_new_tokens=max_new_tokens, temperature=temperature, n=k)
     decoded = policy.tokenizer.batch_decode(out.completions, skip_special_tokens=True)
     texts = [[t.strip() for t in decoded[i * k:(i + 1) * k]] for i in range(len(prompts))]
     return Group(repeated, out.completions, texts, out.n_tokens)

@@ -13,6 +13,7 @@ from pathlib import Path
 from prefdistill.io import atomic_write_text
 from prefdistill.reporting.common import (DASH, ci_bounds, fmt, fmt_rate, in_groups, md_table, new_figure, number, row_label,
                                           save_figure)
+from prefdistill.reporting.phases import phase_section
 from prefdistill.reporting.run_report import console_table, length_table, plot_length_buckets, plot_win_rates, render_table
 from prefdistill.reporting.sft_report import curve_lines, sft_table
 
@@ -350,7 +351,7 @@ def _cost_table(results: dict) -> str:
 
 def _cost_sections(results: dict) -> list[str]:
     table = _cost_table(results)
-    out = ["## Cost", "", table, ""] if table else []
+    out = (["## Cost", "", table, ""] if table else []) + phase_section(results)
     timings, wall = results.get("timings_s") or {}, results.get("wall_s") or {}
     if timings or wall:
         shared = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if number(v) is not None)

@@ -41,6 +41,7 @@ from prefdistill.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from prefdistill.methods import MethodSpec
 from prefdistill.methods.common import COUNT_PREFIX
 from prefdistill.models.hf import CHECKPOINT_META
+from prefdistill.models.rollout import sampling_seconds
 from prefdistill.run.folder import LOG_FILE, checkpoint_done as is_done  # where a checkpoint's files are: the run folder's rule
 from prefdistill.training.state import capture_rng, load_state, restore_rng, resumable, save_state, stop_nonfinite
 
@@ -141,9 +142,11 @@ def _process_mean(accelerator, totals: dict[str, float]) -> dict[str, float]:
 def _accumulate(accelerator, model, loss_fn, batches: list[list[dict]], cfg: TrainConfig) -> dict[str, float]:
     """Forward and backward every micro-batch of one optimizer step; clip; the step's statistics over processes.
 
-    Token counts add up over micro-batches, the rest is averaged; `grad_norm` is the norm before clipping.
+    Token counts add up over micro-batches, the rest is averaged; `grad_norm` is the norm before clipping;
+    `sampling_time_s` is this process's time in the in-loop sampler (rollout) during the step.
     """
     totals: dict[str, float] = {}
+    sampled_s = sampling_seconds()
     for batch in batches:
         with accelerator.accumulate(model):
             loss, stats = loss_fn(batch)
@@ -155,6 +158,7 @@ def _accumulate(accelerator, model, loss_fn, batches: list[list[dict]], cfg: Tra
     totals = _process_mean(accelerator, totals)
     if norm is not None:  # DeepSpeed clips inside its engine and reports nothing here
         totals["grad_norm"] = float(norm)
+    totals["sampling_time_s"] = round(sampling_seconds() - sampled_s, 3)
     return totals
 
 
