@@ -103,6 +103,22 @@ THROUGHPUT = {  # row: (method, params, rows consumed, teacher)
     "gkd": ("gkd", {"on_policy_fraction": 1.0}, "pairs", "live"),
 }
 PROFILE_BELOW = 0.40  # MFU under which SFT and PLaD get a profile
+WHOLE_BATCH = ("sft", "kd")  # rows run again with train.logits_chunk 0 (the whole batch's logits at once): the memory model
+# Copies of a (positions, V) float tensor that exist at once at the loss, by row, on the whole-batch path: logits,
+# log-probs and their gradient for a cross-entropy; both sides' logits and log-probs and the student's two gradients
+# for a divergence with the live teacher. Chunking keeps `chunk` positions of each instead of all of them.
+LOGITS_COPIES = {"sft": 3, "kd": 6}
+
+
+def predicted_logits_mb(row: str, positions: int, vocab: int, chunk: int, bytes_per_element: int = 4) -> dict:
+    """The memory model: logits bytes = positions x vocabulary x bytes per element x copies, whole batch against chunked.
+
+    bytes_per_element 4: the losses compute log-softmax in float32 whatever the weights' dtype.
+    """
+    per = vocab * bytes_per_element * LOGITS_COPIES[row] / 2 ** 20
+    whole, chunked = positions * per, min(positions, chunk) * per
+    return {"positions": positions, "vocab": vocab, "copies": LOGITS_COPIES[row], "chunk": chunk,
+            "whole_batch_mb": round(whole, 1), "chunked_mb": round(chunked, 1), "saving_mb": round(whole - chunked, 1)}
 
 
 def peak_matmul(n: int, dtype: str, device: torch.device, repeats: int = 10, inner: int = 10) -> dict:
@@ -217,8 +233,9 @@ def profile_steps(step_fn, device: torch.device, top: int = 10) -> list[dict]:
              "calls": e.count} for e in ranked]
 
 
-def throughput_row(name: str, ctx: Context, models: dict, peak: float, checkpointed: bool) -> dict:
-    """One method's timed steps on the big student (and teacher): tokens/s, peak memory, MFU."""
+def throughput_row(name: str, ctx: Context, models: dict, peak: float, checkpointed: bool, chunk: int | None = None) -> dict:
+    """One method's timed steps on the big student (and teacher): tokens/s, peak memory, MFU; `chunk`: train.logits_chunk
+    for this row (default: the config's)."""
     from prefdistill.methods import get_method, resolve
     from prefdistill.methods.registry import build_params
 
@@ -236,6 +253,10 @@ def throughput_row(name: str, ctx: Context, models: dict, peak: float, checkpoin
         extras = {"teacher_topk": topk_cache(rows, params, models, ctx)}
     student.model.train()
     checkpointing(student.model, checkpointed)
+    default_chunk = student.logits_chunk
+    for lm in (student, models.get("teacher")):
+        if lm is not None and chunk is not None:
+            lm.logits_chunk = chunk
     warmup, steps = (s["sampled_warmup"], s["sampled_steps"]) if sampled else (s["warmup"], s["steps"])
     counters = [c for c in (counter, models.get("teacher_counter")) if c]
 
@@ -250,12 +271,16 @@ def throughput_row(name: str, ctx: Context, models: dict, peak: float, checkpoin
         seconds = step(warmup, steps, lambda: [c.reset() for c in counters])
         peak_mb = tc.read_peak(ctx.device)
         out = throughput_numbers(seconds, steps, counter, models.get("teacher_counter") if teacher == "live" else None, peak)
-        out.update(method=method, params=raw, gradient_checkpointing=checkpointed, resident_mb=round(resident, 1), peak_mb=round(peak_mb, 1))
+        out.update(method=method, params=raw, gradient_checkpointing=checkpointed, resident_mb=round(resident, 1), peak_mb=round(peak_mb, 1),
+                   logits_chunk=student.logits_chunk)
         if name in ("sft", "plad") and not checkpointed and out["mfu"] < PROFILE_BELOW:
             out["profile_top_kernels"] = profile_steps(lambda: step(0, 2), ctx.device)
         return out
     finally:
         checkpointing(student.model, False)
+        for lm in (student, models.get("teacher")):
+            if lm is not None:
+                lm.logits_chunk = default_chunk
 
 
 def checkpointing(model, on: bool) -> None:
@@ -314,6 +339,7 @@ def part_throughput(ctx: Context) -> dict:
                 failed.append(key)
             if ctx.device.type == "cuda":
                 torch.cuda.empty_cache()
+    rows.update(whole_batch_rows(ctx, models, peak["flops_per_s"], rows))
     size = lambda lm: sum(p.numel() for p in lm.model.parameters())  # noqa: E731
     return {"peak_matmul": peak, "dtype": s["dtype"], "optimizer": "AdamW on the weights' dtype (no fp32 master copy)",
             "attention": student.model.config._attn_implementation,
@@ -328,6 +354,24 @@ def part_throughput(ctx: Context) -> dict:
                      "the output layer counted only at the positions it scores; mfu_6N: the plain 6·N·tokens (+2·N·forward "
                      "tokens) with N = all weights but the input embedding, at every position; attention's own FLOPs not counted",
             "rows": rows, "status": "failed" if failed else "ok", "failed": failed}
+
+
+def whole_batch_rows(ctx: Context, models: dict, peak: float, rows: dict) -> dict:
+    """WHOLE_BATCH's rows again at logits_chunk 0, each with the memory model's prediction of the difference."""
+    s, out = ctx.size, {}
+    for name in WHOLE_BATCH:
+        key = f"{name}+chunk0"
+        if ctx.out_of_time(f"throughput:{key}") or rows.get(name, {}).get("status") != "ok":
+            out[key] = {"status": "skipped: time budget or no chunked row to compare"}
+            continue
+        try:
+            row = throughput_row(name, ctx, models, peak, False, chunk=0)
+            model = predicted_logits_mb(name, s["batch"] * s["completion"], s["student"]["vocab_size"], rows[name]["logits_chunk"])
+            out[key] = {"status": "ok", **row, "memory_model": model,
+                        "measured_saving_mb": round(row["peak_mb"] - rows[name]["peak_mb"], 1)}
+        except Exception as e:  # the other rows' numbers stay
+            out[key] = {"status": "error", "error": error_tail(e)}
+    return out
 
 
 def print_throughput(t: dict) -> None:

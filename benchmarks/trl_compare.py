@@ -63,6 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n-rows", type=int, default=32, help="data rows built (batches cycle through them)")
     p.add_argument("--repeats", type=int, default=1, help="run each (prefdistill, TRL) pair this many times; medians reported")
     p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--logits-chunk", type=int, default=None,
+                   help="prefdistill: positions whose logits exist at once (train.logits_chunk; default the library's, 0 = whole batch)")
     p.add_argument("--model", default="builtin:smollm2-135m-instruct")
     p.add_argument("--teacher", default=None, help="teacher of kd / dpkd (default: --model)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -194,6 +196,12 @@ def read_peak(device) -> float:
     return _status_mb("VmHWM")
 
 
+def logits_chunk_default() -> int:
+    from prefdistill.models.hf import LocalLM
+
+    return LocalLM.logits_chunk
+
+
 def load_model(path: str, args, device):
     """The one way both sides load a model (so both start from the same resident weights)."""
     from prefdistill.config.schema import ModelConfig
@@ -224,6 +232,10 @@ def run_prefdistill(row: str, data: dict, args, device) -> dict:
 
     lm = load_model(data["model"], args, device)
     extras = {"teacher": load_model(data["teacher"], args, device)} if row == "kd" else {}
+    if args.logits_chunk is not None:  # as train() sets it from train.logits_chunk
+        for side in (lm, extras.get("teacher")):
+            if side is not None:
+                side.logits_chunk = args.logits_chunk
     if row == "kd_topk":  # the cache instead of the teacher
         from prefdistill.signal.topk_cache import TopkSignal
 
@@ -427,6 +439,7 @@ def main(argv: list[str] | None = None) -> dict:
         "trl": trl.__version__, "torch": torch.__version__,
         "settings": {k: getattr(args, k) for k in ("steps", "warmup", "batch_size", "max_prompt_tokens", "max_completion_tokens",
                                                    "n_rows", "repeats", "lr", "threads")},
+        "logits_chunk": args.logits_chunk if args.logits_chunk is not None else logits_chunk_default(),
         "rows": results,
         **({"topk_cache": data["topk"]} if "topk" in data else {}),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": args.threads or torch.get_num_threads(),

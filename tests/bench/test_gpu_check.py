@@ -65,12 +65,16 @@ def test_throughput_rows_have_numbers(smoke):
     part = smoke["parts"]["throughput"]
     assert part["peak_matmul"]["flops_per_s"] > 0
     expected = {f"{m}{s}" for m in ("sft", "plad", "dpkd", "kd", "kd_topk", "gkd") for s in ("", "+gc")}
-    assert set(part["rows"]) == expected
+    assert set(part["rows"]) == expected | {"sft+chunk0", "kd+chunk0"}
     for key, row in part["rows"].items():
         assert row["status"] == "ok", (key, row)
         assert row["tokens_per_s"] > 0 and row["train_tokens"] > 0 and row["peak_mb"] > 0
         assert isinstance(row["mfu"], float) and isinstance(row["mfu_6N"], float) and row["mfu"] >= 0
         assert row["gradient_checkpointing"] == key.endswith("+gc")
+        assert row["logits_chunk"] == (0 if key.endswith("+chunk0") else part["rows"]["sft"]["logits_chunk"]) > -1
+    for key in ("sft+chunk0", "kd+chunk0"):  # the whole batch's logits, with the memory model's prediction beside them
+        model = part["rows"][key]["memory_model"]
+        assert model["whole_batch_mb"] >= model["chunked_mb"] > 0 and "measured_saving_mb" in part["rows"][key]
     assert part["rows"]["kd"]["teacher_tokens"] > 0 and part["rows"]["kd_topk"]["teacher_tokens"] == 0
     assert part["rows"]["gkd"]["student_forward_only_tokens"] > 0  # its on-policy samples
     for key in ("sft", "plad"):  # a toy CPU run is far below 40% MFU: the profile must be there
