@@ -213,6 +213,10 @@ def load_model(path: str, args, device):
 # ----------------------------------------------------------------------------- prefdistill side
 
 
+PREFDISTILL_FIELDS = {"targets": ("id", "prompt", "target"),
+                      "pairs": ("id", "prompt", "chosen", "rejected", "teacher_chosen_logp", "teacher_rejected_logp")}
+
+
 def run_prefdistill(row: str, data: dict, args, device) -> dict:
     """The step `prefdistill.training.loop.train` takes, on the same accelerate / AdamW / schedule / clipping.
 
@@ -244,7 +248,9 @@ def run_prefdistill(row: str, data: dict, args, device) -> dict:
     method, params = {"plad": ("plad", PLaDParams(variant="rank", beta=1.0)), "sft": ("sft", SFTParams()),
                       "kd": ("kd", KDParams(temperature=1.0)), "dpkd": ("dpkd", DPKDParams()),
                       "kd_topk": ("kd", KDParams(temperature=1.0, signal="topk", k=args.topk))}[row]
-    spec, rows, steps = get_method(method), data["rows"], args.warmup + args.steps
+    spec, steps = get_method(method), args.warmup + args.steps
+    # the fields of the method's typed training row (prefdistill.data.rows); the TRL side's token ids stay out
+    rows = [{k: r[k] for k in PREFDISTILL_FIELDS[spec.consumes]} for r in data["rows"]]
     accelerator = Accelerator(mixed_precision="no", cpu=device.type == "cpu")
     model = lm.model.requires_grad_(True).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
