@@ -21,8 +21,8 @@ class _Art:
     def __init__(self):
         self.loaded = []
 
-    def load(self, role, checkpoint=None, for_training=False, in_loop=False):
-        self.loaded.append((role, in_loop))
+    def load(self, role, checkpoint=None, for_training=False, in_loop=False, dtype=None):
+        self.loaded.append((role, in_loop) if dtype is None else (role, in_loop, dtype))
         return f"{role}-model"
 
     def sft_checkpoint(self, role):
@@ -46,6 +46,17 @@ def test_the_loss_gets_the_cached_signal_the_data_carries_and_nothing_it_does_no
     assert extras == {"teacher_topk": signal} and art.loaded == []  # no teacher in memory
     live = loss_extras(_job("kd", KDParams(), TrainingData([{"prompt": "p", "target": "t"}]), tmp_path), art)
     assert live == {"teacher": "teacher-model"} and art.loaded == [("teacher", True)]
+
+
+def test_the_teacher_in_the_loop_computes_in_the_students_mixed_precision(tmp_path):
+    from dataclasses import replace
+
+    from prefdistill.methods.kd import KDParams
+
+    for precision, dtype in (("bf16", "bfloat16"), ("fp16", "float16")):
+        art, job = _Art(), _job("kd", KDParams(), TrainingData([{"prompt": "p", "target": "t"}]), tmp_path)
+        loss_extras(replace(job, train=replace(job.train, mixed_precision=precision)), art)
+        assert art.loaded == [("teacher", True, dtype)]
 
 
 def test_a_finished_job_is_read_back_without_loading_anything(tmp_path):

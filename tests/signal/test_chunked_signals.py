@@ -6,7 +6,7 @@ whole batch's path (logits_chunk 0), values and gradients.
 import pytest
 import torch
 
-from prefdistill.config.schema import ModelConfig, from_dict
+from prefdistill.config.schema import from_dict
 from prefdistill.methods import get_method
 from prefdistill.methods.common import teacher_side
 from prefdistill.models.tiny import tiny_rows
@@ -14,18 +14,6 @@ from prefdistill.signal.topk_cache import build_topk_cache
 from servers import LogitServer, api_lm
 
 CHUNKS = [1, 4]
-
-
-@pytest.fixture(scope="module")
-def student(tiny_assets, counting):
-    """The tiny student with the counting teacher's vocabulary (as in test_served_teacher)."""
-    from prefdistill.models.hf import LocalLM
-
-    lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["student"])), for_training=True)
-    torch.manual_seed(0)
-    lm.model.resize_token_embeddings(len(counting.tokenizer))
-    lm.model.requires_grad_(True)
-    return LocalLM(lm.model, counting.tokenizer, name="student")
 
 
 def _pair_rows(n):

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from prefdistill.methods import ResolvedMethod, resolve_method
-from prefdistill.config.schema import ModelConfig
 from prefdistill.errors import ConfigError
 from prefdistill.methods import get_method
 from prefdistill.methods.gkd import GKDParams
@@ -24,18 +23,6 @@ from servers import LogitServer, api_lm
 from prefdistill.run.artifacts import Artifacts
 from prefdistill.run.train_job import train_job
 from prefdistill.training.job import TrainingData, TrainJob
-
-
-@pytest.fixture(scope="module")
-def student(tiny_assets, counting):
-    """The tiny student with the counting teacher's vocabulary (one vocabulary, as token-level methods need)."""
-    from prefdistill.models.hf import LocalLM
-
-    lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets["student"])), for_training=True)
-    torch.manual_seed(0)
-    lm.model.resize_token_embeddings(len(counting.tokenizer))
-    lm.model.requires_grad_(True)
-    return LocalLM(lm.model, counting.tokenizer, name="student")
 
 
 def _pair_rows(n):

@@ -11,7 +11,7 @@ read a run through this class; the `Pipeline` only orders the stages and gathers
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -141,11 +141,14 @@ class Artifacts:
         return signal
 
     # ------------------------------------------------------------------ models
-    def load(self, role: str, checkpoint: Path | None = None, for_training: bool = False, in_loop: bool = False):
+    def load(self, role: str, checkpoint: Path | None = None, for_training: bool = False, in_loop: bool = False,
+             dtype: str | None = None):
+        """`role`'s model (`dtype`: its weights' dtype instead of the configured one)."""
         from prefdistill.models import load_model
         from prefdistill.models.backends import loaded_as
 
         cfg = loaded_as(getattr(self.cfg, role), in_loop=in_loop)  # in the loop a model must give logits (vllm: through hf)
+        cfg = replace(cfg, dtype=dtype) if dtype else cfg
         return load_model(cfg, checkpoint=checkpoint, for_training=for_training)
 
     def sft_selection(self) -> Selection:

@@ -35,9 +35,20 @@ def served_teacher(art: Artifacts):
     return teacher
 
 
+# The weights' dtype of a teacher in the loop under each train.mixed_precision: the student's compute dtype.
+MIXED_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def in_loop_teacher(art: Artifacts, job: TrainJob):
+    """The teacher run at every step: in the dtype the student computes in (its weights cast at load under bf16 / fp16
+    mixed precision, as configured otherwise); no autograd graph and no dropout (`LocalLM.teacher_states`), its logits
+    chunked as the student's (`prefdistill.losses.chunked`)."""
+    return art.load("teacher", art.sft_checkpoint("teacher"), in_loop=True, dtype=MIXED_DTYPES.get(job.train.mixed_precision))
+
+
 # need -> what provides it, from the run's artifacts and the job (prefdistill.methods.registry.NEEDS)
 PROVIDERS: dict[str, Callable[[Artifacts, TrainJob], object]] = {
-    "teacher": lambda art, job: art.load("teacher", art.sft_checkpoint("teacher"), in_loop=True),
+    "teacher": in_loop_teacher,
     "served_teacher": lambda art, job: served_teacher(art),
     "teacher_topk": lambda art, job: job.data.teacher_topk,
     "reference": lambda art, job: art.load("student", art.sft_checkpoint("student"), in_loop=True),
