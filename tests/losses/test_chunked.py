@@ -128,3 +128,22 @@ def test_the_backward_pass_recomputes_each_chunk_instead_of_keeping_its_logits()
     assert shapes and not [s for s in shapes if s and s[-1] == VOCAB]  # no logits kept for the backward pass, not even a chunk's
     out.sum().backward()
     assert hidden.grad is not None and head.weight.grad is not None
+
+
+def test_positions_that_fit_in_one_chunk_run_once_and_are_not_recomputed():
+    hidden, head, *_ = _setup()
+    calls = []
+
+    def fn(s, _):
+        calls.append(s.shape[1])
+        return s.logsumexp(-1)
+
+    out, = chunked_positions(fn, (hidden, head), chunk=B * C)  # every position in one chunk
+    out.sum().backward()
+    assert calls == [B * C]  # the forward's call only: no recomputation in the backward pass
+    want = head(hidden.detach()).logsumexp(-1)
+    torch.testing.assert_close(out, want)
+    calls.clear()
+    out, = chunked_positions(fn, (hidden, head), chunk=B * C - 1)
+    out.sum().backward()
+    assert sorted(calls) == [1, 1, B * C - 1, B * C - 1]  # two chunks, each recomputed once

@@ -99,7 +99,10 @@ def chunked_positions(fn: Callable, student: Side, *, teacher: Side | None = Non
             recomputation: the path without chunking).
         active: (B, C) the positions to evaluate (default: all); the others are 0 in the output.
     Returns: fn's values as (B, C, ...) tensors. Under autograd each chunk is checkpointed, so only
-    its inputs are kept and its logits are recomputed in the backward pass.
+    its inputs are kept and its logits are recomputed in the backward pass; when every active
+    position fits in one chunk, that chunk runs once and keeps its logits (at most `chunk` positions
+    of them, the bound either way), which saves the recomputation: measured on trl_compare's SFT
+    row (192 positions, V 49k), recomputing cost 10% of the step and lowered no peak.
     """
     x, head = student
     t, t_head = teacher if teacher is not None else (None, None)
@@ -114,6 +117,7 @@ def chunked_positions(fn: Callable, student: Side, *, teacher: Side | None = Non
 
     xs, ts, al = rows(x), None if t is None else rows(t), [rows(a) for a in aligned]
     grad = torch.is_grad_enabled() and (xs.requires_grad or (head is not None and head.weight.requires_grad))
+    grad = grad and len(idx) > chunk  # one chunk holds every position: nothing to free between chunks, nothing to recompute
     pieces = []
     for s in range(0, max(len(idx), 1), chunk):  # one empty chunk when nothing is active keeps the graph
         args = [None if a is None else a[s:s + chunk].unsqueeze(0) for a in (xs, ts, *al)]  # (1, n, ...) each
