@@ -117,11 +117,11 @@ def chunked_positions(fn: Callable, student: Side, *, teacher: Side | None = Non
 
     xs, ts, al = rows(x), None if t is None else rows(t), [rows(a) for a in aligned]
     grad = torch.is_grad_enabled() and (xs.requires_grad or (head is not None and head.weight.requires_grad))
-    grad = grad and len(idx) > chunk  # one chunk holds every position: nothing to free between chunks, nothing to recompute
+    recompute = grad and len(idx) > chunk  # one chunk holding every position frees nothing between chunks: run it once
     pieces = []
     for s in range(0, max(len(idx), 1), chunk):  # one empty chunk when nothing is active keeps the graph
         args = [None if a is None else a[s:s + chunk].unsqueeze(0) for a in (xs, ts, *al)]  # (1, n, ...) each
-        if grad:
+        if recompute:
             out = checkpoint(_chunk_values, fn, head, t_head, *args, use_reentrant=False)
         else:
             out = _chunk_values(fn, head, t_head, *args)
