@@ -18,8 +18,10 @@ import numpy as np
 
 from prefdistill.bench.plan import collapse
 from prefdistill.bench.records import PHASE_TOTALS, PHASES, JobResult, Scored, TestResult, phases
-from prefdistill.evaluation.metrics import (detection_limit, paired_difference, paired_difference_seeds, resampled, rouge_per_example,
+from prefdistill.bench.comparisons import add_statistics, detection_by_statistic
+from prefdistill.evaluation.metrics import (paired_difference, paired_difference_seeds, resampled, rouge_per_example,
                                             summarize_generations, summarize_seeds, win_rate, wins_per_seed)
+from prefdistill.evaluation.paired import soft_wins_per_seed
 from prefdistill.methods.registry import SFT_ROW, paper_orderings
 from prefdistill.reporting.sft_report import sft_summary
 
@@ -45,16 +47,19 @@ def summarize(cfg, bench, scored: Scored) -> dict:
         timed[entry.name] = mean_phases(runs)
     for row in rows:
         _compare(row, outcomes, bench.seqkd_entry, opts)
-    teacher = _outcomes(scored, [base["teacher"]], [ev["teacher"]])
+    outcomes["teacher"] = teacher = _outcomes(scored, [base["teacher"]], [ev["teacher"]])
     gap = paired_difference(teacher["win_rate"][0], outcomes["SFT"]["win_rate"][0], **opts)
+    matrix = add_statistics(rows, base_rows, outcomes, seqkd=bench.seqkd_entry, opts=opts)
     return {
         "config": cfg.name, "task": cfg.data.source, "teacher": cfg.teacher.name_or_path, "student": cfg.student.name_or_path,
         "n_test": len(refs), "n_val": scored.n_val, "resampled": resampled(len(refs), scored.groups, len(bench.seeds)),
         "seeds": list(bench.seeds), "steps": cfg.distill.train.steps,
         "batch_size": cfg.distill.train.batch_size, "lora": {k: getattr(cfg.student.lora, k) for k in ("enabled", "r", "alpha", "dropout")},
         "select_metric": bench.select_metric, "teacher_gap": {k: gap[k] for k in ("diff", "ci", "n", "groups")},
+        "teacher_gap_soft": paired_difference_seeds(teacher["soft_win_rate"], outcomes["SFT"]["soft_win_rate"], **opts),
+        "soft_scale": scored.soft_scale, "head_to_head_matrix": matrix,
         "teacher_gap_validation": scored.gap_validation, "base_rows": base_rows, "rows": rows, "costs": costs,
-        "val_reference": scored.val_reference, "detection_limit": _detection(rows),
+        "val_reference": scored.val_reference, "detection_limit": detection_by_statistic(rows),
         "orderings": _orderings(rows, outcomes, opts), "sft": _sft(scored.sft_logs, scored.sft_choices), **_sweeps(scored, bench, refs, opts),
         "phases_wall_s": timed,
         "wall_s": {"jobs": round(sum(r.cost.train_wall_s + scored.tests[k].eval_wall_s for k, r in scored.runs.items())
@@ -63,14 +68,17 @@ def summarize(cfg, bench, scored: Scored) -> dict:
 
 
 def _outcomes(scored: Scored, generations: list[list[str]], judge_scores: list[list[float]]) -> dict[str, np.ndarray]:
-    return seed_outcomes(generations, judge_scores, scored.eval_scores["reference"], scored.references)
+    scale = (scored.soft_scale or {}).get("scale", 1.0)
+    return seed_outcomes(generations, judge_scores, scored.eval_scores["reference"], scored.references, scale=scale)
 
 
 def seed_outcomes(generations: list[list[str]], judge_scores: list[list[float]], ref_scores: list[float],
-                  refs: list[str]) -> dict[str, np.ndarray]:
+                  refs: list[str], *, scale: float = 1.0) -> dict[str, np.ndarray]:
     """(seeds, prompts) arrays from each seed's test generations and their judge scores: win against the
-    reference (1 / ½ / 0) by the grader, and ROUGE-L (×1)."""
+    reference (1 / ½ / 0) by the grader, the soft win σ((s − s_ref) / scale), the grader's scores, and ROUGE-L (×1)."""
     return {"win_rate": wins_per_seed(judge_scores, ref_scores),
+            "soft_win_rate": soft_wins_per_seed(judge_scores, ref_scores, scale=scale),
+            "scores": np.asarray(judge_scores, dtype=np.float64),
             "rougeL": np.array([rouge_per_example(g, refs, "rougeL") for g in generations])}
 
 
@@ -115,14 +123,6 @@ def _compare(row: dict, outcomes: dict, seqkd: str | None, opts: dict) -> None:
         usable = other is not None and other != row["name"] and other in outcomes
         row[f"vs_{suffix}"] = paired_difference_seeds(mine["win_rate"], outcomes[other]["win_rate"], **opts) if usable else None
         row[f"rougeL_vs_{suffix}"] = paired_difference_seeds(mine["rougeL"], outcomes[other]["rougeL"], **opts) if usable else None
-
-
-def _detection(rows: list[dict]) -> dict:
-    out = {}
-    for key in ("vs_sft", "vs_seqkd"):
-        widths = [r[key]["half_width"] for r in rows if r.get(key)]
-        out[key] = detection_limit(widths) if widths else None
-    return out
 
 
 def _orderings(rows: list[dict], outcomes: dict, opts: dict) -> list[dict]:

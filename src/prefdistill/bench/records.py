@@ -163,6 +163,7 @@ class Scored:
     n_val: int  # validation prompts that choose
     sft_logs: dict[str, list[dict]]  # role -> its SFT training log
     sft_choices: dict[str, dict]  # role -> its SFT choice.json (prefdistill.training.best_checkpoint)
+    soft_scale: dict | None = None  # {"scale", "how"}: the evaluation judge's Bradley–Terry scale (judges.scale); None: 1
 
     def main_runs(self, entry: str) -> list[tuple[JobResult, TestResult]]:
         """(result, test) of the entry's main jobs (all the data, none relabelled), one per seed, in job order."""

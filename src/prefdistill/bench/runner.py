@@ -47,6 +47,7 @@ from prefdistill.errors import ConfigError, TeacherGapError
 from prefdistill.evaluation.grading import score_all
 from prefdistill.evaluation.metrics import paired_difference, pairwise_outcomes, resampled, rouge, word_count
 from prefdistill.io import group_of, read_json, write_json, write_jsonl
+from prefdistill.judges.scale import judge_scale
 from prefdistill.methods import ResolvedMethod, resolve
 from prefdistill.methods.common import COUNT_PREFIX
 from prefdistill.reporting.bench_report import console_summary, write_bench_report
@@ -364,4 +365,6 @@ class Bench:
                       chosen={name: Choice.from_json(c) for name, c in chosen.items()}, base=base,
                       labels={r: self.art.row_label(r) for r in base}, eval_scores=scores["eval"],
                       training_scores=scores.get("training"), gap_validation=gap, val_reference=val_reference,
-                      n_val=len(self.val_examples), sft_logs=self.art.sft_logs(), sft_choices=self.art.sft_choices())
+                      n_val=len(self.val_examples), sft_logs=self.art.sft_logs(), sft_choices=self.art.sft_choices(),
+                      soft_scale=judge_scale(self.graders["eval"], self.art.splits["validation"], negatives=self.cfg.reward.negatives,
+                                             seed=self.cfg.seed))
