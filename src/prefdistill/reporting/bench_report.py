@@ -11,11 +11,12 @@ import statistics
 from pathlib import Path
 
 from prefdistill.io import atomic_write_text
-from prefdistill.reporting.common import (DASH, ci_bounds, fmt, fmt_rate, in_groups, md_table, new_figure, number, row_label,
+from prefdistill.reporting.common import (DASH, ci_bounds, fmt, fmt_diff, fmt_rate, in_groups, md_table, new_figure, number, row_label,
                                           save_figure)
 from prefdistill.reporting.phases import phase_section
 from prefdistill.reporting.run_report import console_table, length_table, plot_length_buckets, plot_win_rates, render_table
 from prefdistill.reporting.sft_report import curve_lines, sft_table
+from prefdistill.reporting.statistics_report import detection_lines, statistics_section
 
 METRIC_NAMES = {"win_rate": "win rate", "rougeL": "ROUGE-L", "word_count": "words"}
 VAL_METRICS = (("win_rate", "validation win rate vs reference (%)"), ("rougeL", "validation ROUGE-L"))
@@ -36,14 +37,6 @@ def _method_rows(results: dict) -> dict[str, dict]:
 def table_view(results: dict) -> dict:
     """What report.py's table helpers take: {"rows": {key: row}}, base rows then method rows."""
     return {"rows": {**(results.get("base_rows") or {}), **_method_rows(results)}}
-
-
-def _diff(d) -> str:
-    """A paired difference in points: "+3.1 [-2.0, 8.0]", or a dash."""
-    if not isinstance(d, dict) or number(d.get("diff")) is None:
-        return DASH
-    ci = ci_bounds(d.get("ci"))
-    return f"{d['diff']:+.1f}" + ("" if ci is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]")
 
 
 def _value(v) -> str:
@@ -198,9 +191,9 @@ def _gap_line(results: dict) -> str:
     if isinstance(val, dict) and number(val.get("diff")) is not None:
         status = "passed" if val.get("passed") else "not met, ignored as configured" if val.get("ignored") else "not met"
         floor = f" (floor {fmt(val.get('floor'), 1)}: {status})" if number(val.get("floor")) is not None else ""
-        parts.append(f"validation {_diff(val)} points on {val.get('n')} prompts{in_groups(val)}{floor}")
+        parts.append(f"validation {fmt_diff(val)} points on {val.get('n')} prompts{in_groups(val)}{floor}")
     if isinstance(test, dict) and number(test.get("diff")) is not None:
-        parts.append(f"test {_diff(test)} points on {test.get('n')} prompts{in_groups(test)}")
+        parts.append(f"test {fmt_diff(test)} points on {test.get('n')} prompts{in_groups(test)}")
     return ("Teacher − SFT student win rate (paired): " + "; ".join(parts) + ".") if parts else ""
 
 
@@ -234,8 +227,8 @@ def _paired_section(results: dict) -> list[str]:
     judge = any(isinstance(r.get("vs_sft_training_judge"), dict) for r in rows.values())
     header = (["Method", "Selected", "Win rate per seed", "Δ win rate vs SFT [95% CI]"] + (["Δ vs SeqKD [95% CI]"] if seqkd else [])
               + ["Δ ROUGE-L vs SFT [95% CI]"] + (["Δ vs SFT by the training judge"] if judge else []) + ["Collapse"])
-    body = [[row_label(k, r), _selected(r), _per_seed(r), _diff(r.get("vs_sft"))] + ([_diff(r.get("vs_seqkd"))] if seqkd else [])
-            + [_diff(r.get("rougeL_vs_sft"))] + ([_diff(r.get("vs_sft_training_judge"))] if judge else []) + [_collapse(r)]
+    body = [[row_label(k, r), _selected(r), _per_seed(r), fmt_diff(r.get("vs_sft"))] + ([fmt_diff(r.get("vs_seqkd"))] if seqkd else [])
+            + [fmt_diff(r.get("rougeL_vs_sft"))] + ([fmt_diff(r.get("vs_sft_training_judge"))] if judge else []) + [_collapse(r)]
             for k, r in rows.items()]
     out = ["## Against SFT and SeqKD (paired, two-level bootstrap)", "", md_table(header, body), "",
            "Each Δ compares a method with the baseline on the same test prompts, resampling whole groups of prompts once "
@@ -249,22 +242,9 @@ def _paired_section(results: dict) -> list[str]:
     return out
 
 
-def _detection_lines(results: dict) -> list[str]:
-    out = []
-    for key, baseline in (("vs_sft", "the SFT student"), ("vs_seqkd", "SeqKD")):
-        d = (results.get("detection_limit") or {}).get(key)
-        if not isinstance(d, dict) or number(d.get("significant_at")) is None:
-            continue
-        level, power = number(d.get("level")) or 0.95, number(d.get("power")) or 0.8
-        out.append(f"Against {baseline}: a win-rate difference larger than {fmt(d['significant_at'], 1)} points has a "
-                   f"{100 * level:g}% interval excluding 0; one of about {fmt(d.get('detectable_with_power'), 1)} points "
-                   f"is detected with {100 * power:g}% power (median over {d.get('n')} comparisons).")
-    return out
-
-
 def _ordering_lines(results: dict) -> list[str]:
     return [f"{o.get('paper')} paper: {o.get('claim')} on {METRIC_NAMES.get(o.get('metric'), o.get('metric'))}: "
-            f"{_diff(o)} — {o.get('verdict')}" for o in (results.get("orderings") or []) if isinstance(o, dict)]
+            f"{fmt_diff(o)} — {o.get('verdict')}" for o in (results.get("orderings") or []) if isinstance(o, dict)]
 
 
 def _selection_table(row: dict, metric: str) -> str:
@@ -366,9 +346,7 @@ def build_bench_report(folder: Path, results: dict) -> str:
     """The report's markdown; draws the figures under folder/plots/ as a side effect."""
     plots, view = Path(folder) / "plots", table_view(results)
     lines = _intro(results) + _gap_section(results) + _table1(view, results.get("resampled")) + _paired_section(results)
-    detection = _detection_lines(results)
-    if detection:
-        lines += ["## Detection limit", "", " ".join(detection), ""]
+    lines += statistics_section(results, plots)
     orderings = _ordering_lines(results)
     if orderings:
         lines += ["## Which orderings held", ""] + [f"- {x}" for x in orderings] + [""]
@@ -393,5 +371,5 @@ def write_bench_report(folder: Path, results: dict) -> Path:
 
 def console_summary(results: dict) -> str:
     """The table as aligned text, then the teacher gap, the detection limit and the orderings."""
-    extra = [_gap_line(results)] + _detection_lines(results) + _ordering_lines(results)
+    extra = [_gap_line(results)] + detection_lines(results) + _ordering_lines(results)
     return console_table(table_view(results)) + "\n\n" + "\n".join(x for x in extra if x)

@@ -46,6 +46,14 @@ def fmt_rate(rate, ci) -> str:
     return fmt(rate) + ("" if bounds is None else f" [{bounds[0]:.1f}, {bounds[1]:.1f}]")
 
 
+def fmt_diff(d) -> str:
+    """A paired difference in points: "+3.1 [-2.0, 8.0]", or DASH."""
+    if not isinstance(d, dict) or number(d.get("diff")) is None:
+        return DASH
+    ci = ci_bounds(d.get("ci"))
+    return f"{d['diff']:+.1f}" + ("" if ci is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]")
+
+
 def in_groups(d: dict) -> str:
     """" in G groups" for a result that says how many groups its interval resampled, else ""."""
     return f" in {d['groups']} groups" if number(d.get("groups")) is not None else ""
