@@ -208,3 +208,19 @@ def test_kind_teacher_is_refused_at_config_time_for_a_teacher_that_cannot_score(
         load_config({"teacher": {"name_or_path": "t"}, "student": {"name_or_path": "s"}, "oracle": {"kind": "teacher"}})
     with pytest.raises(ConfigError, match="oracle.kind: must be one of"):
         load_config({**base, "oracle": {"kind": "teachr"}})
+
+
+
+def test_a_bench_entrys_teacher_oracle_is_checked_against_the_teacher_too():
+    from prefdistill.config.checks import load_bench_config
+
+    api_teacher = {"name_or_path": "m", "backend": "openai", "api": {"base_url": "http://127.0.0.1:9/v1", "logprobs": "off"}}
+    data = {"teacher": api_teacher, "student": {"name_or_path": "s"}, "sft": {"teacher": {"enabled": False}},
+            "bench": {"methods": [{"name": "seqkd", "method": "seqkd"},
+                                  {"name": "wind", "method": "wind", "oracle": {"kind": "teacher", "temperature": 0.3}}]}}
+    with pytest.raises(ConfigError, match=r"bench.methods\[1\].oracle.kind: 'teacher' .*teacher.api.logprobs is off.*"
+                                          r"bench.methods\[1\].oracle.kind judge or api"):
+        load_bench_config(data)
+    data["bench"]["methods"][1]["oracle"] = {"kind": "api", "model": "m", "api": {"base_url": "http://127.0.0.1:9/v1"}}
+    _, bench = load_bench_config(data)  # the text-only chat teacher as an LLM judge instead
+    assert bench.methods[1].oracle.label == "api (m)" and bench.methods[0].oracle is None
