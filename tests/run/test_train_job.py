@@ -117,6 +117,7 @@ def test_a_scoring_teacher_that_cannot_score_is_refused_with_the_probes_reason(t
     with pytest.raises(ValueError, match=r"'t' returns text only \(a shifted echo\), but oracle.kind: teacher needs a scoring "
                                          r"teacher.*or oracle.kind judge or api"):
         art.scoring_teacher("oracle.kind: teacher", instead="oracle.kind judge or api")
+    assert art.judges_info()["training"]["oracle"] == {"kind": "teacher (its mean per-token log-prob)", "temperature": 1.0}
 
 
 def test_a_finished_job_is_read_back_without_loading_anything(tmp_path):
