@@ -105,6 +105,50 @@ def test_job_keys_follow_the_entry_params_and_the_grid_point(tiny_assets, tmp_pa
     assert Job("kd", 0, as_setting({"lr": 1e-3}), settings="x").key == Job("kd", 0, (("lr", 1e-3),), settings="x").key
 
 
+def test_an_entrys_own_oracle_is_part_of_its_job_key():
+    import dataclasses
+    import hashlib
+
+    from prefdistill.config.schema import BenchMethod, OracleConfig
+
+    plain = BenchMethod("wind", "wind", {"samples": 2})
+    variants = [plain, *(dataclasses.replace(plain, oracle=o) for o in (
+        OracleConfig(kind="teacher", temperature=0.3), OracleConfig(kind="teacher", temperature=1.0), OracleConfig()))]
+    hashes = [settings_hash(v) for v in variants]
+    assert len(set(hashes)) == 4  # same name, method and params: the oracle alone makes another job
+    assert len({Job("wind", 0, settings=h).key for h in hashes}) == 4
+    # Without an oracle of its own an entry keeps the key it had before entries could have one: its finished jobs count.
+    assert hashes[0] == hashlib.sha256(json.dumps({"method": "wind", "params": {"samples": 2}}, sort_keys=True).encode()).hexdigest()[:6]
+
+
+def test_an_entrys_own_oracle_reaches_its_training_job_and_its_row(tiny_assets, tmp_path, monkeypatch):
+    from prefdistill.bench.plan import scored_steps
+    from prefdistill.io import write_json
+    from prefdistill.training.job import TrainResult
+    from prefdistill.training.loop import total_steps
+
+    data = _bench_cfg(tiny_assets, tmp_path)
+    wind = {"method": "wind", "params": {"samples": 2, "max_new_tokens": 4}}
+    data["bench"]["methods"] += [{"name": "wind", **wind, "oracle": {"kind": "teacher", "temperature": 0.3}},
+                                 {"name": "wind_judge", **wind}]
+    cfg, bench = load_bench_config(data)
+    b, given = Bench(cfg, bench), {}
+
+    def fake_train_job(job, art):  # what a job was handed; its validation scores as the hook would write them
+        given[job.out.parent.name] = job.oracle
+        for step in scored_steps(bench, total_steps(job.train, len(job.data.rows))):
+            write_json(b.paths.val_scores(job.out.parent.name, step), {"scores": {"win_rate": 50.0, "rougeL": 1.0}})
+        return TrainResult(job.out, [{"step": 1, "loss": 0.5}], 0.0)
+
+    monkeypatch.setattr(runner, "train_job", fake_train_job)
+    results = {j.entry: b.train(j) for j in selection_jobs(bench) if j.entry in ("wind", "wind_judge", "kd")}
+    by_entry = {k.split("-")[0]: v for k, v in given.items()}
+    assert by_entry["wind"] == bench.methods[3].oracle and by_entry["wind_judge"] is None  # None: the run's oracle
+    assert {e: r.oracle for e, r in results.items()} == {"wind": "teacher (τ=0.3)", "wind_judge": "judge (τ=1)", "kd": None}
+    again = {e: runner.JobResult.from_json(read_json(b.paths.result(r.job.key))) for e, r in results.items()}
+    assert again == results  # result.json keeps each row's oracle
+
+
 def test_settings_are_the_grid_product_in_a_fixed_order(tiny_assets, tmp_path):
     data = _bench_cfg(tiny_assets, tmp_path, grid={"lr": [3e-3, 1e-3]})
     data["bench"]["methods"][1]["grid"] = {"beta": [0.5, 0.1]}
@@ -185,6 +229,14 @@ def test_collapse_flags_exactly_the_steps_below_the_floor():
     (lambda b: b.update(methods=b["methods"][:2]), r"bench.seqkd_entry: 'seqkd' is not one of bench.methods"),
     (lambda b: b.update(checkpoints=[1, 3]), r"bench.checkpoints: 3 is not a step of the distillation run \(1..2\)"),
     (lambda b: b.update(checkpoints=[0]), r"bench.checkpoints: 0 is not a step"),
+    (lambda b: b["methods"][1].update(oracle={"kind": "teacher"}),
+     r"bench.methods\[1\].oracle: plad \(plad\) asks no preference oracle; the win-rate methods do \(wind, sppo, bond, jbond\)"),
+    (lambda b: b["methods"].append({"name": "w", "method": "wind", "oracle": {"kind": "teacher", "temprature": 0.3}}),
+     r"unknown key 'bench.methods\[3\].oracle.temprature' \(did you mean 'bench.methods\[3\].oracle.temperature'\?\)"),
+    (lambda b: b["methods"].append({"name": "w", "method": "wind", "oracle": {"kind": "teacher", "temperature": 0}}),
+     r"bench.methods\[3\].oracle.temperature: must be > 0"),
+    (lambda b: b["methods"].append({"name": "w", "method": "wind", "oracle": {"kind": "api"}}),
+     r"bench.methods\[3\].oracle.api.base_url and bench.methods\[3\].oracle.model: required"),
 ])
 def test_bad_bench_entries_are_refused(change, match, tiny_assets, tmp_path):
     data = _bench_cfg(tiny_assets, tmp_path)

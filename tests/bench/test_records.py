@@ -34,6 +34,9 @@ def test_a_result_json_round_trips_through_its_record_and_reads_typed():
     assert "memory_kind" not in result.cost.numbers() and result.cost.numbers()["rows"] == 32
     empty = JobResult.from_json({**RESULT, "final_loss": None})
     assert empty.final_loss is None and empty.to_json()["final_loss"] is None
+    assert result.oracle is None and "oracle" not in result.to_json()  # a method that asks no oracle, or a file from before
+    teacher = {**RESULT, "oracle": "teacher (τ=0.3)"}  # a win-rate job names the oracle it trained with
+    assert JobResult.from_json(teacher).oracle == "teacher (τ=0.3)" and JobResult.from_json(teacher).to_json() == teacher
 
 
 def test_test_results_and_choices_round_trip():
@@ -104,6 +107,7 @@ def test_summarize_computes_the_numbers_from_the_records(scored, tmp_path):
     results = summarize(cfg, bench, records)
     plad, seqkd = results["rows"]
     assert (plad["name"], plad["label"], seqkd["label"]) == ("plad", "PLAD", "SEQKD")
+    assert plad["oracle"] is None and seqkd["oracle"] is None  # neither asks an oracle (a win-rate row names its own)
     assert plad["per_seed_win_rate"] == [100.0, 0.0] and plad["win_rate"] == pytest.approx(50.0)
     assert seqkd["per_seed_win_rate"] == [50.0, 50.0]
     assert plad["selected"] == {"setting": {}, "step": 2, "val": {"win_rate": 70.0, "rougeL": 35.0}}

@@ -9,7 +9,7 @@ import pytest
 
 from prefdistill.config.checks import load_config
 from prefdistill.config.schema import ApiConfig, ConfigError, OracleConfig
-from prefdistill.judges.oracles import BradleyTerryOracle, MatrixOracle, PairwiseAPIOracle, build_oracle
+from prefdistill.judges.oracles import BradleyTerryOracle, MatrixOracle, PairwiseAPIOracle, TeacherScorer, build_oracle
 from prefdistill.models.api_client import APIClient
 
 
@@ -115,3 +115,112 @@ def test_oracle_config():
                                                                         max_concurrency=3)), LengthJudge)
     assert isinstance(api, PairwiseAPIOracle) and api.max_workers == 3  # the oracle takes every ApiConfig setting
     assert (api.client.timeout_s, api.client.max_retries) == (7.0, 2)
+
+
+# ----------------------------------------------------------------------------- the teacher as oracle
+
+
+class StubTeacher:
+    """A scoring teacher with hand-given log-likelihoods: text -> (summed log p(y|x), tokens); records every call."""
+
+    name = "stub-teacher"
+    can_score = True
+    TABLE = {"a": (-2.0, 1), "bb": (-3.0, 3), "ccc": (-10.0, 4), "dd": (-3.0, 3)}  # means -2, -1, -2.5, -1
+
+    def __init__(self):
+        self.calls = []
+
+    def score(self, prompts, completions, *, normalize=False):
+        self.calls.append((list(completions), normalize))
+        return [self.TABLE[c][0] / self.TABLE[c][1] if normalize else self.TABLE[c][0] for c in completions]
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def test_teacher_oracle_is_bradley_terry_on_the_teachers_mean_log_likelihoods():
+    teacher = StubTeacher()
+    oracle = BradleyTerryOracle(TeacherScorer(teacher), temperature=0.5)
+    texts = ["a", "bb", "ccc"]
+    (m,) = oracle.win_matrices(["x"], [texts])
+    r = np.array([-2.0, -1.0, -2.5])  # log p(y|x)/|y| of each text
+    assert np.allclose(m, _sigmoid((r[:, None] - r[None, :]) / 0.5))  # P[i, j] = σ((r_i − r_j)/τ)
+    assert np.allclose(m + m.T, 1.0) and np.allclose(np.diag(m), 0.5)
+    assert m[1, 0] == pytest.approx(_sigmoid(2.0))  # a 1-nat gap at τ = 0.5
+    # The length-normalised score is the one asked for: summed, "a" (-2) would beat "bb" (-3); per token "bb" wins.
+    assert [n for _, n in teacher.calls] == [True] and int(oracle.win_rates(m).argmax()) == 1
+    assert oracle.name == "bradley-terry(teacher(stub-teacher))"
+
+
+def test_teacher_oracle_temperature_limits():
+    r = np.array([-2.0, -1.0, -2.5, -1.0])
+    texts = ["a", "bb", "ccc", "dd"]  # "bb" and "dd" score alike
+    (sharp,) = BradleyTerryOracle(TeacherScorer(StubTeacher()), temperature=1e-4).win_matrices(["x"], [texts])
+    argmax = np.where(r[:, None] > r[None, :], 1.0, np.where(r[:, None] < r[None, :], 0.0, 0.5))
+    assert np.array_equal(sharp, argmax)  # τ → 0: the teacher's argmax preference, ½ on ties, without overflow
+    (flat,) = BradleyTerryOracle(TeacherScorer(StubTeacher()), temperature=1e4).win_matrices(["x"], [texts])
+    assert np.allclose(flat, 0.5, atol=1e-4)  # τ → ∞: no preference
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        BradleyTerryOracle(TeacherScorer(StubTeacher()), temperature=0.0)
+
+
+def test_teacher_oracle_caches_scores_and_counts_texts_scored():
+    teacher = StubTeacher()
+    oracle = BradleyTerryOracle(TeacherScorer(teacher), temperature=1.0)
+    oracle.win_matrices(["x", "y"], [["a", "bb", "a"], ["a", "ccc"]])  # "a" twice for x: scored once
+    assert oracle.counts() == {"comparisons": 2, "queries": 4}  # x: (a, bb) only; y: (a, ccc)
+    assert sorted(teacher.calls[0][0]) == ["a", "a", "bb", "ccc"]  # (x, a) and (y, a) are different questions
+    oracle.win_matrices(["x"], [["bb", "a"]])  # all known: not asked, not counted
+    assert len(teacher.calls) == 1 and oracle.counts() == {"comparisons": 2, "queries": 4}
+    oracle.win_matrices(["x"], [["bb", "dd"]])  # one new text, one new pair
+    assert teacher.calls[-1] == (["dd"], True) and oracle.counts() == {"comparisons": 3, "queries": 5}
+
+
+def test_build_oracle_kind_teacher_scores_with_the_teacher_and_builds_no_judge():
+    def no_judge():
+        raise AssertionError("the training judge was built")
+
+    teacher = StubTeacher()
+    oracle = build_oracle(OracleConfig(kind="teacher", temperature=0.3), no_judge, lambda: teacher)
+    assert isinstance(oracle, BradleyTerryOracle) and oracle.temperature == 0.3 and oracle.judge.lm is teacher
+    with pytest.raises(ValueError, match="no teacher"):
+        build_oracle(OracleConfig(kind="teacher"), no_judge)
+    judged = build_oracle(OracleConfig(kind="judge"), LengthJudge, lambda: pytest.fail("the teacher was loaded"))
+    assert isinstance(judged.judge, LengthJudge)
+
+
+def test_kind_teacher_is_refused_at_config_time_for_a_teacher_that_cannot_score(monkeypatch):
+    from dataclasses import replace
+
+    from prefdistill.models import backends
+
+    api_teacher = {"name_or_path": "m", "backend": "openai", "api": {"base_url": "http://127.0.0.1:9/v1", "logprobs": "off"}}
+    base = {"teacher": api_teacher, "student": {"name_or_path": "s"}, "sft": {"teacher": {"enabled": False}},
+            "oracle": {"kind": "teacher"}}
+    with pytest.raises(ConfigError, match=r"oracle.kind: 'teacher' .*backend openai cannot give \(teacher.api.logprobs is off\)"):
+        load_config(base)
+    cfg = load_config(base, ["teacher.api.logprobs=auto"])  # the server's echo is probed when the oracle is built
+    assert cfg.oracle.kind == "teacher" and cfg.oracle.label == "teacher (τ=1)"
+    hf = backends.BACKENDS["hf"]
+    monkeypatch.setitem(backends.BACKENDS, "hf", replace(hf, capabilities=replace(hf.capabilities, can_score=False)))
+    with pytest.raises(ConfigError, match=r"oracle.kind: 'teacher' .*capabilities: can_score false.*oracle.kind judge or api"):
+        load_config({"teacher": {"name_or_path": "t"}, "student": {"name_or_path": "s"}, "oracle": {"kind": "teacher"}})
+    with pytest.raises(ConfigError, match="oracle.kind: must be one of"):
+        load_config({**base, "oracle": {"kind": "teachr"}})
+
+
+
+def test_a_bench_entrys_teacher_oracle_is_checked_against_the_teacher_too():
+    from prefdistill.config.checks import load_bench_config
+
+    api_teacher = {"name_or_path": "m", "backend": "openai", "api": {"base_url": "http://127.0.0.1:9/v1", "logprobs": "off"}}
+    data = {"teacher": api_teacher, "student": {"name_or_path": "s"}, "sft": {"teacher": {"enabled": False}},
+            "bench": {"methods": [{"name": "seqkd", "method": "seqkd"},
+                                  {"name": "wind", "method": "wind", "oracle": {"kind": "teacher", "temperature": 0.3}}]}}
+    with pytest.raises(ConfigError, match=r"bench.methods\[1\].oracle.kind: 'teacher' .*teacher.api.logprobs is off.*"
+                                          r"bench.methods\[1\].oracle.kind judge or api"):
+        load_bench_config(data)
+    data["bench"]["methods"][1]["oracle"] = {"kind": "api", "model": "m", "api": {"base_url": "http://127.0.0.1:9/v1"}}
+    _, bench = load_bench_config(data)  # the text-only chat teacher as an LLM judge instead
+    assert bench.methods[1].oracle.label == "api (m)" and bench.methods[0].oracle is None

@@ -85,7 +85,7 @@ def seed_outcomes(generations: list[list[str]], judge_scores: list[list[float]],
 def _method_row(cfg, entry, runs: list[tuple[JobResult, TestResult]], scored: Scored, opts: dict) -> dict:
     refs, ev, chosen = scored.references, scored.eval_scores, scored.chosen[entry.name]
     tests = [t for _, t in runs]
-    row = {"name": entry.name, "label": runs[0][0].label, "method": entry.method, **summarize_seeds(
+    row = {"name": entry.name, "label": runs[0][0].label, "method": entry.method, "oracle": runs[0][0].oracle, **summarize_seeds(
         [t.generations for t in tests], refs, [t.judge_scores for t in tests], ev["reference"],
         opponent_scores=ev["teacher"], length_edges=cfg.eval.length_buckets, **opts)}
     row["per_seed_win_rate"] = [win_rate(t.judge_scores, ev["reference"]) for t in tests]

@@ -13,6 +13,7 @@ checkpoint selection and the grid are one choice.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -33,7 +34,7 @@ class Job:
     setting: tuple = ()  # the grid point as sorted (key, value) pairs
     data_share: float = 1.0
     relabel_share: float = 0.0
-    settings: str = ""  # short hash of the entry's method and fixed params: edited params make a new job
+    settings: str = ""  # short hash of the entry's method, fixed params and own oracle: editing them makes a new job
 
     @property
     def key(self) -> str:
@@ -50,7 +51,10 @@ class Job:
 
 
 def settings_hash(entry: BenchMethod) -> str:
-    text = json.dumps({"method": entry.method, "params": entry.params}, sort_keys=True)
+    fixed = {"method": entry.method, "params": entry.params}
+    if entry.oracle is not None:  # an entry without its own oracle keeps the jobs (keys) it had before entries had one
+        fixed["oracle"] = dataclasses.asdict(entry.oracle)
+    text = json.dumps(fixed, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:6]
 
 

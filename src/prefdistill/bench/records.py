@@ -72,6 +72,7 @@ class JobResult:
     val: dict[int, dict[str, float]]  # scored step -> validation scores ("win_rate", "rougeL", "word_count")
     cost: Cost
     final_loss: float | None  # the last step's loss (None when nothing was logged)
+    oracle: str | None = None  # the preference oracle it trained with (OracleConfig.label; None: its method asks none)
 
     def val_json(self) -> dict[str, dict[str, float]]:
         """The validation scores keyed by str(step), as JSON holds them."""
@@ -79,12 +80,13 @@ class JobResult:
 
     def to_json(self) -> dict:
         return {"job": job_to_json(self.job), "method": self.method, "label": self.label, "steps": self.steps,
-                "val": self.val_json(), "cost": self.cost.to_json(), "final_loss": self.final_loss}
+                "val": self.val_json(), "cost": self.cost.to_json(), "final_loss": self.final_loss,
+                **({"oracle": self.oracle} if self.oracle is not None else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "JobResult":
         return cls(job_from_json(d["job"]), d["method"], d["label"], d["steps"], {int(s): v for s, v in d["val"].items()},
-                   Cost.from_json(d["cost"]), d.get("final_loss"))
+                   Cost.from_json(d["cost"]), d.get("final_loss"), d.get("oracle"))
 
 
 @dataclass(frozen=True)

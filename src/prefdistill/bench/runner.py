@@ -287,7 +287,7 @@ class Bench:
         steps = total_steps(train_cfg, len(rows))
         scored = scored_steps(self.bench, steps)
         reset_peak_memory()
-        trained = train_job(TrainJob(method, data, train_cfg, self.paths.checkpoint(job.key), seed=job.seed,
+        trained = train_job(TrainJob(method, data, train_cfg, self.paths.checkpoint(job.key), seed=job.seed, oracle=entry.oracle,
                                      on_step=self.val_hook(job.key, scored, steps)), self.art)
         log, train_s, memory = trained.log, trained.wall_s, peak_memory()
         val = {s: read_json(self.paths.val_scores(job.key, s))["scores"] for s in scored}
@@ -296,7 +296,9 @@ class Bench:
         cost = Cost(len(rows), len(log), round(train_s, 1), round(memory["mb"], 1), memory["kind"],
                     data_tokens=data_tokens(self.cfg, method.needs, rows),
                     counts={k: sum(r.get(k, 0.0) for r in log) for k in counted}, **timed)
-        result = JobResult(job, entry.method, entry.label or method.label, steps, val, cost, log[-1]["loss"] if log else None)
+        oracle = (entry.oracle or self.cfg.oracle).label if "oracle" in method.needs else None
+        result = JobResult(job, entry.method, entry.label or method.label, steps, val, cost, log[-1]["loss"] if log else None,
+                           oracle)
         write_json(self.paths.result(job.key), result.to_json())
         return result
 

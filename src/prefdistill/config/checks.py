@@ -15,9 +15,9 @@ from pathlib import Path
 from prefdistill.bench.plan import LR, apply_setting, grid, settings
 from prefdistill.config.eval_rows import EVAL_ROWS
 from prefdistill.config.files import parse_bench_config
-from prefdistill.config.schema import STAGES, BenchConfig, RunConfig, resolved_eval_judge  # noqa: F401
+from prefdistill.config.schema import STAGES, BenchConfig, OracleConfig, RunConfig, resolved_eval_judge  # noqa: F401
 from prefdistill.errors import ConfigError
-from prefdistill.methods.registry import validate_method
+from prefdistill.methods.registry import family_methods, resolve, validate_method
 from prefdistill.models.backends import backends_with, capabilities, get_backend
 from prefdistill.models.common import load_tokenizer
 
@@ -66,12 +66,28 @@ def check_run(cfg: RunConfig) -> None:
     _validate_lengths(cfg)
     if cfg.judge.kind == "hf" and not cfg.judge.name_or_path:
         raise ConfigError("judge.name_or_path: required when judge.kind is 'hf'")
-    if cfg.oracle.kind == "api" and not (cfg.oracle.api.base_url and cfg.oracle.model):
-        raise ConfigError("oracle.api.base_url and oracle.model: required when oracle.kind is 'api'")
+    _validate_oracle(cfg, cfg.oracle, "oracle")
     if cfg.judge.kind == "callable" and not cfg.judge.callable:
         raise ConfigError("judge.callable: required when judge.kind is 'callable' (module:function)")
     _validate_eval_judge(cfg)
     validate_method(cfg)
+
+
+def _validate_oracle(cfg: RunConfig, oracle: OracleConfig, key: str) -> None:
+    """An oracle's own settings, and for kind teacher whether the teacher's backend gives log-probs of given text (its
+    declared capabilities; a server's echo is probed when it loads, before any step)."""
+    if oracle.kind == "api" and not (oracle.api.base_url and oracle.model):
+        raise ConfigError(f"{key}.api.base_url and {key}.model: required when {key}.kind is 'api'")
+    if oracle.kind != "teacher":
+        return
+    t, caps = cfg.teacher, capabilities(cfg.teacher.backend)
+    why = ("its capabilities: can_score false" if not caps.can_score
+           else "teacher.api.logprobs is off" if caps.echo and t.api.logprobs == "off" else None)
+    if why:
+        raise ConfigError(f"{key}.kind: 'teacher' scores completions by the teacher's log-probabilities of given text, which "
+                          f"the teacher on backend {t.backend} cannot give ({why}). Use a local (hf) or vLLM teacher, a "
+                          f"server that echoes log-probs (teacher.api.logprobs auto or on), or {key}.kind judge or api "
+                          "(a pairwise LLM judge: a chat-model teacher can be that judge)")
 
 
 def _validate_eval_judge(cfg: RunConfig) -> None:
@@ -155,6 +171,8 @@ def check_bench(cfg: RunConfig, b: BenchConfig) -> None:
         if names.count(m.name) > 1:
             raise ConfigError(f"bench.methods[{i}]: name {m.name!r} is used twice")
         _check_grid(cfg, b, i, m)
+        if m.oracle is not None:
+            _check_entry_oracle(cfg, i, m)
     for key, shares, low_open in (("data_shares", b.data_shares, True), ("relabel_shares", b.relabel_shares, False)):
         for x in shares:
             if not ((0 < x <= 1) if low_open else (0 <= x <= 1)):
@@ -178,6 +196,14 @@ def check_bench(cfg: RunConfig, b: BenchConfig) -> None:
     for c in b.checkpoints:
         if c < 1 or (steps is not None and c > steps):
             raise ConfigError(f"bench.checkpoints: {c} is not a step of the distillation run (1..{steps})")
+
+
+def _check_entry_oracle(cfg: RunConfig, i: int, m) -> None:
+    """An entry's own oracle: valid, and asked by its method (else it would only change the job's key)."""
+    if "oracle" not in resolve(m.method, m.params, f"bench.methods[{i}].params").needs:
+        raise ConfigError(f"bench.methods[{i}].oracle: {m.name} ({m.method}) asks no preference oracle; the win-rate methods "
+                          f"do ({', '.join(family_methods('win_rate'))})")
+    _validate_oracle(cfg, m.oracle, f"bench.methods[{i}].oracle")
 
 
 def _check_grid(cfg: RunConfig, b: BenchConfig, i: int, m) -> None:

@@ -223,12 +223,20 @@ class EvalJudgeConfig(JudgeSource):
 class OracleConfig:
     """The preference oracle of the win-rate methods (WIND, SPPO, BOND, J-BOND): P(y ≻ y' | x)."""
 
-    kind: Literal["judge", "api"] = opt(
-        "judge", "judge: Bradley–Terry over the training judge, σ((r(y) − r(y'))/temperature); "
-                 "api: a pairwise LLM judge, asked in both orders")
-    temperature: float = opt(1.0, "Bradley–Terry temperature over judge scores", POSITIVE)
+    kind: Literal["judge", "teacher", "api"] = opt(
+        "judge", "judge: Bradley–Terry over the training judge, σ((r(y) − r(y'))/temperature); teacher: Bradley–Terry "
+                 "over the teacher's mean per-token log-prob of y (a teacher that scores text: local, vLLM, or a server "
+                 "whose echo passes the probe; docs/derivations.md); api: a pairwise LLM judge, asked in both orders (a "
+                 "chat model, the teacher's too, as the judge)")
+    temperature: float = opt(1.0, "Bradley–Terry temperature: over judge scores (judge), over mean per-token log-probs in "
+                                  "nats (teacher: a gap of 1 nat gives σ(1/temperature))", POSITIVE)
     model: str | None = opt(None, "kind api: the judge model's name on the server")
     api: ApiConfig = opt(None, "kind api: the server (base_url, key, concurrency, timeouts, retries)", factory=ApiConfig)
+
+    @property
+    def label(self) -> str:
+        """What a results row names it by: the kind and its temperature, or the LLM judge's model."""
+        return f"api ({self.model})" if self.kind == "api" else f"{self.kind} (τ={self.temperature:g})"
 
 
 @dataclass
@@ -268,6 +276,8 @@ class BenchMethod:
     seeds: list[int] | None = opt(None, "this entry's training seeds (None: bench.seeds)")
     grid: dict[str, list[Any]] = opt(None, "this entry's grid, added to bench.grid (its keys win): a method parameter, or lr, "
                                       "to a list of values, e.g. {beta: [0.1, 0.5]}", factory=dict)
+    oracle: OracleConfig | None = opt(None, "this entry's preference oracle (a win-rate method), e.g. {kind: teacher, "
+                                            "temperature: 0.3}; None: the run's oracle")
 
 
 @dataclass

@@ -63,6 +63,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         for option in options:
             if option is type(None):
                 continue
+            if dataclasses.is_dataclass(option) and isinstance(value, dict):
+                return from_dict(option, value, prefix=key)  # a mapping for a section: its own keys' errors, by name
             try:
                 return _coerce(value, option, key)
             except ConfigError:

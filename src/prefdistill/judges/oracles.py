@@ -1,6 +1,7 @@
 """Preference oracles: how often does y beat y' for prompt x.
 
     oracle = BradleyTerryOracle(judge)                 # σ((r(y) − r(y'))/τ) over any judge's scores
+    oracle = BradleyTerryOracle(TeacherScorer(teacher), temperature=0.3)   # r: the teacher's mean per-token log-prob
     P = oracle.win_matrices(prompts, [[y1, y2, y3], ...])[0]   # (K, K): P[i, j] = P(y_i ≻ y_j | x)
     oracle.comparisons, oracle.queries                 # what it cost
 
@@ -8,7 +9,7 @@ Every oracle answers P(y ≻ y') + P(y' ≻ y) = 1 with ½ on the diagonal. Answ
 by (prompt, y, y'), so asking again is free and not counted. Two counts are kept:
 `comparisons` (pairwise preferences answered, the sample-complexity currency of WIND /
 BOND) and `queries` (calls to the model behind the oracle: texts scored by a reward
-model, or requests sent to an LLM judge).
+model or by the teacher, or requests sent to an LLM judge).
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ class PreferenceOracle:
 
 
 class BradleyTerryOracle(PreferenceOracle):
-    """P(y ≻ y') = σ((r(y) − r(y'))/τ) with r a judge's score (a reward model, the trained judge, a callable)."""
+    """P(y ≻ y') = σ((r(y) − r(y'))/τ) with r any scorer's score: a judge's (a reward model, the trained judge, a
+    callable), or the teacher's length-normalised log-likelihood (`TeacherScorer`)."""
 
     def __init__(self, judge, *, temperature: float = 1.0):
         super().__init__()
@@ -69,7 +71,8 @@ class BradleyTerryOracle(PreferenceOracle):
         for prompt, group in zip(prompts, completions):
             r = np.asarray(flat[at:at + len(group)], dtype=np.float64)
             at += len(group)
-            out.append(1.0 / (1.0 + np.exp(-(r[:, None] - r[None, :]) / self.temperature)))
+            # σ(z) = (1 + tanh(z/2))/2: no overflow at small τ, and odd in z, so P + Pᵀ = 1 and ½ on the diagonal
+            out.append(0.5 * (1.0 + np.tanh((r[:, None] - r[None, :]) / (2.0 * self.temperature))))
             self._count(prompt, group)
         return out
 
@@ -80,6 +83,22 @@ class BradleyTerryOracle(PreferenceOracle):
                 if a != b and key not in self._seen_pairs:
                     self._seen_pairs.add(key)
                     self.comparisons += 1
+
+
+class TeacherScorer:
+    """The teacher as the Bradley–Terry score of `oracle.kind: teacher`: r(y) = log p(y|x)/|y|, its mean per-token log-prob.
+
+    Length-normalised, so a longer completion is not preferred or penalised for its length alone (docs/derivations.md,
+    "The teacher as preference oracle"). `lm` is any model that scores text (`LanguageModel.score`): local weights, a
+    vLLM engine, or a server whose echo passed the probe.
+    """
+
+    def __init__(self, lm):
+        self.lm = lm
+        self.name = f"teacher({getattr(lm, 'name', 'lm')})"
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        return [float(v) for v in self.lm.score(prompts, responses, normalize=True)]
 
 
 class MatrixOracle(PreferenceOracle):
@@ -174,10 +193,15 @@ class PairwiseAPIOracle(PreferenceOracle):
         return out
 
 
-def build_oracle(cfg, judge_factory) -> PreferenceOracle:
-    """The oracle `cfg` (an OracleConfig, checked at config time) asks for; `judge_factory()` builds the training judge."""
+def build_oracle(cfg, judge_factory, teacher_factory=None) -> PreferenceOracle:
+    """The oracle `cfg` (an OracleConfig, checked at config time) asks for; `judge_factory()` builds the training judge,
+    `teacher_factory()` gives the scoring teacher (kind teacher). Only the one the kind names is called."""
     if cfg.kind == "judge":
         return BradleyTerryOracle(judge_factory(), temperature=cfg.temperature)
+    if cfg.kind == "teacher":
+        if teacher_factory is None:
+            raise ValueError("oracle.kind teacher: no teacher was given to score with")
+        return BradleyTerryOracle(TeacherScorer(teacher_factory()), temperature=cfg.temperature)
     api = cfg.api
     client = APIClient(api.base_url, api_key_env=api.api_key_env, timeout_s=api.timeout_s, max_retries=api.max_retries,
                        backoff_s=api.backoff_s, backoff_max_s=api.backoff_max_s)

@@ -33,6 +33,7 @@ from prefdistill.training.best_checkpoint import LAST, VAL_LOSS, Selection, read
 from prefdistill.training.job import TrainingData
 
 SPLITS = ("sft", "distill", "validation", "test")
+ORACLE_KINDS = {"judge": "judge (the training judge)", "teacher": "teacher (its mean per-token log-prob)"}  # judges_info's names
 
 
 class Artifacts:
@@ -99,12 +100,7 @@ class Artifacts:
         if path.is_file():
             return {r["id"]: r for r in read_jsonl(path)}
         pairs = load_pairs(self.folder.pairs)
-        teacher = self.load("teacher", self.sft_checkpoint("teacher"))
-        if not getattr(teacher, "can_score", False):
-            why = getattr(teacher, "score_unavailable", None)
-            raise ValueError(f"teacher {self.cfg.teacher.name_or_path!r} returns text only{f' ({why})' if why else ''}, but this "
-                             "method needs a scoring teacher (log-probabilities of given text). Use a local or vLLM teacher, "
-                             f"a server that echoes log-probs, or a text-only method: {', '.join(text_only_teacher())}.")
+        teacher = self.scoring_teacher("this method", instead=f"a text-only method: {', '.join(text_only_teacher())}")
         prompts = [p["prompt"] for p in pairs]
         # Text, not token ids: a teacher with another tokenizer re-tokenises the student's samples its own way.
         by_teacher = teacher.score(prompts, [teacher_side(p) for p in pairs], normalize=False)
@@ -141,6 +137,17 @@ class Artifacts:
         return signal
 
     # ------------------------------------------------------------------ models
+    def scoring_teacher(self, what: str, *, instead: str):
+        """The teacher as served (its SFT weights; no autograd, eval mode), when it gives log-probabilities of given text;
+        else a ValueError saying why (a server's echo probe: its reason), that `what` needs them, and `instead`."""
+        teacher = self.load("teacher", self.sft_checkpoint("teacher"))
+        if not getattr(teacher, "can_score", False):
+            why = getattr(teacher, "score_unavailable", None)
+            raise ValueError(f"teacher {self.cfg.teacher.name_or_path!r} returns text only{f' ({why})' if why else ''}, but "
+                             f"{what} needs a scoring teacher (log-probabilities of given text). Use a local or vLLM teacher, "
+                             f"a server that echoes log-probs, or {instead}.")
+        return teacher
+
     def load(self, role: str, checkpoint: Path | None = None, for_training: bool = False, in_loop: bool = False,
              dtype: str | None = None):
         """`role`'s model (`dtype`: its weights' dtype instead of the configured one)."""
@@ -241,5 +248,7 @@ class Artifacts:
             grader = {"name": "heldout", **trained.get("heldout", {})}
         else:
             grader = {"name": cfg.eval_judge.name_or_path or cfg.eval_judge.callable or kind}
-        oracle = {"kind": cfg.oracle.kind, "model": cfg.oracle.model} if cfg.oracle.kind == "api" else {"kind": "judge (the training judge)"}
+        o = cfg.oracle  # the run's; a bench entry's own oracle is named on its row
+        oracle = ({"kind": o.kind, "model": o.model} if o.kind == "api"
+                  else {"kind": ORACLE_KINDS[o.kind], "temperature": o.temperature})
         return {"eval": grader, "training": {**training, "oracle": oracle}}

@@ -4,9 +4,10 @@
     result = train_job(TrainJob(method, art.training_data(method), cfg.distill.train, out, seed=0), art)   # -> TrainResult
 
 What the method's loss gets besides the student comes from one provider per need it declares
-(`PROVIDERS`): the teacher in the loop, the served teacher, the frozen reference, the oracle, a
-state dict, and the cached top-k the job's data carries. A finished job (its checkpoint done) is
-read back, not retrained.
+(`PROVIDERS`): the teacher in the loop, the served teacher, the frozen reference, the oracle (the
+job's own, else the run's; kind teacher scores with a teacher the job already holds), a state dict,
+and the cached top-k the job's data carries. A finished job (its checkpoint done) is read back, not
+retrained.
 """
 from __future__ import annotations
 
@@ -46,20 +47,35 @@ def in_loop_teacher(art: Artifacts, job: TrainJob):
     return art.load("teacher", art.sft_checkpoint("teacher"), in_loop=True, dtype=MIXED_DTYPES.get(job.train.mixed_precision))
 
 
-# need -> what provides it, from the run's artifacts and the job (prefdistill.methods.registry.NEEDS)
-PROVIDERS: dict[str, Callable[[Artifacts, TrainJob], object]] = {
-    "teacher": in_loop_teacher,
-    "served_teacher": lambda art, job: served_teacher(art),
-    "teacher_topk": lambda art, job: job.data.teacher_topk,
-    "reference": lambda art, job: art.load("student", art.sft_checkpoint("student"), in_loop=True),
-    "oracle": lambda art, job: build_oracle(art.cfg.oracle, art.training_judge),
-    "state": lambda art, job: {},
+def job_oracle(art: Artifacts, job: TrainJob, provided: dict):
+    """The job's preference oracle (its own, else the run's `oracle`). Kind teacher scores with the teacher this job already
+    holds (in the loop, or served), else loads it once for the job as it is served (no autograd, eval mode), refused
+    now, before any step, when it cannot score text (a server whose echo fails the probe: with the probe's reason)."""
+    def teacher():
+        held = next((provided[role] for role in ("teacher", "served_teacher") if role in provided), None)
+        return held if held is not None else art.scoring_teacher("oracle.kind: teacher", instead="oracle.kind judge or api")
+
+    return build_oracle(job.oracle or art.cfg.oracle, art.training_judge, teacher)
+
+
+# need -> what provides it, from the run's artifacts, the job and what the needs above it in this table were given
+# (prefdistill.methods.registry.NEEDS)
+PROVIDERS: dict[str, Callable[[Artifacts, TrainJob, dict], object]] = {
+    "teacher": lambda art, job, provided: in_loop_teacher(art, job),
+    "served_teacher": lambda art, job, provided: served_teacher(art),
+    "teacher_topk": lambda art, job, provided: job.data.teacher_topk,
+    "reference": lambda art, job, provided: art.load("student", art.sft_checkpoint("student"), in_loop=True),
+    "oracle": job_oracle,
+    "state": lambda art, job, provided: {},
 }
 
 
 def loss_extras(job: TrainJob, art: Artifacts) -> dict:
     """The loss's keyword arguments besides the student: one per need the method declares under its params."""
-    extras = {name: make(art, job) for name, make in PROVIDERS.items() if name in job.method.needs}
+    extras: dict = {}
+    for name, make in PROVIDERS.items():
+        if name in job.method.needs:
+            extras[name] = make(art, job, extras)
     if "served_teacher" in extras:  # a row it cannot give is listed beside the checkpoint, left out, and limited
         scored = total_steps(job.train, len(job.data.rows)) * job.train.batch_size * job.train.grad_accum
         d = art.cfg.distill

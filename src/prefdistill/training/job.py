@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from prefdistill.config.schema import TrainConfig
+from prefdistill.config.schema import OracleConfig, TrainConfig
 from prefdistill.methods import MethodSpec, ResolvedMethod
 from prefdistill.signal.topk_cache import TopkSignal
 
@@ -36,6 +36,7 @@ class TrainJob:
     """One training run of a method from the SFT student: the resolved method, its data, the schedule, where it goes.
 
     `on_step(step, lm, snapshot)`: called after each applied step (`prefdistill.training.loop.train`).
+    `oracle`: the preference oracle of a win-rate method (a bench entry's own); None: the run's `oracle`.
     """
     method: ResolvedMethod
     data: TrainingData
@@ -43,6 +44,7 @@ class TrainJob:
     out: Path
     seed: int
     desc: str = ""
+    oracle: OracleConfig | None = None
     on_step: Callable | None = field(default=None, compare=False)
 
     @property
