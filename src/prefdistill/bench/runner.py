@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from prefdistill.bench import calibration
 from prefdistill.bench.numbers import summarize
 from prefdistill.bench.plan import (LR, SHARED, Job, apply_setting, as_setting, choose, judged_jobs, scored_steps, selection_jobs,
                                     subset)
@@ -129,6 +130,7 @@ class Bench:
             self.pipe.run(["reward", "sft"])
             gap = self.check_gap()
             self.pipe.run(["pairs"])
+            calibration.prepare(self)  # the calibration candidates, graded, and the base rows' scores of them
             write_json(self.paths.report_file("bench.json"), dataclasses.asdict(self.bench))  # the bench's own settings
             val_reference = {row: self.val_scores(self.val_generations(row)) for row in ("student_init", "student_sft")}
             write_json(self.paths.report_file("shared.json"), {"gap_validation": gap, "val_reference": val_reference})
@@ -339,7 +341,9 @@ class Bench:
         prompts = [e.prompt for e in self.art.splits["test"]]
         scores = {role: judge.score(prompts, gens) for role, judge in self.graders.items()}
         t2 = time.time()
-        test = TestResult(step, gens, scores["eval"], scores.get("training"), round(t2 - t0, 1), round(t1 - t0, 1), round(t2 - t1, 1))
+        calibration_s = calibration.score_job(self, job, step, ckpt)  # from the same weights, before they are dropped
+        test = TestResult(step, gens, scores["eval"], scores.get("training"), round(t2 - t0, 1), round(t1 - t0, 1), round(t2 - t1, 1),
+                          calibration_s)
         write_json(path, test.to_json())
         self.drop_weights(job)
         return test
@@ -364,4 +368,5 @@ class Bench:
                       chosen={name: Choice.from_json(c) for name, c in chosen.items()}, base=base,
                       labels={r: self.art.row_label(r) for r in base}, eval_scores=scores["eval"],
                       training_scores=scores.get("training"), gap_validation=gap, val_reference=val_reference,
-                      n_val=len(self.val_examples), sft_logs=self.art.sft_logs(), sft_choices=self.art.sft_choices())
+                      n_val=len(self.val_examples), sft_logs=self.art.sft_logs(), sft_choices=self.art.sft_choices(),
+                      calibration=calibration.gather(self, jobs, chosen))
