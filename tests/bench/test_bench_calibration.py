@@ -118,3 +118,110 @@ def test_records_round_trip():
     test = {"step": 2, "generations": ["a"], "judge_scores": [0.1], "training_judge_scores": None, "eval_wall_s": 1.0,
             "generation_wall_s": 0.5, "grading_wall_s": 0.5, "calibration_wall_s": 0.3}
     assert TestResult.from_json(test).to_json() == test and TestResult.from_json(test).calibration_wall_s == 0.3
+
+
+# ----------------------------------------------------------------------------- the tiny bench, end to end
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_assets, tmp_path_factory):
+    """The tiny bench at its smallest (PLaD and SeqKD, one seed, no grid) with calibration on, as configured by default."""
+    from prefdistill.bench.runner import Bench
+
+    data = tiny_config(tiny_assets, tmp_path_factory.mktemp("calibration"), name="c")
+    data["bench"] = {"methods": [{"name": "plad", "method": "plad", "params": {"beta": 0.5}}, {"name": "seqkd", "method": "seqkd"}],
+                     "seeds": [0]}
+    cfg, bench = load_bench_config(data)
+    results = Bench(cfg, bench, ignore_gap=True).run()
+    return {"cfg": cfg, "bench": bench, "results": results, "root": cfg.run_dir / "bench"}
+
+
+def _test_split(tiny):
+    from prefdistill.run.pipeline import Pipeline
+
+    return Pipeline(tiny["cfg"]).artifacts.splits["test"]
+
+
+def _tested(tiny):
+    steps = read_json(tiny["root"] / "main" / "selection.json")
+    entries = {m.name: m for m in tiny["bench"].methods}
+    return [(Job(n, 0, settings=settings_hash(entries[n])).key, steps[n]["step"]) for n in entries]
+
+
+def test_the_candidate_set_is_made_once_and_graded(tiny):
+    test = _test_split(tiny)
+    cands = CandidateSet.from_json(read_json(tiny["root"] / "calibration" / "candidates.json"))
+    assert cands.ids == [e.id for e in test] and len(cands.reference_scores) == len(test)
+    assert cands.settings == {"teacher_samples": 4, "student_samples": 4, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 8, "seed": 0}
+    for texts, sources, judged in zip(cands.candidates, cands.sources, cands.judge_scores):
+        assert 1 <= len(texts) <= 8 and len(sources) == len(judged) == len(texts)
+        assert all(t.strip() for t in texts) and len({t.strip() for t in texts}) == len(texts)  # no empty or repeated candidate
+        assert sources == sorted(sources, key=["teacher", "student"].index)  # the teacher's first
+    for row in ("teacher", "student"):  # resumable samples of both sources, K each
+        samples = [json.loads(line) for line in (tiny["root"] / "calibration" / "samples" / ("student_sft" if row == "student" else row)
+                                                 / "samples.jsonl").read_text().splitlines()]
+        assert len(samples) == len(test) and all(len(s["samples"]) == 4 for s in samples)
+
+
+def test_every_row_scores_the_candidates_by_length_normalised_likelihood(tiny):
+    from prefdistill.models import load_model
+
+    cands = CandidateSet.from_json(read_json(tiny["root"] / "calibration" / "candidates.json"))
+    for row in ("teacher", "student_init", "student_sft"):
+        rec = CandidateScores.from_json(read_json(tiny["root"] / "calibration" / f"{row}.json"))
+        assert rec.candidates == cands.id and [len(s) for s in rec.scores] == [len(c) for c in cands.candidates], row
+    sft = CandidateScores.from_json(read_json(tiny["root"] / "calibration" / "student_sft.json"))
+    lm = load_model(tiny["cfg"].student, checkpoint=tiny["cfg"].run_dir / "checkpoints" / "student_sft")
+    prompt = next(e.prompt for e in _test_split(tiny) if e.id == cands.ids[0])
+    direct = lm.score([prompt] * len(cands.candidates[0]), cands.candidates[0], normalize=True)
+    assert direct == pytest.approx(sft.scores[0], abs=1e-4)
+    for key, step in _tested(tiny):
+        rec = CandidateScores.from_json(read_json(tiny["root"] / "runs" / key / f"calibration_step{step}.json"))
+        test = TestResult.from_json(read_json(tiny["root"] / "runs" / key / f"test_step{step}.json"))
+        assert rec.candidates == cands.id and test.calibration_wall_s == rec.wall_s >= 0
+
+
+def test_results_and_report_carry_each_rows_calibration(tiny):
+    results = tiny["results"]
+    rows = [*results["base_rows"].values(), *results["rows"]]
+    for row in rows:
+        cal = row["calibration"]
+        for m in ("pairwise_accuracy", "kendall_tau", "rerank_win_rate"):
+            assert cal[m]["ci"][0] <= cal[m]["value"] <= cal[m]["ci"][1] and cal[m]["groups"] >= 1
+        for key in ("vs_sft", "vs_seqkd"):
+            assert cal[key] is None or all(len(cal[key][m]["ci"]) == 2 for m in ("pairwise_accuracy", "kendall_tau", "rerank_win_rate"))
+    assert results["base_rows"]["student_sft"]["calibration"]["vs_sft"] is None
+    assert results["rows"][1]["calibration"]["vs_seqkd"] is None and results["rows"][0]["calibration"]["vs_seqkd"] is not None
+    assert results["calibration"]["n_prompts"] == len(_test_split(tiny))
+    assert all(p["calibration"] is not None for p in results["phases_wall_s"].values())
+    report = (tiny["root"] / "main" / "report.md").read_text()
+    assert "## Calibration (PLaD's claim)" in report and (tiny["root"] / "main" / "plots" / "calibration.png").is_file()
+
+
+def test_a_resumed_bench_scores_nothing_again(tiny, monkeypatch):
+    from prefdistill.bench.runner import Bench
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("scored or sampled again")
+
+    monkeypatch.setattr(calibration, "score_candidates", refuse)
+    monkeypatch.setattr(calibration, "build_candidates", refuse)
+    again = Bench(tiny["cfg"], tiny["bench"], ignore_gap=True).run()
+    assert [r["calibration"] for r in again["rows"]] == [r["calibration"] for r in tiny["results"]["rows"]]
+    assert again["calibration"] == tiny["results"]["calibration"]
+
+
+def test_a_job_unit_scores_the_candidates_from_its_tested_weights(tiny, tmp_path):
+    """`--job KEY` (what workers and Slurm tasks run) trains, tests and scores a lost job again."""
+    from prefdistill.bench.runner import Bench
+    from prefdistill.bench.units import run_key
+
+    key, step = _tested(tiny)[0]
+    folder = tiny["root"] / "runs" / key
+    before = read_json(folder / f"calibration_step{step}.json")
+    shutil.move(str(folder), str(tmp_path / key))
+    assert run_key(Bench(tiny["cfg"], tiny["bench"], ignore_gap=True), key) is True
+    after = read_json(folder / f"calibration_step{step}.json")
+    assert after["candidates"] == before["candidates"]
+    assert [s for p in after["scores"] for s in p] == pytest.approx([s for p in before["scores"] for s in p], abs=1e-4)
+    assert TestResult.from_json(read_json(folder / f"test_step{step}.json")).calibration_wall_s is not None

@@ -2,6 +2,7 @@
 
     result = JobResult.from_json(read_json(RUN / "bench/runs/KEY/result.json"))   # result.val[step]["win_rate"]
     test = TestResult.from_json(read_json(RUN / "bench/runs/KEY/test_stepN.json"))
+    cands = CandidateSet.from_json(read_json(RUN / "bench/calibration/candidates.json"))   # and CandidateScores
     results = summarize(cfg, bench, Scored(...))                                 # prefdistill.bench.numbers
 
 `to_json()` writes, and `from_json()` reads, the layout the bench's run folders hold

@@ -11,12 +11,13 @@
 2. The teacher and the SFT student answer the validation prompts; unless the teacher wins
    clearly more often (paired CI above 0 and a gap of at least `bench.gap_floor` points)
    the bench stops, since no distillation method could then show anything.
-3. The pairs stage runs; then every grid point of every method trains a copy of the SFT
+3. The pairs stage runs, and the calibration candidates are sampled, graded and scored by the
+   base rows (`prefdistill.bench.calibration`); then every grid point of every method trains a copy of the SFT
    student on the first seed (same steps, batch size, pairs and prompts for all) and is
    scored on validation at `bench.checkpoints` and its last step. The best (setting,
    step) of each method is its choice (RUN/bench/<report>/selection.json).
 4. The choice trains on the other seeds; every chosen (method, seed) generates on the test
-   prompts from the chosen step's weights and is judged.
+   prompts from the chosen step's weights and is judged; the same weights score the calibration candidates.
 
 A job is one (method, setting, seed, data share, relabel share): its training log, its
 validation scores and costs land in RUN/bench/runs/KEY/result.json, test generations in
