@@ -110,6 +110,25 @@ def test_candidates_drop_empty_and_repeated_samples_keeping_the_first():
     assert dedupe({"teacher": [], "student": [""]}) == ([], [])
 
 
+def test_the_calibration_section_is_typed_on_by_default_and_can_be_turned_off(tiny_assets, tmp_path):
+    from types import SimpleNamespace
+
+    from prefdistill.errors import ConfigError
+
+    data = tiny_config(tiny_assets, tmp_path, name="b")
+    data["bench"] = {"methods": [{"name": "seqkd", "method": "seqkd"}]}
+    _, bench = load_bench_config(data)
+    assert bench.calibration.enabled and (bench.calibration.teacher_samples, bench.calibration.student_samples) == (4, 4)
+    with pytest.raises(ConfigError, match="unknown key 'bench.calibration.samples'"):
+        load_bench_config(data, ["bench.calibration.samples=3"])
+    with pytest.raises(ConfigError, match="bench.calibration.temperature: must be > 0"):
+        load_bench_config(data, ["bench.calibration.temperature=0"])
+    _, off = load_bench_config(data, ["bench.calibration.enabled=false"])
+    runner = SimpleNamespace(bench=off)  # nothing else is read when it is off: no sampling, scoring or files
+    assert calibration.candidate_set(runner) is None and calibration.gather(runner, [], {}) is None
+    assert calibration.score_job(runner, None, 1, None) is None and calibration.prepare(runner) is None
+
+
 def test_records_round_trip():
     cands = CandidateSet("x", {"k": 1}, ["a"], [["y"]], [["teacher"]], [[0.5]], [0.1])
     assert CandidateSet.from_json(json.loads(json.dumps(cands.to_json()))) == cands
@@ -212,7 +231,7 @@ def test_a_resumed_bench_scores_nothing_again(tiny, monkeypatch):
 
 
 def test_a_job_unit_scores_the_candidates_from_its_tested_weights(tiny, tmp_path):
-    """`--job KEY` (what workers and Slurm tasks run) trains, tests and scores a lost job again."""
+    """`--job KEY` (what workers and Slurm tasks run) trains, tests and scores a lost job again, to the same numbers."""
     from prefdistill.bench.runner import Bench
     from prefdistill.bench.units import run_key
 
@@ -225,3 +244,6 @@ def test_a_job_unit_scores_the_candidates_from_its_tested_weights(tiny, tmp_path
     assert after["candidates"] == before["candidates"]
     assert [s for p in after["scores"] for s in p] == pytest.approx([s for p in before["scores"] for s in p], abs=1e-4)
     assert TestResult.from_json(read_json(folder / f"test_step{step}.json")).calibration_wall_s is not None
+    # The plain run after it trains and scores nothing, and its numbers are the first run's.
+    again = Bench(tiny["cfg"], tiny["bench"], ignore_gap=True).run()
+    assert [r["calibration"] for r in again["rows"]] == [r["calibration"] for r in tiny["results"]["rows"]]

@@ -19,7 +19,8 @@ BASELINES = (("vs_sft", "SFT"), ("vs_seqkd", "SeqKD"))
 
 def calibrated_rows(results: dict) -> dict[str, dict]:
     """Base rows then method rows that carry calibration numbers, by key."""
-    rows = {**(results.get("base_rows") or {}), **{r["name"]: r for r in results.get("rows") or [] if isinstance(r, dict) and "name" in r}}
+    methods = {r["name"]: r for r in results.get("rows") or [] if isinstance(r, dict) and "name" in r}
+    rows = {**(results.get("base_rows") or {}), **methods}
     return {k: r for k, r in rows.items() if isinstance(r, dict) and isinstance(r.get("calibration"), dict)}
 
 
@@ -40,8 +41,8 @@ def _diff(d, nd: int) -> str:
 
 
 def level_table(rows: dict[str, dict]) -> str:
-    body = [[row_label(k, r)] + [_level(r["calibration"].get(key), nd) for key, _, nd in MEASURES] + [str(r["calibration"].get("seeds", DASH))]
-            for k, r in rows.items()]
+    body = [[row_label(k, r)] + [_level(r["calibration"].get(key), nd) for key, _, nd in MEASURES]
+            + [str(r["calibration"].get("seeds", DASH))] for k, r in rows.items()]
     return md_table(["Row"] + [h for _, h, _ in MEASURES] + ["Seeds"], body)
 
 
@@ -58,9 +59,9 @@ def plot_calibration(rows: dict[str, dict], summary: dict, path) -> Path | None:
         return None
     fig = new_figure(10.0, 0.9 + 0.35 * len(rows))
     labels = [row_label(k, r) for k, r in rows.items()]
+    picks = (("random_rerank_win_rate", "random pick"), ("oracle_rerank_win_rate", "judge's pick"))
     marks = {"pairwise_accuracy": [(50.0, "chance")],
-             "rerank_win_rate": [(number((summary.get(k) or {}).get("value")), name)
-                                 for k, name in (("random_rerank_win_rate", "random pick"), ("oracle_rerank_win_rate", "judge's pick"))]}
+             "rerank_win_rate": [(number((summary.get(k) or {}).get("value")), name) for k, name in picks]}
     for i, (key, header, _) in enumerate(m for m in MEASURES if m[0] in marks):
         ax = fig.add_subplot(1, 2, i + 1)
         for y, r in enumerate(rows.values()):
