@@ -80,6 +80,7 @@ LAYERS = {
     "prefdistill.config": 1, "prefdistill.bench.plan": 1,  # the schema; the bench's grid as data
     "prefdistill.models": 2, "prefdistill.run.folder": 2, "prefdistill.losses": 2, "prefdistill.evaluation.metrics": 2, "prefdistill.evaluation.bootstrap": 2,
     "prefdistill.evaluation.paired": 2,
+    "prefdistill.evaluation.calibration": 2,
     "prefdistill.data": 3, "prefdistill.signal": 3, "prefdistill.judges": 3,
     "prefdistill.methods": 4,
     "prefdistill.training": 5,

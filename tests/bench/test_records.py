@@ -60,11 +60,11 @@ def test_phase_timings_round_trip_and_split_the_wall_times():
     split = phases(result, TestResult.from_json(test))
     assert tuple(split) == PHASE_TOTALS + PHASES
     assert split == {"train_wall": 12.3, "test_wall": 4.0, "training": 5.0, "sampling": 5.0, "validation": 2.3,
-                     "test_generation": 3.5, "grading": 0.5}
+                     "test_generation": 3.5, "grading": 0.5, "calibration": None}  # tested before calibration was timed
     old = phases(JobResult.from_json(RESULT), None)  # a job trained before the timers: the totals only
     assert old["train_wall"] == 12.3 and all(old[p] is None for p in PHASES) and old["test_wall"] is None
     table = phase_table({"plad": split, "old": old}, {"plad": "PLaD"})
-    assert "| PLaD | 12.3 | 5.0 | 5.0 | 2.3 | 4.0 | 3.5 | 0.5 | 41% |" in table and "| old | 12.3 | — |" in table
+    assert "| PLaD | 12.3 | 5.0 | 5.0 | 2.3 | 4.0 | 3.5 | 0.5 | — | 41% |" in table and "| old | 12.3 | — |" in table
 
 
 REFS = ["the model learns", "data results", "a summary", "short text"]
@@ -125,7 +125,8 @@ def test_summarize_computes_the_numbers_from_the_records(scored, tmp_path):
     assert results["n_val"] == 5 and results["teacher_gap_validation"] == {"diff": 10.0}
     assert results["teacher_gap"]["diff"] == pytest.approx(100.0)  # the teacher beats every reference, the SFT student none
     assert results["phases_wall_s"]["plad"] == {"train_wall": 15.0, "test_wall": 2.0, "training": 6.0, "sampling": 7.5,
-                                                "validation": 1.5, "test_generation": 1.5, "grading": 0.5}  # means over seeds
+                                                "validation": 1.5, "test_generation": 1.5, "grading": 0.5,
+                                                "calibration": None}  # means over seeds; no calibration timed
     assert cost["sampling_wall_s"] == 7.5 and cost["validation_wall_s"] == 1.5
     assert "## Wall time by phase" in build_bench_report(tmp_path, results)
     json.dumps(results)  # JSON-ready

@@ -16,6 +16,7 @@ import statistics
 
 import numpy as np
 
+from prefdistill.bench.calibration import attach_calibration
 from prefdistill.bench.plan import collapse
 from prefdistill.bench.records import PHASE_TOTALS, PHASES, JobResult, Scored, TestResult, phases
 from prefdistill.bench.comparisons import add_statistics, detection_by_statistic
@@ -47,6 +48,7 @@ def summarize(cfg, bench, scored: Scored) -> dict:
         timed[entry.name] = mean_phases(runs)
     for row in rows:
         _compare(row, outcomes, bench.seqkd_entry, opts)
+    calibration = attach_calibration(base_rows, rows, scored, bench, opts)  # each row's "calibration" (None: not measured)
     outcomes["teacher"] = teacher = _outcomes(scored, [base["teacher"]], [ev["teacher"]])
     gap = paired_difference(teacher["win_rate"][0], outcomes["SFT"]["win_rate"][0], **opts)
     matrix = add_statistics(rows, base_rows, outcomes, seqkd=bench.seqkd_entry, opts=opts)
@@ -61,7 +63,7 @@ def summarize(cfg, bench, scored: Scored) -> dict:
         "teacher_gap_validation": scored.gap_validation, "base_rows": base_rows, "rows": rows, "costs": costs,
         "val_reference": scored.val_reference, "detection_limit": detection_by_statistic(rows),
         "orderings": _orderings(rows, outcomes, opts), "sft": _sft(scored.sft_logs, scored.sft_choices), **_sweeps(scored, bench, refs, opts),
-        "phases_wall_s": timed,
+        "phases_wall_s": timed, "calibration": calibration,
         "wall_s": {"jobs": round(sum(r.cost.train_wall_s + scored.tests[k].eval_wall_s for k, r in scored.runs.items())
                                  + sum(r.cost.train_wall_s for k, r in scored.grid.items() if k not in scored.runs), 1)},
     }

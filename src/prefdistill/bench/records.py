@@ -2,6 +2,7 @@
 
     result = JobResult.from_json(read_json(RUN / "bench/runs/KEY/result.json"))   # result.val[step]["win_rate"]
     test = TestResult.from_json(read_json(RUN / "bench/runs/KEY/test_stepN.json"))
+    cands = CandidateSet.from_json(read_json(RUN / "bench/calibration/candidates.json"))   # and CandidateScores
     results = summarize(cfg, bench, Scored(...))                                 # prefdistill.bench.numbers
 
 `to_json()` writes, and `from_json()` reads, the layout the bench's run folders hold
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from prefdistill.bench.plan import Job, as_setting
 
 COST_FIELDS = ("rows", "steps", "train_wall_s", "peak_memory_mb", "memory_kind")  # every job's; the rest are counters
+TEST_TIMED = ("generation_wall_s", "grading_wall_s", "calibration_wall_s")  # a test file's timers, absent from older ones
 TIMED_FIELDS = ("sampling_wall_s", "validation_wall_s")  # parts of train_wall_s, absent from jobs trained before they were timed
-PHASES = ("training", "sampling", "validation", "test_generation", "grading")  # a job's wall time, by phase (`phases`)
+PHASES = ("training", "sampling", "validation", "test_generation", "grading", "calibration")  # a job's wall time, by phase
 PHASE_TOTALS = ("train_wall", "test_wall")  # what the phases add up to: train_wall_s, and the test stage's eval_wall_s
 
 
@@ -102,16 +104,17 @@ class TestResult:
     eval_wall_s: float  # generating and grading
     generation_wall_s: float | None = None  # of eval_wall_s: the test generations (None in files written before it was timed)
     grading_wall_s: float | None = None  # of eval_wall_s: the judges' scores
+    calibration_wall_s: float | None = None  # apart from eval_wall_s: scoring the calibration candidates (None: not scored)
 
     def to_json(self) -> dict:
-        timed = {k: getattr(self, k) for k in ("generation_wall_s", "grading_wall_s") if getattr(self, k) is not None}
+        timed = {k: getattr(self, k) for k in TEST_TIMED if getattr(self, k) is not None}
         return {"step": self.step, "generations": self.generations, "judge_scores": self.judge_scores,
                 "training_judge_scores": self.training_judge_scores, "eval_wall_s": self.eval_wall_s, **timed}
 
     @classmethod
     def from_json(cls, d: dict) -> "TestResult":
         return cls(d["step"], d["generations"], d["judge_scores"], d.get("training_judge_scores"), d["eval_wall_s"],
-                   d.get("generation_wall_s"), d.get("grading_wall_s"))
+                   *(d.get(k) for k in TEST_TIMED))
 
 
 def phases(result: JobResult, test: TestResult | None) -> dict[str, float | None]:
@@ -119,14 +122,16 @@ def phases(result: JobResult, test: TestResult | None) -> dict[str, float | None
 
     training: train_wall_s less in-loop sampling and validation (model loading, backward passes,
     optimizer steps and checkpoint writes included); sampling: inside the in-loop sampler;
-    validation: validation generations and scores; test_generation and grading: the test stage.
+    validation: validation generations and scores; test_generation and grading: the test stage; calibration: scoring
+    the calibration candidates from the tested weights (loading them included), outside the test stage's total.
     """
     c = result.cost
     timed = c.sampling_wall_s is not None and c.validation_wall_s is not None
     return {"train_wall": c.train_wall_s, "test_wall": test.eval_wall_s if test else None,
             "training": round(c.train_wall_s - c.sampling_wall_s - c.validation_wall_s, 1) if timed else None,
             "sampling": c.sampling_wall_s, "validation": c.validation_wall_s,
-            "test_generation": test.generation_wall_s if test else None, "grading": test.grading_wall_s if test else None}
+            "test_generation": test.generation_wall_s if test else None, "grading": test.grading_wall_s if test else None,
+            "calibration": test.calibration_wall_s if test else None}
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,54 @@ class Choice:
     @classmethod
     def from_json(cls, d: dict) -> "Choice":
         return cls(dict(d["setting"]), d["step"], d["val"])
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    """The calibration candidates (RUN/bench/calibration/candidates.json): per test prompt, the teacher's and the SFT
+    student's samples, empty and repeated ones dropped, graded once by the evaluation judge (`bench.calibration`)."""
+
+    id: str  # a hash of the settings and the candidates: every row's scores name the set they rank
+    settings: dict  # what the set was made with (bench.calibration, the length, the seed): another config is refused
+    ids: list[str]  # the test examples' ids, in split order
+    candidates: list[list[str]]  # per prompt, its K_i candidates (teacher's first)
+    sources: list[list[str]]  # per candidate, whose sample it is: "teacher" or "student"
+    judge_scores: list[list[float]]  # per candidate, the evaluation judge's score
+    reference_scores: list[float]  # per prompt, the evaluation judge's score of its reference
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "CandidateSet":
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class CandidateScores:
+    """One model's length-normalised log-likelihood of every candidate: RUN/bench/calibration/ROW.json for a base row,
+    RUN/bench/runs/KEY/calibration_stepN.json for a tested job."""
+
+    candidates: str  # the CandidateSet.id it scored
+    scores: list[list[float]] | None  # per prompt, per candidate: log q(y|x) / |y| (None: the model cannot score text)
+    wall_s: float  # loading the model and scoring
+    unavailable: str | None = None  # why `scores` is None
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "CandidateScores":
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the calibration numbers need (`Scored.calibration`): the candidate set and every row's scores of it."""
+
+    candidates: CandidateSet
+    base: dict[str, CandidateScores]  # base row (teacher, student_init, student_sft) -> its scores
+    jobs: dict[str, CandidateScores]  # Job.key -> its scores from the tested weights, for the tested jobs that have them
 
 
 @dataclass(frozen=True)
@@ -166,6 +219,7 @@ class Scored:
     sft_logs: dict[str, list[dict]]  # role -> its SFT training log
     sft_choices: dict[str, dict]  # role -> its SFT choice.json (prefdistill.training.best_checkpoint)
     soft_scale: dict | None = None  # {"scale", "how"}: the evaluation judge's Bradley–Terry scale (judges.scale); None: 1
+    calibration: Calibration | None = None  # the calibration candidates and their scores (None: off, or an older bench)
 
     def main_runs(self, entry: str) -> list[tuple[JobResult, TestResult]]:
         """(result, test) of the entry's main jobs (all the data, none relabelled), one per seed, in job order."""

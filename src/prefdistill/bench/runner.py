@@ -11,12 +11,13 @@
 2. The teacher and the SFT student answer the validation prompts; unless the teacher wins
    clearly more often (paired CI above 0 and a gap of at least `bench.gap_floor` points)
    the bench stops, since no distillation method could then show anything.
-3. The pairs stage runs; then every grid point of every method trains a copy of the SFT
+3. The pairs stage runs, and the calibration candidates are sampled, graded and scored by the
+   base rows (`prefdistill.bench.calibration`); then every grid point of every method trains a copy of the SFT
    student on the first seed (same steps, batch size, pairs and prompts for all) and is
    scored on validation at `bench.checkpoints` and its last step. The best (setting,
    step) of each method is its choice (RUN/bench/<report>/selection.json).
 4. The choice trains on the other seeds; every chosen (method, seed) generates on the test
-   prompts from the chosen step's weights and is judged.
+   prompts from the chosen step's weights and is judged; the same weights score the calibration candidates.
 
 A job is one (method, setting, seed, data share, relabel share): its training log, its
 validation scores and costs land in RUN/bench/runs/KEY/result.json, test generations in
@@ -35,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from prefdistill.bench import calibration
 from prefdistill.bench.numbers import summarize
 from prefdistill.bench.plan import (LR, SHARED, Job, apply_setting, as_setting, choose, judged_jobs, scored_steps, selection_jobs,
                                     subset)
@@ -130,6 +132,7 @@ class Bench:
             self.pipe.run(["reward", "sft"])
             gap = self.check_gap()
             self.pipe.run(["pairs"])
+            calibration.prepare(self)  # the calibration candidates, graded, and the base rows' scores of them
             write_json(self.paths.report_file("bench.json"), dataclasses.asdict(self.bench))  # the bench's own settings
             val_reference = {row: self.val_scores(self.val_generations(row)) for row in ("student_init", "student_sft")}
             write_json(self.paths.report_file("shared.json"), {"gap_validation": gap, "val_reference": val_reference})
@@ -342,7 +345,9 @@ class Bench:
         prompts = [e.prompt for e in self.art.splits["test"]]
         scores = {role: judge.score(prompts, gens) for role, judge in self.graders.items()}
         t2 = time.time()
-        test = TestResult(step, gens, scores["eval"], scores.get("training"), round(t2 - t0, 1), round(t1 - t0, 1), round(t2 - t1, 1))
+        calibration_s = calibration.score_job(self, job, step, ckpt)  # from the same weights, before they are dropped
+        test = TestResult(step, gens, scores["eval"], scores.get("training"), round(t2 - t0, 1), round(t1 - t0, 1), round(t2 - t1, 1),
+                          calibration_s)
         write_json(path, test.to_json())
         self.drop_weights(job)
         return test
@@ -369,4 +374,5 @@ class Bench:
                       training_scores=scores.get("training"), gap_validation=gap, val_reference=val_reference,
                       n_val=len(self.val_examples), sft_logs=self.art.sft_logs(), sft_choices=self.art.sft_choices(),
                       soft_scale=judge_scale(self.graders["eval"], self.art.splits["validation"], negatives=self.cfg.reward.negatives,
-                                             seed=self.cfg.seed))
+                                             seed=self.cfg.seed),
+                      calibration=calibration.gather(self, jobs, chosen))

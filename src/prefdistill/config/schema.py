@@ -281,6 +281,20 @@ class BenchMethod:
 
 
 @dataclass
+class CalibrationConfig:
+    """The calibration measure (PLaD's claim): K candidates per test prompt, sampled once from the teacher and the SFT
+    student and graded once by the evaluation judge, ranked by every row's length-normalised log-likelihood."""
+
+    enabled: bool = opt(True, "build the candidate set and score it by every row (teacher, initial and SFT students, each "
+                              "tested job)")
+    teacher_samples: int = opt(4, "candidates sampled from the teacher per test prompt", AT_LEAST_1)
+    student_samples: int = opt(4, "candidates sampled from the SFT student per test prompt", AT_LEAST_1)
+    temperature: float = opt(0.7, "sampling temperature of the candidates (max_new_tokens and batch_size: eval.sampling's)",
+                             POSITIVE)
+    top_p: float = opt(0.9, "nucleus mass of the candidates' sampling", OPEN_SHARE)
+
+
+@dataclass
 class BenchConfig:
     """`prefdistill bench`'s own section: many methods from one SFT student, one set of pairs, one budget."""
 
@@ -309,6 +323,8 @@ class BenchConfig:
     keep_checkpoints: bool = opt(False, "keep each trained student (else only its samples and results)")
     report: str = opt("main", "the report's folder RUN/bench/<report>/, so benches sharing a run folder keep "
                               "separate reports")
+    calibration: CalibrationConfig = opt(None, "the candidate set every row's likelihood ranks (PLaD's calibration "
+                                               "claim)", factory=CalibrationConfig)
 
 
 @dataclass

@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 
 from prefdistill.io import atomic_write_text
+from prefdistill.reporting.calibration_report import calibration_section
 from prefdistill.reporting.common import (DASH, ci_bounds, fmt, fmt_diff, fmt_rate, in_groups, md_table, new_figure, number, row_label,
                                           save_figure)
 from prefdistill.reporting.phases import phase_section
@@ -350,7 +351,7 @@ def build_bench_report(folder: Path, results: dict) -> str:
     orderings = _ordering_lines(results)
     if orderings:
         lines += ["## Which orderings held", ""] + [f"- {x}" for x in orderings] + [""]
-    lines += _selection_section(results)
+    lines += calibration_section(results, plots) + _selection_section(results)
     if plot_val_curves(results, plots / "val_curves.png"):
         lines += ["## Validation curves", "", "Dashed: the SFT student and the initial student on validation; a method "
                   "marked (collapsed) fell below the initial student on some seed.", "", "![validation curves](plots/val_curves.png)", ""]

@@ -1,4 +1,4 @@
-"""A bench's wall time by phase, per method: training, in-loop sampling, validation, test generation, grading.
+"""A bench's wall time by phase, per method: training, in-loop sampling, validation, test generation, grading, calibration.
 
     print(phase_table(results["phases_wall_s"], labels))     # markdown; results.json's phases_wall_s
     python benchmarks/bench_phases.py runs/bench             # the same table from a bench run folder, per job and per method
@@ -13,10 +13,11 @@ from prefdistill.reporting.common import DASH, fmt, md_table, number
 
 COLUMNS = (("train_wall", "Train wall (s)"), ("training", "Training (s)"), ("sampling", "In-loop sampling (s)"),
            ("validation", "Validation (s)"), ("test_wall", "Test wall (s)"), ("test_generation", "Test generation (s)"),
-           ("grading", "Grading (s)"))
+           ("grading", "Grading (s)"), ("calibration", "Calibration scoring (s)"))
 NOTE = ("Seconds per job, means over seeds. Train wall = training + in-loop sampling + validation scoring; training "
         "includes model loading, backward passes, optimizer steps and checkpoint writes. Test wall = test generation + "
-        f"grading. {DASH}: not timed (written before the phase timers).")
+        "grading. Calibration scoring: the tested weights loaded again to score the calibration candidates, outside the "
+        f"test wall. {DASH}: not timed (written before the phase timers, or calibration off).")
 
 
 def sampling_share(p: dict) -> str:

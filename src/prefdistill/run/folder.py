@@ -170,7 +170,9 @@ class BenchFolder:
         gap_validation.json             teacher − SFT student on validation
         val/ROW/                        a base row's validation generations
         pairs/relabel{SHARE}.jsonl      the pairs with a share ordered by the judge
-        runs/KEY/                       one job: result.json, val_stepN.json, checkpoint/, stepN/, test_stepN(.json)
+        calibration/                    the calibration candidates: samples/ROW/, candidates.json, ROW.json (a base row's scores)
+        runs/KEY/                       one job: result.json, val_stepN.json, checkpoint/, stepN/, test_stepN(.json),
+                                        calibration_stepN.json (its scores of the calibration candidates)
         claims/KEY.claim                the runner working on a job now (`prefdistill.run.claims`)
         REPORT/                         shared.json, selection.json, bench.json, results.json, report.md, plots/
     """
@@ -217,6 +219,18 @@ class BenchFolder:
 
     def test(self, key: str, step: int) -> Path:
         return self.job(key) / f"test_step{step}.json"
+
+    def calibration(self, key: str, step: int) -> Path:
+        """A tested job's scores of the calibration candidates, from the weights at `step`."""
+        return self.job(key) / f"calibration_step{step}.json"
+
+    def calibration_file(self, name: str) -> Path:
+        """RUN/bench/calibration/NAME: candidates.json, or ROW.json (a base row's scores of them)."""
+        return self.root / "calibration" / name
+
+    def calibration_samples(self, row: str) -> Path:
+        """The calibration candidates a base row sampled (resumable)."""
+        return self.root / "calibration" / "samples" / row
 
     def claim(self, name: str) -> Path:
         return self.root / "claims" / f"{name}.claim"
