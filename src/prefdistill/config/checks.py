@@ -17,6 +17,7 @@ from prefdistill.config.eval_rows import EVAL_ROWS
 from prefdistill.config.files import parse_bench_config
 from prefdistill.config.schema import STAGES, BenchConfig, OracleConfig, RunConfig, resolved_eval_judge  # noqa: F401
 from prefdistill.errors import ConfigError
+from prefdistill.judges.negatives import NEGATIVE_KINDS
 from prefdistill.methods.registry import family_methods, resolve, validate_method
 from prefdistill.models.backends import backends_with, capabilities, get_backend
 from prefdistill.models.common import load_tokenizer
@@ -99,6 +100,9 @@ def _validate_eval_judge(cfg: RunConfig) -> None:
         raise ConfigError("eval_judge.name_or_path: required when eval_judge.kind is 'hf'")
     if e.kind == "callable" and not e.callable:
         raise ConfigError("eval_judge.callable: required when eval_judge.kind is 'callable' (module:function)")
+    unknown = [k for k in cfg.reward.negatives if k not in NEGATIVE_KINDS]
+    if cfg.judge.kind == "trained" and (unknown or not cfg.reward.negatives):
+        raise ConfigError(f"reward.negatives: unknown kind(s) {unknown} or none; choose from {list(NEGATIVE_KINDS)}")
 
 
 def _validate_data(cfg: RunConfig) -> None:

@@ -254,8 +254,13 @@ class RewardConfig:
     weight_decay: float = opt(0.01, "AdamW weight decay", NON_NEGATIVE)
     extra_reference_draws: int = opt(2, "extra draws of the other-reference negatives (free: already encoded)",
                                      NON_NEGATIVE)
-    negatives: list[str] = opt(None, "kinds of rejected text built from each reference (prefdistill.judges.negatives)",
-                               factory=lambda: ["mismatched", "sibling", "truncated", "shuffled", "repeated", "copied"])
+    # template, loop and student_init joined the default after a judge tuned on corrupted references alone ranked
+    # generic phrases and loops of model text above the reference (issue 26 item 8): changing the list changes every
+    # judge, and a judge trained with another list is trained again (`judges.reward.stale_fields`).
+    negatives: list[str] = opt(None, "kinds of rejected text built from each reference (prefdistill.judges.negatives); "
+                                     "student_init: the reward stage samples the untrained student on the reward data",
+                               factory=lambda: ["mismatched", "sibling", "truncated", "shuffled", "repeated", "copied",
+                                                "template", "loop", "student_init"])
 
 
 @dataclass

@@ -13,6 +13,7 @@ about one paper are correlated (see `prefdistill.evaluation.bootstrap`, which ho
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Hashable, Sequence
 
@@ -22,7 +23,8 @@ from prefdistill.evaluation.bootstrap import bootstrap_ci, detection_limit, grou
 
 __all__ = ["ROUGE_KEYS", "bootstrap_ci", "compare_rows", "detection_limit", "length_buckets", "paired_difference",
            "paired_difference_seeds", "pairwise_outcomes", "resampled", "rouge", "rouge_per_example", "summarize_generations",
-           "summarize_seeds", "win_rate", "win_rate_with_ci", "word_count", "wins_per_seed"]
+           "summarize_seeds", "win_rate", "win_rate_with_ci", "word_count", "wins_per_seed", "STOP_WORDS", "content_words",
+           "repeated_ngram_share"]
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 
@@ -30,6 +32,36 @@ ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 def word_count(text: str) -> int:
     """Number of whitespace-separated words (the paper's "generation length")."""
     return len(text.split())
+
+
+# English function words (articles, pronouns, auxiliaries, prepositions, conjunctions) and the instruction words of
+# summarisation prompts: what a "content word" is not. Written out here, so nothing downloads a list.
+STOP_WORDS = frozenset("""
+a about above after again against all also am an and any are as at be because been before being below between both but
+by can could did do does doing down during each few for from further had has have having he her here hers herself him
+himself his how i if in into is it its itself just me more most my myself no nor not now of off on once only or other
+our ours ourselves out over own same she should so some such than that the their theirs them themselves then there
+these they this those through to too under until up very was we were what when where which while who whom why will
+with would you your yours yourself yourselves
+one two new using use used based show shows paper work study article text document summarize summarise summary
+describe explain write give briefly following main
+""".split())
+_WORD = re.compile(r"[a-z][a-z0-9'-]*")
+
+
+def content_words(text: str) -> list[str]:
+    """The text's lower-cased words that are not stop words (`STOP_WORDS`), in order, with repeats; 2 letters or more."""
+    return [w for w in _WORD.findall(text.lower()) if len(w) > 1 and w not in STOP_WORDS]
+
+
+def repeated_ngram_share(text: str, n: int = 3) -> float:
+    """Share of the text's word n-grams that repeat an earlier one: 0 for no repeat, near 1 for a loop.
+
+    "the cat of the cat of the cat" (n=3): 6 trigrams, 3 distinct -> 1/2. Texts of fewer than n words: 0.
+    """
+    words = text.lower().split()
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 
 @lru_cache(maxsize=None)

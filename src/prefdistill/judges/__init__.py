@@ -18,7 +18,7 @@ trained reward model that learned from the other half of the documents (`train_j
 from prefdistill.judges.base import Judge
 from prefdistill.judges.build import build_eval_judge, build_judge
 from prefdistill.judges.callable_judge import CallableJudge
-from prefdistill.judges.heldout import judges_metrics, train_judges
+from prefdistill.judges.heldout import judges_current, judges_metrics, train_judges
 from prefdistill.judges.hf import HFRewardJudge
 from prefdistill.judges.negatives import NEGATIVE_KINDS, make_preference_pairs
 from prefdistill.judges.reward import MEASURES, train_reward_model
@@ -34,6 +34,7 @@ __all__ = [
     "build_eval_judge",
     "train_judges",
     "judges_metrics",
+    "judges_current",
     "make_preference_pairs",
     "NEGATIVE_KINDS",
     "train_reward_model",

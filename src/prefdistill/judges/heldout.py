@@ -20,7 +20,7 @@ import numpy as np
 from prefdistill.config.schema import RewardConfig
 from prefdistill.io import Example, read_json, write_json
 from prefdistill.judges.negatives import document_of
-from prefdistill.judges.reward import train_reward_model
+from prefdistill.judges.reward import stale_fields, train_reward_model
 from prefdistill.run.folder import HELDOUT, RunFolder
 
 def split_by_document(examples: list[Example], seed: int) -> tuple[list[Example], list[Example]]:
@@ -32,11 +32,13 @@ def split_by_document(examples: list[Example], seed: int) -> tuple[list[Example]
 
 
 def train_judges(examples: list[Example], validation: list[Example], cfg: RewardConfig, folder: RunFolder, *, seed: int,
-                 heldout_seed: int, device: str = "cpu") -> dict[str, dict]:
+                 heldout_seed: int, device: str = "cpu", generated: dict[str, str] | None = None) -> dict[str, dict]:
     """Train the training judge on one half of the documents and the held-out judge on the other.
 
-    Each side is skipped when its outputs exist (the `reward` stage resumes). Returns
-    {"training": metrics, "heldout": metrics}, each with the documents and examples it learned from.
+    Each side is skipped when its outputs exist and match the recipe (the `reward` stage resumes). Returns
+    {"training": metrics, "heldout": metrics}, each with the documents and examples it learned from. `generated`
+    (the initial student's answers, by prompt) may hold both halves' prompts: each judge's negatives are built from
+    its own examples only (`make_preference_pairs` reads the answers to those prompts and no others).
     """
     train_half, heldout_half = split_by_document(examples, seed)
     if not train_half or not heldout_half:
@@ -44,13 +46,21 @@ def train_judges(examples: list[Example], validation: list[Example], cfg: Reward
                          "least two, one for each judge; set eval_judge.kind to same, hf or callable")
     out = {}
     for name, half, judge_seed in (("training", train_half, seed), (HELDOUT, heldout_half, heldout_seed)):
-        metrics = train_reward_model(half, validation, cfg, folder.judge_dir(name), judge_seed, device=device)
+        metrics = train_reward_model(half, validation, cfg, folder.judge_dir(name), judge_seed, device=device,
+                                     generated=generated)
         if "trained_on" not in metrics:
             metrics["trained_on"] = {"half": name, "documents": len({document_of(e) for e in half}), "examples": len(half),
                                      "split_seed": seed}
             write_json(folder.judge_metrics(name), metrics)
         out[name] = metrics
     return out
+
+
+def judges_current(folder: RunFolder, cfg: RewardConfig, seeds: dict[str, int]) -> bool:
+    """Whether every judge of `seeds` ({"training": seed, "heldout": seed}) is trained, with this recipe."""
+    paths = {which: folder.judge_metrics(which) for which in seeds}
+    return all(p.is_file() and folder.judge_model(w).is_dir() and not stale_fields(read_json(p), cfg, seeds[w])
+               for w, p in paths.items())
 
 
 def judges_metrics(folder: RunFolder) -> dict[str, dict]:

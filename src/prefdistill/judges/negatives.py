@@ -9,6 +9,15 @@ is a kind that cannot be built for an example (e.g. "sibling" when the example's
 has no other member). Pairs come out example by example, kinds in the order given, and
 each (example, kind) draws from its own random stream seeded by (seed, id, kind), so
 the same inputs and seed always give the same pairs.
+
+Three kinds imitate what models produce rather than what corrupts a reference: "template"
+(a generic phrase around one topic word of the prompt, "Describe the parser of the
+parser."), "loop" (a short phrase looped to about the reference's length, "the parser of
+the parser of the ..."), and "student_init" (the untrained student's own answer to the
+prompt, passed in as `generated`: the reward stage samples it, `run.stages.stage_reward`).
+Every kind is built from the example itself or from the examples passed in, never from
+others: a judge given its own half of the documents (`judges.heldout`) sees negatives of that
+half only.
 """
 from __future__ import annotations
 
@@ -17,6 +26,7 @@ import random
 import re
 from typing import Callable, Optional
 
+from prefdistill.evaluation.metrics import content_words
 from prefdistill.io import Example, group_of, text_key
 
 # Sentence ends: ".", "!" or "?" followed by white space (good enough for copying a lead).
@@ -44,8 +54,9 @@ def source_text(ex: Example) -> str:
 class _Pool:
     """Index of the examples that have a reference, by group, and every prompt's valid references."""
 
-    def __init__(self, examples: list[Example]):
+    def __init__(self, examples: list[Example], generated: Optional[dict[str, str]] = None):
         self.examples = examples
+        self.generated = generated  # text_key(prompt) -> a model's answer to it ("student_init"); None: none given
         self.by_group: dict[str, list[int]] = {}
         self.references: dict[str, set[str]] = {}  # text_key(prompt) -> text_key of each of its references
         for i, ex in enumerate(examples):
@@ -126,6 +137,62 @@ def _copied(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
     return " ".join(words) if words else None
 
 
+# Generic phrases an undertrained summariser emits around one topic word ({t}: the word, {T}: capitalised).
+TEMPLATES = (
+    "{V} the {t} of the {t}.",
+    "This paper presents the {t}.",
+    "The {t} of the {t} is the {t}.",
+    "In this paper, we propose a new {t}.",
+    "The authors {v} the {t}.",
+    "{T}: the {t} of the {t}.",
+    "We {v} the {t} and the {t} of the {t}.",
+)
+TEMPLATE_VERBS = ("describe", "present", "discuss", "propose", "introduce", "explain", "study")
+
+
+def topic_words(prompt: str, top: int = 5) -> list[str]:
+    """The prompt's `top` most frequent content words (`metrics.content_words`), ties by first occurrence."""
+    words = content_words(prompt)
+    first = {w: i for i, w in reversed(list(enumerate(words)))}
+    return sorted(first, key=lambda w: (-words.count(w), first[w]))[:top]
+
+
+def _template(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
+    """A generic template around one topic word of the prompt: "Describe the parser of the parser."."""
+    topics = topic_words(pool.examples[i].prompt)
+    if not topics:
+        return None
+    topic, verb = rng.choice(topics), rng.choice(TEMPLATE_VERBS)
+    text = rng.choice(TEMPLATES)
+    return text.format(t=topic, T=topic.capitalize(), v=verb, V=verb.capitalize())
+
+
+def _loop(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
+    """A short phrase looped to model length: "the <topic> of" or 2-4 words of the reference or the document,
+    repeated to 0.75-1.5x the reference's word count (at least 8 words), cut mid-phrase as a length limit cuts."""
+    ex = pool.examples[i]
+    n_ref = len(ex.target.split())
+    topics = topic_words(ex.prompt)
+    choices = [w for w in (ex.target.split(), source_text(ex).split()) if len(w) >= 2]
+    if not topics and not choices:
+        return None
+    if topics and (not choices or rng.random() < 0.5):
+        unit = ["the", rng.choice(topics), "of"]
+    else:
+        words = rng.choice(choices)
+        k = rng.randint(2, min(4, len(words)))
+        start = rng.randrange(len(words) - k + 1)
+        unit = words[start : start + k]
+    length = max(8, rng.randint(round(0.75 * n_ref), max(round(0.75 * n_ref), round(1.5 * n_ref))))
+    return " ".join((unit * (length // len(unit) + 1))[:length])
+
+
+def _student_init(i: int, pool: _Pool, rng: random.Random) -> Optional[str]:
+    """The untrained student's own answer to the prompt (`generated`; none: skipped, as an empty answer is)."""
+    answer = pool.generated.get(text_key(pool.examples[i].prompt)) if pool.generated is not None else None
+    return answer if answer and answer.strip() else None
+
+
 NEGATIVE_KINDS: dict[str, Callable[[int, _Pool, random.Random], Optional[str]]] = {
     "mismatched": _mismatched,
     "sibling": _sibling,
@@ -133,17 +200,29 @@ NEGATIVE_KINDS: dict[str, Callable[[int, _Pool, random.Random], Optional[str]]] 
     "shuffled": _shuffled,
     "repeated": _repeated,
     "copied": _copied,
+    "template": _template,
+    "loop": _loop,
+    "student_init": _student_init,
 }
+GENERATED_KINDS = ("student_init",)  # kinds that read `generated`: a model's answers, supplied by the caller
 
 
-def make_preference_pairs(examples: list[Example], kinds: list[str], seed: int) -> list[dict]:
-    """Rows {"prompt", "chosen", "rejected", "kind"}: each reference beats a degraded text of each kind."""
+def make_preference_pairs(examples: list[Example], kinds: list[str], seed: int,
+                          generated: Optional[dict[str, str]] = None) -> list[dict]:
+    """Rows {"prompt", "chosen", "rejected", "kind"}: each reference beats a degraded text of each kind.
+
+    generated: text_key(prompt) -> a model's answer, what "student_init" reads (required when it is listed).
+    """
     unknown = [k for k in kinds if k not in NEGATIVE_KINDS]
     if unknown:
         raise ValueError(f"unknown negative kind(s) {unknown}; valid kinds: {list(NEGATIVE_KINDS)}")
     if not kinds:
         raise ValueError(f"no negative kinds given; valid kinds: {list(NEGATIVE_KINDS)}")
-    pool = _Pool([ex for ex in examples if ex.target.strip()])
+    needing = [k for k in kinds if k in GENERATED_KINDS]
+    if needing and generated is None:
+        raise ValueError(f"negative kind(s) {needing} are a model's answers: pass generated={{prompt key: answer}} "
+                         "(the reward stage samples the initial student for them)")
+    pool = _Pool([ex for ex in examples if ex.target.strip()], generated)
     rows = []
     for i, ex in enumerate(pool.examples):
         for kind in kinds:

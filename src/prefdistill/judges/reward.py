@@ -12,12 +12,15 @@ MLP, plus MiniLM's own prompt-response cosine similarity as a starting prior) ou
 score. The head is trained with the Bradley-Terry loss to rank the human reference
 summary of *this* document above synthetic negatives built by `make_preference_pairs`:
 references about other documents ("mismatched"), about another aspect of the same
-document ("sibling"), truncated, word-shuffled, looping ("repeated"), and extractive
-copies of the document's opening sentences ("copied"). It therefore rewards responses
-that are on-topic for the prompt's document and aspect, fluent, complete,
-non-repetitive and abstractive. It never saw a model's output during training, so it is
-a proxy for quality, not a human preference: model outputs can fail in ways no negative
-imitates. `metrics.json` reports its held-out pairwise accuracy on the validation
+document ("sibling"), truncated, word-shuffled, looping ("repeated"), extractive
+copies of the document's opening sentences ("copied"), and three kinds that imitate what
+models emit: generic templates around a topic word of the prompt ("template"), a short
+phrase looped to model length ("loop"), and the untrained student's own answers
+("student_init", sampled by the reward stage). It therefore rewards responses that are
+on-topic for the prompt's document and aspect, fluent, complete, non-repetitive and
+abstractive. Apart from the initial student's answers it never saw a model's output, so it
+is a proxy for quality, not a human preference: model outputs can fail in ways no negative
+imitates (the bench checks it on the students' test outputs: `evaluation.judge_check`). `metrics.json` reports its held-out pairwise accuracy on the validation
 split's pairs, overall and per negative kind.
 
 Cost: the encoder runs once per distinct text, forward only (ACLSum, 450 examples:
@@ -25,6 +28,7 @@ Cost: the encoder runs once per distinct text, forward only (ACLSum, 450 example
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from pathlib import Path
@@ -52,10 +56,11 @@ MEASURES = (
     "Pairwise-trained reward model (Bradley-Terry): frozen MiniLM features read by a trained attention "
     "head (~0.35M parameters). It learned to prefer the human reference summary of the prompt's own "
     "document over: references of other documents, references of another aspect of the same document, "
-    "truncated, word-shuffled and repetitive versions of the reference, and extractive copies of the "
-    "document's first sentences. Higher scores mean more on-topic, fluent, complete, summary-like "
-    "(abstractive) responses. It was never trained on model outputs: a proxy for summary quality, not a "
-    "human preference judgement."
+    "truncated, word-shuffled and repetitive versions of the reference, extractive copies of the "
+    "document's first sentences, generic templates around a topic word of the prompt, short phrases looped "
+    "to model length and (when listed) the untrained student's own answers. Higher scores mean more on-topic, "
+    "fluent, complete, summary-like (abstractive) responses. Apart from the initial student's answers it was "
+    "never trained on model outputs: a proxy for summary quality, not a human preference judgement."
 )
 
 
@@ -72,11 +77,11 @@ def _batches(n: int, batch_size: int, steps: int, rng: random.Random):
         yield batch
 
 
-def training_pairs(train: list[Example], cfg: RewardConfig, seed: int) -> list[dict]:
+def training_pairs(train: list[Example], cfg: RewardConfig, seed: int, generated: dict[str, str] | None = None) -> list[dict]:
     """`make_preference_pairs`, plus `cfg.extra_reference_draws` redraws of the kinds whose
     rejected text is another reference ("mismatched", "sibling"): those texts are encoded
     anyway, so more of them cost no encoder time, and relevance overfits less."""
-    pairs = make_preference_pairs(train, cfg.negatives, seed)
+    pairs = make_preference_pairs(train, cfg.negatives, seed, generated)
     free = [k for k in cfg.negatives if k in ("mismatched", "sibling")]
     if free:
         for draw in range(1, cfg.extra_reference_draws + 1):
@@ -131,6 +136,21 @@ def evaluate_pairs(head: RewardHead, feats: Features, pairs: list[dict]) -> dict
     return pairwise_accuracy(scores[:n], scores[n:], [p["kind"] for p in pairs])
 
 
+def recipe(cfg: RewardConfig, seed: int) -> dict:
+    """What a trained judge is made from: the reward config and its seed (metrics.json's "recipe")."""
+    return {**dataclasses.asdict(cfg), "seed": seed}
+
+
+def stale_fields(metrics: dict, cfg: RewardConfig, seed: int) -> list[str]:
+    """The recipe fields on which the judge of `metrics` differs from (cfg, seed): nonempty means retrain.
+
+    A judge saved before the recipe was recorded is compared on the fields it did record (negatives,
+    steps, batch_size, encoder, lengths, extra_reference_draws, seed).
+    """
+    stored = metrics.get("recipe", metrics)
+    return sorted(k for k, v in recipe(cfg, seed).items() if k in stored and stored[k] != v)
+
+
 def _run_facts(cfg: RewardConfig, head: RewardHead, losses: list[float], n_train: int, n_val: int, seed: int) -> dict:
     """What metrics.json records about how the judge was trained."""
     tail = losses[-10:]
@@ -139,7 +159,8 @@ def _run_facts(cfg: RewardConfig, head: RewardHead, losses: list[float], n_train
             "batch_size": cfg.batch_size, "encoder": cfg.encoder, "prompt_max_length": cfg.prompt_max_length,
             "prompt_opening_length": cfg.prompt_opening_length, "response_max_length": cfg.response_max_length,
             "head_parameters": sum(p.numel() for p in head.parameters()), "negatives": list(cfg.negatives), "seed": seed,
-            "final_train_loss": sum(tail) / len(tail)}  # mean over the last 10 steps
+            "final_train_loss": sum(tail) / len(tail),  # mean over the last 10 steps
+            "recipe": recipe(cfg, seed)}
 
 
 def train_reward_model(
@@ -149,17 +170,25 @@ def train_reward_model(
     out_dir: Path,
     seed: int,
     device: str = "cpu",
+    generated: dict[str, str] | None = None,
 ) -> dict:
     """Train the default judge on synthetic pairs and save out_dir/{model, metrics.json}.
 
-    Returns the metrics; when both outputs already exist they are returned untouched.
+    generated: text_key(prompt) -> the initial student's answer, for the "student_init" negatives (train and
+    validation prompts). Returns the metrics; when both outputs exist and were made with this recipe (`stale_fields`)
+    they are returned untouched; made with another, the judge is trained again (a changed config never reuses one).
     """
     out_dir = Path(out_dir)
     model_dir, metrics_path = judge_files(out_dir)
     if (model_dir / CONFIG_FILE).is_file() and metrics_path.is_file():
-        return read_json(metrics_path)
-    train_pairs = training_pairs(train, cfg, seed)
-    val_pairs = make_preference_pairs(val, cfg.negatives, seed)
+        stale = stale_fields(read_json(metrics_path), cfg, seed)
+        if not stale:
+            return read_json(metrics_path)
+        print(f"[prefdistill] reward: {out_dir} was trained with other {', '.join(stale)}; training it again (scores it "
+              "gave before, under eval/ and bench/, are the old judge's)", flush=True)
+        metrics_path.unlink()
+    train_pairs = training_pairs(train, cfg, seed, generated)
+    val_pairs = make_preference_pairs(val, cfg.negatives, seed, generated)
     if not train_pairs or not val_pairs:
         raise ValueError(
             f"no preference pairs to train/validate the reward model on ({len(train_pairs)} train, "

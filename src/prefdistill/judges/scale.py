@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from prefdistill.evaluation.paired import fit_logistic_scale
 from prefdistill.io import Example
-from prefdistill.judges.negatives import make_preference_pairs
+from prefdistill.judges.negatives import GENERATED_KINDS, make_preference_pairs
 from prefdistill.judges.reward_model import TrainedRewardJudge
 
 BRADLEY_TERRY = ("bradley-terry: the reward stage trained this judge with −log σ(s(chosen) − s(rejected)), "
@@ -27,6 +27,7 @@ def judge_scale(judge, validation: list[Example], *, negatives: list[str], seed:
     unless the judge is a trained Bradley–Terry reward model."""
     if isinstance(judge, TrainedRewardJudge):
         return {"scale": 1.0, "how": BRADLEY_TERRY}
+    negatives = [k for k in negatives if k not in GENERATED_KINDS]  # built from the references alone
     pairs = make_preference_pairs(validation, negatives, seed=seed)
     if len(pairs) < 2:
         raise ValueError(f"judge {getattr(judge, 'name', judge)!r}: the validation split gives {len(pairs)} (reference, negative) "

@@ -14,6 +14,7 @@ from prefdistill.io import atomic_write_text
 from prefdistill.reporting.calibration_report import calibration_section
 from prefdistill.reporting.common import (DASH, ci_bounds, fmt, fmt_diff, fmt_rate, in_groups, md_table, new_figure, number, row_label,
                                           save_figure)
+from prefdistill.reporting.judge_check import judge_check_console, judge_check_section
 from prefdistill.reporting.phases import phase_section
 from prefdistill.reporting.run_report import console_table, length_table, plot_length_buckets, plot_win_rates, render_table
 from prefdistill.reporting.sft_report import curve_lines, sft_table
@@ -351,7 +352,7 @@ def build_bench_report(folder: Path, results: dict) -> str:
     orderings = _ordering_lines(results)
     if orderings:
         lines += ["## Which orderings held", ""] + [f"- {x}" for x in orderings] + [""]
-    lines += calibration_section(results, plots) + _selection_section(results)
+    lines += calibration_section(results, plots) + judge_check_section(results) + _selection_section(results)
     if plot_val_curves(results, plots / "val_curves.png"):
         lines += ["## Validation curves", "", "Dashed: the SFT student and the initial student on validation; a method "
                   "marked (collapsed) fell below the initial student on some seed.", "", "![validation curves](plots/val_curves.png)", ""]
@@ -372,5 +373,5 @@ def write_bench_report(folder: Path, results: dict) -> Path:
 
 def console_summary(results: dict) -> str:
     """The table as aligned text, then the teacher gap, the detection limit and the orderings."""
-    extra = [_gap_line(results)] + detection_lines(results) + _ordering_lines(results)
+    extra = [_gap_line(results)] + detection_lines(results) + _ordering_lines(results) + judge_check_console(results)
     return console_table(table_view(results)) + "\n\n" + "\n".join(x for x in extra if x)

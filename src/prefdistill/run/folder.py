@@ -11,6 +11,7 @@
     RUN/reward/heldout/             the held-out judge that grades (eval_judge.kind heldout)
     RUN/checkpoints/{teacher_sft,student_sft,student_distill}/
     RUN/samples/{teacher,student}/  resumable samples on the distillation half (one line per prompt)
+    RUN/samples/student_init/       the untrained student's answers to the reward data (reward.negatives: student_init)
     RUN/pairs/pairs.jsonl           pseudo-preference pairs (prompt / chosen / rejected)
     RUN/pairs/failures.jsonl        prompts a teacher or student could not answer (an API that kept failing)
     RUN/pairs/teacher_logps.jsonl   the teacher's log-likelihood of both sides of every pair (DPKD)

@@ -18,7 +18,7 @@ from prefdistill.data.pairs import attach_scores, build_pairs, record_failures, 
 from prefdistill.data.sampling import SampleSet
 from prefdistill.evaluation import grading as evaluation
 from prefdistill.evaluation.metrics import resampled
-from prefdistill.io import Example, group_of, is_main_process, wait_for_everyone, write_json, write_jsonl
+from prefdistill.io import Example, group_of, is_main_process, text_key, wait_for_everyone, write_json, write_jsonl
 from prefdistill.methods import resolve_method, warmup_method
 from prefdistill.models.hf import pick_device
 from prefdistill.progress import stage_bar
@@ -38,17 +38,31 @@ def stage_reward(art: Artifacts) -> bool:
         print("[prefdistill] reward: judge.kind is not 'trained'; nothing to train", flush=True)
         return False
     heldout = resolved_eval_judge(cfg) == "heldout"
-    done = folder.judge_metrics(HELDOUT if heldout else "training")
-    if done.is_file() and folder.judge_metrics().is_file():
+    seeds = {"training": cfg.seed, **({HELDOUT: cfg.seed + cfg.eval_judge.seed_offset} if heldout else {})}
+    if judges.judges_current(folder, cfg.reward, seeds):  # trained, and with this recipe: a changed one retrains
         return False
     s, device = art.splits, str(pick_device("auto"))
+    generated = initial_student_answers(art, s["sft"] + s["distill"] + s["validation"])
     with stage_bar("reward", total=1, unit="stage"):
         if heldout:
             judges.train_judges(s["sft"] + s["distill"], s["validation"], cfg.reward, folder, seed=cfg.seed,
-                                heldout_seed=cfg.seed + cfg.eval_judge.seed_offset, device=device)
+                                heldout_seed=seeds[HELDOUT], device=device, generated=generated)
         else:
-            judges.train_reward_model(s["sft"] + s["distill"], s["validation"], cfg.reward, folder.judge_dir(), cfg.seed, device=device)
+            judges.train_reward_model(s["sft"] + s["distill"], s["validation"], cfg.reward, folder.judge_dir(), cfg.seed,
+                                      device=device, generated=generated)
     return True
+
+
+def initial_student_answers(art: Artifacts, examples: list[Example]) -> dict[str, str] | None:
+    """The untrained student's answers (eval.sampling, as its test row) to the reward data's prompts, by text_key(prompt):
+    the "student_init" negatives (RUN/samples/student_init); None when reward.negatives does not list them."""
+    if "student_init" not in art.cfg.reward.negatives:
+        return None
+    unique = list({text_key(e.prompt): e for e in examples}.values())  # one answer per prompt (multi-reference rows)
+    result = art.sample("student", None, unique, art.cfg.eval.sampling, art.folder.samples("student_init"),
+                        seed=art.cfg.seed, desc="reward negatives: initial student")
+    result.require_all("the initial student's answers (reward.negatives: student_init)")
+    return {text_key(e.prompt): result.samples[e.id][0] for e in unique}
 
 
 def stage_sft(art: Artifacts) -> bool:
