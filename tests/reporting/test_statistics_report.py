@@ -56,3 +56,9 @@ def test_old_results_render_the_win_rate_limit_only(tmp_path):
 def test_figures_need_their_data(tmp_path):
     assert plot_forest({"rows": []}, tmp_path / "f.png") is None
     assert plot_head_to_head({"head_to_head_matrix": {"rates": [[50]], "labels": ["a"]}}, tmp_path / "h.png") is None
+
+
+def test_forest_draws_an_interval_that_misses_its_point(tmp_path):
+    """A percentile interval on few groups can lie beside its estimate; the plot clips the error bar instead of failing."""
+    odd = {"rows": [{"name": "kd", "label": "KD", "vs_sft": _d(3.0, 3.5, 9.0)}]}
+    assert plot_forest(odd, tmp_path / "f.png").read_bytes()[:8] == PNG_MAGIC

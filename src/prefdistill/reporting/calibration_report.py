@@ -68,7 +68,7 @@ def plot_calibration(rows: dict[str, dict], summary: dict, path) -> Path | None:
             m = r["calibration"].get(key) or {}
             v, ci = number(m.get("value")), ci_bounds(m.get("ci"))
             if v is not None:
-                err = [[v - ci[0]], [ci[1] - v]] if ci else None
+                err = [[max(0.0, v - ci[0])], [max(0.0, ci[1] - v)]] if ci else None  # a percentile CI may miss v
                 ax.errorbar([v], [y], xerr=err, marker="o", capsize=3, color=f"C{y % 10}")
         for j, (x, name) in enumerate(marks[key]):
             if x is not None:

@@ -85,8 +85,8 @@ def plot_forest(results: dict, path) -> Path | None:
                 ci = ci_bounds(d.get("ci")) if d else None
                 if d is None or ci is None:
                     continue
-                y = i + (0.15 if j else -0.15)
-                ax.errorbar([d["diff"]], [y], xerr=[[d["diff"] - ci[0]], [ci[1] - d["diff"]]], fmt="o" if j == 0 else "s",
+                y = i + (0.15 if j else -0.15)  # a percentile interval may miss its point estimate on few groups: clipped
+                ax.errorbar([d["diff"]], [y], xerr=[[max(0.0, d["diff"] - ci[0])], [max(0.0, ci[1] - d["diff"])]], fmt="o" if j == 0 else "s",
                             color=f"C{j}", capsize=2, markersize=4, label=f"vs {baseline}" if i == 0 else None)
         ax.axvline(0.0, color="0.4", lw=0.8, ls="--")
         ax.set_yticks(range(len(rows)), [row_label(r.get("name", "?"), r) for r in rows] if k == 0 else [""] * len(rows))
