@@ -151,8 +151,19 @@ class Choice:
         return cls(dict(d["setting"]), d["step"], d["val"])
 
 
+class FlatRecord:
+    """A dataclass whose JSON file is its fields as they are: `to_json` is `dataclasses.asdict`, `from_json` its inverse."""
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict):
+        return cls(**d)
+
+
 @dataclass(frozen=True)
-class CandidateSet:
+class CandidateSet(FlatRecord):
     """The calibration candidates (RUN/bench/calibration/candidates.json): per test prompt, the teacher's and the SFT
     student's samples, empty and repeated ones dropped, graded once by the evaluation judge (`bench.calibration`)."""
 
@@ -164,16 +175,9 @@ class CandidateSet:
     judge_scores: list[list[float]]  # per candidate, the evaluation judge's score
     reference_scores: list[float]  # per prompt, the evaluation judge's score of its reference
 
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> "CandidateSet":
-        return cls(**d)
-
 
 @dataclass(frozen=True)
-class CandidateScores:
+class CandidateScores(FlatRecord):
     """One model's length-normalised log-likelihood of every candidate: RUN/bench/calibration/ROW.json for a base row,
     RUN/bench/runs/KEY/calibration_stepN.json for a tested job."""
 
@@ -181,13 +185,6 @@ class CandidateScores:
     scores: list[list[float]] | None  # per prompt, per candidate: log q(y|x) / |y| (None: the model cannot score text)
     wall_s: float  # loading the model and scoring
     unavailable: str | None = None  # why `scores` is None
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> "CandidateScores":
-        return cls(**d)
 
 
 @dataclass(frozen=True)
