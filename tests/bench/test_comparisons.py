@@ -65,3 +65,14 @@ def test_detection_by_statistic_reads_each_comparison(outcomes):
 def test_detection_without_comparisons_is_none():
     limits = detection_by_statistic([{"name": "a"}])
     assert limits["win_rate"]["vs_sft"] is None and limits["most_sensitive"] is None
+
+
+def test_an_interval_of_float_noise_has_no_signal_to_noise_ratio():
+    """Rows whose outputs are the same texts differ by float noise (1e-6 points): no ratio, so no 'most sensitive'."""
+    rows = [{"name": "a", "vs_sft": {"diff": 2e-6, "half_width": 1e-6}, "vs_seqkd": None},
+            {"name": "b", "vs_sft": {"diff": 3e-6, "half_width": 2e-6}, "vs_seqkd": None}]
+    limits = detection_by_statistic(rows)
+    assert limits["win_rate"]["vs_sft"]["n"] == 2  # the limits are still reported (about 0)
+    assert "win_rate" not in limits["signal_to_noise"] and limits["most_sensitive"] is None
+    rows[1]["vs_sft"]["half_width"] = 2.0
+    assert detection_by_statistic(rows)["signal_to_noise"]["win_rate"] == pytest.approx(3e-6 / 2.0)

@@ -250,7 +250,9 @@ def test_a_method_that_reads_only_prompts_skips_the_sampling(tiny_assets, tmp_pa
     assert pipe.artifacts.consumed() == {"prompts"}
     pipe.run(["reward", "sft", "pairs", "distill"])
     run = pipe.run_dir
-    assert not (run / "pairs" / "pairs.jsonl").exists() and not (run / "samples").exists()
+    assert not (run / "pairs" / "pairs.jsonl").exists()
+    # the only samples are the reward stage's "student_init" negatives, none for distillation
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["student_init"]
     assert (run / "checkpoints" / "student_distill" / "prefdistill_checkpoint.json").is_file()
     rows = pipe.artifacts.training_data(pipe.artifacts.methods[0]).rows
     assert [r["prompt"] for r in rows] == [e.prompt for e in pipe.artifacts.splits["distill"]]

@@ -31,6 +31,9 @@ STATISTICS = ("win_rate", "soft_win_rate", "head_to_head")
 COMPARISON_KEYS = {"win_rate": ("vs_{}", "diff", 0.0), "soft_win_rate": ("soft_vs_{}", "diff", 0.0),
                    "head_to_head": ("head_to_head.vs_{}", "rate", 50.0)}
 BASELINES = (("sft", SFT), ("seqkd", None))
+# an interval narrower than this (points) compares outputs that are the same texts: its width is float noise from
+# scoring them in other batches or threads, and its effect / width ratio means nothing
+NOISE_FLOOR = 1e-3
 
 
 def _comparison(row: dict, statistic: str, baseline: str) -> dict | None:
@@ -90,7 +93,7 @@ def detection_by_statistic(rows: list[dict]) -> dict:
         for suffix, _ in BASELINES:
             found = [c for c in (_comparison(r, statistic, suffix) for r in rows) if isinstance(c, dict)]
             out[statistic][f"vs_{suffix}"] = detection_limit([c["half_width"] for c in found]) if found else None
-            ratios += [abs(c[field] - null) / c["half_width"] for c in found if c["half_width"] > 0]
+            ratios += [abs(c[field] - null) / c["half_width"] for c in found if c["half_width"] > NOISE_FLOOR]
         if ratios:
             snr[statistic] = float(np.median(ratios))
     out["signal_to_noise"] = snr
