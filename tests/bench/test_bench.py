@@ -393,6 +393,10 @@ def test_tiny_bench_results_shape(tiny_bench):
     assert set(results["teacher_gap"]) >= {"diff", "ci"} and len(results["teacher_gap"]["ci"]) == 2
     assert results["teacher_gap_validation"]["ignored"] is True and results["teacher_gap_validation"]["passed"] is False
     assert results["judges"]["eval"]["name"] == "heldout" and results["judges"]["training"]["name"] == "trained"
+    # every shared part is timed, once each (the gap check ran in the stopped run and is not redone here)
+    assert set(results["timings_s"]) >= {"reward", "sft", "gap_check", "pairs", "calibration_candidates",
+                                         "validation_reference", "base_test_rows"}
+    assert all(v >= 0 for v in results["timings_s"].values())
     for row in rows:
         assert 0 <= row["win_rate"] <= 100 and row["seeds"] == 2 and len(row["per_seed_win_rate"]) == 2
         assert set(row["vs_sft"]) >= {"diff", "ci"} and len(row["vs_sft"]["ci"]) == 2

@@ -71,3 +71,21 @@ def test_score_normalised_is_mean_token_logp(tiny_assets):
     total = lm.score(["the model"], ["learns data"], normalize=False)[0]
     mean = lm.score(["the model"], ["learns data"], normalize=True)[0]
     assert mean == pytest.approx(total / 3, rel=1e-5)  # two words + EOS
+
+
+@pytest.mark.parametrize("role", ["teacher", "student"])  # a plain prompt and a chat-formatted one
+@pytest.mark.parametrize("chunk", [0, 3])  # the whole logits, and the head three positions at a time
+def test_score_groups_is_score_with_each_prompt_run_once(tiny_assets, role, chunk):
+    """Groups of unequal sizes (one larger than the batch, one empty, an empty completion): each number equals `score`'s
+    of the same prompt and completion, totals and means."""
+    lm = LocalLM.load(ModelConfig(name_or_path=str(tiny_assets[role])))
+    lm.model.eval()
+    lm.logits_chunk = chunk
+    prompts = ["the model learns", "a much longer prompt about the data and the model", "x"]
+    groups = [["data", "the data is", "", "model model model"], [f"word {i} of the data" for i in range(11)], []]
+    for normalize in (False, True):
+        grouped = lm.score_groups(prompts, groups, normalize=normalize, batch_size=4)
+        assert [len(g) for g in grouped] == [4, 11, 0]
+        flat = lm.score([p for p, g in zip(prompts, groups) for _ in g], [c for g in groups for c in g], normalize=normalize)
+        assert [s for g in grouped for s in g] == pytest.approx(flat, abs=1e-4, rel=1e-5)
+    assert grouped[0][0] != pytest.approx(grouped[0][3], abs=1e-3)  # not one number for every completion

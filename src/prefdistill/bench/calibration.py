@@ -122,7 +122,10 @@ def candidate_set(bench) -> CandidateSet | None:
 
 # ----------------------------------------------------------------------------- every row's scores
 def score_candidates(lm, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
-    """`lm`'s length-normalised log-likelihood of each prompt's candidates, prompt by prompt (forward passes only)."""
+    """`lm`'s length-normalised log-likelihood of each prompt's candidates (forward passes only): each prompt once for
+    all its candidates where the backend shares a prompt's cache (`score_groups`), else prompt and candidate together."""
+    if hasattr(lm, "score_groups"):
+        return lm.score_groups(prompts, candidates, normalize=True)
     flat = lm.score([p for p, cs in zip(prompts, candidates) for _ in cs], [c for cs in candidates for c in cs],
                     normalize=True) if any(candidates) else []
     return split(list(flat), [len(cs) for cs in candidates])

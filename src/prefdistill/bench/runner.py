@@ -134,9 +134,12 @@ class Bench:
             self.pipe.run(["reward", "sft"])
             gap = self.check_gap()
             self.pipe.run(["pairs"])
-            calibration.prepare(self)  # the calibration candidates, graded, and the base rows' scores of them
+            timed = self.art.folder.timed  # each shared part's wall time in RUN/timings.json, as the stages'
+            timed("calibration_candidates", lambda: calibration.prepare(self))  # sampled, graded, scored by the base rows
             write_json(self.paths.report_file("bench.json"), dataclasses.asdict(self.bench))  # the bench's own settings
-            val_reference = {row: self.val_scores(self.val_generations(row)) for row in ("student_init", "student_sft")}
+            val_reference = {}
+            timed("validation_reference", lambda: val_reference.update(
+                {row: self.val_scores(self.val_generations(row)) for row in ("student_init", "student_sft")}))
             write_json(self.paths.report_file("shared.json"), {"gap_validation": gap, "val_reference": val_reference})
         return gap, val_reference
 
@@ -156,19 +159,20 @@ class Bench:
         finally:
             claim.release()
 
+    def measure_gap(self) -> dict:
+        val = self.art.splits["validation"]  # all of it: the gap decides whether the bench runs at all
+        wins = {row: self.val_wins(self.val_generations(row, val), val) for row in ("teacher", "student_sft")}
+        groups = [group_of(e) for e in val]  # the interval resamples whole groups (a paper's prompts together)
+        gap = paired_difference(wins["teacher"], wins["student_sft"], n_boot=self.cfg.eval.n_bootstrap, seed=self.cfg.seed,
+                                groups=groups)
+        return {**gap, "resampled": resampled(len(val), groups)}
+
     def check_gap(self) -> dict:
         """Teacher − SFT student on validation (paired win-rate difference, points); stop when it shows no real gap."""
         path = self.paths.gap
-        if path.is_file():
-            gap = read_json(path)
-        else:
-            val = self.art.splits["validation"]  # all of it: the gap decides whether the bench runs at all
-            wins = {row: self.val_wins(self.val_generations(row, val), val) for row in ("teacher", "student_sft")}
-            groups = [group_of(e) for e in val]  # the interval resamples whole groups (a paper's prompts together)
-            gap = paired_difference(wins["teacher"], wins["student_sft"], n_boot=self.cfg.eval.n_bootstrap, seed=self.cfg.seed,
-                                    groups=groups)
-            gap = {**gap, "resampled": resampled(len(val), groups)}
-            write_json(path, gap)
+        if not path.is_file():
+            self.art.folder.timed("gap_check", lambda: write_json(path, self.measure_gap()))
+        gap = read_json(path)
         floor = self.bench.gap_floor
         passed = gap["ci"][0] > 0 and gap["diff"] >= floor
         unit = f" in {gap['groups']} groups" if "groups" in gap else " (resampled one by one: an old file)"
@@ -364,7 +368,8 @@ class Bench:
         """Everything `bench.numbers.summarize` needs, judged here: no model or judge runs there."""
         test = self.art.splits["test"]
         prompts, refs = [e.prompt for e in test], [e.target for e in test]
-        base = {row: self.art.row_generations(row) for row in BASE_ROWS}
+        base = {}
+        self.art.folder.timed("base_test_rows", lambda: base.update({row: self.art.row_generations(row) for row in BASE_ROWS}))
         load = lambda j: JobResult.from_json(read_json(self.paths.result(j.key)))  # noqa: E731
         tests = {j.key: self.test_result(j, chosen[j.entry]["step"]) for j in jobs}  # trains a job whose result was lost
         runs = {j.key: load(j) for j in jobs}

@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 
 from prefdistill.io import atomic_write_text
+from prefdistill.reporting.bench_verdict import calibration_console, statistics_console
 from prefdistill.reporting.calibration_report import calibration_section
 from prefdistill.reporting.common import (DASH, ci_bounds, fmt, fmt_diff, fmt_rate, in_groups, md_table, new_figure, number, row_label,
                                           save_figure)
@@ -372,6 +373,7 @@ def write_bench_report(folder: Path, results: dict) -> Path:
 
 
 def console_summary(results: dict) -> str:
-    """The table as aligned text, then the teacher gap, the detection limit and the orderings."""
-    extra = [_gap_line(results)] + detection_lines(results) + _ordering_lines(results) + judge_check_console(results)
+    """The table as aligned text, then the teacher gap, the three statistics, calibration, detection limits, orderings."""
+    extra = ([_gap_line(results)] + statistics_console(results) + calibration_console(results) + detection_lines(results)
+             + _ordering_lines(results) + judge_check_console(results))
     return console_table(table_view(results)) + "\n\n" + "\n".join(x for x in extra if x)

@@ -18,7 +18,7 @@ NAMES = {"win_rate": "win rate vs reference", "soft_win_rate": "soft win rate", 
 BASELINES = (("sft", "SFT"), ("seqkd", "SeqKD"))
 
 
-def _comparison(row: dict, statistic: str, suffix: str) -> dict | None:
+def comparison(row: dict, statistic: str, suffix: str) -> dict | None:
     """The row's comparison on a statistic against a baseline, as {"diff", "ci"} in points (head-to-head: rate − 50)."""
     if statistic == "head_to_head":
         h = (row.get("head_to_head") or {}).get(f"vs_{suffix}")
@@ -73,7 +73,7 @@ def detection_lines(results: dict) -> list[str]:
 def plot_forest(results: dict, path) -> Path | None:
     """Every method's paired differences against SFT and SeqKD, one panel per statistic (head-to-head as rate − 50)."""
     rows = [r for r in results.get("rows") or [] if isinstance(r, dict)]
-    panels = [s for s in NAMES if any(_comparison(r, s, b) for r in rows for b, _ in BASELINES)]
+    panels = [s for s in NAMES if any(comparison(r, s, b) for r in rows for b, _ in BASELINES)]
     if not panels:
         return None
     fig = new_figure(4.2 * len(panels), 0.45 * len(rows) + 1.6)
@@ -81,7 +81,7 @@ def plot_forest(results: dict, path) -> Path | None:
         ax = fig.add_subplot(1, len(panels), k + 1)
         for j, (suffix, baseline) in enumerate(BASELINES):
             for i, r in enumerate(rows):
-                d = _comparison(r, statistic, suffix)
+                d = comparison(r, statistic, suffix)
                 ci = ci_bounds(d.get("ci")) if d else None
                 if d is None or ci is None:
                     continue
