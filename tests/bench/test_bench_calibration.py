@@ -63,13 +63,18 @@ def test_every_row_carries_its_calibration_with_intervals_and_paired_differences
     base, (plad, seqkd) = results["base_rows"], results["rows"]
     teacher, init, sft = (base[r]["calibration"] for r in ("teacher", "student_init", "student_sft"))
     for row in (teacher, init, sft, plad["calibration"], seqkd["calibration"]):
-        assert set(row) == {"pairwise_accuracy", "kendall_tau", "rerank_win_rate", "seeds", "vs_sft", "vs_seqkd"}
+        assert set(row) == {"pairwise_accuracy", "within_source_accuracy", "cross_source_accuracy", "kendall_tau",
+                            "rerank_win_rate", "seeds", "vs_sft", "vs_seqkd"}
         for m in ("pairwise_accuracy", "kendall_tau", "rerank_win_rate"):
             assert row[m]["ci"][0] <= row[m]["value"] <= row[m]["ci"][1]
         assert row["pairwise_accuracy"]["n"] == 3 and row["rerank_win_rate"]["n"] == 4  # the all-tied prompt ranks nothing
     assert (teacher["pairwise_accuracy"]["value"], teacher["kendall_tau"]["value"]) == (100.0, pytest.approx(1.0))
     assert (init["pairwise_accuracy"]["value"], init["kendall_tau"]["value"]) == (0.0, pytest.approx(-1.0))
     assert (sft["pairwise_accuracy"]["value"], sft["kendall_tau"]["value"]) == (50.0, 0.0)
+    # sources (teacher, teacher, student): one pair within the teacher's samples, two across, per ranked prompt
+    assert (teacher["within_source_accuracy"]["value"], teacher["cross_source_accuracy"]["value"]) == (100.0, 100.0)
+    assert (init["within_source_accuracy"]["value"], init["cross_source_accuracy"]["value"]) == (0.0, 0.0)
+    assert teacher["within_source_accuracy"]["n"] == 3 and plad["calibration"]["vs_sft"]["cross_source_accuracy"]["diff"] == pytest.approx(50.0)
     # Re-ranking: the judge's best wins on the three ranked prompts and everything ties a reference at 0.5 on the last
     # (1 of 1); the reversed order picks the worst (0 on three, 1 on the last); all tied averages (1/3 each, then 1).
     assert teacher["rerank_win_rate"]["value"] == 100.0 and init["rerank_win_rate"]["value"] == 25.0
@@ -85,7 +90,7 @@ def test_every_row_carries_its_calibration_with_intervals_and_paired_differences
     assert summary["teacher_share"] == pytest.approx(2 / 3) and summary["oracle_rerank_win_rate"]["value"] == 100.0
     assert results["phases_wall_s"]["plad"]["calibration"] == 0.4
     report = build_bench_report(tmp_path / "report", results)
-    assert "## Calibration (PLaD's claim)" in report and "| TEACHER | 100.0 [100.0, 100.0] | 1.00 [1.00, 1.00] |" in report
+    assert "## Calibration (PLaD's claim)" in report and "| TEACHER | 100.0 [100.0, 100.0] | 100.0 [100.0, 100.0] | 100.0 [100.0, 100.0] | 1.00 [1.00, 1.00] |" in report
     assert (tmp_path / "report" / "plots" / "calibration.png").stat().st_size > 1000
     json.dumps(results)
 

@@ -161,3 +161,27 @@ def test_paired_differences_keep_the_prompts_both_sides_define_and_scale_tau():
     same = calibration_difference(b, b, n_boot=100, groups=groups)
     assert same["pairwise_accuracy"]["diff"] == 0.0 and same["pairwise_accuracy"]["ci"] == [0.0, 0.0]
     assert calibration_difference({"kendall_tau": np.full((1, 2), np.nan)}, {"kendall_tau": np.zeros((1, 2))}) == {"kendall_tau": None}
+
+
+def test_accuracy_within_and_across_sources_by_hand():
+    """Two teacher samples (t1, t2) and two student samples (s1, s2). The judge: t1 > t2 > s1 > s2. The model prefers its
+    own samples (s2 > s1 > t1 > t2): across sources it is wrong on all 4 pairs, within a source right on t1-t2, wrong on
+    s1-s2; all 6 pairs: 1 of 6 right."""
+    judge, model = [4.0, 3.0, 2.0, 1.0], [2.0, 1.0, 3.0, 4.0]
+    sources = [["teacher", "teacher", "student", "student"]]
+    out = per_prompt([model], [judge], [0.0], sources=sources)
+    assert out["pairwise_accuracy"][0] == pytest.approx(1 / 6)
+    assert out["within_source_accuracy"][0] == pytest.approx(1 / 2)
+    assert out["cross_source_accuracy"][0] == pytest.approx(0.0)
+    assert pairwise_accuracy(model, judge, pairs=np.array([True, False, False, False, False, False])) == 1.0  # t1-t2 only
+    assert "within_source_accuracy" not in per_prompt([model], [judge], [0.0])  # without sources, the three measures
+
+
+def test_within_source_accuracy_is_undefined_without_a_same_source_pair_the_judge_orders():
+    one_each = per_prompt([[1.0, 2.0]], [[2.0, 1.0]], [0.0], sources=[["teacher", "student"]])
+    assert math.isnan(one_each["within_source_accuracy"][0]) and one_each["cross_source_accuracy"][0] == 0.0
+    tied = per_prompt([[1.0, 2.0, 3.0]], [[1.0, 1.0, 2.0]], [0.0], sources=[["teacher", "teacher", "student"]])
+    assert math.isnan(tied["within_source_accuracy"][0])  # the only same-source pair is tied by the judge
+    assert tied["cross_source_accuracy"][0] == 1.0
+    with pytest.raises(ValueError, match="of sources"):
+        per_prompt([[1.0, 2.0]], [[2.0, 1.0]], [0.0], sources=[])

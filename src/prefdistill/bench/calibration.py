@@ -34,7 +34,8 @@ from prefdistill.bench.records import Calibration, CandidateScores, CandidateSet
 from prefdistill.config.eval_rows import BASE_ROWS
 from prefdistill.config.schema import BenchConfig, RunConfig, SamplingConfig
 from prefdistill.errors import ConfigError
-from prefdistill.evaluation.calibration import METRICS, calibration_difference, calibration_summary, per_prompt
+from prefdistill.evaluation.calibration import (METRICS, SOURCE_METRICS, calibration_difference, calibration_summary,
+                                                per_prompt)
 from prefdistill.io import read_json, write_json
 
 CLAIM = "calibration"  # the claim the candidates and the base rows' scores are made under
@@ -201,8 +202,8 @@ def _values(cands: CandidateSet, records: list[CandidateScores | None]) -> dict[
     """{metric: (S, N)} of S seeds' scores of the candidates; None when a seed has none."""
     if not records or any(r is None or r.scores is None for r in records):
         return None
-    each = [per_prompt(r.scores, cands.judge_scores, cands.reference_scores) for r in records]
-    return {m: np.stack([v[m] for v in each]) for m in METRICS}
+    each = [per_prompt(r.scores, cands.judge_scores, cands.reference_scores, sources=cands.sources) for r in records]
+    return {m: np.stack([v[m] for v in each]) for m in (*METRICS, *SOURCE_METRICS)}
 
 
 def _numbers(mine: dict | None, others: dict[str, dict | None], opts: dict) -> dict | None:

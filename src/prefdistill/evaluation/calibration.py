@@ -4,6 +4,7 @@
     tau = kendall_tau(model_scores, judge_scores)                    # Kendall's τ-b in [-1, 1], or nan
     win = rerank_outcome(model_scores, judge_scores, reference)      # 1 / ½ / 0 (averaged over tied tops)
     values = per_prompt(model, judge, references)                    # {metric: (N,)} over N prompts' candidate sets
+    per_prompt(model, judge, references, sources=sources)            # + accuracy within and across the candidates' sources
     row = calibration_summary({metric: (S, N)}, groups=groups)       # each metric's value and 95% interval
     d = calibration_difference(mine, sft, groups=groups)             # paired, each side's seeds resampled
 
@@ -39,7 +40,9 @@ import numpy as np
 from prefdistill.evaluation.bootstrap import bootstrap_ci, paired_difference_seeds
 
 METRICS = ("pairwise_accuracy", "kendall_tau", "rerank_win_rate")
-SCALE = {"pairwise_accuracy": 100.0, "kendall_tau": 1.0, "rerank_win_rate": 100.0}  # reported ×100 (points), τ as it is
+SOURCE_METRICS = ("within_source_accuracy", "cross_source_accuracy")  # per_prompt(..., sources=...)
+SCALE = {"pairwise_accuracy": 100.0, "kendall_tau": 1.0, "rerank_win_rate": 100.0,  # reported ×100 (points), τ as it is
+         "within_source_accuracy": 100.0, "cross_source_accuracy": 100.0}
 TIE_TOL = 1e-6  # as metrics.pairwise_outcomes
 
 
@@ -67,13 +70,15 @@ def _signs(model_scores, judge_scores, tol: float) -> tuple[np.ndarray, np.ndarr
     return _pair_signs(m, tol), _pair_signs(j, tol)
 
 
-def pairwise_accuracy(model_scores: Sequence[float], judge_scores: Sequence[float], tie_tol: float = TIE_TOL) -> float:
+def pairwise_accuracy(model_scores: Sequence[float], judge_scores: Sequence[float], tie_tol: float = TIE_TOL,
+                      pairs: np.ndarray | None = None) -> float:
     """Share of candidate pairs with distinct judge scores that the model orders alike (model ties ½); nan without one.
 
-    model_scores, judge_scores: (K,) one prompt's candidates, by the model (ℓ) and by the judge.
+    model_scores, judge_scores: (K,) one prompt's candidates, by the model (ℓ) and by the judge; pairs:
+    (K(K−1)/2,) bool over the pairs i < j (`np.triu_indices` order), the ones to count (None: all).
     """
     sm, sj = _signs(model_scores, judge_scores, tie_tol)
-    told = sj != 0  # (P,) the pairs the judge orders
+    told = (sj != 0) & (True if pairs is None else np.asarray(pairs, dtype=bool))  # (P,) the pairs the judge orders
     if not told.any():
         return float("nan")
     agree = np.where(sm[told] == 0, 0.5, (sm[told] == sj[told]).astype(np.float64))
@@ -113,17 +118,35 @@ def rerank_outcome(model_scores: Sequence[float], judge_scores: Sequence[float],
     return float(np.where(np.abs(d) <= tie_tol, 0.5, (d > 0).astype(np.float64)).mean())
 
 
+def same_source_pairs(sources: Sequence[str]) -> np.ndarray:
+    """(K(K−1)/2,) bool over one prompt's candidate pairs i < j: True where both come from the same model."""
+    i, j = np.triu_indices(len(sources), k=1)
+    src = np.asarray(list(sources), dtype=object)
+    return src[i] == src[j]
+
+
 def per_prompt(model: Sequence[Sequence[float]], judge: Sequence[Sequence[float]], references: Sequence[float],
-               tie_tol: float = TIE_TOL) -> dict[str, np.ndarray]:
+               tie_tol: float = TIE_TOL, sources: Sequence[Sequence[str]] | None = None) -> dict[str, np.ndarray]:
     """{metric: (N,)} over N prompts: model[i], judge[i] are prompt i's K_i candidates' scores (K_i may differ),
-    references[i] the judge's score of its reference; nan where a metric is undefined (see the module docstring)."""
-    if not len(model) == len(judge) == len(references):
+    references[i] the judge's score of its reference; nan where a metric is undefined (see the module docstring).
+
+    sources (N lists of K_i names of the model each candidate came from) adds the pairwise accuracy split in
+    two (SOURCE_METRICS): over the pairs of one source's samples, and over the pairs across sources. A model's
+    likelihood favours its own samples, so the second measures mostly whose sample it is (PLaD trains exactly
+    that order, teacher ≻ student); the first is whether ℓ ranks like the judge among comparable texts.
+    """
+    if not len(model) == len(judge) == len(references) == (len(model) if sources is None else len(sources)):
         raise ValueError(f"per_prompt: {len(model)} prompts of model scores, {len(judge)} of judge scores, "
-                         f"{len(references)} references")
+                         f"{len(references)} references" + ("" if sources is None else f", {len(sources)} of sources"))
     rows = [(pairwise_accuracy(m, j, tie_tol), kendall_tau(m, j, tie_tol), rerank_outcome(m, j, r, tie_tol))
             for m, j, r in zip(model, judge, references)]
     table = np.array(rows, dtype=np.float64).reshape(len(rows), len(METRICS))  # (N, 3)
-    return {name: table[:, k] for k, name in enumerate(METRICS)}
+    out = {name: table[:, k] for k, name in enumerate(METRICS)}
+    if sources is not None:
+        same = [same_source_pairs(s) for s in sources]
+        out["within_source_accuracy"] = np.array([pairwise_accuracy(m, j, tie_tol, pairs=k) for m, j, k in zip(model, judge, same)])
+        out["cross_source_accuracy"] = np.array([pairwise_accuracy(m, j, tie_tol, pairs=~k) for m, j, k in zip(model, judge, same)])
+    return out
 
 
 def _defined(*arrays: np.ndarray) -> np.ndarray:

@@ -11,9 +11,11 @@ from pathlib import Path
 
 from prefdistill.reporting.common import DASH, ci_bounds, fmt, md_table, new_figure, number, row_label, save_figure
 
-MEASURES = (("pairwise_accuracy", "Pairwise accuracy (%)", 1), ("kendall_tau", "Kendall τ-b", 2),
+MEASURES = (("pairwise_accuracy", "Pairwise accuracy (%)", 1), ("within_source_accuracy", "…within a source (%)", 1),
+            ("cross_source_accuracy", "…across sources (%)", 1), ("kendall_tau", "Kendall τ-b", 2),
             ("rerank_win_rate", "Re-rank win rate (%)", 1))  # (key, header, decimals)
-SHORT = {"pairwise_accuracy": "accuracy", "kendall_tau": "τ", "rerank_win_rate": "re-rank"}  # the differences' headers
+SHORT = {"pairwise_accuracy": "accuracy", "within_source_accuracy": "within", "cross_source_accuracy": "across",
+         "kendall_tau": "τ", "rerank_win_rate": "re-rank"}  # the differences' headers
 BASELINES = (("vs_sft", "SFT"), ("vs_seqkd", "SeqKD"))
 
 
@@ -54,16 +56,19 @@ def difference_table(rows: dict[str, dict]) -> str:
 
 
 def plot_calibration(rows: dict[str, dict], summary: dict, path) -> Path | None:
-    """Pairwise accuracy and re-rank win rate per row with 95% intervals; chance and the judge's own pick dashed."""
+    """Pairwise accuracy (all pairs, within a source) and re-rank win rate per row with 95% intervals; chance and the
+    judge's own pick dashed."""
     if not rows:
         return None
-    fig = new_figure(10.0, 0.9 + 0.35 * len(rows))
     labels = [row_label(k, r) for k, r in rows.items()]
     picks = (("random_rerank_win_rate", "random pick"), ("oracle_rerank_win_rate", "judge's pick"))
-    marks = {"pairwise_accuracy": [(50.0, "chance")],
+    marks = {"pairwise_accuracy": [(50.0, "chance")], "within_source_accuracy": [(50.0, "chance")],
              "rerank_win_rate": [(number((summary.get(k) or {}).get("value")), name) for k, name in picks]}
-    for i, (key, header, _) in enumerate(m for m in MEASURES if m[0] in marks):
-        ax = fig.add_subplot(1, 2, i + 1)
+    panels = [m for m in MEASURES if m[0] in marks and any((r["calibration"].get(m[0]) or {}).get("value") is not None
+                                                           for r in rows.values())]
+    fig = new_figure(4.0 * len(panels) + 2.0, 0.9 + 0.35 * len(rows))
+    for i, (key, header, _) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
         for y, r in enumerate(rows.values()):
             m = r["calibration"].get(key) or {}
             v, ci = number(m.get("value")), ci_bounds(m.get("ci"))
@@ -100,7 +105,9 @@ def calibration_section(results: dict, plots: Path) -> list[str]:
     out = ["## Calibration (PLaD's claim)", "", _candidates_line(summary), "",
            "Each row scores every candidate by its length-normalised log-likelihood log q(y|x)/|y|. Pairwise accuracy: of "
            "the candidate pairs the judge orders, the share the likelihood orders alike (ties ½; chance 50%). Kendall τ-b: "
-           "the rank correlation of the two orders (chance 0). Re-rank win rate: the judge's win rate against the reference "
+           "the rank correlation of the two orders (chance 0). Within a source: the accuracy over pairs of two teacher "
+           "samples or two student samples; across sources: over a teacher sample against a student sample, where a "
+           "model's likelihood mostly says whose sample it is (its own higher), the order PLaD trains. Re-rank win rate: the judge's win rate against the reference "
            f"of the candidate the likelihood ranks first; a random pick wins {_level(summary.get('random_rerank_win_rate'), 1)}, "
            f"the judge's own pick {_level(summary.get('oracle_rerank_win_rate'), 1)}. Method rows pool their seeds; intervals "
            "resample whole groups of prompts (and seeds).", "", level_table(rows), "",
