@@ -90,7 +90,7 @@ def test_base_config_is_merged_under_the_file(tmp_path):
     cfg = load_config(tmp_path / "child.yaml", ["seed=4"])
     assert (cfg.teacher.name_or_path, cfg.teacher.dtype, cfg.student.name_or_path, cfg.name, cfg.seed) == ("t2", "bfloat16", "s", "child", 4)
     packaged = load_config({"base": "demo", "name": "mine"})
-    assert packaged.teacher.name_or_path == "builtin:gemma3-270m" and packaged.name == "mine"
+    assert packaged.teacher.name_or_path == "builtin:smollm2-135m-instruct" and packaged.name == "mine"
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     with pytest.raises(ConfigError, match="includes itself"):
         load_config(tmp_path / "loop.yaml")
