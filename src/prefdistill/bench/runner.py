@@ -137,9 +137,8 @@ class Bench:
             timed = self.art.folder.timed  # each shared part's wall time in RUN/timings.json, as the stages'
             timed("calibration_candidates", lambda: calibration.prepare(self))  # sampled, graded, scored by the base rows
             write_json(self.paths.report_file("bench.json"), dataclasses.asdict(self.bench))  # the bench's own settings
-            val_reference = {}
-            timed("validation_reference", lambda: val_reference.update(
-                {row: self.val_scores(self.val_generations(row)) for row in ("student_init", "student_sft")}))
+            val_reference = timed("validation_reference", lambda: {row: self.val_scores(self.val_generations(row))
+                                                                   for row in ("student_init", "student_sft")})
             write_json(self.paths.report_file("shared.json"), {"gap_validation": gap, "val_reference": val_reference})
         return gap, val_reference
 
@@ -368,8 +367,7 @@ class Bench:
         """Everything `bench.numbers.summarize` needs, judged here: no model or judge runs there."""
         test = self.art.splits["test"]
         prompts, refs = [e.prompt for e in test], [e.target for e in test]
-        base = {}
-        self.art.folder.timed("base_test_rows", lambda: base.update({row: self.art.row_generations(row) for row in BASE_ROWS}))
+        base = self.art.folder.timed("base_test_rows", lambda: {row: self.art.row_generations(row) for row in BASE_ROWS})
         load = lambda j: JobResult.from_json(read_json(self.paths.result(j.key)))  # noqa: E731
         tests = {j.key: self.test_result(j, chosen[j.entry]["step"]) for j in jobs}  # trains a job whose result was lost
         runs = {j.key: load(j) for j in jobs}

@@ -8,8 +8,9 @@ Reads results.json as `prefdistill.bench.numbers.summarize` and `bench.compariso
 """
 from __future__ import annotations
 
+from prefdistill.reporting.calibration_report import calibrated_rows
 from prefdistill.reporting.common import ci_bounds, fmt, fmt_diff, number, row_label
-from prefdistill.reporting.statistics_report import BASELINES, NAMES, comparison
+from prefdistill.reporting.statistics_report import BASELINES, NAMES, comparison, h2h_cell
 
 TOL = 1e-9  # an interval end this close to 0 is 0 (bootstrap sums leave 1e-15)
 
@@ -22,31 +23,21 @@ def outcome(d: dict | None) -> str | None:
     return "better" if ci[0] > TOL else "worse" if ci[1] < -TOL else "not separable"
 
 
-def _h2h(row: dict, suffix: str) -> str:
-    d = comparison(row, "head_to_head", suffix)
-    ci = ci_bounds((d or {}).get("ci"))
-    if d is None or ci is None:
-        return "—"
-    return f"{d['rate']:.1f}% [{ci[0] + 50:.1f}, {ci[1] + 50:.1f}]"
-
-
 def statistics_console(results: dict) -> list[str]:
     out = []
     for row in (r for r in results.get("rows") or [] if isinstance(r, dict) and number(r.get("soft_win_rate")) is not None):
         ci = ci_bounds(row.get("soft_win_rate_ci"))
         level = fmt(row["soft_win_rate"], 1) + ("" if ci is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]")
-        parts = [f"Δ soft {fmt_diff(row.get(f'soft_vs_{s}'))}, head-to-head {_h2h(row, s)} vs {name}" for s, name in BASELINES
+        parts = [f"Δ soft {fmt_diff(row.get(f'soft_vs_{s}'))}, head-to-head {h2h_cell(row, s, '%')} vs {name}" for s, name in BASELINES
                  if row.get(f"soft_vs_{s}") is not None]
         out.append(f"{row_label(row.get('name', '?'), row)}: soft win rate {level}" + ("; " if parts else "") + "; ".join(parts))
     return out
 
 
 def calibration_console(results: dict) -> list[str]:
-    methods = {r["name"]: r for r in results.get("rows") or [] if isinstance(r, dict) and "name" in r}
-    rows = {**(results.get("base_rows") or {}), **methods}
     cells = []
-    for key, row in rows.items():
-        acc = ((row or {}).get("calibration") or {}).get("pairwise_accuracy")
+    for key, row in calibrated_rows(results).items():
+        acc = row["calibration"].get("pairwise_accuracy")
         if isinstance(acc, dict) and number(acc.get("value")) is not None:
             ci = ci_bounds(acc.get("ci"))
             cells.append(f"{row_label(key, row)} {acc['value']:.1f}" + ("" if ci is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]"))
@@ -63,7 +54,7 @@ def _against(row: dict, suffix: str, name: str) -> str:
     for statistic, label in NAMES.items():
         d = comparison(row, statistic, suffix)
         if d is not None and outcome(d):
-            value = _h2h(row, suffix) if statistic == "head_to_head" else fmt_diff(d)
+            value = h2h_cell(row, suffix, "%") if statistic == "head_to_head" else fmt_diff(d)
             parts.append(f"{label} {value} ({outcome(d)})")
     return f"{row_label(row.get('name', '?'), row)} against {name}: " + "; ".join(parts) + "." if parts else ""
 

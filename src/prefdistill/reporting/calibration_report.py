@@ -107,8 +107,9 @@ def calibration_section(results: dict, plots: Path) -> list[str]:
            "the candidate pairs the judge orders, the share the likelihood orders alike (ties ½; chance 50%). Kendall τ-b: "
            "the rank correlation of the two orders (chance 0). Within a source: the accuracy over pairs of two teacher "
            "samples or two student samples; across sources: over a teacher sample against a student sample, where a "
-           "model's likelihood mostly says whose sample it is (its own higher), the order PLaD trains. Re-rank win rate: the judge's win rate against the reference "
-           f"of the candidate the likelihood ranks first; a random pick wins {_level(summary.get('random_rerank_win_rate'), 1)}, "
+           "model's likelihood mostly says whose sample it is (its own higher), the order PLaD trains. Re-rank win rate: "
+           "the judge's win rate against the reference of the candidate the likelihood ranks first; a random pick wins "
+           f"{_level(summary.get('random_rerank_win_rate'), 1)}, "
            f"the judge's own pick {_level(summary.get('oracle_rerank_win_rate'), 1)}. Method rows pool their seeds; intervals "
            "resample whole groups of prompts (and seeds).", "", level_table(rows), "",
            "Paired differences on the same candidates (points; τ as is), groups drawn once for both sides, each side's seeds "

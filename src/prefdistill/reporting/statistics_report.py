@@ -30,12 +30,13 @@ def comparison(row: dict, statistic: str, suffix: str) -> dict | None:
     return d if isinstance(d, dict) else None
 
 
-def _h2h_cell(row: dict, suffix: str) -> str:
+def h2h_cell(row: dict, suffix: str, unit: str = "") -> str:
+    """The row's head-to-head rate against a baseline with its interval, "68.1 [52.8, 83.3]" (`unit` after the rate)."""
     h = (row.get("head_to_head") or {}).get(f"vs_{suffix}")
     if not isinstance(h, dict) or number(h.get("rate")) is None:
         return DASH
     ci = ci_bounds(h.get("ci"))
-    return fmt(h["rate"], 1) + ("" if ci is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]")
+    return fmt(h["rate"], 1) + unit + ("" if ci is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]")
 
 
 def statistics_table(results: dict) -> str:
@@ -43,7 +44,7 @@ def statistics_table(results: dict) -> str:
     header = ["Method", "Soft win rate"] + [f"{h} vs {b}" for b in ("SFT", "SeqKD")
                                            for h in ("Δ win rate", "Δ soft win rate", "Head-to-head (%)")]
     body = [[row_label(r.get("name", "?"), r), fmt(r.get("soft_win_rate"), 1)]
-            + [c for s, _ in BASELINES for c in (fmt_diff(r.get(f"vs_{s}")), fmt_diff(r.get(f"soft_vs_{s}")), _h2h_cell(r, s))]
+            + [c for s, _ in BASELINES for c in (fmt_diff(r.get(f"vs_{s}")), fmt_diff(r.get(f"soft_vs_{s}")), h2h_cell(r, s))]
             for r in rows]
     return md_table(header, body)
 

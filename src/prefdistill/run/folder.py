@@ -135,20 +135,22 @@ class RunFolder:
         if is_main_process():
             atomic_write_text(self.config, yaml.safe_dump(current, sort_keys=False))
 
-    def timed(self, stage: str, fn) -> None:
-        """Run fn; add its wall time to timings.json unless it found its output and did nothing (returned False).
+    def timed(self, stage: str, fn):
+        """Run fn and return what it returned; add its wall time to timings.json unless it found its output and did
+        nothing (returned False).
 
         Times add up over attempts, so a stage resumed after a crash reports all it cost.
         """
         t0 = time.time()
-        if fn() is False:
+        result = fn()
+        if result is False:
             print(f"[prefdistill] {stage}: output exists, skipped", flush=True)
-            return
-        if not is_main_process():
-            return
-        timings = self.timings()
-        timings[stage] = round(timings.get(stage, 0.0) + time.time() - t0, 1)
-        write_json(self.root / "timings.json", timings)
+            return result
+        if is_main_process():
+            timings = self.timings()
+            timings[stage] = round(timings.get(stage, 0.0) + time.time() - t0, 1)
+            write_json(self.root / "timings.json", timings)
+        return result
 
     def timings(self) -> dict[str, float]:
         path = self.root / "timings.json"
