@@ -5,6 +5,7 @@
 """
 from prefdistill.losses.bond import jeffreys_loss, kl_regularised_returns, leave_one_out_baseline, log_quantile_reward
 from prefdistill.losses.chunked import LMHead, chunked_positions
+from prefdistill.losses.cross_vocab import shared_outcomes
 from prefdistill.losses.divergences import (
     forward_kl,
     generalized_jsd,
@@ -30,7 +31,7 @@ from prefdistill.losses.topk import coarsen, topk_forward_kl
 from prefdistill.losses.wind import wind_kl_loss, wind_nce_loss, wind_squared_loss, wind_target_weights
 
 __all__ = [
-    "LMHead", "bradley_terry_loss", "chunked_positions", "coarsen", "dpkd_ipo_loss", "dpkd_loss", "forward_kl", "generalized_jsd", "generalized_jsd_from_log_probs",
+    "LMHead", "bradley_terry_loss", "shared_outcomes", "chunked_positions", "coarsen", "dpkd_ipo_loss", "dpkd_loss", "forward_kl", "generalized_jsd", "generalized_jsd_from_log_probs",
     "jeffreys_loss", "js_divergence", "js_from_log_probs", "kl_from_log_probs", "log_probs_pair",
     "kl_regularised_returns", "leave_one_out_baseline", "log_quantile_reward", "minillm_loss", "minillm_loss_from_log_probs", "minillm_loss_from_terms",
     "normalized_future_returns", "plad_margin_loss", "plad_rank_loss",

@@ -21,8 +21,9 @@ from prefdistill.config.typed import AT_LEAST_1, opt
 from prefdistill.data.pairs import PairRow, chosen_is_teacher, write_back
 from prefdistill.data.rows import field_of
 from prefdistill.errors import ConfigError
-from prefdistill.losses import coarsen, log_probs_pair
+from prefdistill.losses import coarsen, log_probs_pair, shared_outcomes
 from prefdistill.losses.chunked import chunked_positions, cut_vocab, side_vocab
+from prefdistill.models.alignment import AlignedTeacher
 from prefdistill.models.logprobs import (IGNORE_INDEX, completion_token_ids, masked_mean, pack_shared_prompt, per_token_logps,
                                          shared_prompt_logps)
 from prefdistill.signal.served import ServedTopk, served_topk
@@ -103,6 +104,52 @@ def paired_states(policy, teacher, prompts: list[str], ids: list[list[int]]):
     return cut_vocab(s, vocab), cut_vocab(t, vocab), labels, mask
 
 
+def aligned_states(policy, teacher: AlignedTeacher, prompts: list[str], ids: list[list[int]]):
+    """(student side with grad, teacher side gathered onto the student's positions, labels (B, C), completion mask (B, C),
+    paired (B, C) bool, stats): a teacher of another tokenizer on the same completion text (`prefdistill.models.alignment`).
+
+    The teacher reads each completion in its own tokens (`RowAlignment.teacher_ids`); its hidden states (or logits) at the
+    teacher position paired with each student position are moved there, so both sides line up position by position as in
+    `paired_states`. Student positions without a pair are False in `paired` (their teacher rows are placeholders).
+    Each side's vocabulary is cut to its tokenizer's (a padded output layer's extra rows are not tokens).
+    """
+    s, labels, mask = student_states(policy, prompts, ids)
+    rows = [teacher.bridge.align(row) for row in ids]
+    lm = teacher.model
+    t, _, t_mask = lm.teacher_states(prompts, [r.teacher_ids for r in rows], vocab=len(lm.tokenizer), chunk=logits_chunk(policy))
+    batch, width, t_width = labels.shape[0], labels.shape[1], t_mask.shape[1]
+    index = torch.zeros(batch, width, dtype=torch.long)
+    paired = torch.zeros(batch, width, dtype=torch.bool)
+    for b, (row, r) in enumerate(zip(ids, rows)):  # completions sit at the right edge of both batches
+        for j, i in r.pairs:
+            index[b, width - len(row) + j] = b * t_width + t_width - len(r.teacher_ids) + i
+            paired[b, width - len(row) + j] = True
+    x, head = t
+    gathered = x.flatten(0, 1).index_select(0, index.flatten().to(x.device)).view(batch, width, *x.shape[2:])
+    paired = paired.to(mask.device) & mask.bool()
+    stats = {"tokens_teacher_scored": float(t_mask.sum()), "tokens_aligned": float(paired.sum()),
+             "tokens_completion": float(mask.sum())}
+    return s, (gathered, head), labels, mask, paired, stats
+
+
+def aligned_terms(policy, teacher: AlignedTeacher, prompts: list[str], ids: list[list[int]], divergence, temperature: float,
+                  with_logps: bool) -> DistillTerms:
+    """`teacher_student_terms` for a teacher of another tokenizer: divergence(log q̄, log p̄) of both next-token distributions
+    over the shared tokens and a rest outcome (`shared_outcomes`) at the paired positions; the student's log-probs (a CE
+    term) at every completion position."""
+    s, t, labels, mask, paired, stats = aligned_states(policy, teacher, prompts, ids)
+    s_ids, t_ids = (torch.tensor(x, dtype=torch.long) for x in teacher.bridge.shared)
+
+    def terms(s_logits: torch.Tensor, t_logits: torch.Tensor, labels: torch.Tensor, on: torch.Tensor):
+        log_q, log_p = shared_outcomes(s_logits, t_logits, s_ids, t_ids, temperature=temperature)
+        values = (torch.where(on, divergence(log_q, log_p), 0.0),)
+        return values + (per_token_logps(s_logits, labels),) if with_logps else values
+
+    values = chunked_positions(terms, s, teacher=t, aligned=(labels, paired), chunk=logits_chunk(policy),
+                               active=(paired | mask.bool()) if with_logps else paired)
+    return DistillTerms(values[0], values[1] if with_logps else None, labels, paired.to(mask.dtype), stats, mask)
+
+
 @dataclass
 class ServedSignal:
     """Where a token-level method reads the teacher: live in the training loop, or served by its backend (MiniLLM's params).
@@ -116,6 +163,10 @@ class ServedSignal:
     signal: Literal["live", "served"] = opt("live", "live: the teacher in the training loop; served: its top-k log-probs of "
                                                     "the text trained on, asked of its backend (a server) at every step")
     k: int = opt(20, "topk / served: teacher token ids kept per position", AT_LEAST_1)
+    vocabulary: Literal["auto", "shared", "aligned"] = opt(
+        "auto", "auto: a teacher of the student's vocabulary is compared token for token, one of another tokenizer on the "
+                "aligned positions over the shared tokens (prefdistill.models.alignment; signal: live); shared: refuse a "
+                "teacher of another tokenizer; aligned: the aligned path even for one vocabulary (what it costs)")
 
     def teacher_need(self) -> str:
         return {"topk": "teacher_topk", "served": "served_teacher"}.get(self.signal, "teacher")
@@ -197,6 +248,8 @@ def teacher_student_terms(policy, teacher, rows: list[dict], prompts: list[str],
     if teacher is None:
         raise ValueError(f"{method} with signal: live needs the teacher in the training loop (or signal: topk and a "
                          "cache, or signal: served and a server)")
+    if isinstance(teacher, AlignedTeacher):  # another tokenizer (or vocabulary: aligned): compared on the aligned positions
+        return aligned_terms(policy, teacher, prompts, ids, divergence, params.temperature, with_logps)
     s, t, labels, mask = paired_states(policy, teacher, prompts, ids)
     values = chunked_positions(live_terms(divergence, params.temperature, with_logps), s, teacher=t, aligned=(labels,),
                                chunk=chunk, active=mask.bool())

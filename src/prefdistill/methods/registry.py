@@ -231,7 +231,7 @@ def validate_method(cfg) -> None:
     if {"teacher_topk", "served_teacher"} & needs:
         check_teacher_signal(cfg, params, "served_teacher" in needs)
     if {"teacher", "teacher_topk", "served_teacher"} & needs and capabilities(cfg.teacher.backend).local:
-        check_shared_vocabulary(cfg, spec)  # a server's tokens are checked against the student's row by row (api_topk)
+        check_vocabulary(cfg, spec, params)  # a server's tokens are checked against the student's row by row (api_topk)
 
 
 def api_teacher_error(spec: MethodSpec, backend: str) -> ConfigError:
@@ -313,35 +313,64 @@ def paper_orderings() -> list[Claim]:
             for better in side(c.better) for worse in side(c.worse)]
 
 
-def check_shared_vocabulary(cfg, spec: MethodSpec) -> None:
-    """Refuse a token-level method when teacher and student tokenise differently.
+def check_vocabulary(cfg, spec: MethodSpec, params) -> None:
+    """A token-level method and a teacher of another tokenizer: aligned (`vocabulary: auto` or `aligned`, where the method
+    and its signal can be), else refused.
 
     When the tokenizers cannot be loaded now (a hub model on an offline machine), the
-    check is deferred with a warning: `require_shared_vocabulary` repeats it on the
-    loaded models before any training step.
+    check is deferred with a warning: `teacher_for` repeats it on the loaded models before any training step.
     """
     import warnings
 
+    choice = getattr(params, "vocabulary", "shared")
     try:
         why = vocabulary_mismatch(cfg.teacher, cfg.student)
     except (OSError, ValueError) as e:
-        warnings.warn(f"distill.method={spec.name}: could not load the tokenizers to check that teacher and student share "
+        warnings.warn(f"distill.method={spec.name}: could not load the tokenizers to check whether teacher and student share "
                       f"one vocabulary ({e}); it is checked again when the models load", stacklevel=2)
         return
-    if why:
-        raise vocabulary_error(spec, why)
+    if why or choice == "aligned":
+        refuse_across(spec, params, why or "vocabulary: aligned")
+
+
+def refuse_across(spec: MethodSpec, params, why: str) -> None:
+    """Raise unless the method's loss can take a teacher of another tokenizer with these params."""
+    choice = getattr(params, "vocabulary", "shared")
+    if choice == "shared":
+        raise vocabulary_error(spec, why, has_choice=hasattr(params, "vocabulary"))
+    problem = "signal: live" if getattr(params, "signal", "live") != "live" else None
+    problem = problem or getattr(params, "across_tokenizers_problem", lambda: None)()
+    if problem:
+        raise ConfigError(f"distill.method={spec.name} aligns a teacher of another tokenizer ({why}) to the student's tokens "
+                          f"only with {problem}; otherwise it needs one vocabulary. Set {problem}, or use a teacher and "
+                          f"student of one tokenizer, or a sequence-level method, which works across tokenizers: "
+                          f"{', '.join(across_tokenizers())}")
+
+
+def teacher_for(spec: MethodSpec, params, student, teacher):
+    """The teacher a loss is given: the loaded teacher itself, or with a `TokenizerBridge` to the student's tokenizer
+    (`AlignedTeacher`) when the two tokenise differently or `vocabulary: aligned` asks for it; refused as `check_vocabulary`."""
+    from prefdistill.models.alignment import AlignedTeacher, TokenizerBridge
+
+    why = tokenizer_mismatch(teacher.tokenizer, student.tokenizer, teacher.name, student.name)
+    if not why and getattr(params, "vocabulary", "shared") != "aligned":
+        return teacher
+    refuse_across(spec, params, why or "vocabulary: aligned")
+    return AlignedTeacher(teacher, TokenizerBridge(student.tokenizer, teacher.tokenizer))
 
 
 def require_shared_vocabulary(spec: MethodSpec, student, teacher) -> None:
-    """The same check on loaded models (LocalLM-like objects with a `tokenizer` and a `name`)."""
+    """Refuse a teacher of another tokenizer where no alignment is made (a served teacher's top-k)."""
     why = tokenizer_mismatch(teacher.tokenizer, student.tokenizer, teacher.name, student.name)
     if why:
         raise vocabulary_error(spec, why)
 
 
-def vocabulary_error(spec: MethodSpec, why: str):
+def vocabulary_error(spec: MethodSpec, why: str, has_choice: bool = False):
+    way = (f"set distill.params.vocabulary: auto (the teacher aligned to the student's tokens, signal: live), use"
+           if has_choice else "Use")
     return ConfigError(
-        f"distill.method={spec.name} compares teacher and student next-token distributions, so both need one vocabulary, "
-        f"but they tokenise differently ({why}). Use a teacher and student from one model family, or a sequence-level "
+        f"distill.method={spec.name} compares teacher and student next-token distributions over one vocabulary, but "
+        f"they tokenise differently ({why}). {way} a teacher and student from one model family, or a sequence-level "
         f"method, which works across tokenizers: {', '.join(across_tokenizers())}."
     )

@@ -17,7 +17,7 @@ from typing import Callable
 from prefdistill.config.schema import training_lora
 from prefdistill.io import read_jsonl
 from prefdistill.judges.oracles import build_oracle
-from prefdistill.methods.registry import require_shared_vocabulary
+from prefdistill.methods.registry import require_shared_vocabulary, teacher_for
 from prefdistill.run.artifacts import Artifacts
 from prefdistill.run.folder import LOG_FILE, checkpoint_done
 from prefdistill.signal.served import recorded_teacher, require_topk_of_text
@@ -92,9 +92,10 @@ def train_job(job: TrainJob, art: Artifacts) -> TrainResult:
     parent = art.sft_checkpoint("student")
     extras = loss_extras(job, art)
     lm = art.load("student", parent, for_training=True)
-    for role in ("teacher", "served_teacher"):  # a server has no tokenizer here: api_topk checks its tokens row by row
-        if hasattr(extras.get(role), "tokenizer"):
-            require_shared_vocabulary(job.spec, lm, extras[role])
+    if "teacher" in extras:  # another tokenizer than the student's: aligned (prefdistill.models.alignment), or refused
+        extras["teacher"] = teacher_for(job.spec, job.params, lm, extras["teacher"])
+    if hasattr(extras.get("served_teacher"), "tokenizer"):  # a server has no tokenizer here: api_topk checks row by row
+        require_shared_vocabulary(job.spec, lm, extras["served_teacher"])
     log = train(lm, job.spec, job.params, job.data.rows, job.train, training_lora(art.cfg.student, job.train), out_dir=job.out,
                 parent=parent, seed=job.seed, desc=job.label, extras=extras, on_step=job.on_step)
     return TrainResult(job.out, log, time.time() - t0)
