@@ -116,7 +116,8 @@ def aligned_states(policy, teacher: AlignedTeacher, prompts: list[str], ids: lis
     s, labels, mask = student_states(policy, prompts, ids)
     rows = [teacher.bridge.align(row) for row in ids]
     lm = teacher.model
-    t, _, t_mask = lm.teacher_states(prompts, [r.teacher_ids for r in rows], vocab=len(lm.tokenizer), chunk=logits_chunk(policy))
+    t, t_labels, t_mask = lm.teacher_states(prompts, [r.teacher_ids for r in rows], vocab=len(lm.tokenizer),
+                                            chunk=logits_chunk(policy))
     batch, width, t_width = labels.shape[0], labels.shape[1], t_mask.shape[1]
     index = torch.zeros(batch, width, dtype=torch.long)
     paired = torch.zeros(batch, width, dtype=torch.bool)
@@ -129,7 +130,20 @@ def aligned_states(policy, teacher: AlignedTeacher, prompts: list[str], ids: lis
     paired = paired.to(mask.device) & mask.bool()
     stats = {"tokens_teacher_scored": float(t_mask.sum()), "tokens_aligned": float(paired.sum()),
              "tokens_completion": float(mask.sum())}
-    return s, (gathered, head), labels, mask, paired, stats
+    return AlignedBatch(s, (gathered, head), labels, mask, paired, stats, rows, t, t_labels)
+
+
+class AlignedBatch(NamedTuple):
+    """`aligned_states`: both sides on the student's positions, and the teacher's own side on its tokens."""
+    student: tuple  # the student's side (with grad), (B, C) positions
+    teacher: tuple  # the teacher's side gathered onto the student's positions (placeholders where unpaired)
+    labels: torch.Tensor  # (B, C) the student's completion tokens
+    mask: torch.Tensor  # (B, C) every student completion token
+    paired: torch.Tensor  # (B, C) bool: positions with a teacher position of the same prefix
+    stats: dict[str, float]
+    rows: list  # a `RowAlignment` per row
+    teacher_own: tuple  # the teacher's side on its own (B, C_t) positions
+    teacher_labels: torch.Tensor  # (B, C_t) the teacher's completion tokens
 
 
 def aligned_terms(policy, teacher: AlignedTeacher, prompts: list[str], ids: list[list[int]], divergence, temperature: float,
@@ -137,7 +151,7 @@ def aligned_terms(policy, teacher: AlignedTeacher, prompts: list[str], ids: list
     """`teacher_student_terms` for a teacher of another tokenizer: divergence(log q̄, log p̄) of both next-token distributions
     over the shared tokens and a rest outcome (`shared_outcomes`) at the paired positions; the student's log-probs (a CE
     term) at every completion position."""
-    s, t, labels, mask, paired, stats = aligned_states(policy, teacher, prompts, ids)
+    s, t, labels, mask, paired, stats = aligned_states(policy, teacher, prompts, ids)[:6]
     s_ids, t_ids = (torch.tensor(x, dtype=torch.long) for x in teacher.bridge.shared)
 
     def terms(s_logits: torch.Tensor, t_logits: torch.Tensor, labels: torch.Tensor, on: torch.Tensor):

@@ -26,11 +26,12 @@ import torch.nn.functional as F
 
 from prefdistill.config.typed import AT_LEAST_1, HELD_OUT_SHARE, NON_NEGATIVE, POSITIVE, opt
 from prefdistill.errors import ConfigError
-from prefdistill.losses import coarsen, kl_from_log_probs, log_probs_pair, minillm_loss_from_terms
+from prefdistill.losses import coarsen, kl_from_log_probs, log_probs_pair, minillm_loss_from_terms, shared_outcomes
 from prefdistill.losses.chunked import chunked_positions
-from prefdistill.methods.common import ServedSignal, logits_chunk, paired_states, served_batch, teacher_side
+from prefdistill.methods.common import ServedSignal, aligned_states, logits_chunk, paired_states, served_batch, teacher_side
 from prefdistill.methods.registry import register
-from prefdistill.models.logprobs import masked_mean, per_token_logps
+from prefdistill.models.alignment import AlignedTeacher
+from prefdistill.models.logprobs import IGNORE_INDEX, masked_mean, per_token_logps
 from prefdistill.models.rollout import canonical, rollout
 
 # signal: served clamps the teacher's rest mass p̄_rest from below here. The reverse KL weighs
@@ -49,6 +50,12 @@ class MiniLLMParams(ServedSignal):
     def requirements(self) -> tuple[str, set[str]]:
         return "pairs", {self.teacher_need(), "teacher_samples"}
 
+    def across_tokenizers_problem(self) -> str | None:
+        """Teacher-mixed sampling draws tokens from the teacher's distribution over the student's vocabulary, which a teacher
+        of another tokenizer has only on the shared tokens, at aligned prefixes: it is not done across tokenizers."""
+        return "mix_weight: 0 (teacher-mixed sampling needs the teacher's distribution over the student's tokens)" \
+            if self.mix_weight > 0 else None
+
     def check(self, cfg=None) -> None:
         if self.signal == "served" and self.mix_weight > 0:
             raise ConfigError(f"distill.params.mix_weight: {self.mix_weight:g} samples from the teacher-mixed policy, which needs "
@@ -62,11 +69,15 @@ def minillm(policy, rows: list[dict], params: MiniLLMParams, *, teacher=None, se
     """Policy-gradient surrogate of KL(q_θ ‖ p) averaged over sampled tokens, + lm_weight·CE."""
     prompts = [r.prompt for r in rows]
     params.check()  # a served teacher cannot mix into sampling
+    if isinstance(teacher, AlignedTeacher) and params.mix_weight > 0:  # neither can one of another tokenizer
+        raise ValueError(f"minillm with a teacher of another tokenizer needs {params.across_tokenizers_problem()}")
     sampled = rollout(policy, prompts, max_new_tokens=params.max_new_tokens, temperature=params.temperature,
-                      mix=teacher, mix_weight=params.mix_weight)
+                      mix=None if isinstance(teacher, AlignedTeacher) else teacher, mix_weight=params.mix_weight)
     if params.signal == "served":  # the server tokenises the text itself: train on the ids it will see
         sampled = canonical(sampled, policy.tokenizer)
         pg, reward, scored = _served_policy_gradient(policy, served_teacher, rows, sampled, params)
+    elif isinstance(teacher, AlignedTeacher):  # another tokenizer: the KL on the aligned positions, the rewards by span
+        pg, reward, scored = _aligned_policy_gradient(policy, teacher, prompts, sampled, params)
     else:
         pg, reward, scored = _live_policy_gradient(policy, teacher, prompts, sampled, params)
     stats = {"policy_loss": pg.item(), "mean_reward": reward.item(), **scored, "tokens_student_generated": float(sampled.n_tokens)}
@@ -100,6 +111,65 @@ def _live_policy_gradient(policy, teacher, prompts: list[str], sampled, params: 
     reward = masked_mean(log_p - log_q, mask)
     # The teacher scores every sampled token twice: once while mixing, once for the loss.
     return pg, reward, {"tokens_teacher_scored": float(mask.sum()) + sampled.n_tokens}
+
+
+def _aligned_terms(temperature: float, shared: tuple[list[int], list[int]]):
+    """Per position: the single-step KL(q̄ ‖ p̄) over the shared tokens where `on` (0 elsewhere), log q(y_t) at
+    `temperature` and at 1."""
+    s_ids, t_ids = (torch.tensor(x, dtype=torch.long) for x in shared)
+
+    def terms(s: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, on: torch.Tensor):
+        log_q_bar, log_p_bar = shared_outcomes(s, t, s_ids, t_ids, temperature=temperature)
+        log_q = F.log_softmax(s.float() / temperature, -1)
+        return (torch.where(on, kl_from_log_probs(log_q_bar, log_p_bar), 0.0), log_q.gather(-1, tokens.unsqueeze(-1)).squeeze(-1),
+                per_token_logps(s, tokens).detach())
+    return terms
+
+
+def _own_token_terms(temperature: float):
+    """Per position of the teacher's own tokens: log p(y_t) at `temperature` and at 1."""
+    def terms(t: torch.Tensor, _, tokens: torch.Tensor):
+        return F.log_softmax(t.float() / temperature, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1), per_token_logps(t, tokens)
+    return terms
+
+
+def span_token_logps(rows, ids: list[list[int]], teacher_logps: torch.Tensor, student_logps: torch.Tensor) -> torch.Tensor:
+    """(B, C): per student position, the teacher log-prob that makes each span's reward exact.
+
+    A span (the same characters in both tokenizations, `RowAlignment.spans`) gets the reward
+    log p(span) − log q(span) at its last student token and 0 at its others: this returns log q(y_t) there and, at the
+    last token, log p(span) − (log q(span) − log q(y_last)). Positions in no span (after the alignment failed) get
+    log q(y_t): no reward. Args: teacher_logps (B, C_t) on the teacher's own tokens; student_logps (B, C), both with
+    completions at the right edge. With one tokenizer every span is one token and this is the teacher's log p(y_t).
+    """
+    out = student_logps.detach().clone()
+    width, t_width = student_logps.shape[1], teacher_logps.shape[1]
+    for b, (row, r) in enumerate(zip(ids, rows)):
+        off, t_off = width - len(row), t_width - len(r.teacher_ids)
+        for s0, s1, t0, t1 in r.spans:
+            inner = out[b, off + s0:off + s1 - 1].sum()
+            out[b, off + s1 - 1] = teacher_logps[b, t_off + t0:t_off + t1].sum().to(out.dtype) - inner
+    return out
+
+
+def _aligned_policy_gradient(policy, teacher: AlignedTeacher, prompts: list[str], sampled, params: MiniLLMParams):
+    """(policy-gradient loss, mean reward, stats) with a teacher of another tokenizer (`aligned_states`): the single-step
+    KL over the shared tokens at the paired positions, the rewards of whole spans (exact sequence log-probs)."""
+    batch = aligned_states(policy, teacher, prompts, sampled.completions)
+    tokens = batch.labels.clamp(min=0).masked_fill(batch.mask == 0, 0)  # (B, C)
+    chunk = logits_chunk(policy)
+    single, tok_q, log_q = chunked_positions(_aligned_terms(params.temperature, teacher.bridge.shared), batch.student,
+                                             teacher=batch.teacher, aligned=(tokens, batch.paired), chunk=chunk,
+                                             active=batch.mask.bool())
+    own = batch.teacher_labels != IGNORE_INDEX
+    with torch.no_grad():
+        t_tok, t_tok1 = chunked_positions(_own_token_terms(params.temperature), batch.teacher_own,
+                                          aligned=(batch.teacher_labels.clamp(min=0),), chunk=chunk, active=own)
+    tok_p = span_token_logps(batch.rows, sampled.completions, t_tok.to(tok_q.device), tok_q)
+    weights = _importance(sampled, batch.mask, tok_q)
+    pg = masked_mean(minillm_loss_from_terms(single, tok_q, tok_p, batch.mask, importance=weights), batch.mask)
+    reward = masked_mean(span_token_logps(batch.rows, sampled.completions, t_tok1.to(log_q.device), log_q) - log_q, batch.mask)
+    return pg, reward, batch.stats
 
 
 def _served_terms(temperature: float):
