@@ -34,10 +34,14 @@ def test_across_tokenizers_list_matches_registry():
     from prefdistill.methods.registry import across_tokenizers
 
     section = README.split("## Methods", 1)[1]
-    listed = re.search(r"the methods that do work across tokenizers\s*\(([^)]*)\)", section, re.S).group(1)
+    from prefdistill.methods import METHODS
+
+    listed = re.search(r"The methods that never compare token distributions\s*\(([^)]*)\)", section, re.S).group(1)
     assert re.findall(r"`(\w+)`", listed) == across_tokenizers()
     any_vocabulary = set(re.findall(r"^\| `(\w+)` \| [^|]+ \| any \|", section, re.M))
     assert any_vocabulary == set(across_tokenizers())
+    aligned = set(re.findall(r"^\| `(\w+)` \| [^|]+ \| aligned \|", section, re.M))  # the token-level ones, aligned
+    assert aligned == {n for n, s in METHODS.items() if "teacher" in s.needs} and aligned
 
 
 def test_readme_config_keys_exist(capsys, tmp_path):

@@ -208,7 +208,7 @@ def cmd_methods(args) -> int:
     from prefdistill.methods.registry import family_methods
 
     for name, spec in sorted(METHODS.items()):
-        vocab = "one vocabulary" if "teacher" in spec.needs else "any tokenizers"  # default params
+        vocab = "any (aligned)" if "teacher" in spec.needs else "any tokenizers"  # default params
         print(f"{name:10s} consumes={spec.consumes:8s} {vocab:15s} {spec.summary}")
     print(f"\nThe preference oracle of {', '.join(family_methods('win_rate'))} (oracle.kind, or a bench entry's oracle.kind): "
           f"{doc_of(OracleConfig, 'kind')}")

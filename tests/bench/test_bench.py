@@ -255,9 +255,11 @@ def test_good_variants_of_the_refused_entries_load(tiny_assets, tmp_path):
     load_bench_config(data)
 
 
-def test_token_level_bench_entry_needs_one_vocabulary(tiny_assets, tmp_path):
+def test_token_level_bench_entry_with_vocabulary_shared_needs_one_vocabulary(tiny_assets, tmp_path):
     data = _bench_cfg(tiny_assets, tmp_path)
     data["teacher"]["name_or_path"] = str(tiny_assets["foreign"])
+    load_bench_config(data)  # vocabulary: auto aligns the teacher to the student's tokens
+    data["bench"]["methods"][0]["params"] = {"vocabulary": "shared"}
     with pytest.raises(ConfigError, match=r"bench.methods\[0\] \(kd\).*one vocabulary.*plad"):
         load_bench_config(data)
 

@@ -214,13 +214,18 @@ def tiny_cfg(tiny_assets, tmp_path, **roles) -> dict:
 
 @FEW
 @given(method=st.sampled_from(TOKEN_LEVEL), foreign_role=st.sampled_from(["teacher", "student"]))
-def test_token_level_method_refuses_foreign_tokenizer(tiny_assets, tmp_path, method, foreign_role):
+def test_token_level_method_refuses_foreign_tokenizer_when_told_to(tiny_assets, tmp_path, method, foreign_role):
+    """vocabulary: shared refuses a foreign tokenizer naming both models; the default aligns it (MiniLLM without
+    teacher-mixed sampling); one vocabulary is fine either way."""
     other = "student" if foreign_role == "teacher" else "teacher"
     raw = tiny_cfg(tiny_assets, tmp_path, **{foreign_role: "foreign", other: other})
     with pytest.raises(ConfigError, match=rf"distill\.method={method} .*{KEY(str(tiny_assets['foreign']))}.*"
                                           rf"{KEY(str(tiny_assets[other]))}|{KEY(str(tiny_assets[other]))}.*{KEY(str(tiny_assets['foreign']))}"):
-        load_config(raw, [f"distill.method={method}", "distill.params={}"])
-    load_config(tiny_cfg(tiny_assets, tmp_path), [f"distill.method={method}", "distill.params={}"])  # one vocabulary: fine
+        load_config(raw, [f"distill.method={method}", "distill.params={vocabulary: shared}"])
+    aligned = "{mix_weight: 0}" if method == "minillm" else "{}"
+    load_config(tiny_cfg(tiny_assets, tmp_path, **{foreign_role: "foreign", other: other}),
+                [f"distill.method={method}", f"distill.params={aligned}"])
+    load_config(tiny_cfg(tiny_assets, tmp_path), [f"distill.method={method}", "distill.params={vocabulary: shared}"])
 
 
 def test_loaded_models_with_foreign_tokenizer_are_refused(tiny_assets):

@@ -44,11 +44,14 @@ def _config(tiny_assets, tmp_path, method, teacher_key):
     return data
 
 
-def test_token_level_method_refuses_a_foreign_vocabulary(tiny_assets, tmp_path):
+def test_token_level_method_refuses_a_foreign_vocabulary_when_told_to(tiny_assets, tmp_path):
     sequence_level = across_tokenizers()
     assert {"sft", "seqkd", "plad"} <= set(sequence_level) and "kd" not in sequence_level
+    assert load_config(_config(tiny_assets, tmp_path, "kd", "foreign")).distill.method == "kd"  # auto: aligned
+    data = _config(tiny_assets, tmp_path, "kd", "foreign")
+    data["distill"]["params"] = {"vocabulary": "shared"}
     with pytest.raises(ConfigError) as err:
-        load_config(_config(tiny_assets, tmp_path, "kd", "foreign"))
+        load_config(data)
     message = str(err.value)
     assert "distill.method=kd" in message and "vocabulary" in message
     for name in sequence_level:
