@@ -105,8 +105,7 @@ def paired_states(policy, teacher, prompts: list[str], ids: list[list[int]]):
 
 
 def aligned_states(policy, teacher: AlignedTeacher, prompts: list[str], ids: list[list[int]]):
-    """(student side with grad, teacher side gathered onto the student's positions, labels (B, C), completion mask (B, C),
-    paired (B, C) bool, stats): a teacher of another tokenizer on the same completion text (`prefdistill.models.alignment`).
+    """An `AlignedBatch`: a teacher of another tokenizer on the same completion text (`prefdistill.models.alignment`).
 
     The teacher reads each completion in its own tokens (`RowAlignment.teacher_ids`); its hidden states (or logits) at the
     teacher position paired with each student position are moved there, so both sides line up position by position as in

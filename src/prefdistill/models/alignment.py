@@ -29,6 +29,8 @@ from typing import NamedTuple
 
 from prefdistill.models.vocab_map import shared_tokens
 
+MAX_CACHED = 50_000  # alignments a bridge keeps (a few hundred bytes each)
+
 
 def prefix_ends(tokenizer, ids: list[int], text: str) -> list[int | None]:
     """len(decode(ids[:i + 1])) for each i where that decode is a prefix of `text`, else None.
@@ -105,6 +107,8 @@ class TokenizerBridge:
 
     def align(self, student_ids: list[int]) -> RowAlignment:
         key = tuple(student_ids)
+        if len(self._cache) >= MAX_CACHED:  # fresh student samples are new texts at every step: keep memory bounded
+            self._cache.clear()
         if key not in self._cache:
             self._cache[key] = self._align(list(student_ids))
         return self._cache[key]
