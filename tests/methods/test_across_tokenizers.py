@@ -162,11 +162,70 @@ def test_the_choice_of_vocabulary(models):
     assert isinstance(teacher_for(spec, forced, student, teacher), AlignedTeacher)
     with pytest.raises(ConfigError, match=r"distill.method=kd .*one vocabulary.*vocabulary: auto"):
         teacher_for(spec, from_dict(spec.params_cls, {"vocabulary": "shared"}), student, bpe)
-    with pytest.raises(ConfigError, match=r"only with signal: live"):
-        teacher_for(spec, from_dict(spec.params_cls, {"signal": "topk"}), student, bpe)
+    with pytest.raises(ConfigError, match=r"only with signal: live or topk"):
+        teacher_for(spec, from_dict(spec.params_cls, {"signal": "served"}), student, bpe)
     minillm = get_method("minillm")
     with pytest.raises(ConfigError, match=r"mix_weight: 0"):
         teacher_for(minillm, from_dict(minillm.params_cls, {}), student, bpe)
     dpkd = get_method("dpkd")  # its token mode compares argmax tokens: one vocabulary only
     with pytest.raises(ConfigError, match=r"distill.method=dpkd .*one vocabulary"):
         teacher_for(dpkd, from_dict(dpkd.params_cls, {"mode": "token_argmax"}), student, bpe)
+
+
+@pytest.mark.parametrize("method", ["kd", "distillm"])
+def test_an_aligned_topk_cache_at_k_v_gives_the_live_aligned_loss(method, models, tmp_path):
+    """signal: topk across tokenizers: the teacher's top-k over its whole vocabulary, on its own tokens, placed at the
+    paired student positions in the student's ids, gives the same loss and gradients as the live aligned teacher."""
+    from prefdistill.signal.topk_cache import build_topk_cache
+
+    _, student, _, bpe = models
+    student.logits_chunk = 0
+    rows = _rows("targets", 3)
+    vocab = len(bpe.tokenizer)
+    signal = build_topk_cache(bpe, rows, vocab, tmp_path / "topk.bin", tokenizer=student.tokenizer, teacher_id="bpe",
+                              dtype="float32", aligned=True)
+    spec = get_method(method)
+    extra = {"ce_weight": 0.5} if method == "kd" else {}
+    cached = from_dict(spec.params_cls, {"signal": "topk", "k": vocab, "topk_dtype": "float32", **extra})
+    live = from_dict(spec.params_cls, {**extra})
+    torch.manual_seed(0)
+    student.model.zero_grad()
+    loss, _ = spec.loss(student, rows, cached, teacher_topk=signal)
+    loss.backward()
+    got = {n: p.grad.clone() for n, p in student.model.named_parameters() if p.grad is not None}
+    torch.manual_seed(0)
+    student.model.zero_grad()
+    want_loss, stats = spec.loss(student, rows, live, teacher=aligned(student, bpe))
+    want_loss.backward()
+    assert 0 < stats["tokens_aligned"] <= stats["tokens_completion"]
+    torch.testing.assert_close(loss.detach(), want_loss.detach(), atol=1e-5, rtol=1e-5)
+    for n, p in student.model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(got[n], p.grad, atol=1e-5, rtol=1e-4)
+    again = build_topk_cache(bpe, rows, vocab, tmp_path / "topk.bin", tokenizer=student.tokenizer, teacher_id="bpe",
+                             dtype="float32", aligned=False)  # the same teacher id unaligned: other records
+    assert set(again.keys).isdisjoint(signal.keys)
+
+
+@pytest.mark.parametrize("params", [{}, {"signal": "topk", "k": 8}, {"vocabulary": "aligned"}])
+def test_the_pipeline_distils_kd_from_a_teacher_of_another_tokenizer(params, tiny_assets, tmp_path):
+    """`prefdistill run` with KD and the foreign tokenizer's teacher: live (aligned at load), from an aligned top-k cache,
+    and the aligned path forced on one vocabulary; the training log counts the aligned positions (live)."""
+    from prefdistill.config.checks import load_config
+    from prefdistill.io import read_jsonl
+    from prefdistill.models.tiny import tiny_config
+    from prefdistill.run.folder import LOG_FILE
+    from prefdistill.run.pipeline import Pipeline
+
+    data = tiny_config(tiny_assets, tmp_path)
+    if params.get("vocabulary") != "aligned":
+        data["teacher"]["name_or_path"] = str(tiny_assets["foreign"])
+    data["distill"] = {**data["distill"], "method": "kd", "params": params}
+    pipe = Pipeline(load_config(data))
+    pipe.run(["sft", "pairs", "distill"])
+    log = [r for p in pipe.run_dir.rglob(LOG_FILE) for r in read_jsonl(p) if "forward_kl" in r]  # the distill stage's
+    assert log and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+    if params.get("signal") != "topk":
+        assert all(0 < r["tokens_aligned"] <= r["tokens_completion"] for r in log)
+    else:
+        assert list(pipe.run_dir.rglob("topk_k8.bin"))

@@ -382,7 +382,7 @@ def test_the_cache_key_follows_the_teachers_weights_and_chat_template(tiny_asset
     assert keys() == (edited, [])
 
 
-def test_a_topk_teacher_of_another_vocabulary_is_refused(tiny_assets, tmp_path):
+def test_a_topk_teacher_of_another_vocabulary_is_aligned_unless_told_otherwise(tiny_assets, tmp_path):
     from prefdistill.config.checks import load_config
     from prefdistill.errors import ConfigError
     from prefdistill.models.tiny import tiny_config
@@ -390,6 +390,8 @@ def test_a_topk_teacher_of_another_vocabulary_is_refused(tiny_assets, tmp_path):
     raw = tiny_config(tiny_assets, tmp_path)
     raw["teacher"]["name_or_path"] = str(tiny_assets["foreign"])
     raw["distill"] = {**raw["distill"], "method": "kd", "params": {"signal": "topk"}}
+    load_config(raw)  # vocabulary: auto builds an aligned cache (tests/methods/test_across_tokenizers.py)
+    raw["distill"]["params"] = {"signal": "topk", "vocabulary": "shared"}
     with pytest.raises(ConfigError, match="one vocabulary"):
         load_config(raw)
 

@@ -236,13 +236,14 @@ def test_what_a_cache_cannot_give_is_refused_when_the_config_loads(tiny_assets, 
 
 @pytest.mark.parametrize("method, params", [("gkd", {"on_policy_fraction": 0.0}), ("fdistill", {"student_prefixes": False}),
                                             ("distillm", {})])
-def test_a_topk_teacher_of_another_vocabulary_is_refused_naming_the_methods_that_work(tiny_assets, tmp_path, method, params):
+def test_a_topk_teacher_of_another_vocabulary_with_vocabulary_shared_is_refused_naming_the_methods_that_work(
+        tiny_assets, tmp_path, method, params):
     from prefdistill.config.checks import load_config
     from prefdistill.errors import ConfigError
     from prefdistill.methods import method_params
     from prefdistill.methods.registry import across_tokenizers
 
-    raw = _config(tiny_assets, tmp_path, method, {**params, "signal": "topk"})
+    raw = _config(tiny_assets, tmp_path, method, {**params, "signal": "topk", "vocabulary": "shared"})
     assert method_params(load_config(raw)).requirements()[1] >= {"teacher_topk"}  # the same config, one vocabulary: accepted
     raw["teacher"] = {**raw["teacher"], "name_or_path": str(tiny_assets["foreign"])}
     with pytest.raises(ConfigError, match="one vocabulary") as e:

@@ -178,7 +178,7 @@ class ServedSignal:
     k: int = opt(20, "topk / served: teacher token ids kept per position", AT_LEAST_1)
     vocabulary: Literal["auto", "shared", "aligned"] = opt(
         "auto", "auto: a teacher of the student's vocabulary is compared token for token, one of another tokenizer on the "
-                "aligned positions over the shared tokens (prefdistill.models.alignment; signal: live); shared: refuse a "
+                "aligned positions over the shared tokens (prefdistill.models.alignment; signal: live or topk); shared: refuse a "
                 "teacher of another tokenizer; aligned: the aligned path even for one vocabulary (what it costs)")
 
     def teacher_need(self) -> str:
@@ -318,6 +318,8 @@ def cached_topk(policy, signal: TopkSignal | None, prompts: list[str], ids: list
                          "tokens; delete the file to recompute it")
     t_ids, t_logps = t_ids.to(mask.device), t_logps.to(mask.device)
     mask = mask * ok[:, None].to(mask.dtype)  # the failed rows leave the distillation term
+    # A position with no valid slot (an aligned cache's student position paired with no teacher position) has no term.
+    mask = mask * (t_logps > float("-inf")).any(-1).to(mask.dtype)
     mass = masked_mean(t_logps.exp().sum(-1), mask)
     stats = {"topk_teacher_mass": mass.item(), "count_signal_failed_rows": float((~ok).sum())}
     return s, labels, mask, t_ids, t_logps, stats

@@ -338,7 +338,7 @@ def refuse_across(spec: MethodSpec, params, why: str) -> None:
     choice = getattr(params, "vocabulary", "shared")
     if choice == "shared":
         raise vocabulary_error(spec, why, has_choice=hasattr(params, "vocabulary"))
-    problem = "signal: live" if getattr(params, "signal", "live") != "live" else None
+    problem = "signal: live or topk" if getattr(params, "signal", "live") not in ("live", "topk") else None
     problem = problem or getattr(params, "across_tokenizers_problem", lambda: None)()
     if problem:
         raise ConfigError(f"distill.method={spec.name} aligns a teacher of another tokenizer ({why}) to the student's tokens "

@@ -25,6 +25,7 @@ from prefdistill.io import Example, is_main_process, read_examples, read_jsonl, 
 from prefdistill.methods import ResolvedMethod, resolve_method
 from prefdistill.methods.common import attach_teacher_logps, student_side, teacher_side
 from prefdistill.methods.registry import text_only_teacher
+from prefdistill.models.common import vocabulary_mismatch
 from prefdistill.models.hf import pick_device
 from prefdistill.run.folder import RunFolder
 from prefdistill.signal.fingerprint import teacher_fingerprint
@@ -126,8 +127,9 @@ class Artifacts:
         ckpt, cfg = self.sft_checkpoint("teacher"), self.cfg.teacher
         teacher_id = teacher_fingerprint(cfg, ckpt)  # a hash of its weights and rendered prompt format, not its path
         path = self.folder.topk_cache(params.k)
-        own = topk_source(cfg.backend, params.k, params.temperature, served=False) == cfg.backend
-        signal = build_topk_cache(lambda: self.load("teacher", ckpt, in_loop=not own), rows, params.k, path,
+        aligned = getattr(params, "vocabulary", "shared") == "aligned" or self.teacher_tokenizes_otherwise()
+        own = topk_source(cfg.backend, params.k, params.temperature, served=False) == cfg.backend and not aligned
+        signal = build_topk_cache(lambda: self.load("teacher", ckpt, in_loop=not own), rows, params.k, path, aligned=aligned,
                                   tokenizer=self.student_tokenizer(), teacher_id=teacher_id, temperature=params.temperature,
                                   dtype=params.topk_dtype, text_key=text, desc=f"teacher top-{params.k}",
                                   max_failed_fraction=self.cfg.distill.signal_max_failed_fraction,
@@ -135,6 +137,18 @@ class Artifacts:
         if own:
             release(cfg.backend)  # what loading held (a vLLM engine: gpu_memory_utilization of the GPU); training comes next
         return signal
+
+    def teacher_tokenizes_otherwise(self) -> bool:
+        """Whether a local teacher's tokenizer differs from the student's (then token-level signals are aligned); a server
+        or a tokenizer that cannot be loaded here: False (a server's top-k is checked row by row against the student's)."""
+        from prefdistill.models.backends import capabilities
+
+        if not capabilities(self.cfg.teacher.backend).local:
+            return False
+        try:
+            return vocabulary_mismatch(self.cfg.teacher, self.cfg.student) is not None
+        except (OSError, ValueError):
+            return False
 
     # ------------------------------------------------------------------ models
     def scoring_teacher(self, what: str, *, instead: str):

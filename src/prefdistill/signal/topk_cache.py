@@ -55,6 +55,7 @@ import torch.nn.functional as F
 
 from prefdistill.io import is_main_process
 from prefdistill.io import wait_for_everyone
+from prefdistill.models.alignment import TokenizerBridge
 from prefdistill.models.common import TopkFailure
 from prefdistill.models.logprobs import completion_token_ids
 from prefdistill.progress import bar
@@ -170,7 +171,8 @@ class TopkJournal:
 
 def build_topk_cache(teacher, rows: list[dict], k: int, path: Path, *, tokenizer, teacher_id: str, temperature: float = 1.0,
                      dtype: str = "float16", text_key: str | Callable[[dict], str] = "target", batch_size: int = 8,
-                     desc: str = "teacher top-k", max_failed_fraction: float = 0.05, retry_failed: bool = False) -> "TopkSignal":
+                     desc: str = "teacher top-k", max_failed_fraction: float = 0.05, retry_failed: bool = False,
+                     aligned: bool = False) -> "TopkSignal":
     """Cache the teacher's top-k at every completion position of `rows`; the `TopkSignal` that reads it back.
 
     rows: dicts with a "prompt" and the completion text under `text_key` (or `text_key(row)`,
@@ -187,11 +189,13 @@ def build_topk_cache(teacher, rows: list[dict], k: int, path: Path, *, tokenizer
     distillation term), and a line with its id and reason in `failures_path(path)`; a rerun does
     not ask for it again unless `retry_failed` (or its line is deleted). Above
     `max_failed_fraction` of `rows` failed, `SignalFailuresExceeded` names them.
+    `aligned` (a teacher of another tokenizer): records keyed apart, from the teacher's logits only (`_aligned_topk`).
     """
     if dtype not in LOGPROB_DTYPES:
         raise ValueError(f"dtype must be one of {list(LOGPROB_DTYPES)}, got {dtype!r}")
     path = Path(path)
     text = text_key if callable(text_key) else (lambda r: r[text_key])
+    teacher_id = f"{teacher_id}:aligned" if aligned else teacher_id
     ids = completion_token_ids(tokenizer, [text(r) for r in rows])
     keys = [topk_key(teacher_id, k, temperature, dtype, r["prompt"], i) for r, i in zip(rows, ids)]
     computed = 0
@@ -203,8 +207,10 @@ def build_topk_cache(teacher, rows: list[dict], k: int, path: Path, *, tokenizer
         failures.forget(todo)
         if todo:
             model = teacher() if callable(teacher) else teacher
+            if aligned and hasattr(model, "completion_topk"):  # a server's own top-k comes in the student's ids
+                raise ValueError("an aligned top-k cache (a teacher of another tokenizer) needs the teacher's logits")
             computed = _compute(model, list(todo.items()), (journal, failures), k, tokenizer=tokenizer,
-                                temperature=temperature, dtype=dtype, batch_size=batch_size, desc=desc)
+                                temperature=temperature, dtype=dtype, batch_size=batch_size, desc=desc, aligned=aligned)
     wait_for_everyone()  # the cache is complete on disk before any process reads it
     index = _read_index(path) if path.is_file() else {}
     failed = [key for key in keys if key in index and index[key].n == 0]
@@ -238,7 +244,6 @@ class TopkSignal:
         return load_topk(self.path, list(keys))
 
 
-
 def failures_path(path: Path) -> Path:
     """Where a cache lists the rows it holds no top-k for (`prefdistill.signal.failures`): topk_k20.failures.jsonl."""
     return Path(path).with_suffix(".failures.jsonl")
@@ -246,11 +251,12 @@ def failures_path(path: Path) -> Path:
 
 @torch.no_grad()
 def _compute(teacher, todo: list[tuple[str, tuple[str, list[int], str]]], record: tuple, k: int, *, tokenizer,
-             temperature: float, dtype: str, batch_size: int, desc: str) -> int:
+             temperature: float, dtype: str, batch_size: int, desc: str, aligned: bool = False) -> int:
     """Run the teacher on the (key, (prompt, completion ids, row id)) still missing; append one record per row as it is done.
 
     A teacher with `completion_topk` (a server, vLLM: `prefdistill.models.common.TopkTeacher`)
-    gives the top-k itself; any other is asked for `completion_logits`. record: (journal, failures),
+    gives the top-k itself; any other is asked for `completion_logits` (on its own tokens of the text when `aligned`: a
+    teacher of another tokenizer, `_aligned_topk`). record: (journal, failures),
     where a row the teacher could not give gets an empty record and a failure line.
     """
     journal, failures = record
@@ -263,7 +269,7 @@ def _compute(teacher, todo: list[tuple[str, tuple[str, list[int], str]]], record
                                        dtype=dtype)
         else:
             rows, vocab = _local_topk(teacher, prompts, completions, k, vocab=len(tokenizer), temperature=temperature,
-                                      dtype=dtype)
+                                      dtype=dtype, bridge=TokenizerBridge(tokenizer, teacher.tokenizer) if aligned else None)
         for (key, (prompt, _, row_id)), row in zip(chunk, rows):
             if isinstance(row, TopkFailure):
                 failures.record(key, row_id, prompt, row.reason)
@@ -275,16 +281,47 @@ def _compute(teacher, todo: list[tuple[str, tuple[str, list[int], str]]], record
 
 
 def _local_topk(teacher, prompts: list[str], completions: list[list[int]], k: int, *, vocab: int, temperature: float,
-                dtype: str) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+                dtype: str, bridge=None) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
     """([(ids (n, k), log-probs (n, k)) per row], ids' vocabulary) from the teacher's logits at the completion positions.
 
-    Logits past the student's vocabulary (a padded output layer) are cut, as `paired_states` cuts them.
+    Logits past the student's vocabulary (a padded output layer) are cut, as `paired_states` cuts them. With a `bridge`
+    (`prefdistill.models.alignment.TokenizerBridge`: a teacher of another tokenizer) see `_aligned_topk`.
     """
+    if bridge is not None:
+        return _aligned_topk(teacher, prompts, completions, k, bridge, temperature=temperature, dtype=dtype), vocab
     logits, _, _ = teacher.completion_logits(prompts, completions)  # (B, C, V)
     cut = min(vocab, logits.shape[-1])
     top_ids, top_logps = topk_of(logits[..., :cut], k, temperature=temperature, dtype=dtype)  # (B, C, k) each
     width = logits.shape[1]  # completions end at the right edge: row b's n tokens are the last n positions
     return [(top_ids[b, width - len(ids):], top_logps[b, width - len(ids):]) for b, ids in enumerate(completions)], cut
+
+
+def _aligned_topk(teacher, prompts: list[str], completions: list[list[int]], k: int, bridge, *, temperature: float,
+                  dtype: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A teacher of another tokenizer: its top-k over its own vocabulary on its own tokens of each completion, placed at the
+    student positions paired with them (`RowAlignment.pairs`) and mapped to the student's ids of the shared tokens
+    (`TokenizerBridge.shared`). A teacher token the student's vocabulary lacks, and every slot of an unpaired student
+    position, is padding (id 0, log-prob -inf): its mass is in the rest bucket (`prefdistill.losses.coarsen`), and a
+    position with no valid slot carries no distillation term (`prefdistill.methods.common.cached_topk`)."""
+    rows = [bridge.align(ids) for ids in completions]
+    logits, _, _ = teacher.completion_logits(prompts, [r.teacher_ids for r in rows])  # (B, C_t, V_t)
+    top_ids, top_logps = topk_of(logits[..., :len(teacher.tokenizer)], k, temperature=temperature, dtype=dtype)
+    to_student = torch.full((len(teacher.tokenizer),), -1, dtype=torch.long)
+    s_ids, t_ids = bridge.shared
+    to_student[torch.tensor(t_ids, dtype=torch.long)] = torch.tensor(s_ids, dtype=torch.long)
+    mapped = to_student[top_ids.long()]  # (B, C_t, k), -1 where the student lacks the token
+    logps, order = top_logps.masked_fill(mapped < 0, float("-inf")).sort(-1, descending=True)  # records: high to low
+    mapped = mapped.gather(-1, order)
+    width, out = logits.shape[1], []
+    for b, (ids, r) in enumerate(zip(completions, rows)):
+        row_ids = torch.zeros((len(ids), top_ids.shape[-1]), dtype=top_ids.dtype)
+        row_logps = torch.full((len(ids), top_ids.shape[-1]), float("-inf"), dtype=top_logps.dtype)
+        off = width - len(r.teacher_ids)  # the teacher's completion ends at the right edge
+        for j, i in r.pairs:
+            row_ids[j] = mapped[b, off + i].clamp(min=0).to(row_ids.dtype)
+            row_logps[j] = logps[b, off + i]
+        out.append((row_ids, row_logps))
+    return out
 
 
 def _served_topk(teacher, prompts: list[str], completions: list[list[int]], k: int, *, tokenizer, temperature: float,
