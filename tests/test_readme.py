@@ -71,7 +71,7 @@ def test_a_folder_named_like_a_packaged_config_does_not_hide_it(tmp_path, monkey
     assert _config_source("mine.yaml") == "mine.yaml"
 
 
-@pytest.mark.parametrize("name", ["bench", "bench_token", "bench_winrate", "bench_topk", "bench_tldr"])
+@pytest.mark.parametrize("name", ["bench", "bench_token", "bench_winrate", "bench_topk", "bench_tldr", "bench_cross"])
 def test_packaged_bench_configs_pass_their_checks_in_full_and_quick_form(name):
     """Every shipped bench config, and its --quick form where it has one, passes every config rule."""
     from prefdistill.config.checks import load_bench_config

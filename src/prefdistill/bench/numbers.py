@@ -55,6 +55,7 @@ def summarize(cfg, bench, scored: Scored) -> dict:
     matrix = add_statistics(rows, base_rows, outcomes, seqkd=bench.seqkd_entry, opts=opts)
     return {
         "config": cfg.name, "task": cfg.data.source, "teacher": cfg.teacher.name_or_path, "student": cfg.student.name_or_path,
+        "teacher_tokenizer": (scored.tokenizers or {}).get("teacher"), "student_tokenizer": (scored.tokenizers or {}).get("student"),
         "n_test": len(refs), "n_val": scored.n_val, "resampled": resampled(len(refs), scored.groups, len(bench.seeds)),
         "seeds": list(bench.seeds), "steps": cfg.distill.train.steps,
         "batch_size": cfg.distill.train.batch_size, "lora": {k: getattr(cfg.student.lora, k) for k in ("enabled", "r", "alpha", "dropout")},

@@ -220,6 +220,7 @@ class Scored:
     calibration: Calibration | None = None  # the calibration candidates and their scores (None: off, or an older bench)
     prompts: list[str] | None = None  # the test split's prompts, in split order (the judge check's hand sample)
     similarity: dict[str, list[float]] | None = None  # base row or Job.key -> each output's cosine to its reference
+    tokenizers: dict[str, str] | None = None  # "teacher" / "student" -> the tokenizer's label (`tokenizer_label`)
 
     def row_outputs(self, entries) -> dict[str, RowOutputs]:
         """Every base row and every entry's main runs (one list per seed), as `evaluation.judge_check` reads them."""

@@ -54,6 +54,7 @@ from prefdistill.judges.similarity import reference_similarity_if_available
 from prefdistill.methods import ResolvedMethod, resolve
 from prefdistill.methods.common import COUNT_PREFIX
 from prefdistill.models.hf import pick_device
+from prefdistill.models.vocab_map import tokenizer_label_or_none
 from prefdistill.reporting.bench_report import console_summary, write_bench_report
 from prefdistill.run.claims import DEFAULT_EXPIRY_S, Claim, hold
 from prefdistill.run.folder import BenchFolder
@@ -382,4 +383,6 @@ class Bench:
                       n_val=len(self.val_examples), sft_logs=self.art.sft_logs(), sft_choices=self.art.sft_choices(),
                       soft_scale=judge_scale(self.graders["eval"], self.art.splits["validation"], negatives=self.cfg.reward.negatives,
                                              seed=self.cfg.seed),
-                      calibration=calibration.gather(self, jobs, chosen), prompts=prompts, similarity=similarity)
+                      calibration=calibration.gather(self, jobs, chosen), prompts=prompts, similarity=similarity,
+                      tokenizers={role: tokenizer_label_or_none(m) for role, m in (("teacher", self.cfg.teacher),
+                                                                                    ("student", self.cfg.student))})

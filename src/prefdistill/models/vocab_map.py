@@ -92,3 +92,18 @@ def shared_tokens(student, teacher) -> tuple[list[int], list[int]]:
         pairs[student.eos_token_id] = teacher.eos_token_id
     order = sorted(pairs)
     return order, [pairs[s] for s in order]
+
+
+def tokenizer_label(name: str, tokenizer) -> str:
+    """A tokenizer as a report names it: the model's name, the tokenizer's class, its size and marking style."""
+    return f"{name} ({type(tokenizer).__name__}, {len(tokenizer):,} tokens, {marking_style(tokenizer)})"
+
+
+def tokenizer_label_or_none(model) -> str | None:
+    """`tokenizer_label` of a model config's tokenizer; None where it cannot be loaded here (a model behind an API)."""
+    from prefdistill.models.common import load_tokenizer
+
+    try:
+        return tokenizer_label(model.name_or_path, load_tokenizer(model))
+    except (OSError, ValueError):
+        return None
