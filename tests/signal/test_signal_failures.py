@@ -5,9 +5,10 @@
 The tokenizer is a byte-level BPE trained in memory on a few sentences (no download): a student
 can sample a non-canonical split of a text ("t" "h" "e" for "the"), which is re-tokenised before
 it is trained on and scored, and a character the merges never saw ("日", or the "ï" of "naïve")
-is split into byte tokens that no server names one for one: such a row is recorded with its id
+is split into byte tokens that no server names one for one. With `vocabulary: shared` such a row is recorded with its id
 and reason, left out of the distillation term, counted in the training log, and above
-`distill.signal_max_failed_fraction` the run stops naming the rows. Teacher and student are tiny
+`distill.signal_max_failed_fraction` the run stops naming the rows; with `auto` (the default) a
+served row is read by character offset instead (tests/signal/test_served_across_tokenizers.py). Teacher and student are tiny
 random Llamas over that vocabulary; the teacher is served by `servers.LogitServer`. A random
 model cannot count, so the echo probe (tests/signal/test_topk_sources.py) is skipped here.
 """
@@ -118,7 +119,7 @@ def test_non_canonical_student_samples_are_retokenised_before_they_are_trained_o
 
 # ----------------------------------------------------------------------------- served: per row
 def test_a_row_the_server_cannot_align_is_left_out_of_the_distillation_term(bpe, teacher, student):
-    params = GKDParams(signal="served", k=4, on_policy_fraction=0.0)  # the teacher's side of each pair: fixed text
+    params = GKDParams(signal="served", k=4, on_policy_fraction=0.0, vocabulary="shared")  # the teacher's side: fixed text
     with LogitServer(teacher) as server:
         served = _served(server)
         alone = _loss(student, _pairs(GOOD[:2]), params, served_teacher=served)
@@ -131,8 +132,19 @@ def test_a_row_the_server_cannot_align_is_left_out_of_the_distillation_term(bpe,
     assert both[1]["tokens_teacher_scored"] == alone[1]["tokens_teacher_scored"]  # the failed row's tokens are not counted
 
 
-def test_a_batch_of_one_failed_row_has_no_distillation_term_and_finite_gradients(bpe, teacher, student):
+def test_by_default_a_row_split_otherwise_is_read_by_character_offset(bpe, teacher, student):
+    """vocabulary: auto (the default): the row no server token lines up with is not failed but read by offset, its
+    byte-split character's positions left out of the term and the rest of the row in it."""
     params = GKDParams(signal="served", k=4, on_policy_fraction=0.0)
+    with LogitServer(teacher) as server:
+        alone = _loss(student, _pairs(GOOD[:2]), params, served_teacher=_served(server))
+        both = _loss(student, _pairs([*GOOD[:2], BAD]), params, served_teacher=_served(server))
+    assert math.isfinite(both[0]) and both[1]["count_signal_failed_rows"] == 0
+    assert alone[1]["tokens_teacher_scored"] < both[1]["tokens_teacher_scored"] < both[1]["tokens_completion"]
+
+
+def test_a_batch_of_one_failed_row_has_no_distillation_term_and_finite_gradients(bpe, teacher, student):
+    params = GKDParams(signal="served", k=4, on_policy_fraction=0.0, vocabulary="shared")
     with LogitServer(teacher) as server:
         loss, stats = _loss(student, _pairs([BAD]), params, served_teacher=_served(server))
     assert loss == 0.0 and stats["count_signal_failed_rows"] == 1 and stats["tokens_teacher_scored"] == 0
@@ -152,7 +164,7 @@ def _pipeline(tiny_assets, tmp_path, name, student_dir, url, monkeypatch, batch_
                                                                             "endpoint": "completions"}}
     raw["student"] = {"name_or_path": str(student_dir), "prompt_format": "plain"}
     raw["sft"] = {"teacher": {**raw["sft"]["teacher"], "enabled": False}, "student": {**raw["sft"]["student"], "enabled": False}}
-    raw["distill"] = {"method": "gkd", "params": {"signal": "served", "k": 4, "on_policy_fraction": 0.0},
+    raw["distill"] = {"method": "gkd", "params": {"signal": "served", "k": 4, "on_policy_fraction": 0.0, "vocabulary": "shared"},
                       "train": {**raw["distill"]["train"], "steps": 10, "save_every": 100, "batch_size": batch_size,
                                 "grad_accum": grad_accum}, **distill}
     return Pipeline(load_config(raw)).artifacts
@@ -164,7 +176,8 @@ def test_served_training_records_the_rows_counts_them_and_stops_above_the_share(
     student_dir = tmp_path / "student"
     student.model.save_pretrained(student_dir)
     bpe.save_pretrained(student_dir)
-    spec, params, rows = get_method("gkd"), GKDParams(signal="served", k=4, on_policy_fraction=0.0), _pairs(_many(19, BAD))
+    spec, rows = get_method("gkd"), _pairs(_many(19, BAD))
+    params = GKDParams(signal="served", k=4, on_policy_fraction=0.0, vocabulary="shared")
     with LogitServer(teacher) as server:
         url = server.url + "/v1"
         pipe = _pipeline(tiny_assets, tmp_path, "ok", student_dir, url, monkeypatch, batch_size=batch_size,

@@ -26,7 +26,7 @@ from prefdistill.losses.chunked import chunked_positions, cut_vocab, side_vocab
 from prefdistill.models.alignment import AlignedTeacher
 from prefdistill.models.logprobs import (IGNORE_INDEX, completion_token_ids, masked_mean, pack_shared_prompt, per_token_logps,
                                          shared_prompt_logps)
-from prefdistill.signal.served import ServedTopk, served_topk
+from prefdistill.signal.served import served_topk
 from prefdistill.signal.topk_cache import TopkSignal
 
 # Training-log statistics with these prefixes are counts (tokens; samples drawn and oracle
@@ -282,15 +282,19 @@ def served_batch(policy, teacher, rows: list[dict], prompts: list[str], ids: lis
                          "pipeline loads with the teacher's backend)")
     s, labels, mask = student_states(policy, prompts, ids)
     row_ids = [str(rows[i % len(rows)].id or f"row {i}") for i in range(len(prompts))]  # f-distill: each row twice
+    aligned = {"shared": False, "auto": None, "aligned": True}[getattr(params, "vocabulary", "auto")]
     top = served_topk(teacher, prompts, ids, params.k, tokenizer=policy.tokenizer, temperature=params.temperature,
-                      row_ids=row_ids)
-    ok = ~top.failed.to(mask.device)
-    if not torch.equal(top.mask.to(mask.device)[ok], mask[ok]):
+                      row_ids=row_ids, aligned=aligned).to(mask.device)
+    ok = ~top.failed
+    if top.mask.shape != mask.shape or bool((top.mask[ok] > mask[ok]).any()) or (
+            top.spans is None and not torch.equal(top.mask[ok], mask[ok])):
         raise ValueError(f"{method}: the served teacher's top-k does not cover the completion tokens it was asked for")
-    top = ServedTopk(*(x.to(mask.device) for x in top))
+    completion = mask
     mask = top.mask.to(mask.dtype)
     stats = {"tokens_teacher_scored": float(mask.sum()), "topk_teacher_mass": masked_mean(top.logprobs.exp().sum(-1), mask).item(),
              "count_signal_failed_rows": float(top.failed.sum())}
+    if top.spans is not None:  # rows read by character offset (a server of another tokenizer): positions paired
+        stats.update(tokens_aligned=float(mask.sum()), tokens_completion=float((completion * ok[:, None]).sum()))
     return s, labels, mask, top, stats
 
 

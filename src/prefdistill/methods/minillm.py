@@ -20,6 +20,7 @@ so `mix_weight` must be 0 there (refused at config time).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -185,15 +186,39 @@ def _served_terms(temperature: float):
 def _served_policy_gradient(policy, teacher, rows: list[dict], sampled, params: MiniLLMParams):
     """The same from a served teacher's top-k (the single-step KL, coarsened) and its log-probs of the sampled tokens.
 
-    A row the teacher could not give is left out of the loss and the reward (`served_batch` masks it)."""
-    s, labels, mask, top, stats = served_batch(policy, teacher, rows, [r.prompt for r in rows], sampled.completions, params,
-                                               "minillm")
+    A row the teacher could not give is left out of the loss and the reward (`served_batch` masks it).
+    A server of another tokenizer (rows read by character offset, `top.spans`): the KL at the paired positions, the
+    policy gradient at every sampled token, the rewards of whole spans (`span_token_logps`)."""
+    s, labels, paired, top, stats = served_batch(policy, teacher, rows, [r.prompt for r in rows], sampled.completions, params,
+                                                 "minillm")
+    mask = paired if top.spans is None else (labels != IGNORE_INDEX).to(paired.dtype) * (~top.failed)[:, None].to(paired.dtype)
     tokens = labels.clamp(min=0).masked_fill(mask == 0, 0)  # (B, C)
     single, token_log_q, log_q = chunked_positions(_served_terms(params.temperature), s, aligned=(tokens, top.ids, top.logprobs),
                                                    chunk=logits_chunk(policy), active=mask.bool())
-    per_pos = minillm_loss_from_terms(single, token_log_q, top.token_logps, mask, importance=_importance(sampled, mask, token_log_q))
-    reward = masked_mean(top.token_logps - log_q, mask)
+    token_log_p = top.token_logps
+    if top.spans is not None:  # a server's log-prob of each span of shared characters, the KL only where positions pair
+        single = single * paired.to(single.dtype)
+        token_log_p = span_token_logps(_served_spans(top.spans, sampled.completions), sampled.completions,
+                                       top.token_logps, token_log_q)
+    per_pos = minillm_loss_from_terms(single, token_log_q, token_log_p, mask, importance=_importance(sampled, mask, token_log_q))
+    reward = masked_mean(token_log_p - log_q, mask)  # a server scores at temperature 1 only: token_log_q is log_q
     return masked_mean(per_pos, mask), reward, stats
+
+
+class _SpanRow(NamedTuple):
+    spans: tuple  # (s0, s1, t0, t1) as `RowAlignment.spans`
+    teacher_ids: list[int]
+
+
+def _served_spans(spans: tuple, completions: list[list[int]]) -> list[_SpanRow]:
+    """A served batch's spans as `span_token_logps` reads them: each span's teacher log-prob sits at its last student
+    token, so its 'teacher tokens' are that one position of the student's row; a row read exactly is one token a span."""
+    out = []
+    for row_spans, ids in zip(spans, completions):
+        pairs = ((s0, s1, s1 - 1, s1) for s0, s1 in row_spans) if row_spans is not None else \
+            ((j, j + 1, j, j + 1) for j in range(len(ids)))
+        out.append(_SpanRow(tuple(pairs), list(ids)))
+    return out
 
 
 def _importance(sampled, mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ from prefdistill.progress import bar as progress_bar
 
 from prefdistill.config.schema import ModelConfig, SamplingConfig
 from prefdistill.models.api_client import APIClient, MalformedReply, RequestFailed
+from prefdistill.models.api_aligned import AlignedCompletion, aligned_completion, aligned_echoed_topk
 from prefdistill.models.api_topk import (ECHO_TEMPERATURE, PROBE_COMPLETION, PROBE_GUESS, PROBE_GUESS_PROMPT,  # noqa: F401
                                          PROBE_PROMPT, PROBE_TOPK, Misaligned, completion_pieces, echo_probe_fault,
                                          echoed_topk, generated_topk, piece_ids, top1_misses)
@@ -210,8 +211,10 @@ class APILM:
         return [sum(lp) / max(len(lp), 1) if normalize else sum(lp) for lp in per_row]
 
     # ------------------------------------------------------------------ top-k
+    topk_by_offset = True  # completion_topk(aligned=True) reads a server of another tokenizer by character offset
+
     def completion_topk(self, prompts: list[str], completions: list[list[int]], k: int, *, tokenizer,
-                        temperature: float = 1.0, token_logps: bool = False) -> list:
+                        temperature: float = 1.0, token_logps: bool = False, aligned: bool | None = False) -> list:
         """The server's top-k at each of the student's completion tokens: per row ids (n, k) and log-probs (n, k)
         (and, with `token_logps`, each token's own log-prob (n,), from the same reply's `token_logprobs`).
 
@@ -224,13 +227,23 @@ class APILM:
         passes `can_score`'s probe (`require_topk_of_text`), and at a temperature other than 1: a
         server's log-probs are the model's distribution at temperature 1, and tempering needs the
         whole distribution.
+
+        aligned True: the server tokenises otherwise (a teacher of another tokenizer): its top-k is
+        read at the student positions whose prefix is also the server's (`api_aligned.aligned_echoed_topk`;
+        other positions all padding), and with `token_logps` each row is (ids, log-probs, span
+        log-probs (n,), spans): the teacher's log-probability of each span of shared characters.
+        None: each row read as with False where the server's tokens are the student's, else (the same
+        reply) as with True; no row fails for tokens that do not line up.
         """
         if temperature != 1.0:
             raise ValueError(f"{self.name}: a server's top-k log-probs are the model's distribution at temperature 1; "
                              f"temperature {temperature:g} needs a local (backend: hf) teacher")
         self.require_topk_of_text()
-        pieces, texts = piece_ids(tokenizer), [completion_pieces(tokenizer, ids) for ids in completions]
-        fetch = lambda i: self._echo_topk(i, prompts[i], texts[i], k, pieces, len(tokenizer), token_logps)  # noqa: E731
+        read = aligned_completion if aligned else completion_pieces
+        pieces, texts = piece_ids(tokenizer), [read(tokenizer, ids) for ids in completions]
+        fallback = (lambda i: aligned_completion(tokenizer, completions[i])) if aligned is None else None
+        fetch = lambda i: self._echo_topk(i, prompts[i], texts[i], k, pieces, len(tokenizer), token_logps,  # noqa: E731
+                                          fallback and fallback(i))
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
             return list(pool.map(fetch, range(len(prompts))))
 
@@ -246,14 +259,19 @@ class APILM:
                              "A local (backend: hf) or vLLM (backend: vllm) teacher gives the top-k of given text.")
 
     def _echo_topk(self, i: int, prompt: str, completion: tuple, k: int, pieces: dict[str, int], vocab: int,
-                   token_logps: bool = False):
-        """Row i's top-k from one echo request; completion: (text, spans) of `api_topk.completion_pieces`."""
+                   token_logps: bool = False, fallback: AlignedCompletion | None = None):
+        """Row i's top-k from one echo request; completion: (text, spans) of `api_topk.completion_pieces`, or an
+        `api_aligned.AlignedCompletion` (read by offset, the server tokenising otherwise). With `fallback` (the same
+        completion aligned), a reply whose tokens are not the student's is read by offset instead of failing."""
         reply, start, _ = self._echo(prompt, completion[0], k)
+        read = aligned_echoed_topk if isinstance(completion, AlignedCompletion) else echoed_topk
+        where = f"row {i} ({prompt[:40]!r}...)"
         try:
-            return echoed_topk(reply, start, completion, pieces, k, vocab, row=f"row {i} ({prompt[:40]!r}...)",
-                               token_logps=token_logps)
+            return read(reply, start, completion, pieces, k, vocab, row=where, token_logps=token_logps)
         except Misaligned as e:
-            return TopkFailure(str(e))
+            if fallback is not None:  # the reply's text after the aligned text (an EOS spelled out) reads as generated
+                return aligned_echoed_topk(reply, start, fallback, pieces, k, vocab, row=where, token_logps=token_logps)
+            return TopkFailure(f"{e} (distill.params.vocabulary: auto reads such a row by character offset)")
 
     @property
     def generated_topk_usable(self) -> bool:

@@ -49,6 +49,11 @@ class ServedTopk(NamedTuple):
     token_logps: torch.Tensor  # (B, C) float32, log p of the given token at each position; 0 outside the mask
     mask: torch.Tensor  # (B, C); 0 all along a failed row
     failed: torch.Tensor  # (B,) bool: rows the teacher could not give (left out)
+    spans: tuple | None = None  # aligned only: per row, the student token ranges ((s0, s1), ...) whose teacher
+    #   log-probability token_logps holds at s1 - 1 (0 at a span's other tokens); None when each token is its own span
+
+    def to(self, device) -> "ServedTopk":
+        return self._replace(**{f: getattr(self, f).to(device) for f in ("ids", "logprobs", "token_logps", "mask", "failed")})
 
 
 @dataclass
@@ -87,23 +92,36 @@ def require_topk_of_text(teacher) -> None:
 
 @torch.no_grad()
 def served_topk(teacher, prompts: list[str], completions: list[list[int]], k: int, *, tokenizer,
-                temperature: float = 1.0, row_ids: list[str] | None = None) -> ServedTopk:
+                temperature: float = 1.0, row_ids: list[str] | None = None, aligned: bool | None = False) -> ServedTopk:
     """The teacher's top-k and the tokens' own log-probs at every completion token, at `temperature`.
 
     completions: the student's token ids (as `completion_logits` takes them); ids are in the
     student's vocabulary (len(tokenizer)). A teacher with `completion_topk` (a server, vLLM:
     `prefdistill.models.common.TopkTeacher`) gives them itself; any other gives logits. A row it
     cannot give is masked out and flagged in `failed`; `row_ids` name rows in the record.
+
+    aligned True: the teacher tokenises otherwise (a server of another model): its top-k is read by
+    character offset onto the student positions it shares (`prefdistill.models.api_aligned`),
+    the rest masked out, and token_logps holds span log-probs with the row's spans in `spans`.
+    None: each row exactly where the server's tokens are the student's, by offset where not
+    (`APILM.completion_topk`); False: such a row fails (`vocabulary: shared`).
     """
     failures = teacher.failures if isinstance(teacher, RecordedTeacher) else None
     teacher = teacher.teacher if isinstance(teacher, RecordedTeacher) else teacher
+    if aligned is not False and hasattr(teacher, "completion_topk") and not getattr(teacher, "topk_by_offset", False):
+        aligned = False if aligned is None else aligned  # vLLM: the student's own ids, one vocabulary (checked at load)
+    if aligned and not getattr(teacher, "topk_by_offset", False):
+        raise ValueError(f"{getattr(teacher, 'name', 'the teacher')}: signal: served with a teacher of another tokenizer "
+                         "reads a server's top-k by character offset (backend: openai); a local or vLLM teacher of another "
+                         "tokenizer distils with signal: live or topk (aligned by prefdistill.models.alignment)")
     if not hasattr(teacher, "completion_topk"):
         return _local_topk(teacher, prompts, completions, k, vocab=len(tokenizer), temperature=temperature)
     keys = [row_key(p, c) for p, c in zip(prompts, completions)]
     known = {i: TopkFailure(failures.reason(key)) for i, key in enumerate(keys) if failures and failures.reason(key)}
     ask = [i for i in range(len(prompts)) if i not in known]
     got = teacher.completion_topk([prompts[i] for i in ask], [completions[i] for i in ask], k, tokenizer=tokenizer,
-                                  temperature=temperature, token_logps=True) if ask else []
+                                  temperature=temperature, token_logps=True,
+                                  **({} if aligned is False else {"aligned": aligned})) if ask else []
     rows = {**known, **dict(zip(ask, got))}
     rows = [rows[i] for i in range(len(prompts))]
     for i, row in enumerate(rows):
@@ -120,8 +138,12 @@ def served_topk(teacher, prompts: list[str], completions: list[list[int]], k: in
 
 
 def _stack(rows: list, completions: list[list[int]], width: int) -> ServedTopk:
-    """Rows of (ids, log-probs, token log-probs) or `TopkFailure` as one batch; a failed row is padding, its mask 0."""
+    """Rows of (ids, log-probs, token log-probs[, spans]) or `TopkFailure` as one batch; a failed row is padding, its
+    mask 0. A row read by offset (with spans) leaves out the positions the teacher gave nothing at (every slot padded)."""
     failed = torch.tensor([isinstance(r, TopkFailure) for r in rows], dtype=torch.bool)
+    aligned = [not isinstance(r, TopkFailure) and len(r) == 4 for r in rows]
+    spans = tuple(r[3] if a else None for r, a in zip(rows, aligned)) if any(aligned) else None
+    rows = [r if isinstance(r, TopkFailure) else r[:3] for r in rows]
     k = next((r[0].shape[1] for r in rows if not isinstance(r, TopkFailure)), width)
     pad = lambda n: (np.zeros((n, k), dtype=np.int64), np.full((n, k), -np.inf, dtype=np.float32), np.zeros(n, np.float32))  # noqa: E731
     rows = [pad(len(c)) if isinstance(r, TopkFailure) else r for r, c in zip(rows, completions)]
@@ -133,7 +155,9 @@ def _stack(rows: list, completions: list[list[int]], width: int) -> ServedTopk:
     if failed.any():
         logps[failed] = torch.where(torch.arange(k) == 0, 0.0, float("-inf"))  # a valid distribution: losses stay finite
         mask[failed], token_logps[failed] = 0, 0.0
-    return ServedTopk(ids, logps, token_logps, mask, failed)
+    for b in (b for b, a in enumerate(aligned) if a):
+        mask[b] = mask[b] * (logps[b] > float("-inf")).any(-1).to(mask.dtype)
+    return ServedTopk(ids, logps, token_logps, mask, failed, spans)
 
 
 def _local_topk(teacher, prompts: list[str], completions: list[list[int]], k: int, *, vocab: int,
