@@ -178,8 +178,9 @@ class ServedSignal:
     k: int = opt(20, "topk / served: teacher token ids kept per position", AT_LEAST_1)
     vocabulary: Literal["auto", "shared", "aligned"] = opt(
         "auto", "auto: a teacher of the student's vocabulary is compared token for token, one of another tokenizer on the "
-                "aligned positions over the shared tokens (prefdistill.models.alignment; signal: live or topk); shared: refuse a "
-                "teacher of another tokenizer; aligned: the aligned path even for one vocabulary (what it costs)")
+                "aligned positions over the shared tokens (prefdistill.models.alignment; a served teacher's rows by character "
+                "offset where its tokens differ); shared: refuse a teacher of another tokenizer (a served row whose tokens "
+                "differ fails); aligned: the aligned path even for one vocabulary (what it costs)")
 
     def teacher_need(self) -> str:
         return {"topk": "teacher_topk", "served": "served_teacher"}.get(self.signal, "teacher")

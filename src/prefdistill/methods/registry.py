@@ -342,7 +342,8 @@ def refuse_across(spec: MethodSpec, params, why: str) -> None:
     problem = problem or getattr(params, "across_tokenizers_problem", lambda: None)()
     if problem:
         raise ConfigError(f"distill.method={spec.name} aligns a teacher of another tokenizer ({why}) to the student's tokens "
-                          f"only with {problem}; otherwise it needs one vocabulary. Set {problem}, or use a teacher and "
+                          f"only with {problem} (or signal: served from a server, backend: openai, read by character "
+                          f"offset); otherwise it needs one vocabulary. Set {problem}, or use a teacher and "
                           f"student of one tokenizer, or a sequence-level method, which works across tokenizers: "
                           f"{', '.join(across_tokenizers())}")
 
